@@ -1,0 +1,197 @@
+-- tempctl event log: the single source of the schema.
+--
+-- Every reading, transition, command and notable event is appended here; nothing
+-- is ever updated or deleted (triggers below refuse it), so the log is a faithful
+-- recording that `tempctl replay` can feed back through the controller.
+-- Times are UTC epoch milliseconds (ts_ms). The daemon stamps them from a
+-- monotonic clock anchored to the wall clock at start, so they never go backwards
+-- within a run (see tempctl/clock.py).
+--
+-- Applied by tempctl/log.py on open; every statement is idempotent. Later schema
+-- changes are numbered migrations in tempctl/log.py (PRAGMA user_version).
+
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) STRICT;
+
+-- One row per daemon (or replay/simulation) start.
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL DEFAULT 'daemon' CHECK (kind IN ('daemon', 'simulation', 'replay', 'import')),
+    version TEXT NOT NULL,
+    hostname TEXT,
+    pid INTEGER,
+    config TEXT NOT NULL,          -- JSON: effective settings
+    sources TEXT                   -- JSON: where each setting came from
+) STRICT;
+
+-- One row per poll of a device (valid or not) and per backfilled sample.
+CREATE TABLE IF NOT EXISTS readings (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    device TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    valid INTEGER NOT NULL CHECK (valid IN (0, 1)),
+    temp REAL,                     -- °C, NULL unless valid
+    vr_temp REAL,                  -- °C voltage regulator, NULL when absent/implausible
+    frequency REAL,                -- MHz, device setting
+    actual_frequency REAL,         -- MHz, live PLL (firmware v2.14+)
+    core_voltage INTEGER,          -- mV setting
+    core_voltage_actual INTEGER,   -- mV measured
+    hashrate REAL,                 -- GH/s
+    power REAL,                    -- W
+    fan REAL,                      -- % duty
+    fan_rpm INTEGER,
+    uptime_s INTEGER,
+    raw_temp REAL,                 -- what the device reported, even when implausible
+    overheat INTEGER NOT NULL DEFAULT 0 CHECK (overheat IN (0, 1)),
+    backfilled INTEGER NOT NULL DEFAULT 0 CHECK (backfilled IN (0, 1)),
+    error TEXT                     -- why the reading is not valid / what was wrong
+) STRICT;
+
+-- The stable-window query reads one device's recent rows in time order.
+CREATE INDEX IF NOT EXISTS readings_device_ts ON readings (device, ts_ms);
+
+-- State-machine decisions. Every firing of the control law is a row, including
+-- RECOVERING -> RECOVERING steps, so the latest row restores the controller.
+CREATE TABLE IF NOT EXISTS transitions (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    device TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    from_state TEXT NOT NULL,
+    to_state TEXT NOT NULL CHECK (to_state IN ('NORMAL', 'THROTTLED_1', 'THROTTLED_2', 'RECOVERING')),
+    reason TEXT NOT NULL,
+    frequency REAL,                -- MHz the controller targets after this transition
+    temp REAL,                     -- the reading that triggered it
+    ceiling REAL,                  -- MHz not to retry before ceiling_until_ms
+    ceiling_until_ms INTEGER,
+    backoff_s REAL,                -- current back-off length (doubles on each failed recovery)
+    last_good REAL                 -- MHz that last held while recovering
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS transitions_device_ts ON transitions (device, ts_ms);
+
+-- Command intents, committed before anything is sent to the device.
+CREATE TABLE IF NOT EXISTS commands (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    device TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('set_frequency', 'restart', 'set_fields')),
+    frequency REAL,
+    payload TEXT,                  -- JSON body for PATCH
+    reason TEXT NOT NULL,
+    attempt INTEGER NOT NULL DEFAULT 1
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS commands_device_ts ON commands (device, ts_ms);
+
+-- Outcomes, appended after the request finished (or failed).
+CREATE TABLE IF NOT EXISTS command_results (
+    id INTEGER PRIMARY KEY,
+    command_id INTEGER NOT NULL REFERENCES commands(id),
+    ts_ms INTEGER NOT NULL,
+    outcome TEXT NOT NULL CHECK (outcome IN ('ok', 'failed', 'dry_run', 'skipped')),
+    status INTEGER,                -- HTTP status when there was one
+    error TEXT,
+    latency_ms REAL
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS command_results_command ON command_results (command_id);
+
+-- Everything else worth knowing: alarms, frequency changes made by the firmware
+-- or a user, reboots, identity changes, reconciliation at start, clock jumps.
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    run_id INTEGER REFERENCES runs(id),
+    device TEXT,
+    ts_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,            -- alarm | frequency_change | reboot | identity | reconcile | verify | restart | clock | gap | log | note
+    level TEXT NOT NULL DEFAULT 'info' CHECK (level IN ('debug', 'info', 'warning', 'alarm')),
+    origin TEXT CHECK (origin IN ('tempctl', 'firmware', 'user', 'device', 'daemon')),
+    frequency_from REAL,
+    frequency_to REAL,
+    message TEXT NOT NULL
+) STRICT;
+
+CREATE INDEX IF NOT EXISTS events_device_ts ON events (device, ts_ms);
+
+-- Raw readings older than TEMPCTL_RETENTION_DAYS folded into one row per minute.
+CREATE TABLE IF NOT EXISTS readings_1m (
+    device TEXT NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    n_valid INTEGER NOT NULL,
+    temp_avg REAL,
+    temp_max REAL,
+    vr_temp_max REAL,
+    frequency REAL,
+    hashrate_avg REAL,
+    power_avg REAL,
+    fan_avg REAL,
+    PRIMARY KEY (device, minute_ms)
+) STRICT;
+
+-- History is append-only. Retention (tempctl prune) is the one sanctioned way to
+-- remove raw readings, and it works by folding them into readings_1m first; it
+-- lifts the guard for its own transaction through the meta row below.
+CREATE TRIGGER IF NOT EXISTS readings_no_update BEFORE UPDATE ON readings
+BEGIN SELECT RAISE(ABORT, 'readings are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS readings_no_delete BEFORE DELETE ON readings
+WHEN (SELECT value FROM meta WHERE key = 'pruning') IS NOT '1'
+BEGIN SELECT RAISE(ABORT, 'readings are append-only (use tempctl prune)'); END;
+CREATE TRIGGER IF NOT EXISTS transitions_no_update BEFORE UPDATE ON transitions
+BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS transitions_no_delete BEFORE DELETE ON transitions
+BEGIN SELECT RAISE(ABORT, 'transitions are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_no_update BEFORE UPDATE ON commands
+BEGIN SELECT RAISE(ABORT, 'commands are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS commands_no_delete BEFORE DELETE ON commands
+BEGIN SELECT RAISE(ABORT, 'commands are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS command_results_no_update BEFORE UPDATE ON command_results
+BEGIN SELECT RAISE(ABORT, 'command results are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS command_results_no_delete BEFORE DELETE ON command_results
+BEGIN SELECT RAISE(ABORT, 'command results are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_update BEFORE UPDATE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS events_no_delete BEFORE DELETE ON events
+BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS runs_no_delete BEFORE DELETE ON runs
+BEGIN SELECT RAISE(ABORT, 'runs are append-only'); END;
+
+-- Views for people (Datasette) ----------------------------------------------
+
+-- Commands with their outcome.
+CREATE VIEW IF NOT EXISTS command_log AS
+SELECT c.id, c.device, c.ts_ms, datetime(c.ts_ms / 1000, 'unixepoch') AS time_utc,
+       c.kind, c.frequency, c.reason, c.attempt,
+       r.outcome, r.status, r.error, r.latency_ms
+FROM commands c LEFT JOIN command_results r ON r.command_id = c.id;
+
+-- State segments: each transition until the next one of the same device.
+CREATE VIEW IF NOT EXISTS state_segments AS
+SELECT device, to_state AS state, frequency, reason,
+       ts_ms AS start_ms,
+       datetime(ts_ms / 1000, 'unixepoch') AS start_utc,
+       LEAD(ts_ms) OVER (PARTITION BY device ORDER BY ts_ms, id) AS end_ms,
+       round((COALESCE(LEAD(ts_ms) OVER (PARTITION BY device ORDER BY ts_ms, id),
+                       (SELECT max(ts_ms) FROM readings r WHERE r.device = t.device)) - ts_ms) / 60000.0, 2)
+           AS duration_min
+FROM transitions t;
+
+-- One-minute aggregates of the raw readings (plus folded history).
+CREATE VIEW IF NOT EXISTS readings_minute AS
+SELECT device, (ts_ms / 60000) * 60000 AS minute_ms,
+       datetime((ts_ms / 60000) * 60, 'unixepoch') AS minute_utc,
+       count(*) AS n, sum(valid) AS n_valid,
+       round(avg(temp), 2) AS temp_avg, max(temp) AS temp_max, max(vr_temp) AS vr_temp_max,
+       max(frequency) AS frequency, round(avg(hashrate), 1) AS hashrate_avg,
+       round(avg(power), 2) AS power_avg, round(avg(fan), 1) AS fan_avg
+FROM readings GROUP BY device, ts_ms / 60000
+UNION ALL
+SELECT device, minute_ms, datetime(minute_ms / 1000, 'unixepoch'), n, n_valid,
+       temp_avg, temp_max, vr_temp_max, frequency, hashrate_avg, power_avg, fan_avg
+FROM readings_1m;

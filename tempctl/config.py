@@ -1,0 +1,647 @@
+"""tempctl's settings: one table of fields, loaded with precedence and validated.
+
+Precedence, highest first: command-line flags > environment > TOML file > defaults.
+``[[devices]]`` tables in the file may override some settings for one device; those
+overrides are applied last, by ``Settings.for_device``.
+
+The environment names are the ones the original script's users already have in their
+systemd units (BITAXE_IP, TEMP_THRESHOLD, ...), so they must keep working unchanged.
+
+Every error is a ``ConfigError`` whose text is one line naming the setting, the bad
+value and where it came from, e.g. ``TEMP_THRESHOLD=abc (environment): not a number``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import operator
+import os
+import stat
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from ipaddress import ip_address
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+from .axeos import normalize_url
+
+DEFAULT_CONFIG_PATH = "/etc/tempctl/tempctl.toml"
+CONFIG_ENV = "TEMPCTL_CONFIG"
+
+# Where a value came from. A file's source is its path as given.
+DEFAULT = "default"
+ENVIRONMENT = "environment"
+COMMAND_LINE = "command line"
+
+# Firmware limits behind the ranges below (shared/reference/axeos-api.md):
+# §5.2: the API accepts any frequency 1-65535 MHz, so "the daemon must enforce its own
+#   frequency bounds"; the highest frequencyOptions entry (§7) is 625 MHz, so 1500 leaves
+#   room for overclockers while catching a typo such as 4900.
+# §9.1: the firmware trips at ASIC temp > 75 °C and vrTemp > 105 °C (no hysteresis).
+FREQ_MIN, FREQ_MAX = 50.0, 1500.0
+VR_TRIP = 105.0
+
+
+class ConfigError(Exception):
+    """A setting is missing, malformed or out of range. ``str()`` is one line."""
+
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: the names it goes by in each source, its type, default and rule."""
+
+    attr: str  # Settings attribute
+    env: str  # environment variable
+    toml: str  # key in the TOML file
+    flag: str  # command-line option (bool fields also get --no-<name>)
+    type: str  # float | int | bool | choice | path | url | host | devices
+    default: Any
+    help: str
+    validator: Check | None = None  # returns the problem, or None when fine
+    choices: tuple[str, ...] = ()
+    per_device: bool = False  # may be overridden in a [[devices]] table
+
+
+# --- validators: each returns the problem text or None ---------------------------------
+
+
+def _num(x: float) -> str:
+    return _fmt(float(x))
+
+
+def at_least(low: float, *, strict: bool = False) -> Check:
+    def check(v: float) -> str | None:
+        if strict and v <= low:
+            return f"must be > {_num(low)}"
+        if v < low:
+            return f"must be >= {_num(low)}"
+        return None
+
+    return check
+
+
+def at_most(high: float) -> Check:
+    def check(v: float) -> str | None:
+        return f"must be <= {_num(high)}" if v > high else None
+
+    return check
+
+
+def both(*checks: Check) -> Check:
+    def check(v: Any) -> str | None:
+        return next((p for c in checks if (p := c(v)) is not None), None)
+
+    return check
+
+
+def between(low: float, high: float) -> Check:
+    return both(at_least(low), at_most(high))
+
+
+def _floor_check(v: float) -> str | None:
+    if v != 0 and v < FREQ_MIN:
+        return f"must be 0 (off) or >= {_num(FREQ_MIN)}"
+    return at_most(FREQ_MAX)(v)
+
+
+def _http_url_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL (or empty)"
+    return None
+
+
+def _host(v: str) -> str | None:
+    try:
+        ip_address(v.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    labels = v.rstrip(".").split(".")
+    if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
+        return None
+    return "must be a host name or IP address"
+
+
+def _not_empty(v: str) -> str | None:
+    return "must not be empty" if not v else None
+
+
+# --- the table ---------------------------------------------------------------------------
+
+FIELDS: tuple[Field, ...] = (
+    Field("devices", "BITAXE_IP", "bitaxe_ip", "--bitaxe-ip", "devices", (),
+          "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
+          "(or [[devices]] tables in the config file). Required by `run`."),
+    Field("temp_threshold", "TEMP_THRESHOLD", "temp_threshold", "--temp-threshold", "float", 63.0,
+          "ASIC temperature (°C) above which the frequency is lowered.",
+          between(30, 95), per_device=True),
+    Field("first_frequency", "FIRST_FREQUENCY", "first_frequency", "--first-frequency", "float",
+          490.0, "First step down (MHz).", between(FREQ_MIN, FREQ_MAX), per_device=True),
+    Field("second_frequency", "SECOND_FREQUENCY", "second_frequency", "--second-frequency",
+          "float", 400.0, "Second step down (MHz); below FIRST_FREQUENCY.",
+          between(FREQ_MIN, FREQ_MAX), per_device=True),
+    Field("max_frequency", "MAX_FREQUENCY", "max_frequency", "--max-frequency", "float", 575.0,
+          "Never exceeded; the frequency restored to (MHz).",
+          between(FREQ_MIN, FREQ_MAX), per_device=True),
+    Field("check_interval", "CHECK_INTERVAL", "check_interval", "--check-interval", "float", 30.0,
+          "Seconds between polls.", at_least(0.2)),
+    Field("stable_timeframe", "STABLE_TIMEFRAME", "stable_timeframe", "--stable-timeframe",
+          "float", 1.0, "Hours the temperature must stay stable before restoring.",
+          at_least(0, strict=True), per_device=True),
+    Field("db", "TEMPCTL_DB", "db", "--db", "path", "./tempctl.db",
+          "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, "
+          "else ./tempctl.db).", _not_empty),
+    Field("settle", "TEMPCTL_SETTLE", "settle", "--settle", "float", 180.0,
+          "Seconds after a change before its effect is judged.", at_least(0), per_device=True),
+    Field("hysteresis", "TEMPCTL_HYSTERESIS", "hysteresis", "--hysteresis", "float", 2.0,
+          "°C below TEMP_THRESHOLD that counts as cool again.", at_least(0), per_device=True),
+    Field("critical", "TEMPCTL_CRITICAL", "critical", "--critical", "float", 70.0,
+          "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
+          at_most(100), per_device=True),
+    Field("vr_threshold", "TEMPCTL_VR_THRESHOLD", "vr_threshold", "--vr-threshold", "float",
+          85.0, "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
+          "(the firmware trips at 105).", between(40, VR_TRIP), per_device=True),
+    Field("critical_floor", "TEMPCTL_CRITICAL_FLOOR", "critical_floor", "--critical-floor",
+          "float", 0.0, "Lowest frequency (MHz), used only when still critical at "
+          "SECOND_FREQUENCY; 0 = off.", _floor_check, per_device=True),
+    Field("step", "TEMPCTL_STEP", "step", "--step", "float", 25.0,
+          "Restore step (MHz).", both(at_least(0, strict=True), at_most(200)), per_device=True),
+    Field("apply", "TEMPCTL_APPLY", "apply", "--apply", "choice", "auto",
+          "How a frequency change reaches the device.",
+          choices=("auto", "live", "restart"), per_device=True),
+    Field("dry_run", "TEMPCTL_DRY_RUN", "dry_run", "--dry-run", "bool", False,
+          "Observe and log decisions, never write to the device."),
+    Field("max_restarts_per_hour", "TEMPCTL_MAX_RESTARTS_PER_HOUR", "max_restarts_per_hour",
+          "--max-restarts-per-hour", "int", 4, "Most device restarts allowed per hour.",
+          at_least(0)),
+    Field("log_level", "TEMPCTL_LOG_LEVEL", "log_level", "--log-level", "choice", "INFO",
+          "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
+    Field("retention_days", "TEMPCTL_RETENTION_DAYS", "retention_days", "--retention-days",
+          "float", 0.0, "Raw readings older than this (days) are folded into 1-minute "
+          "aggregates; 0 = keep all.", at_least(0)),
+    Field("alert_url", "TEMPCTL_ALERT_URL", "alert_url", "--alert-url", "url", "",
+          "Webhook for alerts (ntfy-compatible); empty = off.", _http_url_or_empty),
+    Field("metrics_port", "TEMPCTL_METRICS_PORT", "metrics_port", "--metrics-port", "int", 0,
+          "Port of the Prometheus endpoint; 0 = off.", between(0, 65535)),
+    Field("metrics_host", "TEMPCTL_METRICS_HOST", "metrics_host", "--metrics-host", "host",
+          "127.0.0.1", "Address the Prometheus endpoint listens on.", _host),
+)
+
+BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
+_BY_TOML: dict[str, Field] = {f.toml: f for f in FIELDS}
+_KNOWN_ENV = {f.env for f in FIELDS} | {CONFIG_ENV}
+_DEFAULTS: dict[str, Any] = {f.attr: f.default for f in FIELDS}
+
+# Cross-field rules: (left, op, right) means "left op right" must hold.
+_RULES = (
+    ("second_frequency", "<", "first_frequency"),
+    ("first_frequency", "<=", "max_frequency"),
+    ("critical", ">", "temp_threshold"),
+    ("critical_floor", "<=", "second_frequency"),  # only when the floor is on
+)
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+_FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
+_WORDS = {"<": "less than", ">": "greater than", "<=": "<=", ">=": ">="}
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    url: str
+    overrides: Mapping[str, object] = field(default_factory=dict, hash=False)
+    where: str = ""  # "devices[1]" when it came from a [[devices]] table
+
+
+@dataclass(frozen=True)
+class Settings:
+    devices: tuple[Device, ...] = ()
+    temp_threshold: float = _DEFAULTS["temp_threshold"]
+    first_frequency: float = _DEFAULTS["first_frequency"]
+    second_frequency: float = _DEFAULTS["second_frequency"]
+    max_frequency: float = _DEFAULTS["max_frequency"]
+    check_interval: float = _DEFAULTS["check_interval"]
+    stable_timeframe: float = _DEFAULTS["stable_timeframe"]  # hours
+    db: str = _DEFAULTS["db"]
+    settle: float = _DEFAULTS["settle"]
+    hysteresis: float = _DEFAULTS["hysteresis"]
+    critical: float = _DEFAULTS["critical"]
+    vr_threshold: float = _DEFAULTS["vr_threshold"]
+    critical_floor: float = _DEFAULTS["critical_floor"]
+    step: float = _DEFAULTS["step"]
+    apply: str = _DEFAULTS["apply"]
+    dry_run: bool = _DEFAULTS["dry_run"]
+    max_restarts_per_hour: int = _DEFAULTS["max_restarts_per_hour"]
+    log_level: str = _DEFAULTS["log_level"]
+    retention_days: float = _DEFAULTS["retention_days"]
+    alert_url: str = _DEFAULTS["alert_url"]
+    metrics_port: int = _DEFAULTS["metrics_port"]
+    metrics_host: str = _DEFAULTS["metrics_host"]
+    # attr -> "default" | "environment" | "command line" | file path | "devices[i] in <path>"
+    sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
+    warnings: tuple[str, ...] = ()
+    config_path: str | None = None  # the TOML file that was read, if any
+
+    def for_device(self, device: Device) -> Settings:
+        """These settings with ``device``'s overrides applied (validated again)."""
+        if not device.overrides:
+            return self
+        where = device.where or device.name
+        path = self.sources.get("devices", DEFAULT)
+        values, origins = {}, {}
+        for attr, raw in device.overrides.items():
+            f = BY_ATTR.get(attr)
+            if f is None or not f.per_device:
+                raise ConfigError(f"{where}.{attr} ({path}): not a per-device setting")
+            name = f"{where}.{f.toml}"
+            values[attr] = _parse_checked(f, raw, name, path)
+            origins[attr] = (name, path, 4)
+        sources = {**self.sources, **{a: f"{where} in {path}" for a in values}}
+        out = replace(self, **values, sources=sources)
+        _check_rules(out, lambda a: origins.get(a) or _origin(self, a))
+        return out
+
+    def as_env(self) -> dict[str, str]:
+        """Every setting as ENV=value text that load_settings reads back to the same value."""
+        env = {}
+        for f in FIELDS:
+            value = getattr(self, f.attr)
+            if f.type == "devices":
+                if value:
+                    env[f.env] = ",".join(d.url for d in value)
+            else:
+                env[f.env] = _fmt(value)
+        return env
+
+    @property
+    def stable_seconds(self) -> float:
+        return self.stable_timeframe * 3600.0
+
+
+# --- formatting and parsing of single values ---------------------------------------------
+
+
+def _fmt(value: object) -> str:
+    """Render a value the way a user would type it: 400 not 400.0, true not True."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(d.url if isinstance(d, Device) else _fmt(d) for d in value)
+    if isinstance(value, str) and not value.isprintable():
+        return repr(value)  # keep the error on one line and show what was really there
+    return str(value)
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse(f: Field, raw: object) -> object:
+    """Turn a raw value (text from env/flags, or a TOML value) into the field's type.
+
+    Raises ValueError with the problem text.
+    """
+    kind = f.type
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ValueError("not a number")
+        try:
+            value = float(raw.strip() if isinstance(raw, str) else raw)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise ValueError("not a number") from None
+        if not math.isfinite(value):
+            raise ValueError("not a finite number")
+        return value
+    if kind == "int":
+        if isinstance(raw, int) and not isinstance(raw, bool):
+            return raw
+        if isinstance(raw, str):
+            try:
+                return int(raw.strip())
+            except ValueError:
+                pass
+        raise ValueError("not a whole number")
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError("not a boolean (use 1/0, true/false, yes/no or on/off)")
+    if kind == "choice":
+        if isinstance(raw, str):
+            for choice in f.choices:
+                if raw.strip().lower() == choice.lower():
+                    return choice
+        raise ValueError(f"must be one of {', '.join(f.choices)}")
+    if kind == "devices":
+        return _parse_devices(raw)
+    if isinstance(raw, str):
+        return raw.strip()
+    raise ValueError("not a string")
+
+
+def _parse_checked(f: Field, raw: object, name: str, source: str) -> object:
+    """Parse and range-check one value; errors name it as ``name=raw (source)``."""
+    try:
+        value = _parse(f, raw)
+        problem = f.validator(value) if f.validator else None
+    except ValueError as e:
+        problem = str(e)
+    if problem:
+        raise ConfigError(_one_line(f"{name}={_fmt(raw)} ({source}): {problem}"))
+    return value
+
+
+def _device(url_text: str) -> Device:
+    url = normalize_url(url_text)
+    return Device(name=url.split("://", 1)[1], url=url)
+
+
+def _parse_devices(raw: object) -> tuple[Device, ...]:
+    if isinstance(raw, str):
+        items = raw.split(",")
+    elif isinstance(raw, (list, tuple)) and all(isinstance(x, str) for x in raw):
+        items = list(raw)
+    else:
+        raise ValueError("must be a text like 10.0.0.5 or a list of them")
+    items = [x.strip() for x in items if x.strip()]
+    if not items:
+        raise ValueError("no device address given")
+    devices = tuple(_device(x) for x in items)
+    urls = [d.url for d in devices]
+    for url in urls:
+        if urls.count(url) > 1:
+            raise ValueError(f"{url} is listed twice")
+    return devices
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines())
+
+
+# --- the TOML file ------------------------------------------------------------------------
+
+
+def _pick_config(config_path: str | None, environ: Mapping[str, str],
+                 default_config: str) -> tuple[str, str | None]:
+    """Which file to read, and how to name it in a 'not found' error (None = optional)."""
+    if config_path is not None:
+        return config_path, f"--config={config_path} ({COMMAND_LINE})"
+    if environ.get(CONFIG_ENV):
+        return environ[CONFIG_ENV], f"{CONFIG_ENV}={environ[CONFIG_ENV]} ({ENVIRONMENT})"
+    return default_config, None
+
+
+def _read_toml(path: str, label: str | None) -> dict | None:
+    """The parsed file, or None when the (optional) default file does not exist."""
+    try:
+        with open(path, "rb") as fh:
+            return _load_private(fh, path)
+    except FileNotFoundError:
+        if label is None:
+            return None
+        raise ConfigError(f"{label}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+
+
+def _load_private(fh: BinaryIO, path: str) -> dict:
+    # fstat the open file so the file checked is the file read.
+    st = os.fstat(fh.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError(f"{path}: config file is not a regular file")
+    if st.st_mode & stat.S_IWOTH:
+        # Anyone on the host could raise the thresholds or point tempctl at another device.
+        raise ConfigError(f"{path}: refusing a world-writable config file "
+                          f"(fix with: chmod o-w {path})")
+    try:
+        return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(_one_line(f"{path}: not valid TOML: {e}")) from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
+
+
+def _unknown(prefix: str, key: str, path: str, known: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(key.lower(), known, n=1)
+    hint = f"; did you mean {prefix}{close[0]}?" if close else ""
+    return ConfigError(f"{prefix}{key} ({path}): unknown key{hint}")
+
+
+def _file_values(data: dict, path: str) -> dict[str, object]:
+    """attr -> raw value from the file; [[devices]] become a parsed tuple of Devices."""
+    values: dict[str, object] = {}
+    for key, raw in data.items():
+        if key == "devices":
+            continue
+        f = _BY_TOML.get(key)
+        if f is None:
+            raise _unknown("", key, path, [*_BY_TOML, "devices"])
+        values[f.attr] = raw
+    if "devices" in data:
+        if "bitaxe_ip" in data:
+            raise ConfigError(f"devices ({path}): use either bitaxe_ip or [[devices]], not both")
+        values["devices"] = _device_tables(data["devices"], path)
+    return values
+
+
+def _device_tables(tables: object, path: str) -> tuple[Device, ...]:
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise ConfigError(f"devices ({path}): must be an array of tables ([[devices]])")
+    per_device = [f.toml for f in FIELDS if f.per_device]
+    devices: list[Device] = []
+    for i, table in enumerate(tables):
+        where = f"devices[{i}]"
+        if "url" not in table:
+            raise ConfigError(f"{where} ({path}): missing url")
+        try:
+            device = _device(str(table["url"]))
+        except ValueError as e:
+            raise ConfigError(_one_line(f"{where}.url={table['url']} ({path}): {e}")) from None
+        name = table.get("name", device.name)
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}.name={_fmt(name)} ({path}): must be a non-empty text")
+        overrides: dict[str, object] = {}
+        for key, raw in table.items():
+            if key in ("name", "url"):
+                continue
+            f = _BY_TOML.get(key)
+            if f is None:
+                raise _unknown(f"{where}.", key, path, ["name", "url", *per_device])
+            if not f.per_device:
+                raise ConfigError(f"{where}.{key} ({path}): not a per-device setting "
+                                  f"(per-device: {', '.join(per_device)})")
+            overrides[f.attr] = _parse_checked(f, raw, f"{where}.{key}", path)
+        for other in devices:
+            if other.name == name.strip():
+                raise ConfigError(f"{where}.name={name} ({path}): same name as {other.where}")
+            if other.url == device.url:
+                raise ConfigError(f"{where}.url={table['url']} ({path}): "
+                                  f"same device as {other.where}")
+        devices.append(Device(name.strip(), device.url, overrides, where))
+    return tuple(devices)
+
+
+# --- cross-field rules --------------------------------------------------------------------
+
+_RANK = {DEFAULT: 0, ENVIRONMENT: 2, COMMAND_LINE: 3}  # anything else is a file: 1
+
+
+def _origin(settings: Settings, attr: str) -> tuple[str, str, int]:
+    """(name to show, source, precedence rank) of one global setting."""
+    f = BY_ATTR[attr]
+    source = settings.sources.get(attr, DEFAULT)
+    name = f.flag if source == COMMAND_LINE else f.env
+    return name, source, _RANK.get(source, 1)
+
+
+def _check_rules(s: Settings, origin: Callable[[str], tuple[str, str, int]]) -> None:
+    for left, op, right in _RULES:
+        a, b = getattr(s, left), getattr(s, right)
+        if left == "critical_floor" and a == 0:
+            continue
+        if _OPS[op](a, b):
+            continue
+        (ln, ls, lr), (rn, rs, rr) = origin(left), origin(right)
+        if rr > lr:  # blame whichever side was set with the higher precedence
+            msg = f"{rn}={_fmt(b)} ({rs}): must be {_WORDS[_FLIP[op]]} {ln}={_fmt(a)} ({ls})"
+        else:
+            msg = f"{ln}={_fmt(a)} ({ls}): must be {_WORDS[op]} {rn}={_fmt(b)} ({rs})"
+        raise ConfigError(msg)
+
+
+# --- loading ------------------------------------------------------------------------------
+
+
+def _default_db(environ: Mapping[str, str]) -> str:
+    # systemd's StateDirectory= sets STATE_DIRECTORY, colon-separated when several are given.
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return os.path.join(state, "tempctl.db") if state else BY_ATTR["db"].default
+
+
+def load_settings(flags: Mapping[str, object] | None = None,
+                  environ: Mapping[str, str] | None = None,
+                  config_path: str | None = None, *, require_devices: bool = True,
+                  default_config: str | None = None) -> Settings:
+    """Merge flags (attr -> value, None = not given), environment, TOML file and defaults.
+
+    ``config_path`` is --config; else TEMPCTL_CONFIG; else ``default_config`` (by default
+    /etc/tempctl/tempctl.toml), which may be missing. Raises ConfigError.
+    """
+    environ = os.environ if environ is None else environ
+    given = {k: v for k, v in (flags or {}).items() if v is not None}
+    for attr in given:
+        if attr not in BY_ATTR:
+            raise TypeError(f"load_settings: unknown setting {attr!r}")
+
+    path, label = _pick_config(config_path, environ, default_config or DEFAULT_CONFIG_PATH)
+    data = _read_toml(path, label)
+    from_file = _file_values(data, path) if data is not None else {}
+
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    for f in FIELDS:
+        if f.attr in given:
+            raw, source, name = given[f.attr], COMMAND_LINE, f.flag
+        elif f.env in environ:
+            raw, source, name = environ[f.env], ENVIRONMENT, f.env
+        elif f.attr in from_file:
+            raw, source, name = from_file[f.attr], path, f.env
+        else:
+            values[f.attr] = _default_db(environ) if f.attr == "db" else f.default
+            sources[f.attr] = DEFAULT
+            continue
+        if isinstance(raw, tuple) and f.type == "devices":  # already parsed [[devices]]
+            values[f.attr] = raw
+        elif f.type == "devices":
+            try:
+                values[f.attr] = _parse(f, raw)
+            except ValueError as e:
+                raise ConfigError(_one_line(f"{name}={_fmt(raw)} ({source}): {e}")) from None
+        else:
+            values[f.attr] = _parse_checked(f, raw, name, source)
+        sources[f.attr] = source
+
+    warnings = tuple(
+        f"unknown environment variable {key} ignored{_hint(key)}"
+        for key in sorted(environ)
+        if key.startswith("TEMPCTL_") and key not in _KNOWN_ENV
+    )
+    settings = Settings(**values, sources=sources, warnings=warnings,  # type: ignore[arg-type]
+                        config_path=path if data is not None else None)
+    _check_rules(settings, lambda a: _origin(settings, a))
+    for device in settings.devices:
+        settings.for_device(device)  # validates each device's overrides against the rest
+    if require_devices and not settings.devices:
+        raise ConfigError("BITAXE_IP (not set): give the device address with --bitaxe-ip, "
+                          "BITAXE_IP or bitaxe_ip / [[devices]] in the config file")
+    return settings
+
+
+def _hint(env_name: str) -> str:
+    close = difflib.get_close_matches(env_name, sorted(_KNOWN_ENV), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def parse_assignment(text: str) -> tuple[str, object]:
+    """Parse "TEMP_THRESHOLD=62", "temp_threshold=62" or "--temp-threshold=62" for --set.
+
+    Returns (attr, value), the value parsed and range-checked on its own (cross-field
+    rules need the whole Settings: apply it with dataclasses.replace and re-check).
+    """
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    f = next((f for f in FIELDS if name in (f.env, f.toml, f.attr, f.flag)), None)
+    if f is None:
+        f = next((f for f in FIELDS if name.upper() == f.env), None)
+    if not sep or f is None:
+        what = "unknown setting" if sep else "expected NAME=VALUE"
+        raise ConfigError(f"{text} (--set): {what}{_hint(name.upper()) if sep else ''}")
+    if f.type == "devices":
+        try:
+            return f.attr, _parse(f, raw)
+        except ValueError as e:
+            raise ConfigError(_one_line(f"{name}={raw} (--set): {e}")) from None
+    return f.attr, _parse_checked(f, raw, name, "--set")
+
+
+def validate(settings: Settings) -> Settings:
+    """Re-check the cross-field rules, e.g. after applying parse_assignment results."""
+    _check_rules(settings, lambda a: _origin(settings, a))
+    for device in settings.devices:
+        settings.for_device(device)
+    return settings
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """Every effective value with its source, as plain JSON-ready data (for `tempctl config`)."""
+    out: dict[str, Any] = {}
+    for f in FIELDS:
+        value = getattr(settings, f.attr)
+        if f.type == "devices":
+            value = [d.url for d in value]
+        out[f.attr] = {"env": f.env, "value": value,
+                       "source": settings.sources.get(f.attr, DEFAULT)}
+    return {
+        "config_file": settings.config_path,
+        "settings": out,
+        "devices": [{"name": d.name, "url": d.url, "overrides": dict(d.overrides)}
+                    for d in settings.devices],
+        "warnings": list(settings.warnings),
+    }
+
+
+__all__ = ["FIELDS", "ConfigError", "Device", "Field", "Settings", "describe", "load_settings",
+           "parse_assignment", "validate"]
