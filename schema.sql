@@ -46,6 +46,8 @@ CREATE TABLE IF NOT EXISTS readings (
     fan_rpm INTEGER,
     uptime_s INTEGER,
     raw_temp REAL,                 -- what the device reported, even when implausible
+    firmware TEXT,                 -- AxeOS version, e.g. v2.15.0 (decides live change vs restart)
+    asic TEXT,                     -- ASIC model, e.g. BM1370
     overheat INTEGER NOT NULL DEFAULT 0 CHECK (overheat IN (0, 1)),
     backfilled INTEGER NOT NULL DEFAULT 0 CHECK (backfilled IN (0, 1)),
     error TEXT                     -- why the reading is not valid / what was wrong

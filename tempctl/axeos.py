@@ -144,6 +144,8 @@ def normalize_url(value: str) -> str:
     if rest.count(":") >= 2 and not rest.startswith("["):
         host = _ipv6(rest, value)  # a bare IPv6 address cannot carry a port
     else:
+        if rest.startswith("["):
+            _ipv6(rest.partition("]")[0] + "]", value)  # urlsplit's own message is vaguer
         parts = urlsplit("http://" + rest)
         try:
             port = parts.port

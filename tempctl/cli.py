@@ -35,14 +35,19 @@ class SettingsError(click.ClickException):
     exit_code = 2
 
 
+_METAVARS = {"devices": "HOST[:PORT][,...]", "int": "INTEGER", "path": "PATH", "url": "URL",
+             "host": "HOST"}
+
+
 def _field_option(field):
-    default = "required by run" if field.type == "devices" else field.default
+    default = Settings().as_env().get(field.env, "none, required by run") or '""'
     help_text = f"{field.help} [env {field.env}; default: {default}]"
     if field.type == "bool":
         names = f"{field.flag}/--no-{field.flag[2:]}"
         return click.option(names, field.attr, default=None, help=help_text)
     # Values stay text here so load_settings reports every bad value in one style.
-    metavar = "[" + "|".join(field.choices) + "]" if field.choices else field.type.upper()
+    metavar = ("[" + "|".join(field.choices) + "]" if field.choices
+               else _METAVARS.get(field.type, field.type.upper()))
     return click.option(field.flag, field.attr, default=None, metavar=metavar, help=help_text)
 
 
@@ -109,7 +114,192 @@ def config_cmd(as_json, **kwargs):
 
 # --- emulator ----------------------------------------------------------------
 
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; loopback only unless --allow-remote.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port of the first device (device i gets PORT+i); 0 = free ports.")
+@click.option("--scenario", default="heatwave", show_default=True, metavar="NAME|FILE",
+              help="Ambient scenario: a name in replay/scenarios or a .toml file.")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=1.0,
+              show_default=True, metavar="K", help="Run plant time K times faster than real.")
+@click.option("--firmware", metavar="V", default=None,
+              help="AxeOS version to emulate, e.g. v2.10.1 [default: the scenario's].")
+@click.option("--asic", metavar="MODEL", default=None,
+              help="BM1370, BM1368, BM1366, BM1397 or hex [default: the scenario's].")
+@click.option("--faults", metavar="SPEC", default=None,
+              help="Fault injection: name=probability or bare name (always), comma-separated, "
+                   "e.g. timeout=0.05,5xx=0.1,reboot=0.001.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for sensor noise and faults (device i uses SEED+i).")
+@click.option("--devices", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Number of emulated miners, one port each.")
+@click.option("--start-hours", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              metavar="H", help="Start the scenario at hour H.")
+@click.option("--private-ip-check", is_flag=True,
+              help="Answer 401 to peers outside 10/8, 172.16/12, 192.168/16 like AxeOS v2.5+ "
+                   "(this rejects loopback clients too).")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a non-loopback --host. It is a fake miner: keep it off real networks.")
+def emulate(host, port, scenario, scale, firmware, asic, faults, seed, devices, start_hours,
+            private_ip_check, allow_remote):
+    """Serve fake Bitaxes (the AxeOS HTTP API over a thermal model) until SIGTERM/Ctrl-C.
+
+    The first stdout line is the base URL; with --devices N there are N URL lines,
+    then a line "ready". Besides the AxeOS routes each device answers
+    GET /_emulator/state, POST /_emulator/faults and POST /_emulator/ambient.
+
+    \b
+    Example:
+        tempctl emulate --port 8123
+        tempctl emulate --scale 60 --start-hours 2 --devices 3
+        tempctl emulate --firmware v2.10.1 --faults timeout=0.05,5xx=0.1 --seed 7
+    """
+    import signal
+    import threading
+
+    from .emulator import Emulator, parse_faults
+    from .firmware import parse_version
+    from .scenario import ScenarioError, load_scenario
+
+    if not allow_remote and not _is_loopback(host):
+        raise click.BadParameter(f"{host} is not a loopback address; add --allow-remote "
+                                 "to serve a fake miner beyond this machine", param_hint="--host")
+    try:
+        parse_faults(faults)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--faults") from None
+    if firmware is not None:
+        try:
+            parse_version(firmware)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--firmware") from None
+    try:
+        scn = load_scenario(scenario)
+        emu = Emulator(scn, host=host.strip("[]"), port=port, devices=devices, scale=scale,
+                       firmware=firmware, asic=asic, faults=faults, seed=seed,
+                       start_hours=start_hours, private_ip_check=private_ip_check)
+        emu.start()
+    except (ScenarioError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        for url in emu.urls:
+            click.echo(url)
+        if devices > 1:
+            click.echo("ready")
+        click.get_text_stream("stdout").flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emu.stop()
+
 # --- daemon: run, status -----------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+    import sys
+
+    # journald stamps each line itself; a terminal gets a time of day.
+    fmt = "%(levelname)s %(message)s"
+    if sys.stdout.isatty():
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stdout, force=True)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+def _open_log(path, create=True):
+    from .log import Log, LogError
+
+    try:
+        return Log(path, create=create)
+    except LogError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command()
+@settings_options
+def run(**kwargs):
+    """Guard the device(s): poll every CHECK_INTERVAL, throttle when hot, restore when stable.
+
+    Every reading, transition, command and event is appended to the SQLite log
+    (TEMPCTL_DB). Stops cleanly on SIGTERM/SIGINT; speaks sd_notify under systemd.
+
+    \b
+    Example:
+        BITAXE_IP=127.0.0.1:8123 TEMP_THRESHOLD=63 tempctl run
+        tempctl run --bitaxe-ip 127.0.0.1:8123 --dry-run --log-level DEBUG
+    """
+    import signal
+    import sys
+    import threading
+
+    from .daemon import Daemon
+    from .notify import Notifier
+
+    settings = settings_from_cli(kwargs)
+    _setup_logging(settings.log_level)
+    log_ = _open_log(settings.db)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    notifier = Notifier()
+    try:
+        code = Daemon(settings, log_=log_, notifier=notifier, stop=stop).run()
+    finally:
+        notifier.close()
+        log_.close()
+    sys.exit(code)
+
+
+@cli.command()
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(as_json, **kwargs):
+    """Show each device's state, frequency, last reading and stable-window progress.
+
+    Reads the log only, so it works while the daemon runs (and after it stopped).
+
+    \b
+    Example:
+        tempctl status --db /var/lib/tempctl/tempctl.db
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from .status import device_status, format_status
+
+    settings = settings_from_cli(kwargs, require_devices=False)
+    if not Path(settings.db).exists():
+        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    log_ = _open_log(settings.db, create=False)
+    now = int(time.time() * 1000)
+    rows = [device_status(log_.conn, d, now) for d in log_.devices()]
+    log_.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no devices in the log yet")
+    else:
+        click.echo("\n\n".join(format_status(r) for r in rows))
+
 
 # --- replay, simulate, fit, tune ---------------------------------------------
 

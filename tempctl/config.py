@@ -139,7 +139,7 @@ def _not_empty(v: str) -> str | None:
 FIELDS: tuple[Field, ...] = (
     Field("devices", "BITAXE_IP", "bitaxe_ip", "--bitaxe-ip", "devices", (),
           "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
-          "(or [[devices]] tables in the config file). Required by `run`."),
+          "(or [[devices]] tables in the config file)."),
     Field("temp_threshold", "TEMP_THRESHOLD", "temp_threshold", "--temp-threshold", "float", 63.0,
           "ASIC temperature (°C) above which the frequency is lowered.",
           between(30, 95), per_device=True),

@@ -56,7 +56,7 @@ LAW: tuple[dict, ...] = (
     dict(source=R, dest=T2, conditions=["hot", "settled"], action="to_second",
          reason="above threshold while recovering"),
     # Stable for STABLE_TIMEFRAME (a query over the persisted log): start restoring.
-    dict(source=[T1, T2], dest=R, conditions=["stable"], action="step_up",
+    dict(source=[T1, T2], dest=R, conditions=["settled", "stable"], action="step_up",
          reason="stable for STABLE_TIMEFRAME"),
     dict(source=R, dest=N, conditions=["at_max", "settled", "not_hot"], action="hold",
          reason="restored to MAX_FREQUENCY"),
@@ -386,8 +386,10 @@ class Controller:
 
     def _act_to_floor(self, event) -> None:
         self._set(self.limits.critical_floor)
-        self._alarm(f"critical at SECOND_FREQUENCY: temp {self._facts.temp:g} °C, "
-                    f"dropping to TEMPCTL_CRITICAL_FLOOR {self.limits.critical_floor:g} MHz")
+        temp = self._facts.temp
+        what = "firmware overheat trip" if temp is None else f"temp {temp:g} °C"
+        self._alarm(f"critical at SECOND_FREQUENCY ({what}): dropping to "
+                    f"TEMPCTL_CRITICAL_FLOOR {self.limits.critical_floor:g} MHz")
 
     def _act_back_off(self, event) -> None:
         failed = self.frequency

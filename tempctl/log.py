@@ -32,7 +32,8 @@ MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version
 
 READING_COLUMNS = ("id", "run_id", "device", "ts_ms", "valid", "temp", "vr_temp", "frequency",
                    "actual_frequency", "core_voltage", "core_voltage_actual", "hashrate", "power",
-                   "fan", "fan_rpm", "uptime_s", "raw_temp", "overheat", "backfilled", "error")
+                   "fan", "fan_rpm", "uptime_s", "raw_temp", "firmware", "asic", "overheat",
+                   "backfilled", "error")
 _INSERT_READING = (f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
                    f"VALUES ({', '.join('?' * len(READING_COLUMNS))})")
 
@@ -151,7 +152,8 @@ class Log:
         return _INSERT_READING, (
             self._id("readings"), self.run_id, r.device, r.ts_ms, int(r.valid), r.temp,
             r.vr_temp, r.frequency, r.actual_frequency, r.core_voltage, r.core_voltage_actual,
-            r.hashrate, r.power, r.fan_pct, r.fan_rpm, r.uptime_s, r.raw_temp, int(r.overheat),
+            r.hashrate, r.power, r.fan_pct, r.fan_rpm, r.uptime_s, r.raw_temp, r.version,
+            r.asic_model, int(r.overheat),
             int(r.backfilled), r.error)
 
     def decision_ops(self, device: str, ts_ms: int, decision: Decision

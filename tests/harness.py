@@ -25,7 +25,7 @@ class Harness:
         now = int(round(t_s * 1000))
         r = Reading("dev", now, temp=temp, vr_temp=vr, frequency=self.device_freq,
                     overheat=overheat, uptime_s=uptime)
-        self.window.add(now, r.temp, r.vr_temp)
+        self.window.add(now, r.temp, r.vr_temp, r.overheat)
         d = self.ctl.step(r, now, window=lambda: self.window.stats(now))
         self._apply(d, now)
         return d
