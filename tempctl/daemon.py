@@ -20,7 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
-from .axeos import AxeOSError, Client, capabilities
+from .axeos import AxeOSError, Client, capabilities, parse_statistics
 from .clock import SystemClock
 from .controller import FREQ_EPS, Command, Controller, Decision, Limits
 from .log import Log
@@ -54,7 +54,7 @@ class Device:
 class Daemon:
     def __init__(self, settings, *, log_: Log, clock=None, client_factory: Callable = Client,
                  notifier: Notifier | None = None, stop: threading.Event | None = None,
-                 observers: list | None = None):
+                 observers: list | None = None, maintenance: list | None = None):
         self.settings = settings
         self.log = log_
         self.clock = clock or SystemClock(not_before_ms=log_.last_ts())
@@ -64,7 +64,10 @@ class Daemon:
         self.backlog: list[tuple[str, tuple]] = []
         self.dropped = 0
         self.db_error: str | None = None
+        # Observers (metrics, alerts) see every reading and command outcome; they must
+        # not block. Maintenance jobs (retention) run on the loop: [(period_s, fn(log, now_ms))].
         self.observers = observers or []
+        self.maintenance = [[period, fn, None] for period, fn in (maintenance or [])]
         self._skew_reported = 0
         self.devices: list[Device] = []
         for dev in settings.devices:
@@ -88,6 +91,7 @@ class Daemon:
                    else "no history for this device")
             self._write([self.log.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")])
             log.info("%s: %s (%s)", d.name, msg, d.url)
+        self._backfill(now)
         self.notifier.ready(self._status_line())
         log.info("tempctl running: %d device(s), every %g s%s", len(self.devices), self.interval,
                  " (dry run: nothing is written to devices)" if s.dry_run else "")
@@ -119,9 +123,54 @@ class Daemon:
                     pending |= self._handle(fut.result())
             else:
                 self.clock.wait(min(timeout, 1.0), self.stop)
+            self._maintain()
             self.notifier.ping()
         self._shutdown(pending)
         return 0
+
+    def _maintain(self) -> None:
+        mono = self.clock.monotonic()
+        for job in self.maintenance:
+            period, fn, last = job
+            if last is None or mono - last >= period:
+                job[2] = mono
+                try:
+                    fn(self.log, self.clock.now_ms())
+                except Exception:  # maintenance must never stop control
+                    log.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
+
+    def _backfill(self, now: int) -> None:
+        """Fill the gap since the last logged reading from the device's statistics ring.
+
+        Firmware v2.8+ keeps up to 720 samples when statsFrequency > 0 (axeos-api.md §8).
+        Backfilled rows only feed the stable window and Datasette; the law never steps on
+        them. When the device has nothing, the gap is recorded as a gap.
+        """
+        for d in self.devices:
+            row = self.log.conn.execute(
+                "SELECT max(ts_ms) FROM readings WHERE device = ?", (d.name,)).fetchone()
+            last = row[0]
+            if last is None or now - last <= d.limits.gap_ms:
+                continue
+            rows: list[Reading] = []
+            try:
+                body = d.client.fetch_statistics()
+                if body:
+                    rows = [r for r in parse_statistics(body, d.name, self.clock.now_ms(), None)
+                            if last < r.ts_ms <= now]
+            except AxeOSError as exc:
+                log.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
+            gap = f"{(now - last) / 1000:.0f} s without readings"
+            if rows:
+                msg = f"backfilled {len(rows)} readings from the device's statistics ({gap})"
+                ops = [self.log.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
+            else:
+                msg = f"gap in the log: {gap} and nothing to backfill"
+                ops = []
+            ops.append(self.log.event_op(d.name, now, "gap", msg, origin="daemon",
+                                         level="info" if rows else "warning"))
+            self._write(ops)
+            log.info("%s: %s", d.name, msg)
 
     def _shutdown(self, pending: set[Future]) -> None:
         self.notifier.stopping()

@@ -1,0 +1,180 @@
+"""Scenario files: the shipped ones load and behave; bad ones fail naming file and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from tempctl.plant import oracle_frequency, params_for, steady_die
+from tempctl.resources import scenarios_dir
+from tempctl.scenario import Scenario, ScenarioError, load_scenario, scenario_names
+
+SHIPPED = ["autofan", "closet", "constant", "daynight", "heatwave"]
+
+GOOD = """\
+description = "test"
+duration_h = 2
+ambient = [[0, 20], [1, 30], [2, 25]]
+
+[device]
+asic = "BM1370"
+firmware = "v2.15.0"
+frequency_mhz = 525
+core_voltage_mv = 1150
+
+[fan]
+mode = "fixed"
+pct = 80
+"""
+
+
+def write(tmp_path, text: str, name: str = "s.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_shipped_scenarios_are_listed():
+    assert scenario_names() == SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_every_shipped_file_loads(name):
+    s = load_scenario(name)
+    assert isinstance(s, Scenario) and s.name == name
+    assert s.description and s.duration_s > 0
+    assert s.fan_mode in ("fixed", "auto")
+    assert s.asic == "BM1370" and s.firmware.startswith("v2.")
+    # loading by path gives the same scenario
+    assert load_scenario(str(scenarios_dir() / f"{name}.toml")) == s
+    # every shipped file explains itself in a comment header
+    assert (scenarios_dir() / f"{name}.toml").read_text().startswith(f"# {name}:")
+    temps = [s.ambient(t) for t in range(0, int(s.duration_s) + 1, 300)]
+    assert all(10.0 < t < 45.0 for t in temps)
+
+
+def test_heatwave_drives_the_gamma_over_63_and_back():
+    s = load_scenario("heatwave")
+    p = params_for(s.asic)
+    assert (s.frequency_mhz, s.core_voltage_mv, s.fan_mode, s.fan_pct) == (575, 1150, "fixed", 100)
+    assert (s.ambient(0), max(s.ambient(t) for t in range(0, 86400, 600)),
+            s.ambient(s.duration_s)) == (28, 38, 30)
+
+    def die(t):
+        return steady_die(p, s.frequency_mhz, s.core_voltage_mv, s.ambient(t), s.fan_pct)
+
+    hours = [h / 4 for h in range(0, 24 * 4 + 1)]
+    over = [h for h in hours if die(h * 3600) > 63.0]
+    assert die(0) < 61.0 and die(s.duration_s) < 63.0
+    assert over and 2.5 <= over[0] <= 4 and 14 <= over[-1] <= 16
+    assert over == [h for h in hours if over[0] <= h <= over[-1]]  # one hot spell
+    # the oracle the replay benchmarks compare against
+    oracle = {a: oracle_frequency(p, a, 63.0, s.fan_pct, s.core_voltage_mv, s.frequency_mhz)
+              for a in (28, 38, 30)}
+    assert oracle[28] == oracle[30] == 575 and 250 < oracle[38] < 320
+
+
+def test_autofan_scenario_saturates_the_fan():
+    s = load_scenario("autofan")
+    p = params_for(s.asic)
+    assert (s.fan_mode, s.temptarget_c, s.fan_pct) == ("auto", 60, 25)
+    cool = steady_die(p, s.frequency_mhz, s.core_voltage_mv, s.ambient(0), 100)
+    hot = steady_die(p, s.frequency_mhz, s.core_voltage_mv, s.ambient(11 * 3600), 100)
+    assert cool < s.temptarget_c < hot  # the PID holds 60 at dawn, full fan cannot at noon
+
+
+def test_interpolation(tmp_path):
+    s = load_scenario(str(write(tmp_path, GOOD)))
+    assert s.ambient_points == ((0.0, 20.0), (3600.0, 30.0), (7200.0, 25.0))
+    assert s.duration_s == 7200
+    assert s.ambient(0) == 20
+    assert s.ambient(1800) == pytest.approx(25)
+    assert s.ambient(3600) == 30
+    assert s.ambient(5400) == pytest.approx(27.5)
+    assert s.ambient(7200) == 25
+    assert s.ambient(99999) == 25  # holds the last value
+    assert s.ambient(-5) == 20
+
+
+def test_repeat_is_periodic(tmp_path):
+    text = GOOD.replace("duration_h = 2", "duration_h = 10\nrepeat = true")
+    s = load_scenario(str(write(tmp_path, text)))
+    for t in (0, 900, 1800, 3600, 5000):
+        assert s.ambient(t + 7200) == pytest.approx(s.ambient(t))
+        assert s.ambient(t + 3 * 7200) == pytest.approx(s.ambient(t))
+    day = load_scenario("daynight")
+    assert day.repeat and day.ambient_points[-1][0] == 86400
+    # 24 h period, noise aside: the draft noise is small
+    assert abs(day.ambient(16 * 3600) - day.ambient(40 * 3600)) < 1.5
+
+
+def test_ambient_noise_is_a_function_of_time(tmp_path):
+    text = GOOD.replace("ambient = [[0, 20]", "ambient_noise_c = 0.5\nambient = [[0, 20]")
+    s = load_scenario(str(write(tmp_path, text)))
+    values = [s.ambient(t) for t in range(0, 7200, 30)]
+    assert values == [s.ambient(t) for t in range(0, 7200, 30)]  # replays repeat exactly
+    clean = [load_scenario(str(write(tmp_path, GOOD, "c.toml"))).ambient(t)
+             for t in range(0, 7200, 30)]
+    diffs = [a - b for a, b in zip(values, clean, strict=True)]
+    assert 0.1 < max(abs(d) for d in diffs) < 3.0
+    assert max(abs(a - b) for a, b in zip(diffs, diffs[1:])) < 0.5  # no jumps between knots
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ('mode = "fixed"', 'mode = "turbo"', "fan.mode"),
+        ("pct = 80", "pct = 180", "fan.pct"),
+        ("pct = 80", 'pct = "80"', "fan.pct"),
+        ("pct = 80\n", "pct = 80\ntemptarget_c = 90\n", "fan.temptarget_c"),
+        ("pct = 80\n", "", "fan.pct"),
+        ('asic = "BM1370"', 'asic = "BM9999"', "device.asic"),
+        ('firmware = "v2.15.0"', 'firmware = "2.15"', "device.firmware"),
+        ("frequency_mhz = 525", "frequency_mhz = 0", "device.frequency_mhz"),
+        ("core_voltage_mv = 1150", "core_voltage_mv = 1150.5", "device.core_voltage_mv"),
+        ("duration_h = 2", "duration_h = -1", "duration_h"),
+        ("duration_h = 2", "", "duration_h"),
+        ("[[0, 20], [1, 30], [2, 25]]", "[[0, 20], [2, 30], [1, 25]]", "ambient[2]"),
+        ("[[0, 20], [1, 30], [2, 25]]", "[[1, 20], [2, 30]]", "ambient[0]"),
+        ("[[0, 20], [1, 30], [2, 25]]", "[[0, 20], [1]]", "ambient[1]"),
+        ("[[0, 20], [1, 30], [2, 25]]", "[]", "ambient"),
+        ("[[0, 20], [1, 30], [2, 25]]", "[[0, 20], [1, 95]]", "ambient[1]"),
+        ("duration_h = 2", "duration_h = 2\nrepeat = true\nambient_noise_c = -1",
+         "ambient_noise_c"),
+        ("duration_h = 2", "duration_h = 2\nrepeat = 1", "repeat"),
+        ("duration_h = 2", "duration_h = 2\nduraton = 3", "duraton"),
+        ("pct = 80", "pct = 80\nspeed = 3", "fan.speed"),
+        ("[fan]", "[fans]", "fans"),
+    ],
+)
+def test_bad_file_names_file_and_key(tmp_path, old, new, key):
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(str(path))
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: {key}: "), msg
+
+
+def test_unknown_key_suggests_the_right_one(tmp_path):
+    path = write(tmp_path, GOOD.replace("pct = 80", "pcr = 80"))
+    with pytest.raises(ScenarioError, match=r"fan\.pcr: unknown key \(did you mean fan\.pct\?\)"):
+        load_scenario(str(path))
+
+
+def test_missing_table(tmp_path):
+    path = write(tmp_path, GOOD.split("[fan]")[0])
+    with pytest.raises(ScenarioError, match=r"s\.toml: fan: missing table"):
+        load_scenario(str(path))
+
+
+def test_not_toml_names_the_file(tmp_path):
+    path = write(tmp_path, "duration_h = = 2\n")
+    with pytest.raises(ScenarioError, match=r"s\.toml: not valid TOML"):
+        load_scenario(str(path))
+
+
+def test_unknown_name_and_missing_path(tmp_path):
+    with pytest.raises(ScenarioError, match="no scenario named 'tsunami'.*heatwave"):
+        load_scenario("tsunami")
+    with pytest.raises(ScenarioError, match="no such file"):
+        load_scenario(str(tmp_path / "nope.toml"))
