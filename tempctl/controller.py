@@ -296,6 +296,9 @@ class Controller:
         )
         # Per-state candidate rows, so a poll where nothing can fire skips the Machine.
         self._rows_for = {s: [r for r in LAW if s in _as_list(r["source"])] for s in State}
+        # Fast path (replay feeds ~10^5 polls/s): with no critical/hot signal, which rows of a
+        # state could still fire? Derived from LAW: None = none; True = only after settling.
+        self._quiet_unless_settled = {s: _quiet_rule(self._rows_for[s]) for s in State}
         self._facts: Facts | None = None
         self._fired: dict | None = None
         self._decision: Decision | None = None
@@ -316,6 +319,8 @@ class Controller:
         # Invalid readings never move the law on their own; the firmware's overheat
         # flag is a signal of its own and does.
         if not self.started or not (reading.valid or reading.overheat):
+            return decision
+        if self._quiet(reading, now_ms):
             return decision
         facts = Facts(self, reading, now_ms, window)
         row = self._first_match(facts)
@@ -367,6 +372,30 @@ class Controller:
         return target
 
     # -- the law's conditions and actions (called by the Machine) -------------
+
+    def _quiet(self, r: Reading, now_ms: int) -> bool:
+        """True when no LAW row can fire on this poll, decided without building Facts.
+
+        Same meaning as running ``_first_match`` and finding nothing: every row either needs
+        the critical or hot signal (checked here exactly as Facts does) or, per
+        ``_quiet_rule``, needs ``settled``.
+        """
+        temp = r.temp
+        if r.overheat or temp is None:
+            return False
+        lim = self.limits
+        if temp >= lim.critical or temp > lim.temp_threshold:
+            return False
+        vr = r.vr_temp
+        if vr is not None and vr > lim.vr_threshold:
+            return False
+        rule = self._quiet_unless_settled[self.current]
+        if rule is None:
+            return True
+        if rule is False:
+            return False
+        last = self.last_change_ms
+        return last is not None and now_ms - last < lim.settle * 1000
 
     def _first_match(self, facts: Facts) -> dict | None:
         for row in self._rows_for[self.current]:
@@ -619,6 +648,15 @@ class Controller:
         d.transition = Transition(from_state.value, state.value, reason, self.frequency, None,
                                   self.ceiling, self.ceiling_until_ms, self.backoff_s,
                                   self.last_good)
+
+
+def _quiet_rule(rows: list[dict]) -> bool | None:
+    """For ``Controller._quiet``: None when every row needs "critical" or "hot"; True when the
+    rest all need "settled" too; False when some row could fire on a calm poll anyway."""
+    calm = [r for r in rows if not {"critical", "hot"} & set(r["conditions"])]
+    if not calm:
+        return None
+    return all("settled" in r["conditions"] for r in calm)
 
 
 def _as_list(x) -> list:

@@ -93,6 +93,32 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
     device: _Device
 
+    def server_activate(self) -> None:
+        self.connections: set[socket.socket] = set()
+        self.conn_lock = threading.Lock()
+        super().server_activate()
+
+    def process_request(self, request, client_address) -> None:
+        with self.conn_lock:
+            self.connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request) -> None:
+        with self.conn_lock:
+            self.connections.discard(request)
+        super().shutdown_request(request)
+
+    def reset_connections(self) -> None:
+        """A rebooting ESP forgets its keep-alive connections: reset them all."""
+        with self.conn_lock:
+            conns = list(self.connections)
+        for conn in conns:
+            try:
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
     def handle_error(self, request, client_address) -> None:
         pass  # a client that hung up mid-request is normal here
 
@@ -137,6 +163,7 @@ class Emulator:
         self.start_s = start_hours * 3600.0
         self._t0: float | None = None
         self._stop = threading.Event()
+        self._sync_lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
         spec = parse_faults(faults)
         self.devices: list[_Device] = []
@@ -169,8 +196,9 @@ class Emulator:
         self._stop.set()
         if self._supervisor is not None:
             self._supervisor.join(timeout=5)
-        for d in self.devices:
-            self._close(d)
+        with self._sync_lock:
+            for d in self.devices:
+                self._close(d)
 
     def __enter__(self) -> Self:
         self.start()
@@ -200,22 +228,27 @@ class Emulator:
         The background thread does this every ``tick_s``; tests with a fake clock call it
         after moving the clock so a reboot closes the port at once.
         """
-        now = self.device_time()
-        for d in self.devices:
-            if not d.lock.acquire(timeout=0 if threading.current_thread() is self._supervisor
-                                  else 5):
-                continue  # busy (e.g. a hanging request): the next tick catches up
-            try:
-                d.firmware.advance(now)
-                up = d.firmware.reachable()
-            finally:
-                d.lock.release()
-            if self._stop.is_set():
-                return
-            if up and d.server is None:
-                self._listen(d)
-            elif not up and d.server is not None:
-                self._close(d)
+        background = threading.current_thread() is self._supervisor
+        if not self._sync_lock.acquire(timeout=0 if background else 10):
+            return
+        try:
+            now = self.device_time()
+            for d in self.devices:
+                if not d.lock.acquire(timeout=0 if background else 5):
+                    continue  # busy (e.g. a hanging request): the next tick catches up
+                try:
+                    d.firmware.advance(now)
+                    up = d.firmware.reachable()
+                finally:
+                    d.lock.release()
+                if self._stop.is_set():
+                    return
+                if up and d.server is None:
+                    self._listen(d)
+                elif not up and d.server is not None:
+                    self._close(d)
+        finally:
+            self._sync_lock.release()
 
     def _supervise(self) -> None:
         while not self._stop.wait(self.tick_s):
@@ -240,6 +273,7 @@ class Emulator:
         if server is not None:
             server.shutdown()
             server.server_close()
+            server.reset_connections()
         if d.thread is not None:
             d.thread.join(timeout=5)
             d.thread = None

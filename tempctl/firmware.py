@@ -1236,10 +1236,7 @@ class Firmware:
         if self.v < (2, 1, 9):
             values["fanspeed"] = int(self.manual_fan)  # §4.2: the manual setting back then
             values["fanSpeed"] = values["fanSpeedRpm"] = values["fanrpm"]
-        for tau, key in ((60.0, "hashRate_1m"), (600.0, "hashRate_10m"), (3600.0, "hashRate_1h")):
-            # a rolling mean over whatever history exists since boot (0 before the first sample)
-            warm = 1.0 - math.exp(-self._hr_avg_age / tau) if self._hr_avg_age > 0 else 0.0
-            values[key] = fl(self._hr_avg[tau] / warm) if warm > 1e-6 else 0
+        values.update(self._hashrate_averages())
         if cooling and self.v < (2, 14, 0):
             values["hashRate"] = fl(hashrate)
         for key, value in values.items():
@@ -1251,6 +1248,14 @@ class Firmware:
             else:
                 del body["hashrateMonitor"]  # §4.1: omitted before ASIC init (v2.14+)
         return body
+
+    def _hashrate_averages(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for tau, key in ((60.0, "hashRate_1m"), (600.0, "hashRate_10m"), (3600.0, "hashRate_1h")):
+            # a rolling mean over whatever history exists since boot (0 before the first sample)
+            warm = 1.0 - math.exp(-self._hr_avg_age / tau) if self._hr_avg_age > 0 else 0.0
+            out[key] = self._float(self._hr_avg[tau] / warm) if warm > 1e-6 else 0
+        return out
 
     def _hashrate_monitor(self, hashrate: float) -> dict:
         asics = []
@@ -1304,23 +1309,27 @@ class Firmware:
             return
         if self.t < self._next_stat_at - 1e-9:
             return
-        info = self.info()
+        s, fl = self.sample, self._float
+        avg = self._hashrate_averages()
         row = {
-            "hashrate": info.get("hashRate", 0), "hashrate_1m": info.get("hashRate_1m", 0),
-            "hashrate_10m": info.get("hashRate_10m", 0), "hashrate_1h": info.get("hashRate_1h", 0),
-            "errorPercentage": info.get("errorPercentage", 0), "asicTemp": info.get("temp", -1),
-            "asicTemp2": info.get("temp2", -1), "vrTemp": info.get("vrTemp", 0),
-            "asicVoltage": info.get("coreVoltageActual", 0), "voltage": info.get("voltage", 0),
-            "power": info.get("power", 0), "current": info.get("current", 0),
-            "fanSpeed": info.get("fanspeed", 0), "fanRpm": info.get("fanrpm", 0),
-            "fan2Rpm": info.get("fan2rpm", 0), "wifiRssi": info.get("wifiRSSI", -90),
-            "freeHeap": info.get("freeHeap", 0), "responseTime": info.get("responseTime", 0),
+            "hashrate": fl(self._hashrate_value()), "hashrate_1m": avg["hashRate_1m"],
+            "hashrate_10m": avg["hashRate_10m"], "hashrate_1h": avg["hashRate_1h"],
+            "errorPercentage": self.template.get("errorPercentage", 0), "asicTemp": fl(s.temp),
+            "asicTemp2": fl(s.temp2), "vrTemp": s.vr, "asicVoltage": s.core_mv,
+            "voltage": fl(s.voltage_mv), "power": fl(s.power), "current": fl(s.current_ma),
+            "fanSpeed": self._fan_reported(), "fanRpm": self.params.fan_rpm(self.fan_pct),
+            "fan2Rpm": 0, "wifiRssi": self.template.get("wifiRSSI", -90),
+            "freeHeap": self.template.get("freeHeap", 0),
+            "responseTime": self.template.get("responseTime", 0),
         }
-        self._stats.append((self.t, row))
+        # One row per sample time passed; a coarse step repeats its values (the device sat at
+        # equilibrium), and a jump longer than the ring only keeps what fits.
+        due = math.floor((self.t - self._next_stat_at) / self.stats_frequency + 1e-9) + 1
+        first = self._next_stat_at + max(0, due - self.STATS_MAX) * self.stats_frequency
+        for k in range(min(due, self.STATS_MAX)):
+            self._stats.append((first + k * self.stats_frequency, row))
         del self._stats[:-self.STATS_MAX]
-        # after a long coarse jump, restart the schedule from now rather than back-filling
-        while self._next_stat_at <= self.t + 1e-9:
-            self._next_stat_at += self.stats_frequency
+        self._next_stat_at += due * self.stats_frequency
 
     def statistics(self, columns: str | None = None) -> dict | None:
         """§8 body, or None when the firmware has no statistics endpoint (< v2.8)."""

@@ -1,6 +1,6 @@
 """The thermal plant of a Bitaxe: power, die and VR temperature, hashrate.
 
-Pure physics, no firmware and no HTTP: the emulator (``tempctl/emulator.py``)
+Pure physics, no firmware and no HTTP: the emulator (``tempctl/firmware.py``)
 puts AxeOS behaviour on top. Calibrated on the measured Gamma (BM1370) data in
 ``shared/data`` (cited below as data/README §n); ``tests/test_plant.py`` checks
 the fits against copies of those CSVs.
@@ -72,7 +72,7 @@ class PlantParams:
     # Leakage: median of dP/dT / (k·f·V²) over the five jojo4751 Gammas at constant settings
     # (0.13-0.20 W/°C, r >= 0.99) and the ThePeacemaker82 750 MHz log (0.24 W/°C); data/README §3.
     leak_per_c: float = 0.0093
-    t_ref_c: float = 60.0
+    t_ref_c: float = 60.0  # the autofan set-point most of the data sit at
     # °C/W at fixed fan: data/README §4 gives 1.14 (ThePeacemaker82) and 1.05 (jojo4751); our
     # 2-node fit of the pmcochrane 1 Hz trace on measured power gives 1.04–1.08.
     r_c_per_w_fixed: float = 1.10
@@ -106,7 +106,7 @@ class PlantParams:
     # hashRate / (f·2040/1000): median 1.006 over all single-BM1370 rows; axeos-api §10 says
     # 90–100 % typical. Relative noise: sd 2.3 % on the pmcochrane trace (v2.11+: ±1–3 %).
     hash_efficiency: float = 1.0
-    small_cores: int = 2040
+    small_cores: int = 2040  # Gamma: 1 × BM1370, 2040 small cores (axeos-api §10)
     chips: int = 1
     # Added to the brief's list:
     power_offset_w: float = 5.0  # TPS546 boards report Vout·Iout + 5 W (axeos-api §10)
@@ -235,7 +235,8 @@ def _matmul(x, y):
 def _expm(m):
     """exp(m) for a small dense matrix: scaling and squaring with a Taylor series.
 
-    Hand-written because the 3×3 and 4×4 systems here do not justify a SciPy dependency.
+    Only the fallback for coinciding modes uses it (a 5×5 augmented system), which does
+    not justify a SciPy dependency.
     """
     n = len(m)
     norm = max(sum(abs(v) for v in row) for row in m)

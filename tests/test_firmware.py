@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from itertools import pairwise
 
 import pytest
 
@@ -115,7 +116,7 @@ def test_frequency_ramp_v215_steps_of_6_25_mhz_every_100_ms():
     t0 = fw.t
     assert fw.info()["frequency"] == 400  # the setting shows at once (§5.3)
     trace = run(fw, t0 + 3.0, step=0.05, probe=lambda f: (round(f.t - t0, 2), f.actual_mhz))
-    changes = [(t, f) for (t, f), (_, prev) in zip(trace, [(0, 525.0)] + trace) if f != prev]
+    changes = [(t, f) for (_, prev), (t, f) in pairwise([(0.0, 525.0)] + trace) if f != prev]
     first_t = changes[0][0]
     assert first_t <= 0.1 + 0.1 + 1e-6  # <= one 100 ms loop of latency, then the first step
     assert [f for _, f in changes] == [525 - 6.25 * k for k in range(1, 20)] + [400]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from tempctl.plant import oracle_frequency, params_for, steady_die
@@ -62,7 +64,7 @@ def test_heatwave_drives_the_gamma_over_63_and_back():
     def die(t):
         return steady_die(p, s.frequency_mhz, s.core_voltage_mv, s.ambient(t), s.fan_pct)
 
-    hours = [h / 4 for h in range(0, 24 * 4 + 1)]
+    hours = [h / 4 for h in range(24 * 4 + 1)]
     over = [h for h in hours if die(h * 3600) > 63.0]
     assert die(0) < 61.0 and die(s.duration_s) < 63.0
     assert over and 2.5 <= over[0] <= 4 and 14 <= over[-1] <= 16
@@ -116,7 +118,7 @@ def test_ambient_noise_is_a_function_of_time(tmp_path):
              for t in range(0, 7200, 30)]
     diffs = [a - b for a, b in zip(values, clean, strict=True)]
     assert 0.1 < max(abs(d) for d in diffs) < 3.0
-    assert max(abs(a - b) for a, b in zip(diffs, diffs[1:])) < 0.5  # no jumps between knots
+    assert max(abs(a - b) for a, b in itertools.pairwise(diffs)) < 0.5  # no jumps between knots
 
 
 @pytest.mark.parametrize(
