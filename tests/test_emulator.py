@@ -284,6 +284,18 @@ def test_restart_refuses_connections_then_boots():
         assert state(emu)["restarts"] == 1
 
 
+def test_a_reboot_resets_keep_alive_connections():
+    with emulator("v2.15.0") as emu, requests.Session() as session:
+        url = emu.urls[0] + "/api/system/info"
+        assert session.get(url, timeout=TIMEOUT).ok  # the session keeps this connection open
+        emu.firmware().crash()
+        emu.sync()
+        with pytest.raises(requests.ConnectionError):
+            session.get(url, timeout=TIMEOUT)
+        advance(emu, 5.5)
+        assert session.get(url, timeout=TIMEOUT).json()["uptimeSeconds"] <= 6
+
+
 def test_restart_on_old_firmware_answers_text():
     with emulator("v2.10.1") as emu:
         r = requests.post(emu.urls[0] + "/api/system/restart", timeout=TIMEOUT)

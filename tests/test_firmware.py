@@ -120,7 +120,7 @@ def test_frequency_ramp_v215_steps_of_6_25_mhz_every_100_ms():
     first_t = changes[0][0]
     assert first_t <= 0.1 + 0.1 + 1e-6  # <= one 100 ms loop of latency, then the first step
     assert [f for _, f in changes] == [525 - 6.25 * k for k in range(1, 20)] + [400]
-    gaps = {round(b[0] - a[0], 2) for a, b in zip(changes, changes[1:])}
+    gaps = {round(b[0] - a[0], 2) for a, b in pairwise(changes)}
     assert gaps == {0.1}
     assert changes[-1][0] - first_t == pytest.approx(1.9)  # 20 steps: about 2 s (§5.3)
     assert fw.info()["actualFrequency"] == 400
