@@ -305,4 +305,44 @@ def status(as_json, **kwargs):
 
 # --- datasette ui, demo --------------------------------------------------------
 
+@cli.command()
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="S", help="Stop after S seconds [default: run until Ctrl-C].")
+@click.option("--db", "db_path", metavar="PATH", default=None,
+              help="SQLite log to write [default: a new tempctl-demo.db in the current "
+                   "directory].")
+@click.option("--port-ui", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="Datasette port on 127.0.0.1 (a free one when busy; 0 = any).")
+@click.option("--scale", type=click.FloatRange(min=0, min_open=True), default=2000.0,
+              show_default=True, metavar="K",
+              help="Plant time runs K times faster than real time; the daemon's timings "
+                   "follow.")
+@click.option("--no-ui", is_flag=True, help="Don't start Datasette.")
+def demo(duration, db_path, port_ui, scale, no_ui):
+    """See tempctl guard an emulated Bitaxe through a heat wave, in about a minute.
+
+    Starts a fake Bitaxe Gamma (heatwave scenario, compressed time), the daemon
+    and Datasette, all on loopback and with no configuration; shows a live status
+    line; stops on Ctrl-C or after --duration and prints what happened. The log
+    stays behind for `tempctl ui --db PATH`.
+
+    \b
+    Example:
+        tempctl demo
+        tempctl demo --duration 60 --no-ui
+        tempctl demo --db /tmp/heatwave.db --port-ui 8002
+    """
+    import sys
+    from pathlib import Path
+
+    from .demo import DemoError, run_demo
+
+    try:
+        code = run_demo(db=Path(db_path) if db_path else None, duration=duration,
+                        port_ui=port_ui, scale=scale, ui=not no_ui)
+    except DemoError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
+
+
 # --- fleet: prune -------------------------------------------------------------

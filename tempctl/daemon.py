@@ -52,7 +52,7 @@ class Device:
 
 
 class Daemon:
-    def __init__(self, settings, *, log_: Log, clock=None, client_factory: Callable = Client,
+    def __init__(self, settings, *, log_: Log, clock=None, client_factory: Callable | None = None,
                  notifier: Notifier | None = None, stop: threading.Event | None = None,
                  observers: list | None = None, maintenance: list | None = None):
         self.settings = settings
@@ -70,6 +70,11 @@ class Daemon:
         self.maintenance = [[period, fn, None] for period, fn in (maintenance or [])]
         self._skew_reported = 0
         self.devices: list[Device] = []
+        if client_factory is None:
+            # One retry at most, and a read timeout within the poll interval (3-5 s on a
+            # real device: its single-threaded server can be busy, axeos-api.md §11.5).
+            timeout = min(5.0, max(1.0, 0.8 * self.interval))
+            client_factory = lambda url: Client(url, read_timeout=timeout, retries=1)  # noqa: E731
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
@@ -246,7 +251,8 @@ class Daemon:
         if r.version or r.asic_model:
             caps = capabilities(r.version, r.asic_model)
             d.controller.live_capable = caps.live_frequency
-            d.write_refused = ("firmware v2.0.0-v2.0.3 crashes on a partial PATCH"
+            d.write_refused = (f"firmware {r.version!r} is unknown or v2.0.0-v2.0.3 (a partial "
+                               "PATCH crashes those): not writing to it"
                                if caps.partial_patch_crashes else None)
         self._write([self.log.reading_op(r)])
         ctl = d.controller

@@ -186,8 +186,12 @@ class Emulator:
 
     def start(self) -> None:
         self._t0 = self.clock()
-        for d in self.devices:
-            self._listen(d)
+        try:
+            for d in self.devices:
+                self._listen(d)
+        except OSError:
+            self.stop()  # e.g. PORT+i taken: close the ones already open
+            raise
         self._supervisor = threading.Thread(target=self._supervise, name="emulator-tick",
                                             daemon=True)
         self._supervisor.start()
@@ -281,6 +285,7 @@ class Emulator:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body go out separately: avoid a 40 ms ACK stall
     server: _Server
 
     # -- plumbing ---------------------------------------------------------------------------------
@@ -481,6 +486,9 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         info = fw.info()
+        for name, value in (("sensor_m1", -1), ("sensor_0", 0), ("sensor_127", 127.0)):
+            if name in active:
+                info["temp"] = value  # also while booting, when the firmware ignores the sensor
         if "wrong_types" in active:
             self._wrong_types(d.rng, info)
         if "missing" in active:

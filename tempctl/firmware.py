@@ -256,6 +256,8 @@ def load_template(version: Version) -> dict:
         if (key in KEY_SINCE and version < KEY_SINCE[key]) or (
                 key in KEY_UNTIL and version >= KEY_UNTIL[key]):
             del body[key]
+    if (2, 1, 9) <= version < (2, 1, 10):
+        body["overheat"] = 0  # §4.2: renamed overheat_mode in v2.1.10
     if version < (2, 1, 9) and "fanrpm" not in body:
         # §4.2: before v2.1.9 the tach was fanSpeed (<= v2.1.3) / fanSpeedRpm; fanspeed = setting.
         body["fanSpeed" if version < (2, 1, 4) else "fanSpeedRpm"] = 0
@@ -620,10 +622,6 @@ class Firmware:
     @property
     def auto_recovery(self) -> bool:
         return self.v >= (2, 11, 0)  # §9.2
-
-    @property
-    def fan_key(self) -> str:
-        return "manualFanSpeed" if self.v >= (2, 11, 0) else "fanspeed"
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -1198,7 +1196,6 @@ class Firmware:
         hashrate = self._hashrate_value()
         fl = self._float
         uptime = int(self.t - self.boot_t)
-        cooling = self.phase == COOLDOWN
         overheat_visible = self.overheat_mode if self.v < (2, 14, 0) else 0  # §9.3 (v2.14+ RAM copy)
         freq_setting: float = self.nvs_mhz if self.v >= (2, 10, 0) else int(self.nvs_mhz)
         values: dict[str, object] = {
@@ -1237,8 +1234,6 @@ class Firmware:
             values["fanspeed"] = int(self.manual_fan)  # §4.2: the manual setting back then
             values["fanSpeed"] = values["fanSpeedRpm"] = values["fanrpm"]
         values.update(self._hashrate_averages())
-        if cooling and self.v < (2, 14, 0):
-            values["hashRate"] = fl(hashrate)
         for key, value in values.items():
             if key in body:
                 body[key] = value

@@ -496,3 +496,14 @@ def test_emulate_command_serves_until_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_emulate_refuses_non_loopback_and_bad_faults():
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+
+    r = CliRunner().invoke(cli, ["emulate", "--host", "0.0.0.0"])
+    assert r.exit_code == 2 and "not a loopback address; add --allow-remote" in r.output
+    r = CliRunner().invoke(cli, ["emulate", "--faults", "5xx=2"])
+    assert r.exit_code == 2 and "'5xx=2'" in r.output
