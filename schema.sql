@@ -197,3 +197,83 @@ UNION ALL
 SELECT device, minute_ms, datetime(minute_ms / 1000, 'unixepoch'), n, n_valid,
        temp_avg, temp_max, vr_temp_max, frequency, hashrate_avg, power_avg, fan_avg
 FROM readings_1m;
+
+-- The limits each run worked with: one row per device named in the run's config
+-- (its overrides applied), plus device '*' with the run-wide values.
+CREATE VIEW IF NOT EXISTS run_limits AS
+WITH d AS (
+    SELECT id AS run_id, ts_ms, kind, config, '*' AS device, NULL AS overrides FROM runs
+    UNION ALL
+    SELECT r.id, r.ts_ms, r.kind, r.config, json_extract(j.value, '$.name'),
+           json_extract(j.value, '$.overrides')
+    FROM runs r, json_each(r.config, '$.devices') j
+)
+SELECT run_id, device, kind, datetime(ts_ms / 1000, 'unixepoch') AS run_start_utc,
+       coalesce(json_extract(overrides, '$.temp_threshold'),
+                json_extract(config, '$.temp_threshold')) AS temp_threshold,
+       coalesce(json_extract(overrides, '$.hysteresis'),
+                json_extract(config, '$.hysteresis')) AS hysteresis,
+       coalesce(json_extract(overrides, '$.critical'),
+                json_extract(config, '$.critical')) AS critical,
+       coalesce(json_extract(overrides, '$.vr_threshold'),
+                json_extract(config, '$.vr_threshold')) AS vr_threshold,
+       coalesce(json_extract(overrides, '$.max_frequency'),
+                json_extract(config, '$.max_frequency')) AS max_frequency,
+       coalesce(json_extract(overrides, '$.first_frequency'),
+                json_extract(config, '$.first_frequency')) AS first_frequency,
+       coalesce(json_extract(overrides, '$.second_frequency'),
+                json_extract(config, '$.second_frequency')) AS second_frequency,
+       coalesce(json_extract(overrides, '$.stable_timeframe'),
+                json_extract(config, '$.stable_timeframe')) AS stable_timeframe,
+       coalesce(json_extract(overrides, '$.check_interval'),
+                json_extract(config, '$.check_interval')) AS check_interval,
+       coalesce(json_extract(overrides, '$.settle'),
+                json_extract(config, '$.settle')) AS settle
+FROM d;
+
+-- Consecutive transitions into the same state merged into one period (the
+-- RECOVERING steps become one), until the next state or the newest reading.
+CREATE VIEW IF NOT EXISTS state_periods AS
+WITH seg AS (
+    SELECT device, to_state AS state, ts_ms, id, frequency,
+           LAG(to_state) OVER w AS prev_state, LEAD(ts_ms) OVER w AS next_ms
+    FROM transitions WINDOW w AS (PARTITION BY device ORDER BY ts_ms, id)
+), numbered AS (
+    SELECT *, sum(prev_state IS NOT state) OVER (PARTITION BY device ORDER BY ts_ms, id) AS n
+    FROM seg
+), periods AS (
+    SELECT device, state, min(ts_ms) AS start_ms,
+           max(coalesce(next_ms, (SELECT max(r.ts_ms) FROM readings r
+                                  WHERE r.device = numbered.device))) AS end_ms,
+           count(*) AS transitions, min(frequency) AS min_frequency,
+           max(frequency) AS max_frequency, max(next_ms IS NULL) AS current
+    FROM numbered GROUP BY device, n
+)
+SELECT device, state, start_ms, max(end_ms, start_ms) AS end_ms,
+       datetime(start_ms / 1000, 'unixepoch') AS start_utc,
+       datetime(max(end_ms, start_ms) / 1000, 'unixepoch') AS end_utc,
+       round((max(end_ms, start_ms) - start_ms) / 3600000.0, 3) AS hours,
+       transitions, min_frequency, max_frequency, current
+FROM periods;
+
+-- Each state segment (a transition until the device's next one, or its newest
+-- reading) split at UTC midnight, so time in state adds up per day.
+CREATE VIEW IF NOT EXISTS state_days AS
+WITH RECURSIVE seg AS (
+    SELECT id, run_id, device, to_state AS state, frequency, ts_ms AS start_ms,
+           coalesce(LEAD(ts_ms) OVER (PARTITION BY device ORDER BY ts_ms, id),
+                    (SELECT max(r.ts_ms) FROM readings r WHERE r.device = t.device)) AS end_ms
+    FROM transitions t
+), piece AS (
+    SELECT id, run_id, device, state, frequency, start_ms, max(end_ms, start_ms) AS seg_end_ms,
+           start_ms - start_ms % 86400000 AS day_ms
+    FROM seg
+    UNION ALL
+    SELECT id, run_id, device, state, frequency, day_ms + 86400000, seg_end_ms, day_ms + 86400000
+    FROM piece WHERE day_ms + 86400000 < seg_end_ms
+)
+SELECT device, date(day_ms / 1000, 'unixepoch') AS day, state, frequency,
+       start_ms, min(seg_end_ms, day_ms + 86400000) AS end_ms,
+       round((min(seg_end_ms, day_ms + 86400000) - start_ms) / 3600000.0, 4) AS hours,
+       id AS transition_id, run_id
+FROM piece;

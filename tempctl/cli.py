@@ -251,6 +251,7 @@ def run(**kwargs):
     import threading
 
     from .daemon import Daemon
+    from .fleet import daemon_extras
     from .notify import Notifier
 
     settings = settings_from_cli(kwargs)
@@ -261,8 +262,19 @@ def run(**kwargs):
         signal.signal(sig, lambda *_: stop.set())
     notifier = Notifier()
     try:
-        code = Daemon(settings, log_=log_, notifier=notifier, stop=stop).run()
+        extras = daemon_extras(settings)  # metrics endpoint, alerts, retention job
+    except OSError as e:
+        notifier.close()
+        log_.close()
+        raise click.ClickException(f"metrics endpoint {settings.metrics_host}:"
+                                   f"{settings.metrics_port}: {e.strerror or e}") from None
+    try:
+        daemon = Daemon(settings, log_=log_, notifier=notifier, stop=stop,
+                        observers=extras.observers, maintenance=extras.maintenance)
+        extras.attach(daemon.devices)
+        code = daemon.run()
     finally:
+        extras.close()
         notifier.close()
         log_.close()
     sys.exit(code)
@@ -346,3 +358,68 @@ def demo(duration, db_path, port_ui, scale, no_ui):
 
 
 # --- fleet: prune -------------------------------------------------------------
+
+@cli.command(name="prune")
+@settings_options
+@click.option("--batch-rows", type=click.IntRange(min=0), default=100_000, show_default=True,
+              metavar="N", help="Commit after about N folded readings, so a running daemon "
+                                "can write in between; 0 = one transaction.")
+@click.option("--vacuum", is_flag=True,
+              help="Compact the file afterwards (freed pages are reused anyway; this "
+                   "returns them to the disk and needs free space the size of the log).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
+    """Fold raw readings older than TEMPCTL_RETENTION_DAYS into 1-minute rows.
+
+    Transitions, commands and events are kept for ever; readings with the
+    firmware's overheat flag stay raw. At least a day (or twice STABLE_TIMEFRAME)
+    of raw readings is always kept. Safe to repeat and to run while the daemon
+    runs (which also does this daily when TEMPCTL_RETENTION_DAYS is set).
+    With --dry-run nothing changes: it reports what would be folded.
+
+    \b
+    Example:
+        tempctl prune --retention-days 30 --db /var/lib/tempctl/tempctl.db
+        tempctl prune --retention-days 7 --dry-run --json
+    """
+    import json
+    import sqlite3
+    import time
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from .retention import min_keep_ms, prune
+
+    settings = settings_from_cli(kwargs, require_devices=False)
+    if settings.retention_days <= 0:
+        raise SettingsError("TEMPCTL_RETENTION_DAYS (not set): give the days of raw readings "
+                            "to keep with --retention-days or TEMPCTL_RETENTION_DAYS")
+    if not Path(settings.db).exists():
+        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    log_ = _open_log(settings.db, create=False)
+    now = int(time.time() * 1000)
+    batch = None if settings.dry_run or batch_rows == 0 else batch_rows
+    total = {"folded": 0, "minutes": 0, "devices": 0}
+    try:
+        while True:
+            s = prune(log_, settings.retention_days, now, max_rows=batch,
+                      min_keep_ms=min_keep_ms(settings), dry_run=settings.dry_run)
+            for k in total:
+                total[k] += getattr(s, k)
+            if s.done:
+                break
+        if vacuum and not settings.dry_run:
+            log_.conn.execute("VACUUM")
+    except sqlite3.Error as e:  # locked for too long, disk full, ...
+        raise click.ClickException(f"{settings.db}: {e}") from None
+    finally:
+        log_.close()
+    out = {**asdict(s), **total}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    cutoff = datetime.fromtimestamp(s.cutoff_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verb = "would fold" if settings.dry_run else "folded"
+    click.echo(f"{verb} {total['folded']} readings from before {cutoff} into "
+               f"{total['minutes']} minute rows ({total['devices']} device(s))")

@@ -364,11 +364,9 @@ class Controller:
         if self.frequency >= lim.max_frequency - FREQ_EPS:
             return None
         target = min(self.frequency + lim.step, lim.max_frequency)
-        if self.ceiling is not None and self.ceiling_until_ms is not None:
-            if now_ms < self.ceiling_until_ms:
-                target = min(target, self.ceiling - lim.step)
-                if target <= self.frequency + FREQ_EPS:
-                    return None
+        if (self.ceiling is not None and self.ceiling_until_ms is not None
+                and now_ms < self.ceiling_until_ms and target >= self.ceiling - FREQ_EPS):
+            return None  # the failed frequency waits out its back-off
         return target
 
     # -- the law's conditions and actions (called by the Machine) -------------

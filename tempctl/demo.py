@@ -23,6 +23,7 @@ import logging
 import signal
 import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import threading
@@ -148,8 +149,8 @@ def summarize(conn: sqlite3.Connection, run_id: int, end_ms: int) -> dict:
     rows = conn.execute("SELECT ts_ms, from_state, to_state, frequency, temp, reason "
                         "FROM transitions WHERE run_id = ? ORDER BY ts_ms, id",
                         (run_id,)).fetchall()
-    changes = [dict(t_s=(ts - start) / 1000, from_state=a, to_state=b, frequency=f, temp=t,
-                    reason=why) for ts, a, b, f, t, why in rows if a != b]
+    changes = [{"t_s": (ts - start) / 1000, "from_state": a, "to_state": b, "frequency": f,
+                "temp": t, "reason": why} for ts, a, b, f, t, why in rows if a != b]
     steps = sum(1 for _, a, b, *_ in rows if a == b == "RECOVERING")
     time_in: dict[str, float] = {}
     for (ts, _, state, *_), nxt in zip(rows, [r[0] for r in rows[1:]] + [end_ms]):
@@ -198,7 +199,9 @@ class StatusLine:
             in_state = (now_ms - s.since_ms) / 1000 if s.since_ms is not None else 0.0
             temp = f"{s.temp:5.1f} °C" if s.temp is not None else "  no temp"
             freq = f"{s.frequency:g} MHz" if s.frequency is not None else "? MHz"
-            text = (f"plant hour {hour % 24:5.2f} (ambient {ambient:4.1f} °C) | "
+            day, minutes = divmod(int(hour * 60), 24 * 60)
+            text = (f"day {day + 1} {minutes // 60:02d}:{minutes % 60:02d}, "
+                    f"ambient {ambient:4.1f} °C | "
                     f"{s.state:<11} for {in_state:5.1f} s | {temp} | {freq}")
         if self.tty:
             pad = max(0, self._width - len(text))
@@ -237,7 +240,7 @@ def _start_daemon(settings: Settings, log_, stop: threading.Event) -> _DaemonThr
         try:
             # Notifier(environ={}): a demo started from a systemd unit must not speak for it.
             Daemon(settings, log_=log_, notifier=Notifier(environ={}), stop=stop).run()
-        except BaseException as exc:  # reported by the main thread
+        except Exception as exc:  # noqa: BLE001 - any failure is reported by the main thread
             box.error = exc
             stop.set()
 
@@ -276,7 +279,7 @@ def _stop_process(proc, timeout: float = 5.0) -> None:
         proc.terminate()
         try:
             proc.wait(timeout)
-        except Exception:
+        except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout)
 
@@ -315,27 +318,20 @@ def run_demo(*, db: Path | None = None, duration: float | None = None, port_ui: 
     emu = Emulator(scenario, host="127.0.0.1", port=0, scale=timing.scale, seed=0,
                    start_hours=START_HOURS)
     daemon = ui_proc = None
+    run_id = None
     try:
         emu.start()
         with tempfile.TemporaryDirectory(prefix="tempctl-demo-") as scratch:
             settings = demo_settings(emu.urls[0], db, timing, Path(scratch) / "no-config.toml")
         daemon = _start_daemon(settings, log_, stop)
         run_id = _wait_for_run(log_, daemon)
-        out.write(f"tempctl demo: a Bitaxe Gamma in a heat wave, {timing.scale:g}x faster "
-                  "than real time\n")
-        out.write(f"  emulated miner  {emu.urls[0]}/api/system/info\n")
+        _print_header(out, emu, timing, settings, db)
         if ui and not stop.is_set():
             ui_proc, ui_url = _start_ui(db, port_ui, out)
             out.write(f"  Datasette       {ui_url}/\n")
             out.write(f"  dashboard       {_dashboard_url(ui_url)}\n")
-        out.write(f"  log             {db}\n")
-        out.write(f"  settings        TEMP_THRESHOLD={settings.temp_threshold:g} "
-                  f"MAX_FREQUENCY={settings.max_frequency:g} "
-                  f"CHECK_INTERVAL={timing.check_interval:g} s, "
-                  f"settle {timing.settle:g} s, stable window {timing.stable_s:g} s\n")
-        out.write("Ctrl-C stops everything." if duration is None
-                  else f"Stopping after {duration:g} s (Ctrl-C stops earlier).")
-        out.write("\n\n")
+        out.write("Ctrl-C stops everything.\n\n" if duration is None
+                  else f"Stopping after {duration:g} s (Ctrl-C stops earlier).\n\n")
         out.flush()
         _watch(db, run_id, emu, scenario, duration, stop, StatusLine(out, tty), ui_proc)
     finally:
@@ -345,20 +341,30 @@ def run_demo(*, db: Path | None = None, duration: float | None = None, port_ui: 
         emu.stop()
         if ui_proc is not None:
             _stop_process(ui_proc)
-        log_.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-    end_ms = int(time.time() * 1000)
-    conn = connect_ro(db)
-    try:
-        out.write(format_summary(summarize(conn, run_id, end_ms), db) + "\n")
-    finally:
-        conn.close()
-    out.flush()
+        # The summary reads through the daemon's (writer) connection once its thread is
+        # done, so closing it checkpoints the WAL and leaves a single file behind.
+        if run_id is not None and not daemon.thread.is_alive():
+            summary = summarize(log_.conn, run_id, int(time.time() * 1000))
+            out.write(format_summary(summary, db) + "\n")
+            out.flush()
+        log_.close()
     if daemon.error is not None:
         print(f"Error: the daemon stopped: {daemon.error!r}", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_header(out: TextIO, emu, timing: Timing, settings: Settings, db: Path) -> None:
+    out.write(f"tempctl demo: a Bitaxe Gamma in a heat wave, {timing.scale:g}x faster "
+              "than real time\n")
+    out.write(f"  emulated miner  {emu.urls[0]}/api/system/info\n")
+    out.write(f"  log             {db}\n")
+    out.write(f"  settings        TEMP_THRESHOLD={settings.temp_threshold:g} "
+              f"MAX_FREQUENCY={settings.max_frequency:g} "
+              f"CHECK_INTERVAL={timing.check_interval:g} s, "
+              f"settle {timing.settle:g} s, stable window {timing.stable_s:g} s\n")
 
 
 def _wait_for_run(log_, daemon: _DaemonThread) -> int:

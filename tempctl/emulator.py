@@ -453,7 +453,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/html", b"This URI does not exist", cors=False)
 
-    # -- routes with faults -------------------------------------------------------------------------
+    # -- routes with faults ---------------------------------------------------------------
 
     def _common_faults(self, d: _Device, active: set[str]) -> bool:
         """Apply the faults that end the request early; True when it is over."""

@@ -459,7 +459,7 @@ def _json_loads(raw: bytes) -> object:
     return json.loads(raw.decode("utf-8"), parse_constant=no_constants)
 
 
-# --- the device ------------------------------------------------------------------------------------
+# --- the device -----------------------------------------------------------------------------------
 
 
 @dataclass
@@ -947,7 +947,7 @@ class Firmware:
         self._after_ramp = None
         self._asic_init()
 
-    # -- fan ----------------------------------------------------------------------------------------
+    # -- fan ---------------------------------------------------------------------------------------
 
     def _auto_fan_active(self) -> bool:
         return self.autofan and self.phase == MINING
@@ -966,7 +966,8 @@ class Firmware:
             return PAUSE_FAN_PCT
         if not self.autofan:
             return self.manual_fan
-        temp = max(self.sample.temp, self.sample.temp2) if self.v >= (2, 14, 0) else self.sample.temp
+        s = self.sample
+        temp = max(s.temp, s.temp2) if self.v >= (2, 14, 0) else s.temp
         invalid = temp <= 0 if self.v >= (2, 14, 0) else temp < 0
         if self.phase == BOOTING or invalid:
             return 100.0 if (2, 11, 0) <= self.v < (2, 13, 0) else 70.0  # §9.4 invalid temp
@@ -1009,7 +1010,8 @@ class Firmware:
         if self.v <= (2, 1, 5):
             return 0, "", b""
         if self.v >= (2, 13, 0):
-            return 200, "application/json", dumps({"message": RESTART_TEXT}, pretty=self.pretty).encode()
+            reply = dumps({"message": RESTART_TEXT}, pretty=self.pretty)
+            return 200, "application/json", reply.encode()
         ctype = "text/plain" if self.v >= (2, 12, 0) else "text/html"
         return 200, ctype, RESTART_TEXT.encode()
 
@@ -1196,7 +1198,8 @@ class Firmware:
         hashrate = self._hashrate_value()
         fl = self._float
         uptime = int(self.t - self.boot_t)
-        overheat_visible = self.overheat_mode if self.v < (2, 14, 0) else 0  # §9.3 (v2.14+ RAM copy)
+        # §9.3: v2.14+ reads a RAM copy that a poller practically never sees at 1
+        overheat_visible = self.overheat_mode if self.v < (2, 14, 0) else 0
         freq_setting: float = self.nvs_mhz if self.v >= (2, 10, 0) else int(self.nvs_mhz)
         values: dict[str, object] = {
             "power": fl(s.power),
@@ -1256,7 +1259,8 @@ class Firmware:
         asics = []
         chips = self.board.chips
         for i in range(chips):
-            total = hashrate / chips * (1.0 + 0.01 * _step_noise(self.seed, f"chip{i}", self.t, 1.0))
+            noise = _step_noise(self.seed, f"chip{i}", self.t, 1.0)
+            total = hashrate / chips * (1.0 + 0.01 * noise)
             domains = [self._float(total / 4 * (1.0 + 0.01 * _step_noise(
                 self.seed, f"dom{i}.{d}", self.t, 1.0))) for d in range(4)]
             errors = int(self.shares * (0.05 + 0.01 * i))

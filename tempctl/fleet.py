@@ -8,10 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .alerts import Alerter
-from .metrics import Metrics
-from .retention import Retention, min_keep_ms
-
 RETENTION_PERIOD_S = 10.0  # how often the job looks; a full pass runs once a day, in batches
 
 
@@ -19,15 +15,15 @@ RETENTION_PERIOD_S = 10.0  # how often the job looks; a full pass runs once a da
 class Extras:
     observers: list = field(default_factory=list)
     maintenance: list = field(default_factory=list)  # [(period_s, fn(log, now_ms))]
-    metrics: Metrics | None = None
+    metrics: object | None = None  # metrics.Metrics
     metrics_port: int | None = None
-    alerter: Alerter | None = None
+    alerter: object | None = None  # alerts.Alerter
 
     def attach(self, devices) -> None:
         """Show every configured device on the metrics page before its first poll ends."""
         if self.metrics is not None:
             for d in devices:
-                self.metrics._devices.setdefault(d.name, d)
+                self.metrics.watch(d)
 
     def close(self) -> None:
         if self.metrics is not None:
@@ -42,16 +38,23 @@ def daemon_extras(settings) -> Extras:
 
     Raises OSError when the metrics port cannot be bound.
     """
+    # Imported only when used: prometheus-client costs memory a small Pi may want back.
     extras = Extras()
     if settings.metrics_port:
+        from .metrics import Metrics
+
         m = Metrics()
         extras.metrics_port = m.serve(settings.metrics_host, settings.metrics_port)
         extras.metrics = m
         extras.observers.append(m)
     if settings.alert_url:
+        from .alerts import Alerter
+
         extras.alerter = Alerter(settings.alert_url)
         extras.observers.append(extras.alerter)
     if settings.retention_days > 0:
+        from .retention import Retention, min_keep_ms
+
         job = Retention(settings.retention_days, min_keep_ms=min_keep_ms(settings))
         extras.maintenance.append((RETENTION_PERIOD_S, job))
     return extras

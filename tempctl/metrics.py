@@ -55,6 +55,10 @@ class Metrics(Collector):
         self.server = None
         self._thread = None
 
+    def watch(self, device) -> None:
+        """List a daemon.Device before its first poll completes."""
+        self._devices.setdefault(device.name, device)
+
     # -- observer hooks (daemon main thread; must stay cheap) --------------------
 
     def on_reading(self, device, reading, decision) -> None:
@@ -88,7 +92,7 @@ class Metrics(Collector):
     # -- the collector (scrape thread) ----------------------------------------------
 
     def collect(self) -> Iterator[Metric]:
-        devices = sorted(list(self._devices.items()))  # a copy: the loop may add one meanwhile
+        devices = sorted(self._devices.items())  # a copy, taken at once (the loop may add)
         now = self.clock()
         lab = ["device"]
         gauges = {attr: GaugeMetricFamily(name, doc, labels=lab)

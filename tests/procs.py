@@ -107,7 +107,8 @@ class Proc:
         return self.popen.poll()
 
     def output(self) -> str:
-        self._out.flush()
+        if not self._out.closed:
+            self._out.flush()
         try:
             return self.out_path.read_text(errors="replace")
         except FileNotFoundError:
@@ -222,12 +223,13 @@ def daemon_env(devices: str | list[str], db: str | os.PathLike, tmp_path: Path,
 def start_daemon(devices: str | list[str], db: str | os.PathLike, tmp_path: Path, *,
                  name: str = "daemon", env_extra: dict | None = None,
                  preexec_fn: Callable[[], None] | None = None,
-                 python_args: tuple[str, ...] = (), **settings: Any) -> Proc:
-    """``tempctl run`` (FAST timing unless overridden) writing its output to tmp/<name>.out."""
+                 argv: list[str] | None = None, **settings: Any) -> Proc:
+    """``tempctl run`` (FAST timing unless overridden) writing its output to tmp/<name>.out.
+
+    ``argv`` replaces the command line (e.g. the daemon under an audit hook)."""
     env = daemon_env(devices, db, tmp_path, **{**FAST, **settings})
     env.update(env_extra or {})
-    args = [PYTHON, *python_args, "-m", "tempctl", "run"] if not python_args \
-        else [PYTHON, *python_args]
+    args = argv or [PYTHON, "-m", "tempctl", "run"]
     return Proc(name, args, env=env, cwd=tmp_path, out=Path(tmp_path) / f"{name}.out",
                 preexec_fn=preexec_fn)
 
