@@ -52,6 +52,9 @@ MAX_BODY = 64 * 1024  # a v2.15 info body is ~4.3 KB; anything near 64 KiB is no
 STATS_MAX_BODY = 256 * 1024
 PATCH_BODY_LIMIT = 10240  # §2: the firmware answers 500 "content too long" at >= 10240 bytes
 RETRY_STATUSES = (500, 502, 503, 504)
+# §6: HTTP answers 5-10 s after a reboot and the ASIC is up 15-40 s after it; a trip needs
+# a die above 75 °C (§9.1), which takes minutes from a cold boot.
+BOOT_GRACE_S = 60
 
 # §5.1: the API accepts 1 … 65535 for frequency (MHz) and coreVoltage (mV).
 API_MIN, API_MAX = 1, 65535
@@ -345,7 +348,8 @@ def parse_info(body: Mapping[str, Any], device: str, ts_ms: int) -> Reading:
         asic_model=_text(body, "ASICModel"),
         hostname=_text(body, "hostname"),
         mac=_text(body, "macAddr"),
-        overheat=_overheat(body, actual, autofan, fan_pct, notes),
+        overheat=_overheat(body, actual, autofan, fan_pct, notes,
+                           _number(body, "uptimeSeconds", [], low=0, high=2**32)),
         raw_temp=raw_temp,
         error="; ".join(notes) or None,
     )
@@ -372,18 +376,23 @@ def _overheat(
     autofan: bool | None,
     fan_pct: float | None,
     notes: list[str],
+    uptime: float | None = None,
 ) -> bool:
     """The firmware's own overheat handling is showing (§9.2, §9.3).
 
     ``overheat_mode`` (``overheat`` on v2.1.9) is reliable up to v2.13. On v2.14+ it is
     read from a RAM copy that a poller will practically never see set, so there the
     signature is: PLL at 50 MHz, expectedHashrate 0, not paused by the user, autofan
-    off and the fan forced to 100 %.
+    off and the fan forced to 100 %. A device that is still booting looks the same
+    when its fan is fixed at 100 % (§6: the ramp starts at 50 MHz, no hashrate yet), so
+    the signature does not count within BOOT_GRACE_S of a boot.
     """
     for key in ("overheat_mode", "overheat"):
         if _flag(body, key, notes):
             return True
     if actual is None or abs(actual - 50) > 0.5:
+        return False
+    if uptime is not None and uptime < BOOT_GRACE_S:
         return False
     expected = _number(body, "expectedHashrate", notes, low=0, high=1e5)
     paused = _flag(body, "miningPaused", notes)

@@ -277,6 +277,15 @@ def run(**kwargs):
         extras.close()
         notifier.close()
         log_.close()
+    if daemon.in_flight:
+        # A request still hangs after the stop grace (its command's outcome is logged as
+        # interrupted): exit now rather than wait out its timeout joining the I/O threads.
+        import logging
+        import os
+
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
     sys.exit(code)
 
 
@@ -316,6 +325,49 @@ def status(as_json, **kwargs):
 # --- replay, simulate, fit, tune ---------------------------------------------
 
 # --- datasette ui, demo --------------------------------------------------------
+
+
+@cli.command()
+@settings_options
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on; loopback only unless --allow-remote.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8001, show_default=True,
+              help="Port to listen on.")
+@click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a browser.")
+@click.option("--allow-remote", is_flag=True,
+              help="Allow a non-loopback --host. Datasette has no login: put it behind an "
+                   "authenticating reverse proxy instead (see the README).")
+def ui(host, port, open_browser, allow_remote, **kwargs):
+    """Browse the log in Datasette: canned queries, dashboards, read-only.
+
+    Serves the SQLite log (TEMPCTL_DB or --db) while the daemon writes it;
+    nothing served can change it. Stops on Ctrl-C/SIGTERM.
+
+    \b
+    Example:
+        tempctl ui --db /var/lib/tempctl/tempctl.db
+        tempctl ui --port 8002 --open
+    """
+    import signal
+
+    from . import ui as ui_mod
+
+    settings = settings_from_cli(kwargs, require_devices=False)
+    if not allow_remote and not _is_loopback(host):
+        raise click.BadParameter(
+            f"{host} is not a loopback address. Datasette has no authentication: see "
+            f"\"Exposing it on a LAN\" in the README section \"{ui_mod.README_SECTION}\" "
+            "(a reverse proxy with authentication, or an SSH tunnel), or add --allow-remote.",
+            param_hint="--host")
+    try:
+        code = ui_mod.run_ui(settings.db, host, port, open_browser=open_browser,
+                             echo=click.echo,
+                             warn=lambda m: click.echo(f"Warning: {m}", err=True))
+    except ui_mod.UIError as e:
+        raise click.ClickException(str(e)) from None
+    if code not in (0, -signal.SIGTERM, -signal.SIGINT):
+        raise click.ClickException(f"Datasette exited with status {code}")
+
 
 @cli.command()
 @click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=None,

@@ -278,6 +278,13 @@ class Controller:
         self.pending: float | None = None
         self.pending_attempt = 0
         self.pending_polls = 0
+        # Where the device stayed after refusing or ignoring a change through every re-send:
+        # not adopted again, or the law would send the same change every poll (a loop).
+        self.refused_at: float | None = None
+        # The setting when the firmware's overheat trip was first seen: its recovery writes
+        # that minus 100 MHz, overwriting any PATCH made during the cool-down (§9.2 step 6).
+        self.trip_mhz: float | None = None
+        self.tripped = False
         self.restart_requested_ms: int | None = None
         self.machine = Machine(
             model=self,
@@ -299,6 +306,9 @@ class Controller:
         # Fast path (replay feeds ~10^5 polls/s): with no critical/hot signal, which rows of a
         # state could still fire? Derived from LAW: None = none; True = only after settling.
         self._quiet_unless_settled = {s: _quiet_rule(self._rows_for[s]) for s in State}
+        # The same rows with their conditions as Facts property getters (no name lookups).
+        self._compiled = {s: [(r, tuple(getattr(Facts, c).fget for c in r["conditions"]))
+                              for r in rows] for s, rows in self._rows_for.items()}
         self._facts: Facts | None = None
         self._fired: dict | None = None
         self._decision: Decision | None = None
@@ -341,8 +351,11 @@ class Controller:
                 self.pending_attempt = command.attempt
                 self.pending_polls = 0
             else:
-                # Not applied: the device keeps its old frequency; the next poll reconciles.
-                self.pending = None
+                # Not applied (4xx, 5xx, timeout): verified like a change the device ignored,
+                # so it is re-sent at most VERIFY_RETRIES times, then an alarm; never a loop.
+                self.pending = command.frequency
+                self.pending_attempt = command.attempt
+                self.pending_polls = 0
                 decision.events.append(Event("command", f"set_frequency {command.frequency:g} MHz "
                                              f"failed: {error}", level="warning", origin="tempctl"))
         elif command.kind == "restart":
@@ -396,8 +409,11 @@ class Controller:
         return last is not None and now_ms - last < lim.settle * 1000
 
     def _first_match(self, facts: Facts) -> dict | None:
-        for row in self._rows_for[self.current]:
-            if all(getattr(facts, c) for c in row["conditions"]):
+        for row, tests in self._compiled[self.current]:
+            for test in tests:
+                if not test(facts):
+                    break
+            else:
                 return row
         return None
 
@@ -534,6 +550,9 @@ class Controller:
             d.events.append(Event("restart", "restart not confirmed: uptime did not drop "
                                   "(not retried)", level="warning", origin="tempctl"))
             self.restart_requested_ms = None
+        if r.overheat and not self.tripped and r.frequency is not None:
+            self.trip_mhz = r.frequency
+        self.tripped = r.overheat
         if r.frequency is None:
             return
         if not self.started:
@@ -545,6 +564,12 @@ class Controller:
         if self.pending is not None:
             if abs(observed - self.pending) <= FREQ_EPS:
                 self.pending = None
+                return
+            if observed < self.pending and self._firmware_penalty(observed):
+                # the firmware's overheat recovery overwrote our change with a lower value:
+                # accept it, don't fight it upwards
+                self.pending = None
+                self._adopt(observed, now_ms, d, origin="firmware")
                 return
             self.pending_polls += 1
             if self.pending_polls < VERIFY_POLLS:
@@ -562,17 +587,23 @@ class Controller:
                                   f"{self.pending_attempt} attempts; device stays at "
                                   f"{observed:g} MHz", level="alarm", origin="tempctl"))
             self.pending = None
-            self._adopt(observed, now_ms, d, origin=None)
+            self.refused_at = observed
             return
-        if abs(observed - self.frequency) > FREQ_EPS:
+        if abs(observed - self.frequency) <= FREQ_EPS:
+            self.refused_at = None
+        elif self.refused_at is None or abs(observed - self.refused_at) > FREQ_EPS:
+            self.refused_at = None
             self._adopt(observed, now_ms, d, origin=self._who(r, observed))
 
+    def _firmware_penalty(self, observed: float) -> bool:
+        """A value the firmware's overheat handling writes (axeos-api.md §9.2): F - 100 MHz
+        after a v2.11+ trip (F = the setting when it tripped), 50 MHz latched on v2.1.9-v2.10."""
+        return any(f is not None and abs(observed - (f - 100)) <= FREQ_EPS
+                   for f in (self.frequency, self.trip_mhz)) or abs(observed - 50) <= FREQ_EPS
+
     def _who(self, r: Reading, observed: float) -> str:
-        # The firmware's overheat recovery writes F-100 (axeos-api.md §9.2); a trip
-        # latched at 50 MHz on v2.1.9-v2.10. Anything else came from a person.
-        if r.overheat or abs(observed - (self.frequency - 100)) <= FREQ_EPS or abs(observed - 50) <= FREQ_EPS:
-            return "firmware"
-        return "user"
+        # Anything but the firmware's own overheat handling came from a person.
+        return "firmware" if r.overheat or self._firmware_penalty(observed) else "user"
 
     def _adopt(self, observed: float, now_ms: int, d: Decision, origin: str | None) -> None:
         """Someone else set the frequency: log who, and work from the new value."""

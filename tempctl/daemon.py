@@ -31,6 +31,7 @@ log = logging.getLogger("tempctl")
 
 BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
 STOP_GRACE_S = 4.0  # a command in flight at SIGTERM may finish for this long
+INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
 
 
 @dataclass
@@ -62,6 +63,8 @@ class Daemon:
         self.stop = stop or threading.Event()
         self.interval = float(settings.check_interval)
         self.backlog: list[tuple[str, tuple]] = []
+        self.sending: dict[Future, list[tuple[int, Command]]] = {}  # command jobs in flight
+        self.in_flight = 0  # requests still running when the stop grace ran out
         self.dropped = 0
         self.db_error: str | None = None
         # Observers (metrics, alerts) see every reading and command outcome; they must
@@ -125,6 +128,7 @@ class Daemon:
             if pending:
                 done, pending = wait(pending, timeout=min(timeout, 1.0), return_when=FIRST_COMPLETED)
                 for fut in done:
+                    self.sending.pop(fut, None)
                     pending |= self._handle(fut.result())
             else:
                 self.clock.wait(min(timeout, 1.0), self.stop)
@@ -185,10 +189,17 @@ class Daemon:
             res = fut.result()
             if res[0] == "results":
                 self._handle(res)
+        now = self.clock.now_ms()
+        ops = []
         for fut in not_done:
             fut.cancel()
-        now = self.clock.now_ms()
-        self._write([self.log.event_op(None, now, "log", "stop", origin="daemon")])
+            # A command still unanswered gets an outcome row all the same: whether the
+            # device applied it is unknown; the next start reconciles with what it reports.
+            for cid, _ in self.sending.get(fut, []):
+                ops.append(self.log.result_op(cid, now, "failed", error=INTERRUPTED))
+        self.in_flight = sum(not fut.done() for fut in not_done)
+        ops.append(self.log.event_op(None, now, "log", "stop", origin="daemon"))
+        self._write(ops)
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.backlog:
             log.error("%d log statements could not be written: %s", len(self.backlog), self.db_error)
@@ -275,6 +286,7 @@ class Daemon:
             self._on_results(d, results)
             return set()
         fut = self.pool.submit(self._send, d, jobs)
+        self.sending[fut] = jobs
         d.busy = fut
         return {fut}
 

@@ -193,26 +193,29 @@ class StatusLine:
         self._width = 0
 
     def show(self, s: Status, hour: float, ambient: float, now_ms: int) -> None:
+        day, minutes = divmod(int(hour * 60), 24 * 60)
+        clock = f"day {day + 1} {minutes // 60:02d}:{minutes % 60:02d} air {ambient:4.1f} °C"
         if s.state is None:
-            text = "waiting for the first reading..."
+            text = f"{clock} | waiting for the first reading..."
         else:
             in_state = (now_ms - s.since_ms) / 1000 if s.since_ms is not None else 0.0
-            temp = f"{s.temp:5.1f} °C" if s.temp is not None else "  no temp"
+            temp = f"ASIC {s.temp:5.1f} °C" if s.temp is not None else "ASIC   no temp"
             freq = f"{s.frequency:g} MHz" if s.frequency is not None else "? MHz"
-            day, minutes = divmod(int(hour * 60), 24 * 60)
-            text = (f"day {day + 1} {minutes // 60:02d}:{minutes % 60:02d}, "
-                    f"ambient {ambient:4.1f} °C | "
-                    f"{s.state:<11} for {in_state:5.1f} s | {temp} | {freq}")
+            text = f"{clock} | {s.state:<11} {in_state:5.1f} s | {temp} | {freq}"
+        key = (s.state, s.frequency)
+        changed = key != self._last_key
+        self._last_key = key
         if self.tty:
-            pad = max(0, self._width - len(text))
-            self.out.write("\r" + text + " " * pad)
+            # A change keeps the previous line on screen, so the story scrolls by.
+            if changed and self._width:
+                self.out.write("\n")
+                self._width = 0
+            self.out.write("\r" + text + " " * max(0, self._width - len(text)))
             self._width = len(text)
-        else:
-            key = (s.state, s.frequency)
-            if key == self._last_key:
-                return
-            self._last_key = key
+        elif changed:
             self.out.write(text + "\n")
+        else:
+            return
         self.out.flush()
 
     def end(self) -> None:
@@ -249,39 +252,34 @@ def _start_daemon(settings: Settings, log_, stop: threading.Event) -> _DaemonThr
     return box
 
 
-def _start_ui(db: Path, port: int, out: TextIO):
-    """Datasette as a child process; returns (process, base URL)."""
+def _start_ui(db: Path, port: int, out: TextIO, output):
+    """Datasette as a child process (``tempctl ui`` machinery); returns (process, base URL).
+
+    Its own log lines go to ``output`` (a scratch file) so they don't break the status line;
+    they are shown when it fails to start.
+    """
     from . import ui
 
     if port == 0 or not port_is_free(port):
         if port:
-            out.write(f"port {port} is busy; Datasette gets a free port instead\n")
+            out.write(f"  (port {port} is busy; Datasette gets a free port instead)\n")
         port = free_port()
-    url = f"http://{UI_HOST}:{port}"
-    proc = ui.start_ui(str(db), UI_HOST, port)
+    url = ui.base_url(UI_HOST, port)
+    proc = ui.start_ui(db, UI_HOST, port, stdout=output, stderr=subprocess.STDOUT)
     try:
         ui.wait_until_ready(url, proc, UI_READY_TIMEOUT_S)
-    except Exception as exc:
-        _stop_process(proc)
-        raise DemoError(f"Datasette did not start on {url}: {exc}") from None
+    except ui.UIError as exc:
+        ui.stop_ui(proc)
+        output.seek(0)
+        tail = output.read().decode(errors="replace")[-2000:]
+        raise DemoError(f"{exc}\n{tail}".rstrip()) from None
     return proc, url
 
 
-def _dashboard_url(base: str) -> str:
-    from . import ui
+def _dashboard_path() -> str:
+    from .ui import DASHBOARD_PATH
 
-    path = getattr(ui, "DASHBOARD_PATH", "/-/dashboards")
-    return base + path
-
-
-def _stop_process(proc, timeout: float = 5.0) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout)
+    return DASHBOARD_PATH
 
 
 def run_demo(*, db: Path | None = None, duration: float | None = None, port_ui: int = 8001,
@@ -317,54 +315,61 @@ def run_demo(*, db: Path | None = None, duration: float | None = None, port_ui: 
     scenario = dataclasses.replace(load_scenario(SCENARIO), repeat=True)
     emu = Emulator(scenario, host="127.0.0.1", port=0, scale=timing.scale, seed=0,
                    start_hours=START_HOURS)
-    daemon = ui_proc = None
-    run_id = None
-    try:
-        emu.start()
-        with tempfile.TemporaryDirectory(prefix="tempctl-demo-") as scratch:
-            settings = demo_settings(emu.urls[0], db, timing, Path(scratch) / "no-config.toml")
-        daemon = _start_daemon(settings, log_, stop)
-        run_id = _wait_for_run(log_, daemon)
-        _print_header(out, emu, timing, settings, db)
-        if ui and not stop.is_set():
-            ui_proc, ui_url = _start_ui(db, port_ui, out)
-            out.write(f"  Datasette       {ui_url}/\n")
-            out.write(f"  dashboard       {_dashboard_url(ui_url)}\n")
-        out.write("Ctrl-C stops everything.\n\n" if duration is None
-                  else f"Stopping after {duration:g} s (Ctrl-C stops earlier).\n\n")
-        out.flush()
-        _watch(db, run_id, emu, scenario, duration, stop, StatusLine(out, tty), ui_proc)
-    finally:
-        stop.set()
-        if daemon is not None:
-            daemon.thread.join(timeout=15)
-        emu.stop()
-        if ui_proc is not None:
-            _stop_process(ui_proc)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        # The summary reads through the daemon's (writer) connection once its thread is
-        # done, so closing it checkpoints the WAL and leaves a single file behind.
-        if run_id is not None and not daemon.thread.is_alive():
-            summary = summarize(log_.conn, run_id, int(time.time() * 1000))
-            out.write(format_summary(summary, db) + "\n")
+    daemon = ui_proc = ui_url = run_id = None
+    with tempfile.TemporaryFile() as ui_output:
+        try:
+            # Datasette first (it takes a couple of seconds), so the story starts once
+            # everything is up and --duration is all story.
+            if ui:
+                ui_proc, ui_url = _start_ui(db, port_ui, out, ui_output)
+            emu.start()
+            with tempfile.TemporaryDirectory(prefix="tempctl-demo-") as scratch:
+                settings = demo_settings(emu.urls[0], db, timing,
+                                         Path(scratch) / "no-config.toml")
+            daemon = _start_daemon(settings, log_, stop)
+            run_id = _wait_for_run(log_, daemon)
+            _print_header(out, emu, timing, settings, db, ui_url)
+            out.write("Ctrl-C stops everything.\n\n" if duration is None
+                      else f"Stopping after {duration:g} s (Ctrl-C stops earlier).\n\n")
             out.flush()
-        log_.close()
+            _watch(db, run_id, emu, scenario, duration, stop, StatusLine(out, tty), ui_proc)
+        finally:
+            stop.set()
+            if daemon is not None:
+                daemon.thread.join(timeout=15)
+            emu.stop()
+            if ui_proc is not None:
+                from .ui import stop_ui
+
+                stop_ui(ui_proc)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            # The summary reads through the daemon's (writer) connection once its thread
+            # is done, so closing it checkpoints the WAL and leaves a single file behind.
+            if run_id is not None and not daemon.thread.is_alive():
+                summary = summarize(log_.conn, run_id, int(time.time() * 1000))
+                out.write(format_summary(summary, db) + "\n")
+                out.flush()
+            log_.close()
     if daemon.error is not None:
         print(f"Error: the daemon stopped: {daemon.error!r}", file=sys.stderr)
         return 1
     return 0
 
 
-def _print_header(out: TextIO, emu, timing: Timing, settings: Settings, db: Path) -> None:
+def _print_header(out: TextIO, emu, timing: Timing, settings: Settings, db: Path,
+                  ui_url: str | None) -> None:
     out.write(f"tempctl demo: a Bitaxe Gamma in a heat wave, {timing.scale:g}x faster "
               "than real time\n")
     out.write(f"  emulated miner  {emu.urls[0]}/api/system/info\n")
+    if ui_url is not None:
+        out.write(f"  Datasette       {ui_url}/\n")
+        out.write(f"  dashboard       {ui_url}{_dashboard_path()}\n")
     out.write(f"  log             {db}\n")
-    out.write(f"  settings        TEMP_THRESHOLD={settings.temp_threshold:g} "
-              f"MAX_FREQUENCY={settings.max_frequency:g} "
-              f"CHECK_INTERVAL={timing.check_interval:g} s, "
-              f"settle {timing.settle:g} s, stable window {timing.stable_s:g} s\n")
+    out.write(f"  thresholds      TEMP_THRESHOLD {settings.temp_threshold:g} °C, "
+              f"MAX_FREQUENCY {settings.max_frequency:g} MHz (the defaults)\n")
+    out.write(f"  timing          polls every {timing.check_interval:.3g} s, settle "
+              f"{timing.settle:.3g} s, stable window {timing.stable_s:.3g} s\n")
 
 
 def _wait_for_run(log_, daemon: _DaemonThread) -> int:

@@ -10,8 +10,9 @@ What happens:
 - garage (TEMP_THRESHOLD 63): a heat wave throttles it; restore steps overheat
   twice (back-off, ceiling) before it is back at MAX_FREQUENCY.
 - office (threshold override 60): someone lowers it to 550 MHz by hand at 09:00;
-  the heat throttles it (its first set_frequency fails with HTTP 500), then it
-  recovers to MAX_FREQUENCY.
+  the heat throttles it (its first set_frequency fails with HTTP 500), it recovers
+  to MAX_FREQUENCY, and a warm spell at 19:15 throttles it again: the log ends with
+  office THROTTLED_1 part-way through its stable window.
 
 Write it for a look in Datasette:  python -m tests.fixtures out.db && tempctl ui --db out.db
 """
@@ -59,7 +60,8 @@ def ambient(device: str, hour: float) -> float:
     """°C around the miner, by hours since START (20:00 UTC)."""
     if device == "garage":
         return 21.0 + _bump(hour, 11, 15, 19, 10.0)  # a heat wave 07:00-15:00 UTC
-    return 19.0 + _bump(hour, 13, 16.5, 20, 8.0)
+    # the afternoon heat, then a warm spell at 19:15 that throttles it again just before the end
+    return 19.0 + _bump(hour, 13, 16.5, 20, 8.0) + _bump(hour, 23.2, 23.4, 23.6, 3.5)
 
 
 @dataclass
@@ -111,10 +113,8 @@ class FixtureLog:
     last_reading_ms: dict[str, int] = field(default_factory=dict)
     first_reading_ms: dict[str, int] = field(default_factory=dict)
     temps: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # valid readings
-
-    @property
-    def db_name(self) -> str:
-        return self.path.stem
+    ghs_per_mhz: dict[str, list[float]] = field(default_factory=dict)  # hashrate / frequency
+    set_frequency_commands: int = 0
 
 
 def build_log(path: str | Path) -> FixtureLog:
@@ -123,7 +123,8 @@ def build_log(path: str | Path) -> FixtureLog:
     if path.exists():
         raise FileExistsError(f"{path} exists; the fixture writes a new log")
     limits = {d.name: Limits.from_settings(SETTINGS.for_device(d)) for d in SETTINGS.devices}
-    out = FixtureLog(path, tuple(limits), limits, temps={d: [] for d in limits})
+    out = FixtureLog(path, tuple(limits), limits, temps={d: [] for d in limits},
+                     ghs_per_mhz={d: [] for d in limits})
     plants = {d: Plant(d, random.Random(i)) for i, d in enumerate(limits)}
     plants[FAIL_FIRST_COMMAND].fail_next = True
     log = Log(path)
@@ -159,6 +160,7 @@ def _poll(log: Log, ctl: Controller, plant: Plant, ts: int, poll: int, out: Fixt
     out.last_reading_ms[d] = ts
     if r.valid:
         out.temps[d].append((ts, r.temp))
+        out.ghs_per_mhz[d].append(r.hashrate / r.frequency)
     decision = ctl.step(r, ts, window=lambda: log.window(d, ts, ctl.limits))
     ops, jobs = log.decision_ops(d, ts, decision)
     if ops:
@@ -168,6 +170,7 @@ def _poll(log: Log, ctl: Controller, plant: Plant, ts: int, poll: int, out: Fixt
         out.transitions.append((d, ts, t.from_state, t.to_state, t.frequency))
     done = ts + 150  # the PATCH answered 150 ms later
     for cid, cmd in jobs:
+        out.set_frequency_commands += cmd.kind == "set_frequency"
         outcome, status, error = plant.apply(cmd)
         if outcome == "failed":
             out.failed_commands.append(cid)

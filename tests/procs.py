@@ -92,8 +92,12 @@ class Proc:
                  preexec_fn: Callable[[], None] | None = None):
         self.name = name
         self.args = args
+        n = 1
+        while out.exists():  # a restarted process gets its own file
+            n += 1
+            out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{out.suffix}")
         self.out_path = out
-        self._out = open(out, "ab")
+        self._out = open(out, "wb")
         self.popen = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=env, cwd=cwd,
                                       preexec_fn=preexec_fn)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 
 import pytest
@@ -50,8 +51,12 @@ def history(log: Log, devices=("a", "b"), days: float = 3.0, step_ms: int = STEP
     return rows
 
 
-@pytest.fixture
-def filled(log):
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Three days of two devices, built once; each test gets its own copy."""
+    path = tmp_path_factory.mktemp("retention") / "template.db"
+    log = Log(path)
+    log.start_run({"test": True}, ts_ms=T0)
     rows = history(log)
     # history that must survive: an old overheat reading, a transition, a command, an event
     log.transaction([log.reading_op(Reading("a", T0 + 3_600_015, overheat=True, frequency=50.0,
@@ -60,9 +65,18 @@ def filled(log):
                    commands=[Command("set_frequency", "critical", 400.0)])
     log.save_decision("a", T0 + 3_600_000, dec)
     ctl = Controller(Limits(), "a")
-    d = ctl.step(Reading("a", T0, temp=60.0, frequency=575.0), T0)
-    log.save_decision("a", T0, d)
-    return log, rows
+    log.save_decision("a", T0, ctl.step(Reading("a", T0, temp=60.0, frequency=575.0), T0))
+    log.close()  # checkpoints the WAL: the file alone is the whole database
+    return path, rows
+
+
+@pytest.fixture
+def filled(template, tmp_path):
+    path, rows = template
+    shutil.copy(path, tmp_path / "tempctl.db")
+    log = Log(tmp_path / "tempctl.db")
+    yield log, rows
+    log.close()
 
 
 def counts(conn) -> dict:
@@ -76,7 +90,7 @@ def minute_view(conn, before_ms: int) -> dict:
     for dev, minute, n, nv, avg, tmax, vrmax, freq in conn.execute(
             "SELECT device, minute_ms, n, n_valid, temp_avg, temp_max, vr_temp_max, frequency "
             "FROM readings_minute WHERE minute_ms < ?", (before_ms,)):
-        out[(dev, minute)] = (n, nv, tmax, vrmax, freq, None if avg is None else round(avg, 2))
+        out[(dev, minute)] = (n, nv, tmax, vrmax, freq, avg)
     return out
 
 
@@ -109,7 +123,10 @@ def test_prune_folds_old_minutes_and_keeps_the_rest(filled):
     overheat_minute = ("a", (T0 + 3_600_015) // MINUTE_MS * MINUTE_MS)
     view_before.pop(overheat_minute)
     view_after.pop(overheat_minute)
-    assert view_after == view_before
+    assert view_after.keys() == view_before.keys()
+    for key, row in view_before.items():
+        assert view_after[key][:5] == row[:5]
+        assert view_after[key][5] == pytest.approx(row[5], abs=0.006)  # the view rounds raw means
 
 
 def test_the_append_only_guard_is_back_after_pruning(filled):
@@ -231,17 +248,17 @@ def test_replay_over_folded_history_is_close_to_the_raw_one(log):
                 win.add(r.ts_ms, r.temp, r.vr_temp)
             d = ctl.step(Reading("a", r.ts_ms, temp=r.temp, vr_temp=r.vr_temp,
                                  frequency=ctl.frequency), r.ts_ms,
-                         window=lambda: win.stats(r.ts_ms))
-            if d.transition and d.transition.to_state != (states[-1][1] if states else "NORMAL"):
-                states.append((r.ts_ms, d.transition.to_state))
+                         window=lambda now=r.ts_ms: win.stats(now))
+            if d.transition:
+                states.append((r.ts_ms, d.transition.to_state, d.transition.frequency))
             stats.append(win.stats(r.ts_ms))
         return states, stats
 
     a, raw_stats = run(raw)
     b, folded_stats = run(folded)
-    assert [s for _, s in a] == [s for _, s in b] and len(a) >= 4
-    for (ta, _), (tb, _) in zip(a, b):
-        assert abs(tb - ta) <= 2 * MINUTE_MS
+    # the same decisions (state and frequency), each within the minute it was taken
+    assert [t[1:] for t in a] == [t[1:] for t in b] and len(a) >= 20
+    assert all(abs(tb[0] - ta[0]) < MINUTE_MS for ta, tb in zip(a, b))
     # after each minute's last poll the window's count and mean agree
     for r, x, y in zip(raw, raw_stats, folded_stats):
         if (r.ts_ms + STEP_MS) % MINUTE_MS == 0:

@@ -1,0 +1,160 @@
+"""Prometheus metrics, scraped from the real endpoint on loopback."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from tempctl.config import Device as DeviceConfig
+from tempctl.config import Settings
+from tempctl.controller import Command, Controller, Limits
+from tempctl.daemon import Daemon, Device
+from tempctl.emulator import Emulator
+from tempctl.log import Log
+from tempctl.metrics import Metrics
+from tempctl.reading import Reading
+
+T = 1_700_000_000_000
+
+
+class Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def scrape(port: int) -> dict:
+    """{(name, frozenset(labels)): value} from GET /metrics."""
+    resp = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
+    assert resp.status_code == 200
+    out = {}
+    for fam in text_string_to_metric_families(resp.text):
+        for s in fam.samples:
+            out[(s.name, frozenset(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def device(name: str, limits: Limits) -> Device:
+    return Device(name, f"http://127.0.0.1:1/{name}", limits, client=None,
+                  controller=Controller(limits, name))
+
+
+def feed(m: Metrics, d: Device, r: Reading):
+    """What the daemon does per poll, minus HTTP and SQLite."""
+    d.polls += 1
+    d.last_reading = r
+    if not r.valid:
+        d.errors += 1
+    decision = d.controller.step(r, r.ts_ms)
+    m.on_reading(d, r, decision)
+    return decision
+
+
+@pytest.fixture
+def served():
+    clock = Clock()
+    m = Metrics(clock=clock)
+    port = m.serve("127.0.0.1", 0)
+    yield m, port, clock
+    m.close()
+
+
+def test_per_device_values_states_and_counters(served):
+    m, port, clock = served
+    limits = Limits(settle=0.0)
+    hot, cool = device("hot", limits), device("cool", limits)
+    feed(m, hot, Reading("hot", T, temp=60.0, vr_temp=50.0, frequency=575.0, hashrate=1100.0,
+                         power=18.5, fan_pct=100.0))
+    feed(m, cool, Reading("cool", T, temp=55.0, frequency=575.0))
+    clock.t += 30
+    d = feed(m, hot, Reading("hot", T + 30_000, temp=66.5, vr_temp=61.0, frequency=575.0))
+    assert d.transition.to_state == "THROTTLED_1" and d.commands
+    m.on_result(hot, d.commands[0], "failed", "rejected: HTTP 400")
+    m.on_result(hot, Command("restart", "apply"), "ok", None)
+    feed(m, cool, Reading("cool", T + 30_000, error="timeout: no answer"))
+    cool.missed += 2
+    clock.t += 12.5
+
+    s = scrape(port)
+    assert value(s, "tempctl_devices") == 2
+    assert value(s, "tempctl_temperature_celsius", device="hot") == 66.5
+    assert value(s, "tempctl_vr_temperature_celsius", device="hot") == 61.0
+    assert value(s, "tempctl_frequency_mhz", device="hot") == 575.0
+    assert value(s, "tempctl_target_frequency_mhz", device="hot") == 490.0
+    assert value(s, "tempctl_last_reading_timestamp_seconds", device="hot") == (T + 30_000) / 1000
+    assert value(s, "tempctl_state", device="hot", state="THROTTLED_1") == 1
+    assert value(s, "tempctl_state", device="hot", state="NORMAL") == 0
+    assert value(s, "tempctl_state", device="cool", state="NORMAL") == 1
+    assert value(s, "tempctl_state_seconds", device="hot") == 12.5
+    assert value(s, "tempctl_state_seconds", device="cool") == 42.5
+    assert value(s, "tempctl_transitions_total", device="hot", to_state="THROTTLED_1") == 1
+    assert value(s, "tempctl_transitions_total", device="hot", to_state="NORMAL") == 1
+    assert value(s, "tempctl_command_failures_total", device="hot", kind="set_frequency") == 1
+    assert value(s, "tempctl_command_failures_total", device="hot", kind="restart") == 0
+    assert value(s, "tempctl_commands_total", device="hot", kind="restart", outcome="ok") == 1
+    assert value(s, "tempctl_polls_total", device="cool") == 2
+    assert value(s, "tempctl_poll_errors_total", device="cool") == 1
+    assert value(s, "tempctl_missed_polls_total", device="cool") == 2
+    assert value(s, "tempctl_missed_polls_total", device="hot") == 0
+    # an invalid reading leaves a gap, not a stale value
+    assert ("tempctl_temperature_celsius", frozenset({("device", "cool")})) not in s
+    assert value(s, "tempctl_last_reading_timestamp_seconds", device="cool") == T / 1000 + 30
+
+
+def test_a_device_is_listed_before_its_first_poll(served):
+    m, port, _ = served
+    m.watch(device("slow", Limits()))
+    s = scrape(port)
+    assert value(s, "tempctl_polls_total", device="slow") == 0
+    assert value(s, "tempctl_state", device="slow", state="NORMAL") == 1
+    assert ("tempctl_state_seconds", frozenset({("device", "slow")})) not in s
+
+
+def test_own_registry_and_loopback_only(served):
+    m, port, _ = served
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "python_gc" not in text and "process_cpu" not in text  # not the global registry
+    assert m.server.server_address[0] == "127.0.0.1"
+    other = Metrics()  # a second endpoint in the same process is fine
+    try:
+        assert other.serve("127.0.0.1", 0) != port
+    finally:
+        other.close()
+    with socket.socket() as s, pytest.raises(OSError):
+        s.bind(("127.0.0.1", port))  # the port is really taken
+
+
+def test_scraping_a_running_daemon(tmp_path):
+    """Daemon + emulator end to end: a critical device whose PATCH is refused."""
+    with Emulator("heatwave", start_hours=8.0, faults="patch_400", seed=1) as emu:
+        name = "gamma"
+        settings = Settings(devices=(DeviceConfig(name, emu.urls[0]),), check_interval=0.2,
+                            settle=0.0)
+        m = Metrics()
+        port = m.serve("127.0.0.1", 0)
+        log = Log(tmp_path / "tempctl.db")
+        try:
+            daemon = Daemon(settings, log_=log, observers=[m])
+            m.watch(daemon.devices[0])
+            daemon.run(max_polls=4)
+            s = scrape(port)
+            polls = log.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+            last_temp = log.conn.execute(
+                "SELECT temp FROM readings ORDER BY ts_ms DESC LIMIT 1").fetchone()[0]
+        finally:
+            m.close()
+            log.close()
+    assert value(s, "tempctl_polls_total", device=name) == polls == 4
+    assert value(s, "tempctl_temperature_celsius", device=name) == last_temp >= 70
+    assert value(s, "tempctl_state", device=name, state="THROTTLED_2") == 1
+    assert value(s, "tempctl_command_failures_total", device=name, kind="set_frequency") >= 1
+    assert value(s, "tempctl_missed_polls_total", device=name) == 0
