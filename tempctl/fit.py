@@ -431,3 +431,41 @@ def import_trace(csv_path: str | Path, db_path: str | Path, source: dict,
     finally:
         log.close()
     return counts
+
+
+def format_fit(fit: PlantFit) -> str:
+    """A short report for people; ``--json`` has everything."""
+    lines = [f"{fit.device}: {fit.readings} readings over {fit.hours:g} h"
+             + (f", {fit.asic}" if fit.asic else "")
+             + (f", {fit.core_v:.3f} V" if fit.core_v else "")]
+
+    def q(qual: Quality, unit: str) -> str:
+        text = f"R² {qual.r2:.3f}, RMSE {qual.rmse:.3f} {unit}" if qual.r2 is not None else (
+            f"RMSE {qual.rmse:.3f} {unit}")
+        if qual.heldout_n:
+            text += f"; held-out ({qual.heldout_n}) RMSE {qual.heldout_rmse:.3f} {unit}"
+        return text
+
+    if fit.power:
+        p = fit.power
+        leak = f", leakage {p.leak_per_c * 100:.2f} %/°C" if p.leak_per_c is not None else ""
+        lines.append(f"  power    P = {p.p0_w:.2f} W + {p.k_w:.4f}·f·V²{leak}  "
+                     f"({q(p.quality, 'W')}, n={p.quality.n})")
+    if fit.thermal:
+        t = fit.thermal
+        lines.append(f"  thermal  {t.r_c_per_w:.3f} °C/W, fast share {t.fast_share:.2f} "
+                     f"(τ {t.tau_fast_s:g} s), τ slow {t.tau_slow_s:g} s  "
+                     f"({q(t.quality, '°C')})")
+        if t.ambient:
+            amb = [a for _, a in t.ambient]
+            lines.append(f"  ambient  estimated {min(amb):.1f} .. {max(amb):.1f} °C "
+                         f"({len(amb)} knots; assumes the plant's cooling, see --json)")
+    if fit.steady:
+        s = fit.steady
+        r2 = f", R² {s.r2:.2f}" if s.r2 is not None else ""
+        lines.append(f"  steady   T = {s.intercept_c:.1f} + {s.r_c_per_w:.3f}·P over "
+                     f"{s.segments} settings segments{r2}")
+    if fit.vr_c_per_w is not None:
+        lines.append(f"  VR       {fit.vr_c_per_w:.2f} °C/W")
+    lines.extend(f"  note: {n}" for n in fit.notes)
+    return "\n".join(lines)

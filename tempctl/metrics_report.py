@@ -121,8 +121,9 @@ def table(columns: dict[str, dict], *, threshold: float | None = None) -> str:
         rows.append([label] + ["-" if v is None else _fmt(v) for v in values])
     states = sorted({s for n in names for s in (columns[n].get("state_minutes") or {})})
     for s in states:
-        rows.append([f"minutes in {s}"] + [_fmt((columns[n].get("state_minutes") or {}).get(s, 0))
-                                            for n in names])
+        rows.append([f"minutes in {s}"] + [
+            "-" if not columns[n].get("state_minutes") else _fmt(columns[n]["state_minutes"].get(s, 0))
+            for n in names])
     return tabulate(rows, headers=["metric"] + names, disable_numparse=True)
 
 

@@ -554,3 +554,33 @@ __all__ = ["CheckResult", "Divergence", "LoggedReading", "Response", "Run", "che
            "counterfactual", "limits_for", "parse_time", "response_from_fit", "select_runs",
            "settings_for"]
 
+
+
+# --- text for people ------------------------------------------------------------------------
+
+
+def format_check(result: CheckResult) -> str:
+    if result.divergence is not None:
+        return result.divergence.describe()
+    text = (f"ok: {result.runs} run(s), {result.readings} readings, {result.transitions} "
+            f"transitions and {result.commands} commands replayed identically")
+    if result.skipped:
+        text += "\nskipped: " + "; ".join(result.skipped)
+    return text
+
+
+def format_counterfactual(report: dict) -> str:
+    from .metrics_report import table
+
+    parts = []
+    for dev, rep in report["devices"].items():
+        plant = rep["plant"]
+        changes = ", ".join(f"{k}={v}" for k, v in rep["settings"].items())
+        parts.append(
+            f"{dev}: recorded vs {changes or 'the recorded settings'}\n"
+            f"plant ({plant['source']}): {plant['r_c_per_w']:.2f} °C/W, "
+            f"{plant['k_w'] * 1000:.1f} mW per MHz·V², τ {plant['tau_slow_s']:g} s "
+            f"(fast share {plant['fast_share']:g})\n"
+            + table({"recorded": rep["recorded"], "counterfactual": rep["counterfactual"]},
+                    threshold=rep["threshold"]))
+    return "\n\n".join(parts) if parts else "no readings in range"

@@ -361,3 +361,15 @@ def plot(traces: dict[str, Trace], orc: Oracle | None, threshold: float, path: s
     fig.tight_layout(rect=(0, 0, 1, 0.96))
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def format_report(report: dict) -> str:
+    from .metrics_report import table
+
+    oracle_col = {"gh_hours": report["oracle"]["gh_hours"], "hash_ratio": 1.0,
+                  "mean_frequency": report["oracle"]["mean_frequency"]}
+    columns = {"oracle": oracle_col, **report["policies"]}
+    head = (f"{report['scenario']}: {report['hours']:g} h, poll {report['poll_s']:g} s, "
+            f"threshold {report['threshold']:g} °C"
+            + (f", log {report['db']}" if report.get("db") else ""))
+    return head + "\n" + table(columns, threshold=report["threshold"])

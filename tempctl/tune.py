@@ -209,3 +209,27 @@ def _env_lines(source: Source, best: dict) -> list[str]:
     env = replace(source.settings, devices=(), **values).as_env()
     wanted = {BY_ATTR[a].env for a in values}
     return [f"{k}={env[k]}" for k in env if k in wanted]
+
+
+def format_tune(report: dict) -> str:
+    from tabulate import tabulate
+
+    def row(r):
+        name = " ".join(f"{k}={v}" for k, v in r["settings"].items()) or "(baseline)"
+        return [name, f"{r['gh_hours']:,.1f}",
+                "-" if r.get("hash_ratio") is None else f"{r['hash_ratio']:.3f}",
+                f"{r['degree_minutes_above']:,.1f}", f"{r['changes_per_day']:.1f}",
+                r["restarts"], r["max_temp"]]
+
+    head = ["settings", "GH·h", "hash/oracle", "°C·min above", "changes/day", "restarts",
+            "max °C"]
+    out = [(f"{report['candidates']} candidate(s); Pareto frontier "
+            f"({len(report['frontier'])}), baseline first:"),
+           tabulate([row(report["baseline"])] + [row(r) for r in report["frontier"]],
+                    headers=head, disable_numparse=True)]
+    if report["recommended"]:
+        out.append("\nrecommended (most hash, no hotter than the baseline when possible):")
+        out.extend(report["env"])
+    for s in report["skipped"]:
+        out.append(f"skipped {s['settings']}: {s['error']}")
+    return "\n".join(out)
