@@ -60,6 +60,8 @@ class Daemon:
         self.log = log_
         self.clock = clock or SystemClock(not_before_ms=log_.last_ts())
         self.notifier = notifier or Notifier(environ={})
+        watchdog = self.notifier.watchdog_s
+        self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
         self.stop = stop or threading.Event()
         self.interval = float(settings.check_interval)
         self.backlog: list[tuple[str, tuple]] = []
@@ -124,14 +126,15 @@ class Daemon:
                 if next_tick <= mono:  # we fell behind (suspend, overload): skip, don't burst
                     behind = int((mono - next_tick) // self.interval) + 1
                     next_tick += behind * self.interval
-            timeout = max(0.0, next_tick - self.clock.monotonic())
+            # Wake at least every second, and often enough for a short WatchdogSec.
+            timeout = min(max(0.0, next_tick - self.clock.monotonic()), self.wake_s)
             if pending:
-                done, pending = wait(pending, timeout=min(timeout, 1.0), return_when=FIRST_COMPLETED)
+                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for fut in done:
                     self.sending.pop(fut, None)
                     pending |= self._handle(fut.result())
             else:
-                self.clock.wait(min(timeout, 1.0), self.stop)
+                self.clock.wait(timeout, self.stop)
             self._maintain()
             self.notifier.ping()
         self._shutdown(pending)
