@@ -30,14 +30,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tempctl.config import Settings  # noqa: E402
-from tempctl.daemon import _config_dict  # noqa: E402
-from tempctl.log import Log  # noqa: E402
-from tempctl.plant import params_for, steady_die  # noqa: E402
-from tempctl.policies import TempctlPolicy  # noqa: E402
-from tempctl.reading import Reading  # noqa: E402
-from tempctl.replay import READING_SQL, check  # noqa: E402
-from tempctl.simulate import SIM_EPOCH_MS, LogSink  # noqa: E402
+from tempctl.config import Settings
+from tempctl.daemon import _config_dict
+from tempctl.log import Log
+from tempctl.plant import params_for, steady_die
+from tempctl.policies import TempctlPolicy
+from tempctl.reading import Reading
+from tempctl.replay import READING_SQL, check, select_runs
+from tempctl.simulate import SIM_EPOCH_MS, LogSink
 
 POLL_S = 5.0
 GAMMA = params_for("BM1370")
@@ -103,8 +103,8 @@ def build(path: str, readings: int) -> float:
 def scan(conn: sqlite3.Connection) -> tuple[float, int]:
     started = time.perf_counter()
     n = 0
-    for _ in conn.execute(READING_SQL + "WHERE run_id = ? AND device = ? ORDER BY id",
-                          (1, "bench")):
+    run = select_runs(conn)[0]
+    for _ in conn.execute(READING_SQL + run.reading_sql + "ORDER BY id", (run.id, "bench")):
         n += 1
     return time.perf_counter() - started, n
 

@@ -536,6 +536,7 @@ def tune(db, scenario, grids, random_n, jobs, assignments, device, days, poll, s
         tempctl tune tempctl.db --grid "TEMP_THRESHOLD=60,61,62" --random 2 --json
     """
     import json
+    import sys
 
     from . import tune as tn
 
@@ -547,8 +548,8 @@ def tune(db, scenario, grids, random_n, jobs, assignments, device, days, poll, s
     except ConfigError as e:
         raise SettingsError(str(e)) from None
     source = _tune_source(db, scenario, assignments, device, days, poll, seed)
-    with click.progressbar(length=len(cands) + 1, label="candidates", file=click.get_text_stream(
-            "stderr"), show_pos=True) as bar:
+    with click.progressbar(length=len(cands) + 1, label="candidates", file=sys.stderr,
+                           show_pos=True) as bar:
         report = tn.tune(source, cands, jobs=jobs, progress=bar.update)
     click.echo(json.dumps(report, indent=2) if as_json else tn.format_tune(report))
 

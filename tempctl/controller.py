@@ -309,6 +309,9 @@ class Controller:
         # The same rows with their conditions as Facts property getters (no name lookups).
         self._compiled = {s: [(r, tuple(getattr(Facts, c).fget for c in r["conditions"]))
                               for r in rows] for s, rows in self._rows_for.items()}
+        self._calm_rows = {s: [(r, t) for r, t in rows
+                               if not {"critical", "hot"} & set(r["conditions"])]
+                           for s, rows in self._compiled.items()}
         self._facts: Facts | None = None
         self._fired: dict | None = None
         self._decision: Decision | None = None
@@ -330,10 +333,11 @@ class Controller:
         # flag is a signal of its own and does.
         if not self.started or not (reading.valid or reading.overheat):
             return decision
-        if self._quiet(reading, now_ms):
+        calm = self._calm(reading)
+        if calm and self._quiet(now_ms):
             return decision
         facts = Facts(self, reading, now_ms, window)
-        row = self._first_match(facts)
+        row = self._first_match(facts, calm)
         if row is not None:
             self._facts, self._fired, self._decision = facts, row, decision
             self._now, self._from_state = now_ms, self.current
@@ -384,13 +388,8 @@ class Controller:
 
     # -- the law's conditions and actions (called by the Machine) -------------
 
-    def _quiet(self, r: Reading, now_ms: int) -> bool:
-        """True when no LAW row can fire on this poll, decided without building Facts.
-
-        Same meaning as running ``_first_match`` and finding nothing: every row either needs
-        the critical or hot signal (checked here exactly as Facts does) or, per
-        ``_quiet_rule``, needs ``settled``.
-        """
+    def _calm(self, r: Reading) -> bool:
+        """Neither the critical nor the hot condition holds (computed exactly as Facts does)."""
         temp = r.temp
         if r.overheat or temp is None:
             return False
@@ -398,18 +397,25 @@ class Controller:
         if temp >= lim.critical or temp > lim.temp_threshold:
             return False
         vr = r.vr_temp
-        if vr is not None and vr > lim.vr_threshold:
-            return False
-        rule = self._quiet_unless_settled[self.current]
+        return vr is None or vr <= lim.vr_threshold
+
+    def _quiet(self, now_ms: int) -> bool:
+        """On a calm poll: True when no LAW row can fire, decided without building Facts.
+
+        Same meaning as ``_first_match`` finding nothing: per ``_quiet_rule``, every row
+        of the state needs critical/hot, or the rest also need ``settled``.
+        """
+        rule = self._quiet_unless_settled[self.state]  # State is a str enum: either key works
         if rule is None:
             return True
         if rule is False:
             return False
         last = self.last_change_ms
-        return last is not None and now_ms - last < lim.settle * 1000
+        return last is not None and now_ms - last < self.limits.settle * 1000
 
-    def _first_match(self, facts: Facts) -> dict | None:
-        for row, tests in self._compiled[self.current]:
+    def _first_match(self, facts: Facts, calm: bool = False) -> dict | None:
+        # On a calm poll the rows that need "critical" or "hot" cannot fire: skip them.
+        for row, tests in (self._calm_rows if calm else self._compiled)[self.state]:
             for test in tests:
                 if not test(facts):
                     break
@@ -456,13 +462,8 @@ class Controller:
         self.last_good = None
         self._record()
 
-    # Machine conditions: read the per-poll facts (already checked by _first_match,
-    # so these only keep the Machine's own bookkeeping honest).
-    def __getattr__(self, name: str):
-        if name.startswith("_cond_"):
-            fact = name[6:]
-            return lambda event: getattr(self._facts, fact)
-        raise AttributeError(name)
+    # Machine conditions (_cond_<fact>, added below the class) read the per-poll facts,
+    # already checked by _first_match, so they only keep the Machine's bookkeeping honest.
 
     # -- helpers ---------------------------------------------------------------
 
@@ -530,9 +531,9 @@ class Controller:
 
     def _observe(self, r: Reading, now_ms: int, d: Decision) -> None:
         self._now = now_ms
-        self._from_state = self.current
-        ident = (r.mac, r.hostname)
-        if r.mac or r.hostname:
+        mac, host = r.mac, r.hostname
+        if mac or host:
+            ident = (mac, host)
             if self.identity is not None and ident != self.identity:
                 d.events.append(Event("identity", f"a different device answers: "
                                       f"{_fmt_ident(self.identity)} -> {_fmt_ident(ident)}",
@@ -686,6 +687,21 @@ def _quiet_rule(rows: list[dict]) -> bool | None:
     if not calm:
         return None
     return all("settled" in r["conditions"] for r in calm)
+
+
+def _condition(fact: str):
+    def cond(self: Controller, event) -> bool:
+        return getattr(self._facts, fact)
+
+    cond.__name__ = f"_cond_{fact}"
+    return cond
+
+
+# The Machine's conditions, as real methods: a class-level __getattr__ would make every
+# attribute read on a Controller ~3x slower (CPython cannot specialise it), and replay
+# reads them ~10^5 times a second.
+for _fact in CONDITIONS:
+    setattr(Controller, f"_cond_{_fact}", _condition(_fact))
 
 
 def _as_list(x) -> list:

@@ -282,23 +282,29 @@ def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
     if train.sum() <= basis.shape[1] + 1:
         raise FitError("dynamics: too few readings for the baseline knots")
     fast = lowpass(ts, pw, seg, TAU_FAST_S)
-    best = None
-    for tau in TAU_SLOW_GRID:
-        slow = lowpass(ts, pw, seg, tau)
-        for phi in SHARE_GRID:
-            X = np.column_stack([basis, phi * fast + (1 - phi) * slow])
-            _, resid = _ols(X[train], temp[train])
-            sse = float(np.sum(resid ** 2))
-            if best is None or sse < best[0]:
-                best = (sse, tau, phi)
-    _, tau, phi = best
-    X = np.column_stack([basis, phi * fast + (1 - phi) * lowpass(ts, pw, seg, tau)])
+    slows = {tau: lowpass(ts, pw, seg, tau) for tau in TAU_SLOW_GRID}
+
+    def search(rows: np.ndarray) -> tuple[float, float]:
+        best = None
+        for tau, slow in slows.items():
+            for phi in SHARE_GRID:
+                X = np.column_stack([basis[rows], phi * fast[rows] + (1 - phi) * slow[rows]])
+                _, resid = _ols(X, temp[rows])
+                sse = float(np.sum(resid ** 2))
+                if best is None or sse < best[0]:
+                    best = (sse, tau, phi)
+        return best[1], best[2]
+
     quality = Quality(int(warm.sum()), None, 0.0)
-    if test.any():
+    if test.any():  # the whole procedure on the other blocks, then predict these
+        tau, phi = search(train)
+        X = np.column_stack([basis, phi * fast + (1 - phi) * slows[tau]])
         bt, _ = _ols(X[train], temp[train])
         err = temp[test] - X[test] @ bt
         quality.heldout_n = int(test.sum())
         quality.heldout_rmse, quality.heldout_mae = _rmse(err), float(np.mean(np.abs(err)))
+    tau, phi = search(warm)
+    X = np.column_stack([basis, phi * fast + (1 - phi) * slows[tau]])
     beta, resid = _ols(X[warm], temp[warm])
     quality.r2, quality.rmse = _r2(temp[warm], resid), _rmse(resid)
     r = float(beta[-1])

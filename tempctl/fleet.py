@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-RETENTION_PERIOD_S = 10.0  # how often the job looks; a full pass runs once a day, in batches
+RETENTION_PERIOD_S = 1.0  # how often the job is called; it folds once a day, in short batches
 
 
 @dataclass

@@ -106,7 +106,8 @@ class TempctlPolicy(Policy):
         if r.version or r.asic_model:
             caps = capabilities(r.version, r.asic_model)
             ctl.live_capable = caps.live_frequency
-            self.write_refused = ("firmware v2.0.0-v2.0.3 crashes on a partial PATCH"
+            self.write_refused = (f"firmware {r.version!r} is unknown or v2.0.0-v2.0.3 (a partial "
+                                  "PATCH crashes those): not writing to it"
                                   if caps.partial_patch_crashes else None)
         sink.reading(r)
         ts = r.ts_ms

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import marshal
-import math
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
@@ -177,12 +176,16 @@ class Oracle:
     mhz: list[float]
 
 
+ORACLE_STEP_S = 60.0  # the room changes slowly; the bound is held for a minute
+
+
 def grid_step(poll_s: float) -> float:
     return min(poll_s, 10.0)
 
 
-def oracle(scenario: Scenario, settings: Settings, duration_s: float, grid_s: float) -> Oracle:
-    """The steady-state bound at each grid time (perfect knowledge of the ambient)."""
+def oracle(scenario: Scenario, settings: Settings, duration_s: float,
+           grid_s: float = ORACLE_STEP_S) -> Oracle:
+    """The steady-state bound every ``grid_s`` (perfect knowledge of the ambient)."""
     params = plant_params(scenario.asic)
     fan = scenario.fan_pct if scenario.fan_mode == "fixed" else 100.0  # autofan can reach 100
 
@@ -192,17 +195,18 @@ def oracle(scenario: Scenario, settings: Settings, duration_s: float, grid_s: fl
                                 scenario.core_voltage_mv, settings.max_frequency)
 
     per_mhz = params.small_cores * params.chips / 1000.0 * params.hash_efficiency
-    n = math.floor(duration_s / grid_s + 1e-9)
     gh_s = mhz_s = 0.0
     hours, mhz = [], []
-    for i in range(1, n + 1):
-        t = i * grid_s
-        f = best(round(scenario.ambient(t), 4))
-        gh_s += f * per_mhz * grid_s
-        mhz_s += f * grid_s
+    t = 0.0
+    while t < duration_s - 1e-9:  # each step's bound stands for the step that ends there
+        dt = min(grid_s, duration_s - t)
+        t += dt
+        f = best(round(scenario.ambient(t), 3))
+        gh_s += f * per_mhz * dt
+        mhz_s += f * dt
         hours.append(t / 3600.0)
         mhz.append(f)
-    seconds = n * grid_s
+    seconds = duration_s
     return Oracle(gh_s / 3600.0, mhz_s / seconds if seconds else 0.0, hours, mhz)
 
 
@@ -257,7 +261,7 @@ def simulate(scenario: Scenario, specs: list[str], settings: Settings, *,
     settings = validate(replace(settings, check_interval=float(poll_s), devices=()))
     duration_s = (days * 86400.0) if days else scenario.duration_s
     grid_s = grid_step(poll_s)
-    orc = oracle(scenario, settings, duration_s, grid_s)
+    orc = oracle(scenario, settings, duration_s)
     traces: dict[str, Trace] | None = {} if plot_path else None
     log = Log(db) if db else None
     epoch = SIM_EPOCH_MS
@@ -355,10 +359,11 @@ def plot(traces: dict[str, Trace], orc: Oracle | None, threshold: float, path: s
     axes[-1, 0].set_xlabel("hours")
     states = sorted({s for tr in traces.values() for s in tr.state})
     handles = [plt.Rectangle((0, 0), 1, 1, color=STATE_COLOURS.get(s, "#f0f0f0")) for s in states]
-    fig.legend(handles, states, loc="upper right", ncol=len(states), fontsize=7)
     if title:
-        fig.suptitle(title, x=0.01, ha="left", fontsize=11)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+        fig.suptitle(title, x=0.01, y=0.995, ha="left", fontsize=11)
+    fig.legend(handles, states, loc="upper left", bbox_to_anchor=(0.01, 0.975),
+               ncol=len(states), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

@@ -28,9 +28,10 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Self
 
 import pytest
 import requests
@@ -41,11 +42,12 @@ from tempctl.firmware import BODIES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-RESULTS_ENV = "TEMPCTL_FAULT_RESULTS"  # JSON-lines file the fault recorder appends to
+# JSON-lines file the fault recorder appends to (not TEMPCTL_*: the daemon would warn)
+RESULTS_ENV = "FAULT_TABLE_RESULTS"
 
 # Compressed time for end-to-end runs: 4 polls a second, judge a change after 2 s, and a
 # stable window of 7.2 s. With the emulator at --scale 60 one real second is a plant minute.
-FAST = dict(check_interval=0.25, settle=2.0, stable_timeframe=0.002)
+FAST = {"check_interval": 0.25, "settle": 2.0, "stable_timeframe": 0.002}
 
 _SETTING_ENVS = {f.env for f in FIELDS} | {"TEMPCTL_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC",
                                           "WATCHDOG_PID", "STATE_DIRECTORY"}
@@ -58,7 +60,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             proc: "Proc | None" = None, interval: float = 0.05) -> Any:
+             proc: Proc | None = None, interval: float = 0.05) -> Any:
     """Return the first truthy ``predicate()``; fail with ``proc``'s output at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -97,10 +99,10 @@ class Proc:
             n += 1
             out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{out.suffix}")
         self.out_path = out
-        self._out = open(out, "wb")
+        self._out = open(out, "wb")  # noqa: SIM115 (lives as long as the process)
         self.popen = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                      preexec_fn=preexec_fn)
+                                      preexec_fn=preexec_fn)  # noqa: PLW1509 (rlimits only)
         self.pid = self.popen.pid
 
     @property
@@ -141,7 +143,7 @@ class Proc:
             os.kill(self.pid, signal.SIGKILL)
         return self.popen.wait(timeout=10)
 
-    def __enter__(self) -> "Proc":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -193,7 +195,7 @@ def start_emulator(tmp_path: Path, name: str = "emulator", **kw) -> EmulatorProc
 
 def _base_env() -> dict[str, str]:
     """This environment minus every tempctl setting, so only what a test gives applies."""
-    env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS}
+    env = {k: v for k, v in os.environ.items() if k not in _SETTING_ENVS | {RESULTS_ENV}}
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("PYTHONPATH", str(REPO))
     return env
@@ -500,12 +502,12 @@ class FaultRow(dict):
 def fault_recorder():
     """Build the ``fault`` fixture: ``row = fault("5xx", "no crash; ...")``.
 
-    Rows are appended to $TEMPCTL_FAULT_RESULTS (JSON lines) at teardown with the test's
+    Rows are appended to $FAULT_TABLE_RESULTS (JSON lines) at teardown with the test's
     result; without that variable nothing is written.
     """
 
     @pytest.fixture
-    def fault(request):
+    def fault(request, tmp_path_factory):
         rows: list[FaultRow] = []
         failed_before = request.session.testsfailed
         t0 = time.monotonic()
@@ -522,9 +524,11 @@ def fault_recorder():
             return
         # the call phase's report is counted before fixtures are torn down
         result = "fail" if request.session.testsfailed > failed_before else "pass"
+        base = str(tmp_path_factory.getbasetemp())
+        seconds = round(time.monotonic() - t0, 1)
         with open(path, "a") as fh:
             for row in rows:
-                fh.write(json.dumps({**row, "result": result,
-                                     "seconds": round(time.monotonic() - t0, 1)}) + "\n")
+                row.observed = row.observed.replace(base, "<tmp>")  # no machine paths
+                fh.write(json.dumps({**row, "result": result, "seconds": seconds}) + "\n")
 
     return fault

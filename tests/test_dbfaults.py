@@ -20,11 +20,11 @@ import shutil
 import sqlite3
 import subprocess
 import time
+from itertools import pairwise
 from pathlib import Path
 
-import pytest
-
 import procs
+import pytest
 from procs import (
     LogView,
     assert_clean_exit,
@@ -43,7 +43,7 @@ fault = procs.fault_recorder()
 def gaps(v: LogView, interval: float) -> list[float]:
     """Seconds between consecutive readings that exceed two poll intervals."""
     ts = [r[0] for r in v.rows("SELECT ts_ms FROM readings ORDER BY id")]
-    return [(b - a) / 1000 for a, b in zip(ts, ts[1:]) if b - a > 2 * interval * 1000]
+    return [(b - a) / 1000 for a, b in pairwise(ts) if b - a > 2 * interval * 1000]
 
 
 # --- locked by another writer -------------------------------------------------------------------
@@ -112,7 +112,7 @@ class Tmpfs:
         self.path = path
         path.mkdir()
         r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                            str(path)], capture_output=True, text=True)
+                            str(path)], capture_output=True, text=True, check=False)
         if r.returncode != 0:
             path.rmdir()
             pytest.skip(f"mount not permitted here ({r.stderr.strip()}); the RLIMIT_FSIZE "
@@ -120,13 +120,12 @@ class Tmpfs:
         self.filler = path / "filler"
 
     def fill(self, pid: int, db: Path) -> None:
-        with open(self.filler, "wb") as fh:
+        with open(self.filler, "wb", buffering=0) as fh:
             try:
                 while True:
                     fh.write(b"\0" * 4096)
-                    fh.flush()
             except OSError:
-                pass
+                pass  # ENOSPC: the file system is full
 
     def free(self, pid: int, db: Path) -> None:
         self.filler.unlink()
@@ -136,13 +135,15 @@ class Tmpfs:
 
 
 @pytest.mark.parametrize("how", ["fsize", "tmpfs"])
-def test_disk_full(tmp_path, fault, how):
+def test_disk_full(tmp_path, fault, how, request):
     row = fault("disk full (" + ("RLIMIT_FSIZE: EFBIG" if how == "fsize" else "full tmpfs: "
                                  "ENOSPC") + ")",
                 "control goes on (the device is throttled during the outage); the failure is "
                 "reported; rows are kept in memory and written when space returns: no lost "
                 "rows, ids contiguous")
     fs = Tmpfs(tmp_path / "fs") if how == "tmpfs" else None
+    if fs:
+        request.addfinalizer(fs.close)  # after the log has been read
     db = (fs.path if fs else tmp_path) / "tempctl.db"
     emu = start_emulator(tmp_path, scenario="constant")
     v = LogView(db)
@@ -156,6 +157,7 @@ def test_disk_full(tmp_path, fault, how):
         emu.set_ambient(10.0)  # a heat wave while the disk is full: the guard must still act
         wait_for(lambda: emu.state()["frequency_mhz"] < 575, 20, "a throttle during the outage",
                  d)
+        throttled = emu.state()["frequency_mhz"]
         frozen = v.count("readings")
         (fs.free if fs else raise_fsize)(d.pid, db)
         outage_s = time.monotonic() - t_full
@@ -166,14 +168,12 @@ def test_disk_full(tmp_path, fault, how):
     finally:
         d.stop()
         emu.stop()
-        if fs:
-            fs.close()
     out = d.output()
     error = next(line for line in out.splitlines() if "cannot write the log" in line)
     delayed = next(line for line in out.splitlines() if "database writable again" in line)
     trans = v.transitions()
     row.observed = (f"'{error.split('ERROR ', 1)[-1]}'; during a {outage_s:.1f} s outage the "
-                    f"device was throttled to {emu.state()['frequency_mhz']:g} MHz; then "
+                    f"device was throttled to {throttled:g} MHz; then "
                     f"'{delayed.split('WARNING ', 1)[-1]}'; {back - logged} readings and "
                     f"{len(trans)} transitions written late, ids contiguous; "
                     f"SIGTERM: exit 0 in {stop_s:.1f} s")
@@ -234,7 +234,7 @@ def test_bad_database_file_is_refused_and_left_untouched(tmp_path, fault, name, 
     with procs.fake_device() as dev:
         env = daemon_env(dev.address, db, tmp_path)
         r = subprocess.run([procs.PYTHON, "-m", "tempctl", "run"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
         hits = sum(dev.hits.values())
     err = r.stderr.strip()
     row.observed = f"exit {r.returncode}: '{err}'; file unchanged; {hits} requests to the device"
@@ -252,7 +252,7 @@ def test_missing_database(tmp_path, fault):
         gone = tmp_path / "no" / "such" / "dir" / "tempctl.db"
         env = daemon_env(dev.address, gone, tmp_path)
         r = subprocess.run([procs.PYTHON, "-m", "tempctl", "run"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=30)
+                           capture_output=True, text=True, timeout=30, check=False)
         assert r.returncode == 1 and r.stderr.startswith("Error: "), r.stderr
         assert not (tmp_path / "no").exists()
         fresh = tmp_path / "fresh.db"
