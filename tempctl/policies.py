@@ -309,6 +309,14 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
     raise ValueError(f"{spec}: unknown policy (use tempctl, seed, seed:SECONDS or fixed:MHZ)")
 
 
+def canonical(spec: str, check_interval: float) -> str:
+    """The name a spec reports under: 'seed:5' with 5 s polling is just 'seed'."""
+    kind, value = parse_spec(spec)
+    if value is None or (kind == "seed" and value == check_interval):
+        return kind
+    return f"{kind}:{value:g}"
+
+
 def make_policy(spec: str, settings, sink: Sink, snapshot=None) -> Policy:
     kind, value = parse_spec(spec)
     if kind == "tempctl":
@@ -321,6 +329,6 @@ def make_policy(spec: str, settings, sink: Sink, snapshot=None) -> Policy:
     return FixedPolicy(settings, device_name(f"fixed:{value:g}"), sink, value)
 
 
-__all__ = ["FixedPolicy", "NullSink", "Policy", "SeedPolicy", "TempctlPolicy", "device_name",
-           "make_policy", "parse_spec"]
+__all__ = ["FixedPolicy", "NullSink", "Policy", "SeedPolicy", "TempctlPolicy", "canonical",
+           "device_name", "make_policy", "parse_spec"]
 

@@ -29,7 +29,7 @@ from .firmware import Firmware, plant_params
 from .log import Log
 from .metrics_report import Tally
 from .plant import oracle_frequency
-from .policies import NullSink, Policy, make_policy, parse_spec
+from .policies import NullSink, Policy, canonical, make_policy
 from .reading import Reading
 from .scenario import Scenario
 
@@ -248,20 +248,23 @@ def run_policy(scenario: Scenario, policy: Policy, *, threshold: float, duration
 
 def simulate(scenario: Scenario, specs: list[str], settings: Settings, *,
              days: float | None = None, poll_s: float = 5.0, seed: int = 0,
-             db: str | None = None, plot_path: str | None = None) -> dict:
+             db: str | None = None, plot_path: str | None = None,
+             threshold: float | None = None) -> dict:
     """Run each policy spec through the scenario; returns the JSON-ready report.
 
     ``settings`` are the effective settings (defaults + --set); ``poll_s`` becomes
-    CHECK_INTERVAL. ``plot_path``: write the PNG there.
+    CHECK_INTERVAL. ``plot_path``: write the PNG there. ``threshold``: the temperature the
+    metrics and the oracle are judged against (default TEMP_THRESHOLD); tune keeps it at
+    the baseline's so that candidates with other thresholds compare fairly.
     """
-    for spec in specs:
-        parse_spec(spec)
-    if len(set(specs)) != len(specs):
+    names = [canonical(spec, poll_s) for spec in specs]
+    if len(set(names)) != len(names):
         raise ValueError("each --policy may be given once")
     settings = validate(replace(settings, check_interval=float(poll_s), devices=()))
     duration_s = (days * 86400.0) if days else scenario.duration_s
     grid_s = grid_step(poll_s)
-    orc = oracle(scenario, settings, duration_s)
+    ref = settings.temp_threshold if threshold is None else float(threshold)
+    orc = oracle(scenario, replace(settings, temp_threshold=ref), duration_s)
     traces: dict[str, Trace] | None = {} if plot_path else None
     log = Log(db) if db else None
     epoch = SIM_EPOCH_MS
@@ -274,7 +277,7 @@ def simulate(scenario: Scenario, specs: list[str], settings: Settings, *,
         "hours": round(duration_s / 3600.0, 4),
         "poll_s": poll_s,
         "seed": seed,
-        "threshold": settings.temp_threshold,
+        "threshold": ref,
         "settings": {k: v for k, v in settings.as_env().items()
                      if k in ("TEMP_THRESHOLD", "FIRST_FREQUENCY", "SECOND_FREQUENCY",
                               "MAX_FREQUENCY", "STABLE_TIMEFRAME", "TEMPCTL_SETTLE",
@@ -299,7 +302,7 @@ def simulate(scenario: Scenario, specs: list[str], settings: Settings, *,
                 sink.event(policy.name, epoch, "log", f"start: simulation of {scenario.name} "
                            f"with policy {policy.spec}", origin="daemon")
             trace = Trace() if traces is not None else None
-            tally, fw, dev = run_policy(scenario, policy, threshold=settings.temp_threshold,
+            tally, fw, dev = run_policy(scenario, policy, threshold=ref,
                                         duration_s=duration_s, seed=seed, epoch_ms=epoch,
                                         grid_s=grid_s, trace=trace)
             if traces is not None:
@@ -314,7 +317,7 @@ def simulate(scenario: Scenario, specs: list[str], settings: Settings, *,
         if log is not None:
             log.close()
     if plot_path:
-        plot(traces, orc, settings.temp_threshold, plot_path,
+        plot(traces, orc, ref, plot_path,
              title=f"{scenario.name}: {scenario.description}")
     return report
 

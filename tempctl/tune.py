@@ -5,8 +5,9 @@ judged either by simulating a scenario with the tempctl policy, or by a
 counterfactual replay of a log (the plant fitted once, up front). Candidates run
 in a process pool (both cores by default).
 
-Three objectives: hash kept (GH·h, more is better), °C·min above the threshold of
-the baseline (less), frequency changes per day (fewer). A candidate is on the
+Three objectives: hash kept (GH·h, more is better), °C·min above the baseline's
+threshold (less; every candidate is judged against the same temperature, also for its
+oracle ratio), frequency changes per day (fewer). A candidate is on the
 frontier when no other is at least as good on all three and better on one. The
 recommendation is the frontier point with the most hash among those no hotter
 than the baseline (current settings); if none is, the coolest one.
@@ -89,10 +90,11 @@ def candidates(axes: list[Axis], random_n: int | None = None, seed: int = 0) -> 
 def _evaluate(task: tuple) -> dict:
     kind = task[0]
     if kind == "scenario":
-        _, scenario, settings, days, poll_s, seed = task
+        _, scenario, settings, days, poll_s, seed, threshold = task
         from .simulate import simulate
 
-        report = simulate(scenario, ["tempctl"], settings, days=days, poll_s=poll_s, seed=seed)
+        report = simulate(scenario, ["tempctl"], settings, days=days, poll_s=poll_s, seed=seed,
+                          threshold=threshold)
         return report["policies"]["tempctl"]
     _, db, device, overrides, response = task
     import sqlite3
@@ -124,7 +126,8 @@ class Source:
     def task(self, candidate: dict) -> tuple:
         if self.scenario is not None:
             settings = validate(replace(self.settings, **candidate))
-            return ("scenario", self.scenario, settings, self.days, self.poll_s, self.seed)
+            return ("scenario", self.scenario, settings, self.days, self.poll_s, self.seed,
+                    self.settings.temp_threshold)
         overrides = dict(self.base_overrides or {}, **candidate)
         validate(replace(self.settings, devices=(), **overrides))
         return ("db", self.db, self.device, overrides, self.response)

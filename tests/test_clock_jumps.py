@@ -180,9 +180,10 @@ def test_wall_clock_jumps(tmp_path, fault, monkeypatch, how):
                     f"({window_real:.1f} s real) across a +2 h jump; clock events: {clock}; "
                     f"after a restart 24 h behind: first stamp {restarted - last_ts:+d} ms "
                     f"after the last logged row")
-    # no stamp jumps with the clock; the pace holds (polls jitter, and libfaketime slows
-    # every time call, but they never stop for the jump nor burst to catch up)
-    assert 0 < min(steps) and max(steps) < 4 * INTERVAL
+    # no stamp jumps with the clock (that would be a step of an hour, or a negative one);
+    # the pace holds: polls jitter (more so under libfaketime on a loaded machine), but they
+    # neither stop for the jump nor burst to catch up
+    assert 0 < min(steps) and max(steps) < 2.0
     assert 0.8 * INTERVAL < sum(steps) / len(steps) < 1.5 * INTERVAL
     assert SETTLE <= settle_db < SETTLE + 3 * INTERVAL
     assert SETTLE - 0.1 <= settle_real < SETTLE + 1.5

@@ -42,11 +42,13 @@ from procs import (
 )
 from werkzeug import Response
 
-from tempctl.controller import VERIFY_RETRIES
+from tempctl.axeos import parse_info
+from tempctl.controller import VERIFY_RETRIES, Controller, Limits
 from tempctl.emulator import Emulator
+from tempctl.reading import Reading
 
-pytestmark = pytest.mark.slow
 fault = procs.fault_recorder()
+slow = pytest.mark.slow  # every test that starts the daemon
 
 HOT_HOURS = 5.0  # heatwave: ~35.5 °C ambient, die ~68.6 °C at 575 MHz (hot, not critical)
 CRITICAL_HOURS = 8.0  # heatwave: 38 °C ambient, die ~71.5 °C at 575 MHz (>= 70: critical)
@@ -163,6 +165,7 @@ EMULATOR_FAULTS = [
 ]
 
 
+@slow
 @pytest.mark.parametrize("spec,name,pattern", EMULATOR_FAULTS, ids=[f[0] for f in EMULATOR_FAULTS])
 def test_emulator_fault_invalidates_polls_and_never_moves_the_law(tmp_path, fault, spec, name,
                                                                   pattern):
@@ -187,6 +190,7 @@ def test_emulator_fault_invalidates_polls_and_never_moves_the_law(tmp_path, faul
 # --- connection-level faults -------------------------------------------------------------------
 
 
+@slow
 def test_connection_refused_then_device_appears(tmp_path, fault):
     row = fault("connection refused", "no crash; each poll logged 'unreachable: connection "
                 "refused'; no transition or command; control starts once the device listens")
@@ -241,6 +245,7 @@ def blackhole() -> socket.socket:
         srv.close()
 
 
+@slow
 def test_connect_timeout(tmp_path, fault):
     row = fault("connect timeout", "no crash; each poll logged 'timeout: connect timeout'; "
                 "ticks that come while a poll hangs are skipped, not queued (no burst after "
@@ -267,6 +272,7 @@ def test_connect_timeout(tmp_path, fault):
     assert check_log(db, limits_for()) == []
 
 
+@slow
 def test_read_timeout(tmp_path, fault):
     row = fault("read timeout", "no crash; each poll logged 'timeout: read timeout'; no "
                 "transition or command; valid again once the device answers")
@@ -295,6 +301,7 @@ def test_read_timeout(tmp_path, fault):
 # --- bodies the emulator never sends -----------------------------------------------------------
 
 
+@slow
 def test_404(tmp_path, fault):
     row = fault("404", "no crash; each poll logged 'bad_response: HTTP 404'; no transition or "
                 "command; valid again once the route answers")
@@ -307,6 +314,7 @@ def test_404(tmp_path, fault):
     assert w.transitions() == [] and w.commands() == []
 
 
+@slow
 def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
     row = fault("body over 64 KiB, streamed without Content-Length",
                 "no crash; reading stops at the cap (the rest is never read); poll logged "
@@ -352,6 +360,7 @@ WRONG = [
 ]
 
 
+@slow
 def test_wrong_types_and_absurd_values(tmp_path, fault):
     row = fault("wrong types (temp \"hot\", null, NaN, 1e308, negative frequency)",
                 "no crash; each value refused with a note, the reading invalid when temp is "
@@ -403,6 +412,7 @@ def test_wrong_types_and_absurd_values(tmp_path, fault):
 # --- the device's own behaviour: sensor fault, reboot, overheat --------------------------------
 
 
+@slow
 def test_sensor_127_is_invalid_and_the_firmware_trip_is_followed(tmp_path, fault):
     row = fault("sensor 127", "the 127 °C reading is invalid (EMC2101 diode fault) and never "
                 "counts as hot; the firmware trusts it and trips: that trip (overheat flag) "
@@ -446,6 +456,7 @@ def on_device(emu: Emulator, fn) -> None:
     emu.sync()
 
 
+@slow
 def test_spontaneous_reboot(tmp_path, fault):
     row = fault("spontaneous device reboot", "no crash; refused polls while down, booting "
                 "readings (temp -1, hashrate 0) invalid and ignored; a 'reboot' event with "
@@ -496,6 +507,7 @@ def test_spontaneous_reboot(tmp_path, fault):
     assert check_log(db, limits_for()) == []
 
 
+@slow
 def test_firmware_overheat_trip(tmp_path, fault):
     row = fault("firmware overheat trip", "no crash; the trip is seen (overheat flag): "
                 "THROTTLED_2 and an alarm; the firmware's −100 MHz penalty is logged as a "
@@ -548,6 +560,7 @@ def run_critical(tmp_path, faults: str, seconds: float = 6.0):
     return v, state, stop_s
 
 
+@slow
 def test_patch_answered_400_is_not_retried_in_a_loop(tmp_path, fault):
     row = fault("PATCH answered 400", "no crash; outcome 'failed' (HTTP 400) logged with a "
                 "warning; re-sent at most twice, then one alarm; never a loop, and never "
@@ -569,6 +582,7 @@ def test_patch_answered_400_is_not_retried_in_a_loop(tmp_path, fault):
     assert check_log(v.path, limits_for()) == []
 
 
+@slow
 def test_patch_not_applied_is_bounded_then_alarms(tmp_path, fault):
     row = fault("PATCH 200 but not applied", "read-back mismatch: re-sent at most twice "
                 "(attempts 2, 3), then one alarm; never a loop")
@@ -586,6 +600,7 @@ def test_patch_not_applied_is_bounded_then_alarms(tmp_path, fault):
     assert check_log(v.path, limits_for()) == []
 
 
+@slow
 @pytest.mark.parametrize("how", ["500", "hang"])
 def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
     row = fault(f"restart request {'failing (500)' if how == '500' else 'timing out'}",
@@ -617,9 +632,10 @@ def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
             d.stop()
         posts = dev.hits["POST /api/system/restart"]
     restarts = [c for c in v.commands() if c["kind"] == "restart"]
-    warn = [short(e["message"]) for e in v.events("restart")]
+    warn = [e["message"] for e in v.events("restart")]
     row.observed = (f"{len(restarts)} restart commands, {posts} POSTs received, outcomes "
-                    f"{sorted({short(c['error']) for c in restarts})}; events: {warn[:1]}; "
+                    f"{sorted({short(c['error']) for c in restarts})}; events: "
+                    f"{[short(m) + ' … (not retried)' for m in warn[:1]]}; "
                     f"SIGTERM: exit 0 in {stop_s:.1f} s")
     assert posts == len(restarts)
     assert all(c["outcome"] == "failed" for c in restarts)
@@ -628,6 +644,7 @@ def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
     assert check_log(db, limits_for(apply="restart", max_restarts_per_hour=2)) == []
 
 
+@slow
 def test_a_different_device_answers(tmp_path, fault):
     row = fault("different device at the same address", "an 'identity' alarm naming the old "
                 "and new hostname/MAC; no crash; no unsafe command")
@@ -643,3 +660,58 @@ def test_a_different_device_answers(tmp_path, fault):
                     f"SIGTERM: exit 0 in {w.stop_s:.1f} s")
     assert ids and all(e["level"] == "alarm" for e in ids)
     assert "bitaxe-other" in ids[0]["message"]
+
+
+# --- the same regressions at the unit level (fast: no process, no network) ---------------------
+
+UNIT = Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600)
+
+
+def drive(ctl: Controller, polls: int, *, temp: float, device_mhz, ok: bool,
+          overheat=lambda t: False) -> list:
+    """Poll a controller once a second; every command gets outcome ``ok``; the device's
+    frequency is ``device_mhz(t)`` whatever was commanded. Returns (t, decision) pairs."""
+    out = []
+    for t in range(polls):
+        now = t * 1000
+        r = Reading("d", now, temp=temp, frequency=device_mhz(t), overheat=overheat(t))
+        d = ctl.step(r, now)
+        out.append((t, d))
+        for c in d.commands:
+            out.append((t, ctl.command_result(c, ok, now, None if ok else "rejected: HTTP 400")))
+    return out
+
+
+@pytest.mark.parametrize("ok", [False, True], ids=["answered-400", "200-not-applied"])
+def test_unit_a_refused_change_is_sent_three_times_then_alarmed_once(ok):
+    ctl = Controller(UNIT, "d")
+    steps = drive(ctl, 60, temp=72.0, device_mhz=lambda t: 575.0, ok=ok)  # critical all along
+    cmds = [c for _, d in steps for c in d.commands]
+    events = [e for _, d in steps for e in d.events]
+    assert [c.attempt for c in cmds] == [1, 2, 3]
+    assert sum("not applied after 3 attempts" in e.message for e in events) == 1
+    assert not [e for e in events if e.kind == "frequency_change"]
+
+
+def test_unit_the_firmware_penalty_after_a_trip_is_the_firmwares_and_not_fought():
+    # v2.11+ (axeos-api.md §9.2): tripped at 575, a PATCH to 400 during the cool-down is
+    # overwritten by 575 - 100 = 475 when it recovers.
+    ctl = Controller(UNIT, "d")
+
+    def device(t):
+        return 575.0 if t < 3 else 400.0 if t < 6 else 475.0
+
+    steps = drive(ctl, 12, temp=60.0, device_mhz=device, ok=True, overheat=lambda t: 1 <= t < 6)
+    changes = [e for _, d in steps for e in d.events if e.kind == "frequency_change"]
+    cmds = [c for _, d in steps for c in d.commands]
+    assert [(e.origin, e.frequency_to) for e in changes] == [("firmware", 475.0)]
+    assert [c.frequency for c in cmds] == [400.0]  # no re-send of 400 over the penalty
+
+
+@pytest.mark.parametrize("uptime,expected", [(20, False), (59, False), (600, True)])
+def test_unit_a_booting_device_with_a_fixed_fan_is_not_an_overheat_trip(uptime, expected):
+    body = procs.template_body() | {
+        "actualFrequency": 50, "expectedHashrate": 0, "hashRate": 0, "miningPaused": False,
+        "autofanspeed": 0, "manualFanSpeed": 100, "fanspeed": 100, "temp": -1,
+        "uptimeSeconds": uptime}
+    assert parse_info(body, "d", 0).overheat is expected

@@ -128,6 +128,25 @@ def test_changed_settings_in_the_runs_row_diverge(fixture_log, tmp_path):
     assert not result.ok and (result.divergence.run, result.divergence.device) == (2, "garage")
 
 
+def test_runs_whose_raw_readings_were_folded_are_skipped(fixture_log, tmp_path):
+    from tempctl.retention import prune
+    from tests.fixtures import HOUR_MS, START_MS
+
+    db = tmp_path / "pruned.db"
+    shutil.copy(fixture_log.path, db)
+    log = Log(db)
+    try:  # fold the first 5 hours of run 1 into readings_1m
+        prune(log, days=(24 - 5) / 24, now_ms=START_MS + 24 * HOUR_MS, min_keep_ms=0)
+    finally:
+        log.close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT count(*) FROM readings_1m").fetchone()[0] > 0
+    result = check(conn)
+    assert result.ok, result.divergence and result.divergence.describe()
+    assert any("run 1 device garage (raw readings folded" in s for s in result.skipped)
+    assert result.transitions > 0  # run 2 was still checked
+
+
 # --- a log written the daemon's way, by hand: backfill and cut-off commands ------------------
 
 LIM_SETTINGS = Settings(check_interval=1.0, settle=5.0, stable_timeframe=30 / 3600,

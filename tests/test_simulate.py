@@ -148,6 +148,11 @@ def test_bad_policy_specs(spec):
         parse_spec(spec)
 
 
+def test_a_policy_given_twice_is_refused():
+    with pytest.raises(ValueError, match="once"):
+        simulate(load_scenario("constant"), ["seed", "seed:5"], Settings(), days=0.01, poll_s=5)
+
+
 def test_cli_json_and_errors(afternoon, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["simulate", "--scenario", afternoon, "--days", "0.02", "--poll", "10",
