@@ -31,6 +31,7 @@ log = logging.getLogger("tempctl")
 
 BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
 STOP_GRACE_S = 4.0  # a command in flight at SIGTERM may finish for this long
+POLL_SPREAD = 0.5  # a tick's polls start spread over this fraction of CHECK_INTERVAL
 INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
 
 
@@ -50,6 +51,7 @@ class Device:
     restart_capable: bool = True
     write_refused: str | None = None
     stats: dict = field(default_factory=dict)
+    lateness_s: float | None = None  # how late the last poll started after its slot
 
 
 class Daemon:
@@ -108,6 +110,10 @@ class Daemon:
         pending: set[Future] = set()
         next_tick = self.clock.monotonic()
         ticks = 0
+        # A tick's polls start in slots spread over part of the interval, not all at
+        # once: no burst of N requests, threads and commits, and each starts on time.
+        step = self.interval * POLL_SPREAD / max(1, len(self.devices))
+        due: list[tuple[float, Device]] = []  # this tick's polls not started yet, latest first
         while not self.stop.is_set():
             mono = self.clock.monotonic()
             if mono >= next_tick:
@@ -115,19 +121,25 @@ class Daemon:
                     break
                 ticks += 1
                 self._check_clock()
-                for d in self.devices:
-                    if d.busy is not None and not d.busy.done():
-                        d.missed += 1  # a slow device never delays the others
-                        continue
-                    fut = self.pool.submit(self._poll, d)
-                    d.busy = fut
-                    pending.add(fut)
+                for _, d in due:
+                    d.missed += 1  # the loop itself fell a whole interval behind
+                due = [(next_tick + i * step, d) for i, d in enumerate(self.devices)][::-1]
                 next_tick += self.interval
                 if next_tick <= mono:  # we fell behind (suspend, overload): skip, don't burst
                     behind = int((mono - next_tick) // self.interval) + 1
                     next_tick += behind * self.interval
-            # Wake at least every second, and often enough for a short WatchdogSec.
-            timeout = min(max(0.0, next_tick - self.clock.monotonic()), self.wake_s)
+            while due and due[-1][0] <= mono:
+                slot, d = due.pop()
+                if d.busy is not None and not d.busy.done():
+                    d.missed += 1  # a slow device never delays the others
+                    continue
+                fut = self.pool.submit(self._poll, d, slot)
+                d.busy = fut
+                pending.add(fut)
+            # Wake for the next slot or tick, at least every second, and often enough
+            # for a short WatchdogSec.
+            wake = min(next_tick, due[-1][0]) if due else next_tick
+            timeout = min(max(0.0, wake - self.clock.monotonic()), self.wake_s)
             if pending:
                 done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
                 for fut in done:
@@ -210,7 +222,9 @@ class Daemon:
 
     # -- worker side (threads): HTTP only ----------------------------------------
 
-    def _poll(self, d: Device):
+    def _poll(self, d: Device, slot: float | None = None):
+        if slot is not None:
+            d.lateness_s = self.clock.monotonic() - slot  # for metrics and benchmarks
         try:
             ts = self.clock.now_ms()
             reading = d.client.read(d.name, ts)

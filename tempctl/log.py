@@ -18,8 +18,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable
 
-import sqlite_utils
-
 from . import __version__
 from .controller import Command, Decision, Limits, Snapshot, State, WindowStats
 from .reading import Reading
@@ -106,10 +104,17 @@ class Log:
             ensure_schema(self.conn)
         except sqlite3.DatabaseError as exc:
             raise LogError(f"{self.path}: {exc}") from exc
-        self.db = sqlite_utils.Database(self.conn)
         self._next = {t: self._max_id(t) + 1 for t in
                       ("runs", "readings", "transitions", "commands", "command_results", "events")}
         self.run_id: int | None = None
+
+    @property
+    def db(self):
+        """The log as a sqlite_utils Database, made on demand: importing sqlite_utils loads
+        numpy when it is installed (matplotlib brings it), +14 MB the daemon never uses."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
 
     def _max_id(self, table: str) -> int:
         return self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
@@ -227,7 +232,7 @@ class Log:
         return restore(self.conn, device, before_ms)
 
     def devices(self) -> list[str]:
-        return [r[0] for r in self.conn.execute(
+        return [r["device"] for r in self.db.query(
             "SELECT DISTINCT device FROM transitions UNION SELECT DISTINCT device FROM readings "
             "ORDER BY 1")]
 

@@ -19,12 +19,13 @@ closer than ``min_keep_ms`` (a day, or twice the longest STABLE_TIMEFRAME).
 Replay over folded history (``folded_readings``): each minute row becomes ``n``
 readings spread evenly over its minute, the ``n - n_valid`` invalid ones first. The
 last one carries the minute's max temperature and max VR temperature, the others a
-value chosen so the mean is the stored mean. Count, mean, max and cadence of the
-minute survive; the order of the readings inside it does not. Putting the hottest
-reading last is the conservative choice: a stable streak can only start later than
-it really did, so a replay may restore a little later, never earlier. (A replay at
-a CHECK_INTERVAL under 20 s sees the same cadence as the original polls, since n is
-kept.)
+value chosen so the mean is the stored mean. Count, mean, max and cadence survive
+(so the window's gap rule, 3 x CHECK_INTERVAL, sees no new holes); the order inside
+the minute does not. The hottest reading goes last, so a stable streak can only
+start later than it really did (folding never makes a replay restore early).
+tests/test_retention.py replays a day both ways: the same decisions (states and
+frequencies), each within a minute of the original. The replay must merge these with the raw rows still kept (the
+overheat rows, and everything newer than the horizon) in time order.
 """
 
 from __future__ import annotations

@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = load(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(render(rows, seconds=seconds))
-    print(f"{args.output}: {len(rows)} rows; {json.dumps(figures(rows))}")
+    print(f"{args.output}: {len(rows)} rows from {results}; {json.dumps(figures(rows))}")
     return code
 
 

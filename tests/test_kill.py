@@ -183,7 +183,8 @@ def test_sigterm_in_the_middle_of_a_patch(tmp_path, fault, case):
     answers = case == "answers"
     row = fault("SIGTERM in the middle of a PATCH" + (" that then answers" if answers else
                                                        " that never answers"),
-                "exit 0 within 5 s; the command has an outcome row ("
+                "exit 0 within about 5 s (a 4 s grace for the answer, then no wait for a hung "
+                "request); the command has an outcome row ("
                 + ("'ok': the answer is waited for" if answers else
                    "'failed', interrupted: applied or not is unknown") + "); a 'stop' event")
     # 6.25 s polls give the production read timeout (5 s): a hung PATCH outlasts the grace

@@ -158,3 +158,20 @@ def test_scraping_a_running_daemon(tmp_path):
     assert value(s, "tempctl_state", device=name, state="THROTTLED_2") == 1
     assert value(s, "tempctl_command_failures_total", device=name, kind="set_frequency") >= 1
     assert value(s, "tempctl_missed_polls_total", device=name) == 0
+
+
+def test_run_refuses_a_metrics_port_in_use(tmp_path):
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+
+    (tmp_path / "none.toml").write_text("")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        res = CliRunner().invoke(cli, ["run", "--bitaxe-ip", "127.0.0.1:1", "--db",
+                                       str(tmp_path / "t.db"), "--metrics-port", str(port)],
+                                 env={"TEMPCTL_CONFIG": str(tmp_path / "none.toml")})
+    assert res.exit_code == 1, res.output
+    assert f"metrics endpoint 127.0.0.1:{port}: Address already in use" in res.output
