@@ -486,9 +486,14 @@ class Controller:
 
     def _record(self) -> None:
         f = self._facts
+        # One row per poll: when start-up reconciliation already changed state on this
+        # poll, the law's change extends that row, so no transition is ever lost.
+        prev = self._decision.transition
+        from_state = prev.from_state if prev else self._from_state.value
+        reason = f"{prev.reason}; {self._fired['reason']}" if prev else self._fired["reason"]
         self._decision.transition = Transition(
-            from_state=self._from_state.value, to_state=self.current.value,
-            reason=self._fired["reason"], frequency=self.frequency, temp=f.temp if f else None,
+            from_state=from_state, to_state=self.current.value,
+            reason=reason, frequency=self.frequency, temp=f.temp if f else None,
             ceiling=self.ceiling, ceiling_until_ms=self.ceiling_until_ms,
             backoff_s=self.backoff_s, last_good=self.last_good)
 

@@ -237,3 +237,11 @@ def test_law_is_data_and_every_row_reachable():
             assert c in CONDITIONS and isinstance(getattr(Facts, c), property)
     dests = {row["dest"] for row in LAW}
     assert dests == set(State)
+
+
+def test_hot_first_poll_keeps_one_row_with_the_start(limits):
+    h = run(limits, [(0, 64)], frequency=575)  # the first poll is already hot
+    assert len(h.transitions) == 1
+    t = h.transitions[0]
+    assert (t.from_state, t.to_state, t.frequency) == ("NORMAL", "THROTTLED_1", 490)
+    assert t.reason.startswith("start:") and "above threshold" in t.reason

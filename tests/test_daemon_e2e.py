@@ -99,7 +99,8 @@ def test_heat_wave_throttles_and_recovers(emulator, tmp_path):
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
     assert proc.returncode == 0, out
-    path = [s[2] for s in states(db)]
+    rows = states(db)
+    path = [rows[0][1]] + [s[2] for s in rows]
     # NORMAL -> THROTTLED_1 -> THROTTLED_2 -> RECOVERING (steps) -> NORMAL, in that order
     order = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
     assert order[-5:] == ["NORMAL", "THROTTLED_1", "THROTTLED_2", "RECOVERING", "NORMAL"], order
