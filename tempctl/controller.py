@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from transitions import Machine
 
@@ -95,7 +95,7 @@ class Limits:
     max_restarts_per_hour: int = 4
 
     @classmethod
-    def from_settings(cls, settings) -> "Limits":
+    def from_settings(cls, settings) -> Limits:
         return cls(**{f: getattr(settings, f) for f in cls.__dataclass_fields__})
 
     @property
@@ -187,7 +187,7 @@ class Facts:
 
     __slots__ = ("_c", "_r", "_now", "_window", "_stable", "temp", "vr")
 
-    def __init__(self, controller: "Controller", reading: Reading, now_ms: int,
+    def __init__(self, controller: Controller, reading: Reading, now_ms: int,
                  window: Callable[[], WindowStats] | None):
         self._c = controller
         self._r = reading

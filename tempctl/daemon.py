@@ -16,9 +16,9 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from .axeos import AxeOSError, Client, capabilities, parse_statistics
 from .clock import SystemClock

@@ -241,7 +241,7 @@ def _baseline_basis(ts: np.ndarray, seg: np.ndarray, knot_s: float = KNOT_S
         t0, t1 = ts[idx[0]], ts[idx[-1]]
         n = max(1, math.ceil((t1 - t0) / (knot_s * 1000)))
         points = np.linspace(t0, t1, n + 1) if t1 > t0 else np.array([t0])
-        for j, kp in enumerate(points):
+        for kp in points:
             col = np.zeros(len(ts))
             t = ts[idx]
             if len(points) == 1:

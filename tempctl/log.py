@@ -14,9 +14,9 @@ import json
 import os
 import socket
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Iterable
 
 from . import __version__
 from .controller import Command, Decision, Limits, Snapshot, State, WindowStats

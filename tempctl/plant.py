@@ -160,7 +160,7 @@ def params_for(asic: str) -> PlantParams:
     try:
         return _PARAMS[asic.upper()]
     except KeyError:
-        raise ValueError(f"no plant parameters for ASIC {asic!r}; known: {sorted(_PARAMS)}")
+        raise ValueError(f"no plant parameters for ASIC {asic!r}; known: {sorted(_PARAMS)}") from None
 
 
 def _heat_terms(p: PlantParams, freq_mhz: float, core_mv: float, running: bool):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from dataclasses import fields
+from datetime import UTC
 
 from .controller import Limits
 from .window import query_window
@@ -67,10 +68,10 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
 
 
 def format_status(s: dict) -> str:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     def when(ms):
-        return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
     lines = [f"{s['device']}"]
     if s["state"]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
 from harness import Harness
+
 from tempctl.controller import LAW, Limits, Snapshot, State
 
 

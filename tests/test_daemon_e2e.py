@@ -131,7 +131,7 @@ def test_kill_9_while_throttled_resumes_throttled(emulator, tmp_path):
         finally:
             conn.close()
         span = 0
-        for (ts, temp), (ts_prev, _) in zip(rows, rows[1:]):
+        for (_, temp), (ts_prev, _) in zip(rows, rows[1:]):
             if temp > 61:
                 break
             span = rows[0][0] - ts_prev

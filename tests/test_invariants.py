@@ -10,7 +10,8 @@ whole run replays to identical decisions.
 
 from __future__ import annotations
 
-from hypothesis import settings, strategies as st
+from hypothesis import settings
+from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tempctl.controller import FREQ_EPS, Controller, Limits
@@ -136,7 +137,7 @@ class ControllerMachine(RuleBasedStateMachine):
             if item[0] == "poll":
                 r = item[1]
                 win.add(r.ts_ms, r.temp, r.vr_temp, r.overheat)
-                replayed.append(ctl.step(r, r.ts_ms, window=lambda: win.stats(r.ts_ms)))
+                replayed.append(ctl.step(r, r.ts_ms, window=lambda ts=r.ts_ms: win.stats(ts)))
             else:
                 _, c, ok, now = item
                 replayed.append(ctl.command_result(c, ok, now))

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tempctl.controller import Limits, WindowStats
 from tempctl.log import Log
 from tempctl.reading import Reading
-from tempctl.window import StableWindow, query_window
+from tempctl.window import StableWindow
 
 LIM = Limits(check_interval=1.0, stable_timeframe=30 / 3600, temp_threshold=63, hysteresis=2,
              vr_threshold=85)
