@@ -197,7 +197,7 @@ FIELDS: tuple[Field, ...] = (
 
 BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
 _BY_TOML: dict[str, Field] = {f.toml: f for f in FIELDS}
-_KNOWN_ENV = {f.env for f in FIELDS} | {CONFIG_ENV}
+_KNOWN_ENV = {f.env for f in FIELDS} | {CONFIG_ENV, "TEMPCTL_ENV_FILE"}
 _DEFAULTS: dict[str, Any] = {f.attr: f.default for f in FIELDS}
 
 # Cross-field rules: (left, op, right) means "left op right" must hold.
@@ -417,6 +417,23 @@ def _read_toml(path: str, label: str | None) -> dict | None:
         raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
 
 
+ENV_FILE_ENV = "TEMPCTL_ENV_FILE"
+
+
+def _check_env_file(path: str | None) -> None:
+    """systemd reads the EnvironmentFile before tempctl starts; the unit names it in
+    TEMPCTL_ENV_FILE so tempctl can still refuse one that anyone may have written."""
+    if not path:
+        return
+    try:
+        st = os.stat(path)
+    except OSError:
+        return  # systemd's "-" prefix makes a missing env file legal
+    if st.st_mode & stat.S_IWOTH:
+        raise ConfigError(f"{path}: refusing a world-writable environment file "
+                          f"(fix with: chmod o-w {path})")
+
+
 def _load_private(fh: BinaryIO, path: str) -> dict:
     # fstat the open file so the file checked is the file read.
     st = os.fstat(fh.fileno())
@@ -546,6 +563,7 @@ def load_settings(flags: Mapping[str, object] | None = None,
         if attr not in BY_ATTR:
             raise TypeError(f"load_settings: unknown setting {attr!r}")
 
+    _check_env_file(environ.get(ENV_FILE_ENV))
     path, label = _pick_config(config_path, environ, default_config or DEFAULT_CONFIG_PATH)
     data = _read_toml(path, label)
     from_file = _file_values(data, path) if data is not None else {}

@@ -560,3 +560,16 @@ def test_no_lan_default():
     for f in FIELDS:
         assert not str(f.default).startswith(("192.168.", "10.", "172.")), f.attr
     assert os.path.basename(BY_ATTR["db"].default) == "tempctl.db"
+
+
+def test_world_writable_env_file_is_refused(tmp_path):
+    env_file = tmp_path / "tempctl.env"
+    env_file.write_text("BITAXE_IP=127.0.0.1\n")
+    env_file.chmod(0o646)
+    with pytest.raises(ConfigError, match="world-writable environment file"):
+        load_settings(environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
+                      config_path=None, default_config=str(tmp_path / "none.toml"))
+    env_file.chmod(0o640)
+    s = load_settings(environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
+                      default_config=str(tmp_path / "none.toml"))
+    assert not s.warnings
