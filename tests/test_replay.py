@@ -30,7 +30,7 @@ from tempctl.replay import (
 )
 from tempctl.scenario import parse_scenario
 from tempctl.simulate import simulate
-from tests.fixtures import build_log
+from fixtures import build_log
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "replay" / "runs"
 
@@ -130,7 +130,7 @@ def test_changed_settings_in_the_runs_row_diverge(fixture_log, tmp_path):
 
 def test_runs_whose_raw_readings_were_folded_are_skipped(fixture_log, tmp_path):
     from tempctl.retention import prune
-    from tests.fixtures import HOUR_MS, START_MS
+    from fixtures import HOUR_MS, START_MS
 
     db = tmp_path / "pruned.db"
     shutil.copy(fixture_log.path, db)
