@@ -30,7 +30,7 @@ from .reading import Reading
 log = logging.getLogger("tempctl")
 
 BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
-STOP_GRACE_S = 4.0  # a command in flight at SIGTERM may finish for this long
+STOP_GRACE_S = 3.0  # a command in flight at SIGTERM may finish for this long (exit within 5 s)
 POLL_SPREAD = 0.5  # a tick's polls start spread over this fraction of CHECK_INTERVAL
 INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
 

@@ -195,9 +195,9 @@ def test_sigterm_in_the_middle_of_a_patch(tmp_path, fault, case):
                     + (f" ({cmds[0]['error']})" if cmds[0]["error"] else "")
                     + f"; stop event: {bool(v.events('log') and v.events('log')[-1]['message'] == 'stop')}")
     assert rc == 0, d.output()
-    # the brief's "within 5 s": a 4 s grace (STOP_GRACE_S) plus interpreter teardown, with
-    # a second of slack for a loaded CI machine
-    assert took < STOP_GRACE_S + 2.0
+    # the brief's "within 5 s": up to 1 s to notice the signal, the 3 s grace (STOP_GRACE_S)
+    # and interpreter teardown
+    assert took < 5.0
     assert len(cmds) == 1 and cmds[0]["outcome"] == ("ok" if answers else "failed")
     if not answers:
         assert "interrupted" in cmds[0]["error"]
