@@ -13,7 +13,6 @@ row whose source state and conditions all hold fires (one ``tick`` trigger of a
 from __future__ import annotations
 
 import enum
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -716,7 +715,3 @@ def _as_list(x) -> list:
 def _fmt_ident(ident: tuple[str | None, str | None]) -> str:
     mac, host = ident
     return f"{host or '?'} ({mac or 'no MAC'})"
-
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

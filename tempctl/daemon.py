@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 from .axeos import AxeOSError, Client, capabilities, parse_statistics
 from .clock import SystemClock
@@ -48,9 +48,7 @@ class Device:
     errors: int = 0
     last_error: str | None = None
     last_reading: Reading | None = None
-    restart_capable: bool = True
     write_refused: str | None = None
-    stats: dict = field(default_factory=dict)
     lateness_s: float | None = None  # how late the last poll started after its slot
 
 

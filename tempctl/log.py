@@ -15,7 +15,6 @@ import os
 import socket
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 
 from . import __version__
@@ -256,7 +255,3 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
     changes = [t for t in (ts, last_cmd) if t is not None]
     return Snapshot(State(state), freq, ceiling, until, backoff or 0.0, last_good,
                     max(changes) if changes else None, restarts)
-
-
-def reading_dict(r: Reading) -> dict:
-    return asdict(r)

@@ -38,8 +38,6 @@ from procs import (
 )
 from werkzeug import Response
 
-from tempctl.daemon import STOP_GRACE_S
-
 pytestmark = pytest.mark.slow
 fault = procs.fault_recorder()
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from fixtures import build_log
 
 from tempctl.cli import cli
 from tempctl.clock import FakeClock
@@ -30,7 +31,6 @@ from tempctl.replay import (
 )
 from tempctl.scenario import parse_scenario
 from tempctl.simulate import simulate
-from fixtures import build_log
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "replay" / "runs"
 
@@ -129,8 +129,9 @@ def test_changed_settings_in_the_runs_row_diverge(fixture_log, tmp_path):
 
 
 def test_runs_whose_raw_readings_were_folded_are_skipped(fixture_log, tmp_path):
-    from tempctl.retention import prune
     from fixtures import HOUR_MS, START_MS
+
+    from tempctl.retention import prune
 
     db = tmp_path / "pruned.db"
     shutil.copy(fixture_log.path, db)
