@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from procs import LogView, assert_clean_exit, start_daemon, wait_for
 
-from tempctl.emulator import Emulator
+from tempctl.sim.emulator import Emulator
 
 FAULTS = "5xx=0.02,timeout=0.01,truncated=0.01,sensor_m1=0.01,sensor_0=0.01"
 THRESHOLD, MAX_MHZ = 63.0, 575.0
@@ -54,9 +54,11 @@ class Meter:
         self.max_die = max(self.max_die, die)
 
     def result(self) -> dict:
-        return {"hashrate_kept_pct": round(100 * self.mhz_s / self.max_mhz_s, 2),
-                "degC_s_above_threshold": round(self.above, 1),
-                "max_die_c": round(self.max_die, 2)}
+        return {
+            "hashrate_kept_pct": round(100 * self.mhz_s / self.max_mhz_s, 2),
+            "degC_s_above_threshold": round(self.above, 1),
+            "max_die_c": round(self.max_die, 2),
+        }
 
 
 def sample(emu: Emulator, index: int) -> tuple[float, float, float]:
@@ -83,8 +85,17 @@ def main(argv: list[str] | None = None) -> int:
     db = work / "tempctl.db"
     k = args.scale
     timing = {"check_interval": max(0.2, 30 / k), "settle": 180 / k, "stable_timeframe": 1 / k}
-    emu = Emulator("heatwave", host="127.0.0.1", port=0, devices=2, scale=k, seed=args.seed,
-                   start_hours=args.start_hours, ambient_spread_c=0.0, hang_s=1.5)
+    emu = Emulator(
+        "heatwave",
+        host="127.0.0.1",
+        port=0,
+        devices=2,
+        scale=k,
+        seed=args.seed,
+        start_hours=args.start_hours,
+        ambient_spread_c=0.0,
+        hang_s=1.5,
+    )
     emu.start()
     emu.set_faults(args.faults, index=1)
     names = [u.split("://", 1)[1] for u in emu.urls]
@@ -114,11 +125,14 @@ def main(argv: list[str] | None = None) -> int:
     def logged(name: str) -> dict:
         n = v.count("readings", "device = ?", name)
         bad = v.count("readings", "device = ? AND valid = 0", name)
-        return {"polls": n, "invalid_polls_pct": round(100 * bad / max(1, n), 2),
-                "transitions": v.count("transitions", "device = ?", name),
-                "commands": v.count("commands", "device = ?", name),
-                "reboots_seen": v.count("events", "device = ? AND kind = 'reboot'", name),
-                "alarms": v.count("events", "device = ? AND level = 'alarm'", name)}
+        return {
+            "polls": n,
+            "invalid_polls_pct": round(100 * bad / max(1, n), 2),
+            "transitions": v.count("transitions", "device = ?", name),
+            "commands": v.count("commands", "device = ?", name),
+            "reboots_seen": v.count("events", "device = ? AND kind = 'reboot'", name),
+            "alarms": v.count("events", "device = ? AND level = 'alarm'", name),
+        }
 
     clean = meters[0].result() | logged(names[0])
     faulted = meters[1].result() | logged(names[1])
@@ -132,13 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         "clean": clean,
         "faulted": faulted,
         "delta": {
-            "hashrate_kept_pct_points": round(faulted["hashrate_kept_pct"]
-                                              - clean["hashrate_kept_pct"], 2),
-            "hashrate_kept_rel_pct": round(100 * (faulted["hashrate_kept_pct"]
-                                                  / clean["hashrate_kept_pct"] - 1), 2),
+            "hashrate_kept_pct_points": round(
+                faulted["hashrate_kept_pct"] - clean["hashrate_kept_pct"], 2
+            ),
+            "hashrate_kept_rel_pct": round(
+                100 * (faulted["hashrate_kept_pct"] / clean["hashrate_kept_pct"] - 1), 2
+            ),
             "degC_s_above_abs": round(faulted["degC_s_above_threshold"] - base_above, 1),
-            "degC_s_above_rel_pct": (round(100 * (faulted["degC_s_above_threshold"]
-                                                  / base_above - 1), 1) if base_above else None),
+            "degC_s_above_rel_pct": (
+                round(100 * (faulted["degC_s_above_threshold"] / base_above - 1), 1)
+                if base_above
+                else None
+            ),
         },
         "sigterm_exit_s": round(stop_s, 2),
         "log": str(db),

@@ -64,9 +64,12 @@ def histogram_lateness(buckets: dict[float, float]) -> dict:
             lo, below = b, buckets[b]
         return lo
 
-    return {"lateness_source": "daemon (tempctl_poll_lateness_seconds)",
-            "lateness_p50_s": round(q(0.50), 4), "lateness_p99_s": round(q(0.99), 4),
-            "share_started_within_1s": round(buckets.get(1.0, 0.0) / total, 5)}
+    return {
+        "lateness_source": "daemon (tempctl_poll_lateness_seconds)",
+        "lateness_p50_s": round(q(0.50), 4),
+        "lateness_p99_s": round(q(0.99), 4),
+        "share_started_within_1s": round(buckets.get(1.0, 0.0) / total, 5),
+    }
 
 
 def from_log(db: Path, interval_s: float) -> dict:
@@ -85,7 +88,8 @@ def from_log(db: Path, interval_s: float) -> dict:
         late.append(((ts - t0 + step / 2) % step - step / 2) / 1000)
     full = sorted(per_tick)[:-1]  # the last tick may be cut short by SIGTERM
     return {
-        "polls": len(rows), "ticks": len(full) + 1,
+        "polls": len(rows),
+        "ticks": len(full) + 1,
         "polls_missing_in_log": sum(len(devices) - len(per_tick[k]) for k in full),
         "lateness_source": "log (reading ts vs one shared tick)",
         "lateness_p50_s": round(statistics.median(late), 4),
@@ -104,10 +108,16 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> 
     out_path = tmp / "daemon.log"
     try:
         with open(out_path, "w") as out:
-            daemon = procs.tempctl(["run"], {
-                "BITAXE_IP": ",".join(addrs), "CHECK_INTERVAL": f"{interval_s:g}",
-                "TEMPCTL_DB": str(db), "TEMPCTL_METRICS_PORT": str(port),
-            }, stdout=out)
+            daemon = procs.tempctl(
+                ["run"],
+                {
+                    "BITAXE_IP": ",".join(addrs),
+                    "CHECK_INTERVAL": f"{interval_s:g}",
+                    "TEMPCTL_DB": str(db),
+                    "TEMPCTL_METRICS_PORT": str(port),
+                },
+                stdout=out,
+            )
             try:
                 warmup = 2 * interval_s + 1
                 procs.log(f"fleet: daemon running; measuring for {seconds:g} s")
@@ -127,17 +137,24 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> 
         if daemon.returncode != 0:
             raise RuntimeError(f"daemon exited {daemon.returncode}: {out_path.read_text()[-2000:]}")
         result = {
-            "devices": devices, "check_interval_s": interval_s, "duration_s": seconds,
-            "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+            "devices": devices,
+            "check_interval_s": interval_s,
+            "duration_s": seconds,
+            "cpus": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
             # A daemon that records when each poll was due (Device.lateness_s) is
             # measured by itself; otherwise from the log, assuming one shared tick.
-            **(dict(from_log(db, interval_s), lateness_max_s=None, **histogram_lateness(buckets))
-               if buckets.get(float("inf")) else from_log(db, interval_s)),
+            **(
+                dict(from_log(db, interval_s), lateness_max_s=None, **histogram_lateness(buckets))
+                if buckets.get(float("inf"))
+                else from_log(db, interval_s)
+            ),
             "missed_polls": int(metrics.get("tempctl_missed_polls_total", -1)),
             "poll_errors": int(metrics.get("tempctl_poll_errors_total", -1)),
             "daemon_cpu_percent_of_one_core": round(cpu, 1),
             "daemon_cpu_ms_per_poll": round(cpu / 100 * interval_s / devices * 1000, 3),
-            "daemon_rss_mb": mem["rss_mb"], "daemon_peak_rss_mb": max(mem["peak_rss_mb"], peak),
+            "daemon_rss_mb": mem["rss_mb"],
+            "daemon_peak_rss_mb": max(mem["peak_rss_mb"], peak),
             "emulator_cpu_percent_of_one_core": round(emu_cpu, 1),
             "load_average_1m": round(os.getloadavg()[0], 2),
         }

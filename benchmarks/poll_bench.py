@@ -26,15 +26,15 @@ from . import procs
 
 STUB_SQLITE_UTILS = (
     "import sys, types; m = types.ModuleType('sqlite_utils'); m.Database = lambda conn: None; "
-    "sys.modules['sqlite_utils'] = m; from tempctl.cli import cli; cli(prog_name='tempctl')"
+    "sys.modules['sqlite_utils'] = m; from tempctl.cli.main import cli; cli(prog_name='tempctl')"
 )
 
 
 def in_process(polls: int = 5000) -> dict:
-    from tempctl.axeos import parse_info
-    from tempctl.controller import Controller, Limits
-    from tempctl.firmware import BODIES_DIR
-    from tempctl.log import Log
+    from tempctl.core.controller import Controller, Limits
+    from tempctl.device.axeos import parse_info
+    from tempctl.sim.firmware import BODIES_DIR
+    from tempctl.store.eventlog import Log
 
     body = json.loads((BODIES_DIR / "v2.15.0_gamma-602_BM1370.json").read_text())
     limits = Limits(settle=180.0)
@@ -44,8 +44,10 @@ def in_process(polls: int = 5000) -> dict:
         t0 = 1_700_000_000_000
         log.start_run({}, ts_ms=t0)
         template = parse_info(body, "gamma", t0)
-        history = [dataclasses.replace(template, ts_ms=t0 + i * step_ms, temp=58.0 + i % 7 * 0.5)
-                   for i in range(2880)]  # a day at 30 s
+        history = [
+            dataclasses.replace(template, ts_ms=t0 + i * step_ms, temp=58.0 + i % 7 * 0.5)
+            for i in range(2880)
+        ]  # a day at 30 s
         log.transaction([log.reading_op(r) for r in history])
         start = t0 + 2880 * step_ms
         ctl = Controller(limits, "gamma")
@@ -87,7 +89,9 @@ def in_process(polls: int = 5000) -> dict:
         log.close()
     costs_ms = sorted(x * 1000 for x in costs)
     return {
-        "polls": polls, "decisions": decisions, "window_queries": window_calls,
+        "polls": polls,
+        "decisions": decisions,
+        "window_queries": window_calls,
         "cpu_ms_per_poll_mean": round(statistics.fmean(costs_ms), 4),
         "cpu_ms_per_poll_p99": round(costs_ms[int(0.99 * (len(costs_ms) - 1))], 4),
         "cpu_ms_per_poll_max": round(costs_ms[-1], 4),
@@ -96,16 +100,18 @@ def in_process(polls: int = 5000) -> dict:
     }
 
 
-def daemon_process(seconds: float = 40.0, interval_s: float = 0.5, *,
-                   stub_sqlite_utils: bool = False) -> dict:
+def daemon_process(
+    seconds: float = 40.0, interval_s: float = 0.5, *, stub_sqlite_utils: bool = False
+) -> dict:
     emu, (addr,) = procs.emulator(1)
     tmp = Path(tempfile.mkdtemp(prefix="tempctl-poll-"))
     db = tmp / "one.db"
     try:
         env = {"BITAXE_IP": addr, "CHECK_INTERVAL": f"{interval_s:g}", "TEMPCTL_DB": str(db)}
         with open(tmp / "daemon.log", "w") as out:
-            daemon = procs.tempctl(["run"], env, stdout=out,
-                                   code=STUB_SQLITE_UTILS if stub_sqlite_utils else None)
+            daemon = procs.tempctl(
+                ["run"], env, stdout=out, code=STUB_SQLITE_UTILS if stub_sqlite_utils else None
+            )
             try:
                 time.sleep(3.0)  # imports, schema, first polls
                 c0, w0 = procs.cpu_s(daemon.pid), time.monotonic()
@@ -119,9 +125,13 @@ def daemon_process(seconds: float = 40.0, interval_s: float = 0.5, *,
                 procs.stop(daemon)
         if daemon.returncode != 0:
             raise RuntimeError((tmp / "daemon.log").read_text()[-2000:])
-        return {"check_interval_s": interval_s, "polls": polls,
-                "cpu_ms_per_poll": round(cpu / max(polls, 1) * 1000, 3),
-                "cpu_percent_of_one_core": round(cpu / wall * 100, 2), **mem}
+        return {
+            "check_interval_s": interval_s,
+            "polls": polls,
+            "cpu_ms_per_poll": round(cpu / max(polls, 1) * 1000, 3),
+            "cpu_percent_of_one_core": round(cpu / wall * 100, 2),
+            **mem,
+        }
     finally:
         procs.stop(emu)
         for f in tmp.iterdir():
@@ -145,9 +155,13 @@ def run(polls: int = 5000, seconds: float = 40.0) -> dict:
     procs.log(f"poll: one-device daemon process for {seconds:g} s (twice)")
     proc = daemon_process(seconds)
     lean = daemon_process(seconds, stub_sqlite_utils=True)
-    return {"decision_and_insert": inproc, "daemon_process": proc,
-            "daemon_process_without_sqlite_utils": {k: lean[k] for k in
-                                                    ("rss_mb", "peak_rss_mb", "cpu_ms_per_poll")}}
+    return {
+        "decision_and_insert": inproc,
+        "daemon_process": proc,
+        "daemon_process_without_sqlite_utils": {
+            k: lean[k] for k in ("rss_mb", "peak_rss_mb", "cpu_ms_per_poll")
+        },
+    }
 
 
 if __name__ == "__main__":

@@ -42,24 +42,39 @@ def memory_mb(pid: int) -> dict[str, float]:
     return {"rss_mb": round(out["VmRSS"], 1), "peak_rss_mb": round(out["VmHWM"], 1)}
 
 
-def tempctl(args: list[str], env: dict[str, str] | None = None, *, stdout=subprocess.PIPE,
-            code: str | None = None) -> subprocess.Popen:
+def tempctl(
+    args: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    stdout=subprocess.PIPE,
+    code: str | None = None,
+) -> subprocess.Popen:
     """`python -m tempctl ARGS`, or `python -c CODE ARGS` (CODE then runs the CLI)."""
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("TEMPCTL_", "BITAXE", "CHECK_INTERVAL"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TEMPCTL_", "BITAXE", "CHECK_INTERVAL"))
+    }
     base["PYTHONPATH"] = str(ROOT)
     base["TEMPCTL_CONFIG"] = str(EMPTY_CONFIG)  # not the machine's /etc/tempctl/tempctl.toml
     head = ["-c", code] if code else ["-m", "tempctl"]
-    return subprocess.Popen([sys.executable, *head, *args], cwd=ROOT,
-                            env={**base, **(env or {})}, stdout=stdout,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, *head, *args],
+        cwd=ROOT,
+        env={**base, **(env or {})},
+        stdout=stdout,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
-def emulator(devices: int, *, scenario: str = "heatwave", seed: int = 1,
-             timeout_s: float = 120.0) -> tuple[subprocess.Popen, list[str]]:
+def emulator(
+    devices: int, *, scenario: str = "heatwave", seed: int = 1, timeout_s: float = 120.0
+) -> tuple[subprocess.Popen, list[str]]:
     """`tempctl emulate --devices N` in its own process; returns it and the device addresses."""
-    proc = tempctl(["emulate", "--devices", str(devices), "--scenario", scenario,
-                    "--seed", str(seed)])
+    proc = tempctl(
+        ["emulate", "--devices", str(devices), "--scenario", scenario, "--seed", str(seed)]
+    )
     watchdog = threading.Timer(timeout_s, proc.kill)  # a hung start must not hang us
     watchdog.start()
     urls: list[str] = []

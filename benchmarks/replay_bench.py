@@ -31,13 +31,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tempctl.config import Settings
-from tempctl.daemon import _config_dict
-from tempctl.log import Log
-from tempctl.plant import params_for, steady_die
-from tempctl.policies import TempctlPolicy
-from tempctl.reading import Reading
-from tempctl.replay import READING_SQL, check, select_runs
-from tempctl.simulate import SIM_EPOCH_MS, LogSink
+from tempctl.core.reading import Reading
+from tempctl.daemon.loop import _config_dict
+from tempctl.offline.replay import READING_SQL, check, select_runs
+from tempctl.sim.plant import params_for, steady_die
+from tempctl.sim.policies import TempctlPolicy
+from tempctl.sim.simulate import SIM_EPOCH_MS, LogSink
+from tempctl.store.eventlog import Log
 
 POLL_S = 5.0
 GAMMA = params_for("BM1370")
@@ -71,10 +71,19 @@ class SynthDevice:
 
     def read(self) -> Reading:
         temp = round((self.die + self.rng.gauss(0, 0.06)) / 0.125) * 0.125
-        return Reading(self.name, self.ts_ms(), temp=temp, vr_temp=float(round(self.die - 2)),
-                       frequency=self.freq, core_voltage=1150, hashrate=self.freq * 2.04,
-                       power=5.0 + 0.017 * self.freq * 1.3225, uptime_s=int(self.t) + 3600,
-                       version="v2.15.0", asic_model="BM1370")
+        return Reading(
+            self.name,
+            self.ts_ms(),
+            temp=temp,
+            vr_temp=float(round(self.die - 2)),
+            frequency=self.freq,
+            core_voltage=1150,
+            hashrate=self.freq * 2.04,
+            power=5.0 + 0.017 * self.freq * 1.3225,
+            uptime_s=int(self.t) + 3600,
+            version="v2.15.0",
+            asic_model="BM1370",
+        )
 
     def set_frequency(self, mhz: float):
         self.freq = mhz

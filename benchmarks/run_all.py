@@ -26,16 +26,21 @@ PARTS = ("fleet", "poll", "window", "growth")
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n")[0])
-    p.add_argument("--only", default=",".join(PARTS),
-                   help=f"comma-separated parts to run: {', '.join(PARTS)}")
-    p.add_argument("--quick", action="store_true",
-                   help="fleet for 60 s, one-device daemon for 20 s, window at 1 M rows")
+    p.add_argument(
+        "--only", default=",".join(PARTS), help=f"comma-separated parts to run: {', '.join(PARTS)}"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="fleet for 60 s, one-device daemon for 20 s, window at 1 M rows",
+    )
     p.add_argument("--fleet-devices", type=int, default=250)
     p.add_argument("--fleet-interval", type=float, default=5.0)
     p.add_argument("--fleet-seconds", type=float, default=None)
     p.add_argument("--rows", type=int, default=None, help="readings in the big window log")
-    p.add_argument("--workdir", default=None,
-                   help="keep the window logs here and reuse them next time")
+    p.add_argument(
+        "--workdir", default=None, help="keep the window logs here and reuse them next time"
+    )
     args = p.parse_args(argv)
     unknown = set(args.only.split(",")) - set(PARTS)
     if unknown:
@@ -44,8 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def target(name: str, value, limit, ok) -> dict:
-    return {"target": name, "value": value, "limit": limit,
-            "met": None if value is None else bool(ok(value, limit))}
+    return {
+        "target": name,
+        "value": value,
+        "limit": limit,
+        "met": None if value is None else bool(ok(value, limit)),
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,12 +63,16 @@ def main(argv: list[str] | None = None) -> None:
     fleet_s = args.fleet_seconds or (60.0 if args.quick else 150.0)
     rows = args.rows or (1_000_000 if args.quick else 10_000_000)
     started = time.monotonic()
-    doc: dict = {"machine": {
-        "python": platform.python_version(), "sqlite": sqlite3.sqlite_version,
-        "platform": platform.platform(), "cpus": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-    }}
+    doc: dict = {
+        "machine": {
+            "python": platform.python_version(),
+            "sqlite": sqlite3.sqlite_version,
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0)),
+            "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        }
+    }
     if "fleet" in parts:
         doc["fleet"] = fleet_bench.run(args.fleet_devices, args.fleet_interval, fleet_s)
     if "poll" in parts:
@@ -80,22 +93,38 @@ def targets(doc: dict, rows: int) -> list[dict]:
     out = []
     if "fleet" in doc:
         f = doc["fleet"]
-        out.append(target(f"fleet {f['devices']} devices: p99 poll lateness < 1 s",
-                          f["lateness_p99_s"], 1.0, lambda v, lim: v < lim))
+        out.append(
+            target(
+                f"fleet {f['devices']} devices: p99 poll lateness < 1 s",
+                f["lateness_p99_s"],
+                1.0,
+                lambda v, lim: v < lim,
+            )
+        )
         out.append(target("fleet: missed polls", f["missed_polls"], 0, eq))
     if "one_device" in doc:
         d = doc["one_device"]
-        out.append(target("CPU per poll, decision + insert (p99 ms)",
-                          d["decision_and_insert"]["cpu_ms_per_poll_p99"], 2.0, le))
-        out.append(target("one-device daemon RSS (MB)", d["daemon_process"]["peak_rss_mb"],
-                          45.0, le))
+        out.append(
+            target(
+                "CPU per poll, decision + insert (p99 ms)",
+                d["decision_and_insert"]["cpu_ms_per_poll_p99"],
+                2.0,
+                le,
+            )
+        )
+        out.append(
+            target("one-device daemon RSS (MB)", d["daemon_process"]["peak_rss_mb"], 45.0, le)
+        )
     if "window" in doc:
         w = doc["window"]
         big = max(int(k.rsplit("_", 1)[1]) for k in w if k.startswith("latest_ms_p99_"))
         value = w[f"latest_ms_p99_{big}"] if big >= 10_000_000 else None
         out.append(target("stable-window query at 10 M readings (p99 ms)", value, 2.0, le))
-        out.append(target(f"window time at {big:,} / at 100,000 (median)",
-                          w["ratio_latest_median"], 2.0, le))
+        out.append(
+            target(
+                f"window time at {big:,} / at 100,000 (median)", w["ratio_latest_median"], 2.0, le
+            )
+        )
     return out
 
 

@@ -27,10 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from procs import LogView, assert_clean_exit, start_daemon, wait_for
 
-from tempctl.emulator import Emulator
+from tempctl.sim.emulator import Emulator
 
-FAULTS = ("timeout=0.002,5xx=0.01,truncated=0.005,malformed=0.002,missing=0.002,"
-          "sensor_m1=0.005,sensor_0=0.002,reboot=0.0005,patch_ignored=0.02")
+FAULTS = (
+    "timeout=0.002,5xx=0.01,truncated=0.005,malformed=0.002,missing=0.002,"
+    "sensor_m1=0.005,sensor_0=0.002,reboot=0.0005,patch_ignored=0.02"
+)
 DAY_S = 86_400.0
 
 
@@ -60,14 +62,20 @@ def per_day(db: Path, t0_ms: int, day_real_ms: float, days: int) -> list[dict]:
     for k in range(days):
         lo, hi = t0_ms + k * day_real_ms, t0_ms + (k + 1) * day_real_ms
         ts = [t for t in trans if lo <= t["ts_ms"] < hi]
-        out.append({
-            "day": k + 1,
-            "polls": v.count("readings", "ts_ms >= ? AND ts_ms < ?", int(lo), int(hi)),
-            "throttles": sum(t["to_state"].startswith("THROTTLED")
-                             and not t["from_state"].startswith("THROTTLED") for t in ts),
-            "back_to_normal": sum(t["to_state"] == "NORMAL" and t["from_state"] != "NORMAL"
-                                  for t in ts),
-        })
+        out.append(
+            {
+                "day": k + 1,
+                "polls": v.count("readings", "ts_ms >= ? AND ts_ms < ?", int(lo), int(hi)),
+                "throttles": sum(
+                    t["to_state"].startswith("THROTTLED")
+                    and not t["from_state"].startswith("THROTTLED")
+                    for t in ts
+                ),
+                "back_to_normal": sum(
+                    t["to_state"] == "NORMAL" and t["from_state"] != "NORMAL" for t in ts
+                ),
+            }
+        )
     return out
 
 
@@ -99,11 +107,22 @@ def main(argv: list[str] | None = None) -> int:
     db = work / "tempctl.db"
     k = args.scale
     # 30 s polls would be 12 ms here; the floor is 0.2 s (8 plant-minutes at 2400x).
-    timing = {"check_interval": max(0.2, 30 / k), "settle": 180 / k,
-              "stable_timeframe": 1.0 / k}  # hours: one plant hour
+    timing = {
+        "check_interval": max(0.2, 30 / k),
+        "settle": 180 / k,
+        "stable_timeframe": 1.0 / k,
+    }  # hours: one plant hour
     real_s = args.days * DAY_S / k
-    emu = Emulator("daynight", host="127.0.0.1", port=0, scale=k, faults=args.faults,
-                   seed=args.seed, start_hours=0.0, hang_s=2.0)
+    emu = Emulator(
+        "daynight",
+        host="127.0.0.1",
+        port=0,
+        scale=k,
+        faults=args.faults,
+        seed=args.seed,
+        start_hours=0.0,
+        hang_s=2.0,
+    )
     emu.start()
     address = emu.urls[0].split("://", 1)[1]
     d = start_daemon(address, db, work, **timing)
@@ -126,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
 
     conn = sqlite3.connect(db)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    counts = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-              for t in ("readings", "transitions", "commands", "events")}
+    counts = {
+        t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("readings", "transitions", "commands", "events")
+    }
     invalid = conn.execute("SELECT count(*) FROM readings WHERE valid = 0").fetchone()[0]
     alarms = conn.execute("SELECT count(*) FROM events WHERE level = 'alarm'").fetchone()[0]
     conn.close()
@@ -161,7 +182,8 @@ def main(argv: list[str] | None = None) -> int:
         "per_day": days,
         "stuck": any(day["throttles"] == 0 or day["back_to_normal"] == 0 for day in days),
         "longest_outside_normal_simulated_h": round(
-            longest_away_from_normal(db, end_ms) / 1000 * k / 3600, 2),
+            longest_away_from_normal(db, end_ms) / 1000 * k / 3600, 2
+        ),
         "sigterm_exit_s": round(stop_s, 2),
         "log": str(db),
     }

@@ -1,8 +1,8 @@
 """The stable-window query at 100 k and 10 M readings, side by side; database growth.
 
-Window: ``tempctl.window.query_window`` with the default settings (CHECK_INTERVAL
+Window: ``tempctl.core.window.query_window`` with the default settings (CHECK_INTERVAL
 30 s, STABLE_TIMEFRAME 1 h: about 123 rows per query), on logs built with the real
-schema (tempctl.log.Log) and filled by one INSERT ... SELECT over a recursive CTE
+schema (tempctl.store.eventlog.Log) and filled by one INSERT ... SELECT over a recursive CTE
 (index dropped during the load and rebuilt by schema.sql, journal off): 10 M rows
 take about a minute here. The rows of 10 devices are interleaved in time order as
 the daemon writes them. Both logs are open at once and queried in alternating
@@ -35,7 +35,7 @@ STEP_MS = 30_000
 
 def build(path: Path, rows: int) -> float:
     """A log with ``rows`` readings; returns seconds taken."""
-    from tempctl.log import Log, ensure_schema
+    from tempctl.store.eventlog import Log, ensure_schema
 
     start = time.monotonic()
     Log(path).close()
@@ -66,7 +66,7 @@ def last_ts(conn: sqlite3.Connection, device: str) -> int:
 
 
 def time_queries(conn, limits, asks: list[tuple[str, int]]) -> list[float]:
-    from tempctl.window import query_window
+    from tempctl.core.window import query_window
 
     out = []
     for device, now in asks:
@@ -76,16 +76,23 @@ def time_queries(conn, limits, asks: list[tuple[str, int]]) -> list[float]:
     return out
 
 
-def window(sizes: tuple[int, ...] = (100_000, 10_000_000), rounds: int = 20,
-           per_round: int = 50, workdir: str | None = None) -> dict:
-    from tempctl.controller import Limits
-    from tempctl.log import Log
+def window(
+    sizes: tuple[int, ...] = (100_000, 10_000_000),
+    rounds: int = 20,
+    per_round: int = 50,
+    workdir: str | None = None,
+) -> dict:
+    from tempctl.core.controller import Limits
+    from tempctl.store.eventlog import Log
 
     limits = Limits()
     tmp = Path(workdir or tempfile.mkdtemp(prefix="tempctl-window-"))
     tmp.mkdir(parents=True, exist_ok=True)
-    result: dict = {"check_interval_s": limits.check_interval,
-                    "stable_timeframe_h": limits.stable_timeframe, "devices": DEVICES}
+    result: dict = {
+        "check_interval_s": limits.check_interval,
+        "stable_timeframe_h": limits.stable_timeframe,
+        "devices": DEVICES,
+    }
     logs = {}
     try:
         for n in sizes:
@@ -97,7 +104,8 @@ def window(sizes: tuple[int, ...] = (100_000, 10_000_000), rounds: int = 20,
             logs[n] = log
             rows = log.conn.execute(
                 "SELECT count(*) FROM readings WHERE device = 'bitaxe-00' AND ts_ms > ? - ?",
-                (last_ts(log.conn, "bitaxe-00"), limits.window_ms + limits.gap_ms)).fetchone()[0]
+                (last_ts(log.conn, "bitaxe-00"), limits.window_ms + limits.gap_ms),
+            ).fetchone()[0]
             result[f"rows_per_query_{n}"] = rows
             result[f"file_mb_{n}"] = round(path.stat().st_size / 2**20, 1)
         names = [f"bitaxe-{i:02d}" for i in range(DEVICES)]
@@ -110,12 +118,19 @@ def window(sizes: tuple[int, ...] = (100_000, 10_000_000), rounds: int = 20,
         for _ in range(rounds):  # alternate: both sizes see the same machine conditions
             for n, log in logs.items():
                 ends = {d: last_ts(log.conn, d) for d in names}
-                latest[n] += time_queries(log.conn, limits, [
-                    (names[i % DEVICES], ends[names[i % DEVICES]] - (i // DEVICES) * STEP_MS)
-                    for i in range(per_round)])
+                latest[n] += time_queries(
+                    log.conn,
+                    limits,
+                    [
+                        (names[i % DEVICES], ends[names[i % DEVICES]] - (i // DEVICES) * STEP_MS)
+                        for i in range(per_round)
+                    ],
+                )
                 span = ends[names[0]] - T0 - limits.window_ms
-                asks = [(rng.choice(names), T0 + limits.window_ms + rng.randrange(span))
-                        for _ in range(per_round)]
+                asks = [
+                    (rng.choice(names), T0 + limits.window_ms + rng.randrange(span))
+                    for _ in range(per_round)
+                ]
                 anywhere[n] += time_queries(log.conn, limits, asks)
         for n in sizes:
             result[f"latest_ms_median_{n}"] = round(statistics.median(latest[n]), 4)
@@ -124,10 +139,12 @@ def window(sizes: tuple[int, ...] = (100_000, 10_000_000), rounds: int = 20,
             result[f"random_ms_p99_{n}"] = round(_p99(anywhere[n]), 4)
             result[f"first_query_ms_{n}"] = round(first[n], 4)
         lo, hi = min(sizes), max(sizes)
-        result["ratio_latest_median"] = round(result[f"latest_ms_median_{hi}"]
-                                              / result[f"latest_ms_median_{lo}"], 3)
-        result["ratio_random_median"] = round(result[f"random_ms_median_{hi}"]
-                                              / result[f"random_ms_median_{lo}"], 3)
+        result["ratio_latest_median"] = round(
+            result[f"latest_ms_median_{hi}"] / result[f"latest_ms_median_{lo}"], 3
+        )
+        result["ratio_random_median"] = round(
+            result[f"random_ms_median_{hi}"] / result[f"random_ms_median_{lo}"], 3
+        )
         return result
     finally:
         for log in logs.values():
@@ -152,10 +169,10 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
 
 def growth() -> dict:
     """Bytes per reading and per device-day, raw and folded."""
-    from tempctl.axeos import parse_info
-    from tempctl.firmware import BODIES_DIR
-    from tempctl.log import Log
-    from tempctl.retention import DAY_MS, prune
+    from tempctl.device.axeos import parse_info
+    from tempctl.sim.firmware import BODIES_DIR
+    from tempctl.store.eventlog import Log
+    from tempctl.store.retention import DAY_MS, prune
 
     body = json.loads((BODIES_DIR / "v2.15.0_gamma-602_BM1370.json").read_text())
     out: dict = {}
@@ -168,12 +185,18 @@ def growth() -> dict:
             n = DAY_MS // (interval * 1000)
             base = parse_info(body, "bitaxe-gamma", T0)
             rng = random.Random(interval)
-            rows = [dataclasses.replace(base, ts_ms=T0 + i * interval * 1000,
-                                        temp=round(58 + rng.random() * 6, 3),
-                                        vr_temp=float(50 + rng.randrange(10)),
-                                        hashrate=round(1100 + rng.random() * 80, 2),
-                                        power=round(18 + rng.random(), 2),
-                                        uptime_s=i * interval) for i in range(n)]
+            rows = [
+                dataclasses.replace(
+                    base,
+                    ts_ms=T0 + i * interval * 1000,
+                    temp=round(58 + rng.random() * 6, 3),
+                    vr_temp=float(50 + rng.randrange(10)),
+                    hashrate=round(1100 + rng.random() * 80, 2),
+                    power=round(18 + rng.random(), 2),
+                    uptime_s=i * interval,
+                )
+                for i in range(n)
+            ]
             log.transaction([log.reading_op(r) for r in rows])
             log.conn.execute("VACUUM")
             raw = _used_bytes(log.conn) - empty

@@ -1,5 +1,5 @@
 """``python -m tempctl`` runs the same CLI as the ``tempctl`` console script."""
 
-from .cli import cli
+from tempctl.cli.main import cli
 
 cli(prog_name="tempctl")

@@ -25,7 +25,7 @@ from ipaddress import ip_address
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from .axeos import normalize_url
+from tempctl.device.axeos import normalize_url
 
 DEFAULT_CONFIG_PATH = "/etc/tempctl/tempctl.toml"
 CONFIG_ENV = "TEMPCTL_CONFIG"
@@ -137,62 +137,238 @@ def _not_empty(v: str) -> str | None:
 # --- the table ---------------------------------------------------------------------------
 
 FIELDS: tuple[Field, ...] = (
-    Field("devices", "BITAXE_IP", "bitaxe_ip", "--bitaxe-ip", "devices", (),
-          "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
-          "(or [[devices]] tables in the config file)."),
-    Field("temp_threshold", "TEMP_THRESHOLD", "temp_threshold", "--temp-threshold", "float", 63.0,
-          "ASIC temperature (°C) above which the frequency is lowered.",
-          between(30, 95), per_device=True),
-    Field("first_frequency", "FIRST_FREQUENCY", "first_frequency", "--first-frequency", "float",
-          490.0, "First step down (MHz).", between(FREQ_MIN, FREQ_MAX), per_device=True),
-    Field("second_frequency", "SECOND_FREQUENCY", "second_frequency", "--second-frequency",
-          "float", 400.0, "Second step down (MHz); below FIRST_FREQUENCY.",
-          between(FREQ_MIN, FREQ_MAX), per_device=True),
-    Field("max_frequency", "MAX_FREQUENCY", "max_frequency", "--max-frequency", "float", 575.0,
-          "Never exceeded; the frequency restored to (MHz).",
-          between(FREQ_MIN, FREQ_MAX), per_device=True),
-    Field("check_interval", "CHECK_INTERVAL", "check_interval", "--check-interval", "float", 30.0,
-          "Seconds between polls.", at_least(0.2)),
-    Field("stable_timeframe", "STABLE_TIMEFRAME", "stable_timeframe", "--stable-timeframe",
-          "float", 1.0, "Hours the temperature must stay stable before restoring.",
-          at_least(0, strict=True), per_device=True),
-    Field("db", "TEMPCTL_DB", "db", "--db", "path", "./tempctl.db",
-          "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, "
-          "else ./tempctl.db).", _not_empty),
-    Field("settle", "TEMPCTL_SETTLE", "settle", "--settle", "float", 180.0,
-          "Seconds after a change before its effect is judged.", at_least(0), per_device=True),
-    Field("hysteresis", "TEMPCTL_HYSTERESIS", "hysteresis", "--hysteresis", "float", 2.0,
-          "°C below TEMP_THRESHOLD that counts as cool again.", at_least(0), per_device=True),
-    Field("critical", "TEMPCTL_CRITICAL", "critical", "--critical", "float", 70.0,
-          "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
-          at_most(100), per_device=True),
-    Field("vr_threshold", "TEMPCTL_VR_THRESHOLD", "vr_threshold", "--vr-threshold", "float",
-          85.0, "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
-          "(the firmware trips at 105).", between(40, VR_TRIP), per_device=True),
-    Field("critical_floor", "TEMPCTL_CRITICAL_FLOOR", "critical_floor", "--critical-floor",
-          "float", 0.0, "Lowest frequency (MHz), used only when still critical at "
-          "SECOND_FREQUENCY; 0 = off.", _floor_check, per_device=True),
-    Field("step", "TEMPCTL_STEP", "step", "--step", "float", 25.0,
-          "Restore step (MHz).", both(at_least(0, strict=True), at_most(200)), per_device=True),
-    Field("apply", "TEMPCTL_APPLY", "apply", "--apply", "choice", "auto",
-          "How a frequency change reaches the device.",
-          choices=("auto", "live", "restart"), per_device=True),
-    Field("dry_run", "TEMPCTL_DRY_RUN", "dry_run", "--dry-run", "bool", False,
-          "Observe and log decisions, never write to the device."),
-    Field("max_restarts_per_hour", "TEMPCTL_MAX_RESTARTS_PER_HOUR", "max_restarts_per_hour",
-          "--max-restarts-per-hour", "int", 4, "Most device restarts allowed per hour.",
-          at_least(0)),
-    Field("log_level", "TEMPCTL_LOG_LEVEL", "log_level", "--log-level", "choice", "INFO",
-          "Logging level.", choices=("DEBUG", "INFO", "WARNING", "ERROR")),
-    Field("retention_days", "TEMPCTL_RETENTION_DAYS", "retention_days", "--retention-days",
-          "float", 0.0, "Raw readings older than this (days) are folded into 1-minute "
-          "aggregates; 0 = keep all.", at_least(0)),
-    Field("alert_url", "TEMPCTL_ALERT_URL", "alert_url", "--alert-url", "url", "",
-          "Webhook for alerts (ntfy-compatible); empty = off.", _http_url_or_empty),
-    Field("metrics_port", "TEMPCTL_METRICS_PORT", "metrics_port", "--metrics-port", "int", 0,
-          "Port of the Prometheus endpoint; 0 = off.", between(0, 65535)),
-    Field("metrics_host", "TEMPCTL_METRICS_HOST", "metrics_host", "--metrics-host", "host",
-          "127.0.0.1", "Address the Prometheus endpoint listens on.", _host),
+    Field(
+        "devices",
+        "BITAXE_IP",
+        "bitaxe_ip",
+        "--bitaxe-ip",
+        "devices",
+        (),
+        "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
+        "(or [[devices]] tables in the config file).",
+    ),
+    Field(
+        "temp_threshold",
+        "TEMP_THRESHOLD",
+        "temp_threshold",
+        "--temp-threshold",
+        "float",
+        63.0,
+        "ASIC temperature (°C) above which the frequency is lowered.",
+        between(30, 95),
+        per_device=True,
+    ),
+    Field(
+        "first_frequency",
+        "FIRST_FREQUENCY",
+        "first_frequency",
+        "--first-frequency",
+        "float",
+        490.0,
+        "First step down (MHz).",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+    ),
+    Field(
+        "second_frequency",
+        "SECOND_FREQUENCY",
+        "second_frequency",
+        "--second-frequency",
+        "float",
+        400.0,
+        "Second step down (MHz); below FIRST_FREQUENCY.",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+    ),
+    Field(
+        "max_frequency",
+        "MAX_FREQUENCY",
+        "max_frequency",
+        "--max-frequency",
+        "float",
+        575.0,
+        "Never exceeded; the frequency restored to (MHz).",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+    ),
+    Field(
+        "check_interval",
+        "CHECK_INTERVAL",
+        "check_interval",
+        "--check-interval",
+        "float",
+        30.0,
+        "Seconds between polls.",
+        at_least(0.2),
+    ),
+    Field(
+        "stable_timeframe",
+        "STABLE_TIMEFRAME",
+        "stable_timeframe",
+        "--stable-timeframe",
+        "float",
+        1.0,
+        "Hours the temperature must stay stable before restoring.",
+        at_least(0, strict=True),
+        per_device=True,
+    ),
+    Field(
+        "db",
+        "TEMPCTL_DB",
+        "db",
+        "--db",
+        "path",
+        "./tempctl.db",
+        "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, else ./tempctl.db).",
+        _not_empty,
+    ),
+    Field(
+        "settle",
+        "TEMPCTL_SETTLE",
+        "settle",
+        "--settle",
+        "float",
+        180.0,
+        "Seconds after a change before its effect is judged.",
+        at_least(0),
+        per_device=True,
+    ),
+    Field(
+        "hysteresis",
+        "TEMPCTL_HYSTERESIS",
+        "hysteresis",
+        "--hysteresis",
+        "float",
+        2.0,
+        "°C below TEMP_THRESHOLD that counts as cool again.",
+        at_least(0),
+        per_device=True,
+    ),
+    Field(
+        "critical",
+        "TEMPCTL_CRITICAL",
+        "critical",
+        "--critical",
+        "float",
+        70.0,
+        "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
+        at_most(100),
+        per_device=True,
+    ),
+    Field(
+        "vr_threshold",
+        "TEMPCTL_VR_THRESHOLD",
+        "vr_threshold",
+        "--vr-threshold",
+        "float",
+        85.0,
+        "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
+        "(the firmware trips at 105).",
+        between(40, VR_TRIP),
+        per_device=True,
+    ),
+    Field(
+        "critical_floor",
+        "TEMPCTL_CRITICAL_FLOOR",
+        "critical_floor",
+        "--critical-floor",
+        "float",
+        0.0,
+        "Lowest frequency (MHz), used only when still critical at SECOND_FREQUENCY; 0 = off.",
+        _floor_check,
+        per_device=True,
+    ),
+    Field(
+        "step",
+        "TEMPCTL_STEP",
+        "step",
+        "--step",
+        "float",
+        25.0,
+        "Restore step (MHz).",
+        both(at_least(0, strict=True), at_most(200)),
+        per_device=True,
+    ),
+    Field(
+        "apply",
+        "TEMPCTL_APPLY",
+        "apply",
+        "--apply",
+        "choice",
+        "auto",
+        "How a frequency change reaches the device.",
+        choices=("auto", "live", "restart"),
+        per_device=True,
+    ),
+    Field(
+        "dry_run",
+        "TEMPCTL_DRY_RUN",
+        "dry_run",
+        "--dry-run",
+        "bool",
+        False,
+        "Observe and log decisions, never write to the device.",
+    ),
+    Field(
+        "max_restarts_per_hour",
+        "TEMPCTL_MAX_RESTARTS_PER_HOUR",
+        "max_restarts_per_hour",
+        "--max-restarts-per-hour",
+        "int",
+        4,
+        "Most device restarts allowed per hour.",
+        at_least(0),
+    ),
+    Field(
+        "log_level",
+        "TEMPCTL_LOG_LEVEL",
+        "log_level",
+        "--log-level",
+        "choice",
+        "INFO",
+        "Logging level.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    Field(
+        "retention_days",
+        "TEMPCTL_RETENTION_DAYS",
+        "retention_days",
+        "--retention-days",
+        "float",
+        0.0,
+        "Raw readings older than this (days) are folded into 1-minute aggregates; 0 = keep all.",
+        at_least(0),
+    ),
+    Field(
+        "alert_url",
+        "TEMPCTL_ALERT_URL",
+        "alert_url",
+        "--alert-url",
+        "url",
+        "",
+        "Webhook for alerts (ntfy-compatible); empty = off.",
+        _http_url_or_empty,
+    ),
+    Field(
+        "metrics_port",
+        "TEMPCTL_METRICS_PORT",
+        "metrics_port",
+        "--metrics-port",
+        "int",
+        0,
+        "Port of the Prometheus endpoint; 0 = off.",
+        between(0, 65535),
+    ),
+    Field(
+        "metrics_host",
+        "TEMPCTL_METRICS_HOST",
+        "metrics_host",
+        "--metrics-host",
+        "host",
+        "127.0.0.1",
+        "Address the Prometheus endpoint listens on.",
+        _host,
+    ),
 )
 
 BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
@@ -394,8 +570,9 @@ def _one_line(text: str) -> str:
 # --- the TOML file ------------------------------------------------------------------------
 
 
-def _pick_config(config_path: str | None, environ: Mapping[str, str],
-                 default_config: str) -> tuple[str, str | None]:
+def _pick_config(
+    config_path: str | None, environ: Mapping[str, str], default_config: str
+) -> tuple[str, str | None]:
     """Which file to read, and how to name it in a 'not found' error (None = optional)."""
     if config_path is not None:
         return config_path, f"--config={config_path} ({COMMAND_LINE})"
@@ -430,8 +607,9 @@ def _check_env_file(path: str | None) -> None:
     except OSError:
         return  # systemd's "-" prefix makes a missing env file legal
     if st.st_mode & stat.S_IWOTH:
-        raise ConfigError(f"{path}: refusing a world-writable environment file "
-                          f"(fix with: chmod o-w {path})")
+        raise ConfigError(
+            f"{path}: refusing a world-writable environment file (fix with: chmod o-w {path})"
+        )
 
 
 def _load_private(fh: BinaryIO, path: str) -> dict:
@@ -441,8 +619,9 @@ def _load_private(fh: BinaryIO, path: str) -> dict:
         raise ConfigError(f"{path}: config file is not a regular file")
     if st.st_mode & stat.S_IWOTH:
         # Anyone on the host could raise the thresholds or point tempctl at another device.
-        raise ConfigError(f"{path}: refusing a world-writable config file "
-                          f"(fix with: chmod o-w {path})")
+        raise ConfigError(
+            f"{path}: refusing a world-writable config file (fix with: chmod o-w {path})"
+        )
     try:
         return tomllib.load(fh)
     except tomllib.TOMLDecodeError as e:
@@ -498,15 +677,18 @@ def _device_tables(tables: object, path: str) -> tuple[Device, ...]:
             if f is None:
                 raise _unknown(f"{where}.", key, path, ["name", "url", *per_device])
             if not f.per_device:
-                raise ConfigError(f"{where}.{key} ({path}): not a per-device setting "
-                                  f"(per-device: {', '.join(per_device)})")
+                raise ConfigError(
+                    f"{where}.{key} ({path}): not a per-device setting "
+                    f"(per-device: {', '.join(per_device)})"
+                )
             overrides[f.attr] = _parse_checked(f, raw, f"{where}.{key}", path)
         for other in devices:
             if other.name == name.strip():
                 raise ConfigError(f"{where}.name={name} ({path}): same name as {other.where}")
             if other.url == device.url:
-                raise ConfigError(f"{where}.url={table['url']} ({path}): "
-                                  f"same device as {other.where}")
+                raise ConfigError(
+                    f"{where}.url={table['url']} ({path}): same device as {other.where}"
+                )
         devices.append(Device(name.strip(), device.url, overrides, where))
     return tuple(devices)
 
@@ -548,10 +730,14 @@ def _default_db(environ: Mapping[str, str]) -> str:
     return os.path.join(state, "tempctl.db") if state else BY_ATTR["db"].default
 
 
-def load_settings(flags: Mapping[str, object] | None = None,
-                  environ: Mapping[str, str] | None = None,
-                  config_path: str | None = None, *, require_devices: bool = True,
-                  default_config: str | None = None) -> Settings:
+def load_settings(
+    flags: Mapping[str, object] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_path: str | None = None,
+    *,
+    require_devices: bool = True,
+    default_config: str | None = None,
+) -> Settings:
     """Merge flags (attr -> value, None = not given), environment, TOML file and defaults.
 
     ``config_path`` is --config; else TEMPCTL_CONFIG; else ``default_config`` (by default
@@ -597,14 +783,20 @@ def load_settings(flags: Mapping[str, object] | None = None,
         for key in sorted(environ)
         if key.startswith("TEMPCTL_") and key not in _KNOWN_ENV
     )
-    settings = Settings(**values, sources=sources, warnings=warnings,  # type: ignore[arg-type]
-                        config_path=path if data is not None else None)
+    settings = Settings(
+        **values,
+        sources=sources,
+        warnings=warnings,  # type: ignore[arg-type]
+        config_path=path if data is not None else None,
+    )
     _check_rules(settings, lambda a: _origin(settings, a))
     for device in settings.devices:
         settings.for_device(device)  # validates each device's overrides against the rest
     if require_devices and not settings.devices:
-        raise ConfigError("BITAXE_IP (not set): give the device address with --bitaxe-ip, "
-                          "BITAXE_IP or bitaxe_ip / [[devices]] in the config file")
+        raise ConfigError(
+            "BITAXE_IP (not set): give the device address with --bitaxe-ip, "
+            "BITAXE_IP or bitaxe_ip / [[devices]] in the config file"
+        )
     return settings
 
 
@@ -650,16 +842,29 @@ def describe(settings: Settings) -> dict[str, Any]:
         value = getattr(settings, f.attr)
         if f.type == "devices":
             value = [d.url for d in value]
-        out[f.attr] = {"env": f.env, "value": value,
-                       "source": settings.sources.get(f.attr, DEFAULT)}
+        out[f.attr] = {
+            "env": f.env,
+            "value": value,
+            "source": settings.sources.get(f.attr, DEFAULT),
+        }
     return {
         "config_file": settings.config_path,
         "settings": out,
-        "devices": [{"name": d.name, "url": d.url, "overrides": dict(d.overrides)}
-                    for d in settings.devices],
+        "devices": [
+            {"name": d.name, "url": d.url, "overrides": dict(d.overrides)} for d in settings.devices
+        ],
         "warnings": list(settings.warnings),
     }
 
 
-__all__ = ["FIELDS", "ConfigError", "Device", "Field", "Settings", "describe", "load_settings",
-           "parse_assignment", "validate"]
+__all__ = [
+    "FIELDS",
+    "ConfigError",
+    "Device",
+    "Field",
+    "Settings",
+    "describe",
+    "load_settings",
+    "parse_assignment",
+    "validate",
+]

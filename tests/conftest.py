@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from tempctl.controller import Limits
-from tempctl.log import Log
+from tempctl.core.controller import Limits
+from tempctl.store.eventlog import Log
 
 
 def free_port() -> int:

@@ -23,27 +23,61 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SUITES = ("tests/test_faults.py", "tests/test_kill.py", "tests/test_clock_jumps.py",
-          "tests/test_dbfaults.py", "tests/test_security.py")
+SUITES = (
+    "tests/test_faults.py",
+    "tests/test_kill.py",
+    "tests/test_clock_jumps.py",
+    "tests/test_dbfaults.py",
+    "tests/test_security.py",
+)
 RESULTS_ENV = "FAULT_TABLE_RESULTS"
 
 # The list, in its order; a row goes under the first name its fault starts with.
-ORDER = ("connection refused", "connect timeout", "read timeout", "5xx", "404",
-         "truncated JSON", "non-JSON", "body over 64 KiB", "wrong types", "missing fields",
-         "sensor -1", "sensor 0", "sensor 127", "spontaneous device reboot",
-         "firmware overheat trip", "PATCH answered 400", "PATCH 200 but not applied",
-         "restart request", "different device", "wall clock", "database locked",
-         "disk full", "database missing", "database", "SIGKILL", "SIGTERM", "network",
-         "world-writable")
+ORDER = (
+    "connection refused",
+    "connect timeout",
+    "read timeout",
+    "5xx",
+    "404",
+    "truncated JSON",
+    "non-JSON",
+    "body over 64 KiB",
+    "wrong types",
+    "missing fields",
+    "sensor -1",
+    "sensor 0",
+    "sensor 127",
+    "spontaneous device reboot",
+    "firmware overheat trip",
+    "PATCH answered 400",
+    "PATCH 200 but not applied",
+    "restart request",
+    "different device",
+    "wall clock",
+    "database locked",
+    "disk full",
+    "database missing",
+    "database",
+    "SIGKILL",
+    "SIGTERM",
+    "network",
+    "world-writable",
+)
 
 ELSEWHERE = (
-    ("Datasette read-only, loopback by default, no write path",
-     ("tests/test_ui.py: test_serves_the_live_file_mutable_on_loopback, "
-      "test_write_sql_is_refused_and_the_file_is_untouched, "
-      "test_an_installed_write_plugin_is_not_loaded")),
+    (
+        "Datasette read-only, loopback by default, no write path",
+        (
+            "tests/test_ui.py: test_serves_the_live_file_mutable_on_loopback, "
+            "test_write_sql_is_refused_and_the_file_is_untouched, "
+            "test_an_installed_write_plugin_is_not_loaded"
+        ),
+    ),
     ("systemd unit exposure <= 2.0", "tests/test_systemd.py: test_exposure_at_most_2"),
-    ("controller invariants under random readings and clock steps (hypothesis)",
-     "tests/test_invariants.py"),
+    (
+        "controller invariants under random readings and clock steps (hypothesis)",
+        "tests/test_invariants.py",
+    ),
 )
 
 
@@ -83,9 +117,11 @@ def load(path: Path) -> list[dict]:
 
 
 def figures(rows: list[dict]) -> dict:
-    out: dict = {"fault kinds tried": len({r["fault"] for r in rows}),
-                 "passed": sum(r["result"] == "pass" for r in rows),
-                 "failed": sum(r["result"] != "pass" for r in rows)}
+    out: dict = {
+        "fault kinds tried": len({r["fault"] for r in rows}),
+        "passed": sum(r["result"] == "pass" for r in rows),
+        "failed": sum(r["result"] != "pass" for r in rows),
+    }
     for r in rows:
         out.update(r.get("figures") or {})
     return out
@@ -93,11 +129,22 @@ def figures(rows: list[dict]) -> dict:
 
 def git_commit() -> str:
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, text=True,
-                             capture_output=True, timeout=10, check=False)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=REPO, text=True, capture_output=True, timeout=10,
-                               check=False).stdout
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO,
+            text=True,
+            capture_output=True,
+            timeout=10,
+            check=False,
+        ).stdout
         return out.stdout.strip() + ("+changes" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -113,9 +160,12 @@ def render(rows: list[dict], *, seconds: float | None = None) -> str:
         "",
         INTRO,
         "",
-        (f"Run: {when}, commit {git_commit()}, Python {platform.python_version()}, "
-         f"{platform.system()} {platform.machine()}"
-         + (f", {seconds:.0f} s" if seconds is not None else "") + "."),
+        (
+            f"Run: {when}, commit {git_commit()}, Python {platform.python_version()}, "
+            f"{platform.system()} {platform.machine()}"
+            + (f", {seconds:.0f} s" if seconds is not None else "")
+            + "."
+        ),
         "",
         "**Figures:** " + "; ".join(f"{k}: {v}" for k, v in figs.items()) + ".",
         "",
@@ -124,8 +174,9 @@ def render(rows: list[dict], *, seconds: float | None = None) -> str:
     ]
     for r in rows:
         verdict = "pass" if r["result"] == "pass" else "**FAIL**"
-        lines.append(f"| {cell(r['fault'])} | {cell(r['expected'])} | {cell(r['observed'])} "
-                     f"| {verdict} |")
+        lines.append(
+            f"| {cell(r['fault'])} | {cell(r['expected'])} | {cell(r['observed'])} | {verdict} |"
+        )
     lines += ["", "Covered by other suites (not re-run for this table):", ""]
     lines += [f"- {what}: {where}" for what, where in ELSEWHERE]
     return "\n".join(lines) + "\n"
@@ -133,16 +184,19 @@ def render(rows: list[dict], *, seconds: float | None = None) -> str:
 
 def run_suites(results: Path, pytest_args: list[str]) -> int:
     env = dict(os.environ, **{RESULTS_ENV: str(results)})
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES,
-           *pytest_args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES, *pytest_args]
     return subprocess.run(cmd, cwd=REPO, env=env, check=False).returncode
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--results", type=Path, help="render these recorded rows (JSON lines) "
-                        "instead of running the suites")
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="render these recorded rows (JSON lines) instead of running the suites",
+    )
     parser.add_argument("--output", type=Path, default=REPO / "docs" / "faults.md")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (after --)")
     args = parser.parse_args(argv)

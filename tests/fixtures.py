@@ -3,7 +3,7 @@
 Two Gammas polled every 30 s for a day that crosses UTC midnight, with a daemon
 restart in the middle. The readings are synthetic (ambient curve + a linear
 frequency term + seeded noise) but every transition, command and event is real
-``Controller`` output: each reading is appended with ``tempctl.log.Log`` and
+``Controller`` output: each reading is appended with ``tempctl.store.eventlog.Log`` and
 judged with the stable window read back from that log, as tempctl/daemon.py does.
 
 What happens:
@@ -27,25 +27,29 @@ from pathlib import Path
 import click
 
 from tempctl.config import Device, Settings
-from tempctl.controller import Command, Controller, Limits
-from tempctl.daemon import _config_dict
-from tempctl.log import Log
-from tempctl.reading import Reading
+from tempctl.core.controller import Command, Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.daemon.loop import _config_dict
+from tempctl.store.eventlog import Log
 
 HOUR_MS = 3_600_000
 START_MS = 1_752_523_200_000  # 2025-07-14 20:00:00 UTC
 POLL_MS = 30_000
 # (start, end) of each daemon run: a 5-minute restart gap at 06:00 the next morning.
-RUNS = ((START_MS, START_MS + 10 * HOUR_MS),
-        (START_MS + 10 * HOUR_MS + 300_000, START_MS + 24 * HOUR_MS))
+RUNS = (
+    (START_MS, START_MS + 10 * HOUR_MS),
+    (START_MS + 10 * HOUR_MS + 300_000, START_MS + 24 * HOUR_MS),
+)
 USER_CHANGE_MS = START_MS + 13 * HOUR_MS  # 09:00 UTC: office set to 550 MHz by hand
 FAIL_FIRST_COMMAND = "office"  # its first set_frequency answers HTTP 500
 GHS_PER_MHZ = 2.04 * 0.96  # BM1370: 2040 small cores (axeos-api.md §10), ~96 % of expected
 
-SETTINGS = Settings(devices=(
-    Device("garage", "http://127.0.0.1:4001"),
-    Device("office", "http://127.0.0.1:4002", overrides={"temp_threshold": 60.0}),
-))
+SETTINGS = Settings(
+    devices=(
+        Device("garage", "http://127.0.0.1:4001"),
+        Device("office", "http://127.0.0.1:4002", overrides={"temp_threshold": 60.0}),
+    )
+)
 
 
 def _bump(hour: float, start: float, peak: float, end: float, height: float) -> float:
@@ -83,12 +87,23 @@ class Plant:
         temp = round(temp + self.rng.gauss(0, 0.25), 2)
         hashrate = round(self.frequency * GHS_PER_MHZ * self.rng.uniform(0.97, 1.03), 1)
         return Reading(
-            self.name, ts_ms, temp=temp, vr_temp=round(temp + 6 + self.rng.gauss(0, 0.3), 1),
-            frequency=self.frequency, actual_frequency=self.frequency, core_voltage=1150,
-            core_voltage_actual=1144, hashrate=hashrate,
-            power=round(11 + 0.018 * self.frequency, 2), fan_pct=round(min(100, temp + 10), 1),
-            fan_rpm=int(min(100, temp + 10) * 60), uptime_s=self.uptime_s, version="v2.15.0",
-            asic_model="BM1370", raw_temp=temp)
+            self.name,
+            ts_ms,
+            temp=temp,
+            vr_temp=round(temp + 6 + self.rng.gauss(0, 0.3), 1),
+            frequency=self.frequency,
+            actual_frequency=self.frequency,
+            core_voltage=1150,
+            core_voltage_actual=1144,
+            hashrate=hashrate,
+            power=round(11 + 0.018 * self.frequency, 2),
+            fan_pct=round(min(100, temp + 10), 1),
+            fan_rpm=int(min(100, temp + 10) * 60),
+            uptime_s=self.uptime_s,
+            version="v2.15.0",
+            asic_model="BM1370",
+            raw_temp=temp,
+        )
 
     def apply(self, cmd: Command) -> tuple[str, int | None, str | None]:
         """(outcome, HTTP status, error) of a PATCH, as the AxeOS client would report it."""
@@ -123,8 +138,13 @@ def build_log(path: str | Path) -> FixtureLog:
     if path.exists():
         raise FileExistsError(f"{path} exists; the fixture writes a new log")
     limits = {d.name: Limits.from_settings(SETTINGS.for_device(d)) for d in SETTINGS.devices}
-    out = FixtureLog(path, tuple(limits), limits, temps={d: [] for d in limits},
-                     ghs_per_mhz={d: [] for d in limits})
+    out = FixtureLog(
+        path,
+        tuple(limits),
+        limits,
+        temps={d: [] for d in limits},
+        ghs_per_mhz={d: [] for d in limits},
+    )
     plants = {d: Plant(d, random.Random(i)) for i, d in enumerate(limits)}
     plants[FAIL_FIRST_COMMAND].fail_next = True
     log = Log(path)
@@ -132,12 +152,26 @@ def build_log(path: str | Path) -> FixtureLog:
         poll = 0
         for start, end in RUNS:
             log.start_run(_config_dict(SETTINGS), {"devices": "fixture"}, ts_ms=start)
-            controllers = {d: Controller(lim, d, snapshot=log.restore(d))
-                           for d, lim in limits.items()}
-            log.transaction([log.event_op(d, start, "log", "start: " + (
-                f"restored {c.current.value} at {c.frequency:g} MHz" if c.restored
-                else "no history for this device"), origin="daemon")
-                for d, c in controllers.items()])
+            controllers = {
+                d: Controller(lim, d, snapshot=log.restore(d)) for d, lim in limits.items()
+            }
+            log.transaction(
+                [
+                    log.event_op(
+                        d,
+                        start,
+                        "log",
+                        "start: "
+                        + (
+                            f"restored {c.current.value} at {c.frequency:g} MHz"
+                            if c.restored
+                            else "no history for this device"
+                        ),
+                        origin="daemon",
+                    )
+                    for d, c in controllers.items()
+                ]
+            )
             for ts in range(start, end, POLL_MS):
                 if ts == USER_CHANGE_MS:
                     plants["office"].frequency = 550.0  # a person, in the AxeOS web UI
@@ -192,8 +226,10 @@ def main(db_path: Path) -> None:
     """
     info = build_log(db_path)
     for d, (state, freq) in info.final.items():
-        click.echo(f"{d}: {state} at {freq:g} MHz, {sum(1 for t in info.transitions if t[0] == d)}"
-                   " transitions")
+        click.echo(
+            f"{d}: {state} at {freq:g} MHz, {sum(1 for t in info.transitions if t[0] == d)}"
+            " transitions"
+        )
     click.echo(f"wrote {db_path}")
 
 

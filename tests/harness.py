@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from tempctl.controller import Controller, Limits, Snapshot
-from tempctl.reading import Reading
-from tempctl.window import StableWindow
+from tempctl.core.controller import Controller, Limits, Snapshot
+from tempctl.core.reading import Reading
+from tempctl.core.window import StableWindow
 
 
 class Harness:
@@ -18,13 +18,28 @@ class Harness:
         self.events: list = []
         self.obey = True
 
-    def poll(self, t_s: float, temp: float | None, *, vr: float | None = None,
-             overheat: bool = False, uptime: int | None = None, frequency: float | None = None):
+    def poll(
+        self,
+        t_s: float,
+        temp: float | None,
+        *,
+        vr: float | None = None,
+        overheat: bool = False,
+        uptime: int | None = None,
+        frequency: float | None = None,
+    ):
         if frequency is not None:
             self.device_freq = frequency
         now = int(round(t_s * 1000))
-        r = Reading("dev", now, temp=temp, vr_temp=vr, frequency=self.device_freq,
-                    overheat=overheat, uptime_s=uptime)
+        r = Reading(
+            "dev",
+            now,
+            temp=temp,
+            vr_temp=vr,
+            frequency=self.device_freq,
+            overheat=overheat,
+            uptime_s=uptime,
+        )
         self.window.add(now, r.temp, r.vr_temp, r.overheat)
         d = self.ctl.step(r, now, window=lambda: self.window.stats(now))
         self._apply(d, now)

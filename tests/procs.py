@@ -37,8 +37,8 @@ import pytest
 import requests
 
 from tempctl.config import FIELDS
-from tempctl.controller import FREQ_EPS, Limits
-from tempctl.firmware import BODIES_DIR
+from tempctl.core.controller import FREQ_EPS, Limits
+from tempctl.sim.firmware import BODIES_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -49,8 +49,13 @@ RESULTS_ENV = "FAULT_TABLE_RESULTS"
 # stable window of 7.2 s. With the emulator at --scale 60 one real second is a plant minute.
 FAST = {"check_interval": 0.25, "settle": 2.0, "stable_timeframe": 0.002}
 
-_SETTING_ENVS = {f.env for f in FIELDS} | {"TEMPCTL_CONFIG", "NOTIFY_SOCKET", "WATCHDOG_USEC",
-                                          "WATCHDOG_PID", "STATE_DIRECTORY"}
+_SETTING_ENVS = {f.env for f in FIELDS} | {
+    "TEMPCTL_CONFIG",
+    "NOTIFY_SOCKET",
+    "WATCHDOG_USEC",
+    "WATCHDOG_PID",
+    "STATE_DIRECTORY",
+}
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -59,8 +64,13 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
-             proc: Proc | None = None, interval: float = 0.05) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 10.0,
+    what: str = "condition",
+    proc: Proc | None = None,
+    interval: float = 0.05,
+) -> Any:
     """Return the first truthy ``predicate()``; fail with ``proc``'s output at the deadline."""
     deadline = time.monotonic() + timeout
     while True:
@@ -68,8 +78,9 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "c
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"{proc.name} exited ({proc.returncode}) while waiting for "
-                                 f"{what}\n{proc.output()}")
+            raise AssertionError(
+                f"{proc.name} exited ({proc.returncode}) while waiting for {what}\n{proc.output()}"
+            )
         if time.monotonic() >= deadline:
             tail = f"\n--- {proc.name} output ---\n{proc.output()}" if proc is not None else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{tail}")
@@ -89,9 +100,16 @@ def http() -> requests.Session:
 class Proc:
     """A child process whose stdout+stderr go to a file (never a pipe that could fill up)."""
 
-    def __init__(self, name: str, args: list[str], *, env: dict | None = None,
-                 cwd: str | os.PathLike | None = None, out: Path,
-                 preexec_fn: Callable[[], None] | None = None):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: dict | None = None,
+        cwd: str | os.PathLike | None = None,
+        out: Path,
+        preexec_fn: Callable[[], None] | None = None,
+    ):
         self.name = name
         self.args = args
         n = 1
@@ -100,9 +118,15 @@ class Proc:
             out = out.with_name(f"{out.stem.rsplit('~', 1)[0]}~{n}{out.suffix}")
         self.out_path = out
         self._out = open(out, "wb")  # noqa: SIM115 (lives as long as the process)
-        self.popen = subprocess.Popen(args, stdout=self._out, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, env=env, cwd=cwd,
-                                      preexec_fn=preexec_fn)  # noqa: PLW1509 (rlimits only)
+        self.popen = subprocess.Popen(
+            args,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            cwd=cwd,
+            preexec_fn=preexec_fn,
+        )  # noqa: PLW1509 (rlimits only)
         self.pid = self.popen.pid
 
     @property
@@ -153,13 +177,39 @@ class Proc:
 class EmulatorProc(Proc):
     """``tempctl emulate`` on a free port; ``url``/``address`` once it printed its first line."""
 
-    def __init__(self, out: Path, *, scenario: str = "heatwave", scale: float = 60.0,
-                 faults: str | None = None, seed: int = 0, start_hours: float = 0.0,
-                 firmware: str | None = None, asic: str | None = None, port: int = 0,
-                 extra: tuple[str, ...] = ()):
-        args = [PYTHON, "-m", "tempctl", "emulate", "--host", "127.0.0.1", "--port", str(port),
-                "--scenario", scenario, "--scale", f"{scale:g}", "--seed", str(seed),
-                "--start-hours", f"{start_hours:g}", *extra]
+    def __init__(
+        self,
+        out: Path,
+        *,
+        scenario: str = "heatwave",
+        scale: float = 60.0,
+        faults: str | None = None,
+        seed: int = 0,
+        start_hours: float = 0.0,
+        firmware: str | None = None,
+        asic: str | None = None,
+        port: int = 0,
+        extra: tuple[str, ...] = (),
+    ):
+        args = [
+            PYTHON,
+            "-m",
+            "tempctl",
+            "emulate",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--scenario",
+            scenario,
+            "--scale",
+            f"{scale:g}",
+            "--seed",
+            str(seed),
+            "--start-hours",
+            f"{start_hours:g}",
+            *extra,
+        ]
         if faults:
             args += ["--faults", faults]
         if firmware:
@@ -167,8 +217,12 @@ class EmulatorProc(Proc):
         if asic:
             args += ["--asic", asic]
         super().__init__("emulator", args, out=out, env=_base_env(), cwd=REPO)
-        line = wait_for(lambda: self.output().split("\n", 1)[0] if "\n" in self.output() else "",
-                        timeout=15, what="the emulator's URL line", proc=self)
+        line = wait_for(
+            lambda: self.output().split("\n", 1)[0] if "\n" in self.output() else "",
+            timeout=15,
+            what="the emulator's URL line",
+            proc=self,
+        )
         if not line.startswith("http://"):
             raise AssertionError(f"emulator printed {line!r}\n{self.output()}")
         self.url = line.strip()
@@ -184,8 +238,9 @@ class EmulatorProc(Proc):
         r.raise_for_status()
 
     def set_ambient(self, offset_c: float) -> None:
-        r = self._http.post(self.url + "/_emulator/ambient", json={"offset_c": offset_c},
-                            timeout=30)
+        r = self._http.post(
+            self.url + "/_emulator/ambient", json={"offset_c": offset_c}, timeout=30
+        )
         r.raise_for_status()
 
 
@@ -210,8 +265,9 @@ def empty_config(tmp_path: Path) -> Path:
     return path
 
 
-def daemon_env(devices: str | list[str], db: str | os.PathLike, tmp_path: Path,
-               **settings: Any) -> dict[str, str]:
+def daemon_env(
+    devices: str | list[str], db: str | os.PathLike, tmp_path: Path, **settings: Any
+) -> dict[str, str]:
     """Environment for ``tempctl run``: settings by Settings attribute name, e.g. settle=2."""
     env = _base_env()
     env["TEMPCTL_CONFIG"] = str(empty_config(tmp_path))
@@ -221,23 +277,32 @@ def daemon_env(devices: str | list[str], db: str | os.PathLike, tmp_path: Path,
     for attr, value in settings.items():
         if attr not in by_attr:
             raise TypeError(f"unknown setting {attr!r}")
-        env[by_attr[attr]] = ("true" if value else "false") if isinstance(value, bool) \
-            else str(value)
+        env[by_attr[attr]] = (
+            ("true" if value else "false") if isinstance(value, bool) else str(value)
+        )
     return env
 
 
-def start_daemon(devices: str | list[str], db: str | os.PathLike, tmp_path: Path, *,
-                 name: str = "daemon", env_extra: dict | None = None,
-                 preexec_fn: Callable[[], None] | None = None,
-                 argv: list[str] | None = None, **settings: Any) -> Proc:
+def start_daemon(
+    devices: str | list[str],
+    db: str | os.PathLike,
+    tmp_path: Path,
+    *,
+    name: str = "daemon",
+    env_extra: dict | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    argv: list[str] | None = None,
+    **settings: Any,
+) -> Proc:
     """``tempctl run`` (FAST timing unless overridden) writing its output to tmp/<name>.out.
 
     ``argv`` replaces the command line (e.g. the daemon under an audit hook)."""
     env = daemon_env(devices, db, tmp_path, **{**FAST, **settings})
     env.update(env_extra or {})
     args = argv or [PYTHON, "-m", "tempctl", "run"]
-    return Proc(name, args, env=env, cwd=tmp_path, out=Path(tmp_path) / f"{name}.out",
-                preexec_fn=preexec_fn)
+    return Proc(
+        name, args, env=env, cwd=tmp_path, out=Path(tmp_path) / f"{name}.out", preexec_fn=preexec_fn
+    )
 
 
 def limits_for(**settings: Any) -> Limits:
@@ -280,7 +345,8 @@ class FakeAxeOS:
         server.expect_request("/api/system/info", method="GET").respond_with_handler(self._info)
         server.expect_request("/api/system", method="PATCH").respond_with_handler(self._patch)
         server.expect_request("/api/system/restart", method="POST").respond_with_handler(
-            self._restart)
+            self._restart
+        )
         server.expect_request("/api/system/statistics").respond_with_handler(self._none)
         server.expect_request("/api/system/asic").respond_with_handler(self._none)
 
@@ -290,15 +356,17 @@ class FakeAxeOS:
 
     def _none(self, request):
         self.hits[f"{request.method} {request.path}"] += 1
-        return self._Response('{"error":"unknown route"}', status=404,
-                              content_type="application/json")
+        return self._Response(
+            '{"error":"unknown route"}', status=404, content_type="application/json"
+        )
 
     def _info(self, request):
         with self.lock:
             self.hits["GET /api/system/info"] += 1
             if self.info_status != 200:
-                return self._Response("Not Found", status=self.info_status,
-                                      content_type="text/html")
+                return self._Response(
+                    "Not Found", status=self.info_status, content_type="text/html"
+                )
             if self.info_raw is not None:
                 return self._Response(self.info_raw, content_type="application/json")
             if isinstance(self.info.get("uptimeSeconds"), int):
@@ -320,8 +388,9 @@ class FakeAxeOS:
         self.hits["POST /api/system/restart"] += 1
         if self.on_restart is not None:
             return self.on_restart(request)
-        return self._Response('{"message":"System will restart shortly."}',
-                              content_type="application/json")
+        return self._Response(
+            '{"message":"System will restart shortly."}', content_type="application/json"
+        )
 
 
 @contextmanager
@@ -404,8 +473,9 @@ class LogView:
         return {t: self.rows(f"SELECT * FROM {t} ORDER BY id") for t in TABLES}
 
 
-def check_log(db: str | os.PathLike, limits: Limits | None = None,
-              *, complete: bool = True) -> list[str]:
+def check_log(
+    db: str | os.PathLike, limits: Limits | None = None, *, complete: bool = True
+) -> list[str]:
     """Invariants every run must keep; returns the problems found (empty = all good).
 
     * ids in each history table are 1..N with no hole (nothing lost, nothing written twice);
@@ -426,20 +496,27 @@ def check_log(db: str | os.PathLike, limits: Limits | None = None,
     for t in v.transitions():
         prev = last.get(t["device"], "NORMAL")
         if t["from_state"] != prev:
-            problems.append(f"transition {t['id']}: from {t['from_state']} but the previous "
-                            f"row left the device in {prev}")
+            problems.append(
+                f"transition {t['id']}: from {t['from_state']} but the previous "
+                f"row left the device in {prev}"
+            )
         last[t["device"]] = t["to_state"]
         f = t["frequency"]
         if f is not None and not (lim.lowest - FREQ_EPS <= f <= lim.max_frequency + FREQ_EPS):
-            problems.append(f"transition {t['id']}: frequency {f} outside "
-                            f"[{lim.lowest:g}, {lim.max_frequency:g}]")
-    dup = v.rows("SELECT device, ts_ms, count(*) FROM readings GROUP BY device, ts_ms "
-                 "HAVING count(*) > 1")
+            problems.append(
+                f"transition {t['id']}: frequency {f} outside "
+                f"[{lim.lowest:g}, {lim.max_frequency:g}]"
+            )
+    dup = v.rows(
+        "SELECT device, ts_ms, count(*) FROM readings GROUP BY device, ts_ms HAVING count(*) > 1"
+    )
     if dup:
         problems.append(f"duplicated readings (device, ts, n): {dup[:5]}")
-    back = v.value("SELECT count(*) FROM readings a JOIN readings b ON a.device = b.device "
-                   "AND b.id = (SELECT min(id) FROM readings c WHERE c.device = a.device "
-                   "AND c.id > a.id) WHERE b.ts_ms <= a.ts_ms")
+    back = v.value(
+        "SELECT count(*) FROM readings a JOIN readings b ON a.device = b.device "
+        "AND b.id = (SELECT min(id) FROM readings c WHERE c.device = a.device "
+        "AND c.id > a.id) WHERE b.ts_ms <= a.ts_ms"
+    )
     if back:
         problems.append(f"{back} readings stamped at or before the row logged before them")
     for c in v.dicts("SELECT * FROM commands WHERE kind = 'set_frequency'"):
@@ -449,18 +526,23 @@ def check_log(db: str | os.PathLike, limits: Limits | None = None,
     bad = v.dicts(
         "SELECT t.id, t.reason, r.valid, r.overheat, r.error FROM transitions t "
         "LEFT JOIN readings r ON r.device = t.device AND r.ts_ms = t.ts_ms "
-        "WHERE coalesce(r.valid, 0) = 0 AND coalesce(r.overheat, 0) = 0")
+        "WHERE coalesce(r.valid, 0) = 0 AND coalesce(r.overheat, 0) = 0"
+    )
     for b in bad:
         if not b["reason"].startswith(NOT_FROM_A_READING):
-            problems.append(f"transition {b['id']} ({b['reason']}) on an invalid reading: "
-                            f"{b['error']}")
-    multi = v.rows("SELECT command_id, count(*) FROM command_results GROUP BY command_id "
-                   "HAVING count(*) > 1")
+            problems.append(
+                f"transition {b['id']} ({b['reason']}) on an invalid reading: {b['error']}"
+            )
+    multi = v.rows(
+        "SELECT command_id, count(*) FROM command_results GROUP BY command_id HAVING count(*) > 1"
+    )
     if multi:
         problems.append(f"commands with several outcomes: {multi[:5]}")
     if complete:
-        open_ = v.rows("SELECT c.id FROM commands c LEFT JOIN command_results r "
-                       "ON r.command_id = c.id WHERE r.id IS NULL")
+        open_ = v.rows(
+            "SELECT c.id FROM commands c LEFT JOIN command_results r "
+            "ON r.command_id = c.id WHERE r.id IS NULL"
+        )
         if open_:
             problems.append(f"commands without an outcome: {[r[0] for r in open_]}")
     return problems
@@ -474,8 +556,9 @@ def assert_clean_exit(proc: Proc, timeout: float = 10.0) -> float:
         rc = proc.wait(timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
-        raise AssertionError(f"{proc.name} did not stop within {timeout:g} s of SIGTERM\n"
-                             f"{proc.output()}") from None
+        raise AssertionError(
+            f"{proc.name} did not stop within {timeout:g} s of SIGTERM\n{proc.output()}"
+        ) from None
     took = time.monotonic() - t0
     out = proc.output()
     assert rc == 0, f"{proc.name} exited {rc}\n{out}"
@@ -513,8 +596,9 @@ def fault_recorder():
         t0 = time.monotonic()
 
         def make(name: str, expected: str, observed: str = "") -> FaultRow:
-            row = FaultRow(fault=name, expected=expected, observed=observed,
-                           test=request.node.nodeid)
+            row = FaultRow(
+                fault=name, expected=expected, observed=observed, test=request.node.nodeid
+            )
             rows.append(row)
             return row
 

@@ -10,10 +10,10 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from tempctl.alerts import Alerter, body, target
-from tempctl.controller import Command, Controller, Limits
-from tempctl.daemon import Device
-from tempctl.reading import Reading
+from tempctl.core.controller import Command, Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.daemon.alerts import Alerter, body, target
+from tempctl.daemon.loop import Device
 
 T = 1_700_000_000_000
 
@@ -47,8 +47,9 @@ def received(server) -> list[tuple[str, dict]]:
 
 def device(name="gamma", limits=None) -> Device:
     limits = limits or Limits()
-    return Device(name, "http://127.0.0.1:1", limits, client=None,
-                  controller=Controller(limits, name))
+    return Device(
+        name, "http://127.0.0.1:1", limits, client=None, controller=Controller(limits, name)
+    )
 
 
 def poll(alerter, d, r):
@@ -60,8 +61,12 @@ def poll(alerter, d, r):
 def test_target_picks_ntfy_or_generic():
     assert target("https://ntfy.sh/my-miners") == ("https://ntfy.sh/", "my-miners")
     assert target("http://127.0.0.1:8080/tempctl") == ("http://127.0.0.1:8080/", "tempctl")
-    for generic in ("http://127.0.0.1:9000/hooks/tempctl", "http://127.0.0.1:9000/tempctl/",
-                    "http://127.0.0.1:9000/", "http://127.0.0.1:9000/x?token=1"):
+    for generic in (
+        "http://127.0.0.1:9000/hooks/tempctl",
+        "http://127.0.0.1:9000/tempctl/",
+        "http://127.0.0.1:9000/",
+        "http://127.0.0.1:9000/x?token=1",
+    ):
         assert target(generic) == (generic, None)
 
 
@@ -70,9 +75,18 @@ def test_critical_alert_published_the_ntfy_way(receiver):
     alerter = Alerter(receiver.url_for("/miners"))
     poll(alerter, device(), Reading("gamma", T, temp=71.25, frequency=575.0))
     alerter.close()
-    assert received(receiver) == [("/", {
-        "topic": "miners", "title": "tempctl: gamma critical",
-        "message": "ASIC at 71.25 °C (TEMPCTL_CRITICAL 70 °C)", "priority": 5, "tags": ["fire"]})]
+    assert received(receiver) == [
+        (
+            "/",
+            {
+                "topic": "miners",
+                "title": "tempctl: gamma critical",
+                "message": "ASIC at 71.25 °C (TEMPCTL_CRITICAL 70 °C)",
+                "priority": 5,
+                "tags": ["fire"],
+            },
+        )
+    ]
     req = receiver.log[0][0]
     assert req.headers["Content-Type"] == "application/json"
     assert alerter.sent == 1 and alerter.failed == 0
@@ -83,12 +97,18 @@ def test_generic_webhook_gets_the_full_record(receiver):
     alerter = Alerter(receiver.url_for("/hooks/tempctl"))
     poll(alerter, device(), Reading("gamma", T, temp=66.0, frequency=575.0, overheat=True))
     alerter.close()
-    (path, got), = received(receiver)
+    ((path, got),) = received(receiver)
     assert path == "/hooks/tempctl"
-    assert got == {"title": "tempctl: gamma overheat",
-                   "message": "the firmware's overheat trip is showing (frequency 575 MHz)",
-                   "priority": 5, "tags": ["fire", "warning"], "device": "gamma",
-                   "kind": "overheat", "ts_ms": T, "suppressed": 0}
+    assert got == {
+        "title": "tempctl: gamma overheat",
+        "message": "the firmware's overheat trip is showing (frequency 575 MHz)",
+        "priority": 5,
+        "tags": ["fire", "warning"],
+        "device": "gamma",
+        "kind": "overheat",
+        "ts_ms": T,
+        "suppressed": 0,
+    }
 
 
 def test_rate_limit_per_device_and_kind(receiver):
@@ -105,8 +125,12 @@ def test_rate_limit_per_device_and_kind(receiver):
     poll(alerter, a, Reading("a", T + 10 * 60_000, temp=72.0, frequency=400.0))
     alerter.close()
     got = [(m["device"], m["kind"], m["suppressed"]) for _, m in received(receiver)]
-    assert got == [("a", "critical", 0), ("b", "critical", 0), ("a", "command_failed", 0),
-                   ("a", "critical", 4)]
+    assert got == [
+        ("a", "critical", 0),
+        ("b", "critical", 0),
+        ("a", "command_failed", 0),
+        ("a", "critical", 4),
+    ]
     assert "(4 more held back by the rate limit)" in received(receiver)[-1][1]["message"]
     assert alerter.suppressed == 8
 
@@ -126,21 +150,36 @@ def test_unreachable_after_n_failures_then_reachable_again(receiver):
     alerter.close()
     got = [(m["kind"], m["message"]) for _, m in received(receiver)]
     refused = "unreachable: connection refused"
-    assert got == [("unreachable", f"no answer for 3 polls in a row: {refused}"),
-                   ("reachable", "answering again after 4 failed polls")]
+    assert got == [
+        ("unreachable", f"no answer for 3 polls in a row: {refused}"),
+        ("reachable", "answering again after 4 failed polls"),
+    ]
 
 
 def test_identity_change_and_other_alarms(receiver):
     receiver.expect_request("/h/x", method="POST").respond_with_data("ok")
     alerter = Alerter(receiver.url_for("/h/x"))
     d = device()
-    poll(alerter, d, Reading("gamma", T, temp=60.0, frequency=575.0, mac="AA:BB:CC:00:00:01",
-                             hostname="gamma"))
-    decision = poll(alerter, d, Reading("gamma", T + 30_000, temp=60.0, frequency=575.0,
-                                        mac="AA:BB:CC:00:00:02", hostname="other"))
+    poll(
+        alerter,
+        d,
+        Reading("gamma", T, temp=60.0, frequency=575.0, mac="AA:BB:CC:00:00:01", hostname="gamma"),
+    )
+    decision = poll(
+        alerter,
+        d,
+        Reading(
+            "gamma",
+            T + 30_000,
+            temp=60.0,
+            frequency=575.0,
+            mac="AA:BB:CC:00:00:02",
+            hostname="other",
+        ),
+    )
     assert [e.kind for e in decision.events] == ["identity"]
     alerter.close()
-    (_, got), = received(receiver)
+    ((_, got),) = received(receiver)
     assert got["kind"] == "identity" and "a different device answers" in got["message"]
 
 
@@ -177,7 +216,8 @@ def test_a_hanging_receiver_never_slows_the_caller(receiver):
 
     # A receiver that takes 0.3 s per alert: the caller still returns at once.
     receiver.expect_request("/slow/x", method="POST").respond_with_handler(
-        lambda req: (time.sleep(0.3), Response("ok"))[1])
+        lambda req: (time.sleep(0.3), Response("ok"))[1]
+    )
     alerter = Alerter(receiver.url_for("/slow/x"))
     t0 = time.perf_counter()
     for i in range(3):
@@ -188,7 +228,7 @@ def test_a_hanging_receiver_never_slows_the_caller(receiver):
 
 
 def test_body_without_topic_for_generic_urls():
-    from tempctl.alerts import Alert
+    from tempctl.daemon.alerts import Alert
 
     b = body(Alert("a", "reachable", "ok again", T, suppressed=0), None)
     assert b["priority"] == 2 and "topic" not in b and b["kind"] == "reachable"

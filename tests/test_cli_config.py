@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
+from tempctl.cli.main import cli
 from tempctl.config import FIELDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -89,13 +89,16 @@ def test_world_writable_config_exits_2(tmp_path):
     path.chmod(0o666)
     result = invoke(["config", "--config", str(path)])
     assert result.exit_code == 2
-    assert result.stderr == (f"Error: {path}: refusing a world-writable config file "
-                             f"(fix with: chmod o-w {path})\n")
+    assert result.stderr == (
+        f"Error: {path}: refusing a world-writable config file (fix with: chmod o-w {path})\n"
+    )
 
 
 def test_table(clean_env):
-    result = invoke(["config", "--max-frequency", "550", "--dry-run"],
-                    env={"TEMP_THRESHOLD": "60", "CHECK_INTERVAL": "0.5"})
+    result = invoke(
+        ["config", "--max-frequency", "550", "--dry-run"],
+        env={"TEMP_THRESHOLD": "60", "CHECK_INTERVAL": "0.5"},
+    )
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert out.splitlines()[0] == f"config file: {clean_env}"
@@ -114,22 +117,25 @@ def test_table(clean_env):
 
 def test_table_lists_devices(tmp_path):
     path = tmp_path / "tempctl.toml"
-    path.write_text('check_interval = 5\n[[devices]]\nname = "gamma"\nurl = "10.0.0.5"\n'
-                    "max_frequency = 550\n[[devices]]\nurl = \"10.0.0.6:8080\"\n")
+    path.write_text(
+        'check_interval = 5\n[[devices]]\nname = "gamma"\nurl = "10.0.0.5"\n'
+        'max_frequency = 550\n[[devices]]\nurl = "10.0.0.6:8080"\n'
+    )
     result = invoke(["config", "--config", str(path)])
     assert result.exit_code == 0, result.output
     out = result.stdout
     assert row(out, "CHECK_INTERVAL") == ["CHECK_INTERVAL", "5", str(path)]
-    assert row(out, "BITAXE_IP") == ["BITAXE_IP", "http://10.0.0.5,http://10.0.0.6:8080",
-                                     str(path)]
+    assert row(out, "BITAXE_IP") == ["BITAXE_IP", "http://10.0.0.5,http://10.0.0.6:8080", str(path)]
     devices = out.split("\ndevices:\n", 1)[1]
     assert row(devices, "gamma") == ["gamma", "http://10.0.0.5", "max_frequency=550.0"]
     assert row(devices, "10.0.0.6:8080") == ["10.0.0.6:8080", "http://10.0.0.6:8080"]
 
 
 def test_json(clean_env):
-    result = invoke(["config", "--json", "--bitaxe-ip", "10.0.0.5"],
-                    env={"TEMPCTL_SETTLE": "3", "TEMPCTL_SETTL": "4"})
+    result = invoke(
+        ["config", "--json", "--bitaxe-ip", "10.0.0.5"],
+        env={"TEMPCTL_SETTLE": "3", "TEMPCTL_SETTL": "4"},
+    )
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     assert set(info) == {"config_file", "settings", "devices", "warnings"}
@@ -138,10 +144,16 @@ def test_json(clean_env):
     for f in FIELDS:
         assert set(info["settings"][f.attr]) == {"env", "value", "source"}
         assert info["settings"][f.attr]["env"] == f.env
-    assert info["settings"]["settle"] == {"env": "TEMPCTL_SETTLE", "value": 3.0,
-                                          "source": "environment"}
-    assert info["settings"]["devices"] == {"env": "BITAXE_IP", "value": ["http://10.0.0.5"],
-                                           "source": "command line"}
+    assert info["settings"]["settle"] == {
+        "env": "TEMPCTL_SETTLE",
+        "value": 3.0,
+        "source": "environment",
+    }
+    assert info["settings"]["devices"] == {
+        "env": "BITAXE_IP",
+        "value": ["http://10.0.0.5"],
+        "source": "command line",
+    }
     assert info["settings"]["dry_run"]["value"] is False
     assert info["devices"] == [{"name": "10.0.0.5", "url": "http://10.0.0.5", "overrides": {}}]
     warning = "unknown environment variable TEMPCTL_SETTL ignored (did you mean TEMPCTL_SETTLE?)"
@@ -152,14 +164,24 @@ def test_json(clean_env):
 def test_no_dry_run_beats_env():
     result = invoke(["config", "--json", "--no-dry-run"], env={"TEMPCTL_DRY_RUN": "1"})
     assert json.loads(result.stdout)["settings"]["dry_run"] == {
-        "env": "TEMPCTL_DRY_RUN", "value": False, "source": "command line"}
+        "env": "TEMPCTL_DRY_RUN",
+        "value": False,
+        "source": "command line",
+    }
 
 
 @pytest.mark.slow
 def test_real_process_bad_env(clean_env):
     env = dict(os.environ, TEMP_THRESHOLD="abc", PYTHONPATH=str(REPO))
-    proc = subprocess.run([sys.executable, "-m", "tempctl", "config"], env=env, cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tempctl", "config"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr == "Error: TEMP_THRESHOLD=abc (environment): not a number\n"
     assert proc.stdout == ""

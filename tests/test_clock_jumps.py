@@ -26,15 +26,22 @@ import pytest
 from procs import LogView, check_log, fake_device, limits_for, start_daemon, wait_for
 
 from tempctl.config import load_settings
-from tempctl.daemon import Daemon
-from tempctl.log import Log
+from tempctl.daemon.loop import Daemon
+from tempctl.store.eventlog import Log
 
 pytestmark = pytest.mark.slow
 fault = procs.fault_recorder()
 
-LIBFAKETIME = next(iter(sorted(glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
-                               + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1")
-                               + glob.glob("/usr/local/lib/faketime/libfaketimeMT.so.1"))), None)
+LIBFAKETIME = next(
+    iter(
+        sorted(
+            glob.glob("/usr/lib/*/faketime/libfaketimeMT.so.1")
+            + glob.glob("/usr/lib/faketime/libfaketimeMT.so.1")
+            + glob.glob("/usr/local/lib/faketime/libfaketimeMT.so.1")
+        )
+    ),
+    None,
+)
 INTERVAL, SETTLE, WINDOW_S = procs.FAST["check_interval"], procs.FAST["settle"], 7.2
 HOUR = 3600
 
@@ -47,8 +54,12 @@ class FaketimeDaemon:
         self.jump(offset)
         # The offset file is read again at most every second (FAKETIME_NO_CACHE, reading it
         # on every call, slows each thread hand-off to ~0.2 s and would skew the pace).
-        env = {"LD_PRELOAD": LIBFAKETIME, "FAKETIME_TIMESTAMP_FILE": str(self.offset_file),
-               "FAKETIME_CACHE_DURATION": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        env = {
+            "LD_PRELOAD": LIBFAKETIME,
+            "FAKETIME_TIMESTAMP_FILE": str(self.offset_file),
+            "FAKETIME_CACHE_DURATION": "1",
+            "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+        }
         self.proc = start_daemon(address, db, tmp_path, env_extra=env, name=name)
 
     def jump(self, offset_s: int) -> None:
@@ -71,7 +82,9 @@ class InProcessDaemon:
         monkeypatch.setattr(time, "time", lambda: real() + self.offset)
         settings = load_settings(
             {"devices": address, "db": str(db), **{k: str(v) for k, v in procs.FAST.items()}},
-            environ={}, default_config=str(procs.empty_config(tmp_path)))
+            environ={},
+            default_config=str(procs.empty_config(tmp_path)),
+        )
         self.log = Log(db)
         self.stop_event = threading.Event()
         self.daemon = Daemon(settings, log_=self.log, stop=self.stop_event)
@@ -127,11 +140,13 @@ def wait(d, cond, what: str, timeout: float = 20.0):
 def test_wall_clock_jumps(tmp_path, fault, monkeypatch, how):
     if how == "faketime" and LIBFAKETIME is None:
         pytest.skip("libfaketime not installed (Debian: apt-get install faketime)")
-    row = fault(f"wall clock jumping backwards and forwards ({how})",
-                "schedule on monotonic time (polls keep their pace), stamps never jump, "
-                "settle and stable window measured right across the jumps; a 'clock' "
-                "warning per jump; after a restart with the clock a day behind, stamps "
-                "continue after the last logged row")
+    row = fault(
+        f"wall clock jumping backwards and forwards ({how})",
+        "schedule on monotonic time (polls keep their pace), stamps never jump, "
+        "settle and stable window measured right across the jumps; a 'clock' "
+        "warning per jump; after a restart with the clock a day behind, stamps "
+        "continue after the last logged row",
+    )
     db = tmp_path / "tempctl.db"
     v = LogView(db)
     with fake_device() as dev:
@@ -141,23 +156,28 @@ def test_wall_clock_jumps(tmp_path, fault, monkeypatch, how):
             wait(d, lambda: v.count("transitions") >= 1, "THROTTLED_1")
             t1 = time.monotonic()
             d.jump(-HOUR)  # NTP steps the clock an hour back during the settle time
-            wait(d, lambda: v.count("transitions", "to_state = 'THROTTLED_2'") >= 1,
-                 "THROTTLED_2 after settling")
+            wait(
+                d,
+                lambda: v.count("transitions", "to_state = 'THROTTLED_2'") >= 1,
+                "THROTTLED_2 after settling",
+            )
             settle_real = time.monotonic() - t1
             dev.info["temp"] = 55.0  # cool: the stable window starts
             cooled = time.monotonic()
             first_cool = v.value("SELECT coalesce(max(id), 0) FROM readings")
             d.jump(+2 * HOUR)  # and two hours forward while the window fills
-            wait(d, lambda: v.count("transitions", "to_state = 'RECOVERING'") >= 1,
-                 "RECOVERING after the stable window")
+            wait(
+                d,
+                lambda: v.count("transitions", "to_state = 'RECOVERING'") >= 1,
+                "RECOVERING after the stable window",
+            )
             window_real = time.monotonic() - cooled
             d.stop()
         finally:
             d.close()
         trans = {t["to_state"]: t for t in v.transitions()}
         settle_db = (trans["THROTTLED_2"]["ts_ms"] - trans["THROTTLED_1"]["ts_ms"]) / 1000
-        cool_ts = v.value("SELECT min(ts_ms) FROM readings WHERE id > ? AND temp < 60",
-                          first_cool)
+        cool_ts = v.value("SELECT min(ts_ms) FROM readings WHERE id > ? AND temp < 60", first_cool)
         window_db = (trans["RECOVERING"]["ts_ms"] - cool_ts) / 1000
         ts = [r[0] for r in v.rows("SELECT ts_ms FROM readings ORDER BY id")]
         steps = [(b - a) / 1000 for a, b in pairwise(ts)]
@@ -168,18 +188,23 @@ def test_wall_clock_jumps(tmp_path, fault, monkeypatch, how):
         run = v.value("SELECT max(id) FROM runs")
         d = start(how, tmp_path, dev.address, db, monkeypatch, offset=-24 * HOUR, name="again")
         try:
-            wait(d, lambda: v.count("readings", "run_id = ?", run + 1) >= 3,
-                 "readings after the restart")
+            wait(
+                d,
+                lambda: v.count("readings", "run_id = ?", run + 1) >= 3,
+                "readings after the restart",
+            )
             d.stop()
         finally:
             d.close()
     restarted = v.value("SELECT min(ts_ms) FROM readings WHERE run_id = ?", run + 1)
-    row.observed = (f"steps between stamps {min(steps):.2f}–{max(steps):.2f} s (polls every "
-                    f"{INTERVAL:g} s); settle {settle_db:.2f} s in the log ({settle_real:.1f} s "
-                    f"real) across a −1 h jump; stable window {window_db:.1f} s in the log "
-                    f"({window_real:.1f} s real) across a +2 h jump; clock events: {clock}; "
-                    f"after a restart 24 h behind: first stamp {restarted - last_ts:+d} ms "
-                    f"after the last logged row")
+    row.observed = (
+        f"steps between stamps {min(steps):.2f}–{max(steps):.2f} s (polls every "
+        f"{INTERVAL:g} s); settle {settle_db:.2f} s in the log ({settle_real:.1f} s "
+        f"real) across a −1 h jump; stable window {window_db:.1f} s in the log "
+        f"({window_real:.1f} s real) across a +2 h jump; clock events: {clock}; "
+        f"after a restart 24 h behind: first stamp {restarted - last_ts:+d} ms "
+        f"after the last logged row"
+    )
     # no stamp jumps with the clock (that would be a step of an hour, or a negative one);
     # the pace holds: polls jitter (more so under libfaketime on a loaded machine), but they
     # neither stop for the jump nor burst to catch up

@@ -26,9 +26,10 @@ from tempctl.config import (
 
 # One valid, non-default value per setting, as text (env / flag) and as the parsed value.
 SAMPLES = {
-    "devices": ("10.0.0.5, 10.0.0.6:8080",
-                (Device("10.0.0.5", "http://10.0.0.5"),
-                 Device("10.0.0.6:8080", "http://10.0.0.6:8080"))),
+    "devices": (
+        "10.0.0.5, 10.0.0.6:8080",
+        (Device("10.0.0.5", "http://10.0.0.5"), Device("10.0.0.6:8080", "http://10.0.0.6:8080")),
+    ),
     "temp_threshold": ("65", 65.0),
     "first_frequency": ("500", 500.0),
     "second_frequency": ("410", 410.0),
@@ -72,8 +73,9 @@ def toml_file(tmp_path):
 
 
 def load(absent, env=None, flags=None, config_path=None, require_devices=False):
-    return load_settings(flags, env or {}, config_path, require_devices=require_devices,
-                         default_config=absent)
+    return load_settings(
+        flags, env or {}, config_path, require_devices=require_devices, default_config=absent
+    )
 
 
 def error_of(absent, **kw) -> str:
@@ -129,8 +131,15 @@ def test_precedence(absent, toml_file, in_file, in_env, in_flag):
     if not in_flag:
         flags["temp_threshold"] = None
     s = load(absent, env=env, flags=flags, config_path=path)
-    expected = ((60.0, "command line") if in_flag else (55.0, "environment") if in_env
-                else (50.0, path) if in_file else (63.0, "default"))
+    expected = (
+        (60.0, "command line")
+        if in_flag
+        else (55.0, "environment")
+        if in_env
+        else (50.0, path)
+        if in_file
+        else (63.0, "default")
+    )
     assert (s.temp_threshold, s.sources["temp_threshold"]) == expected
     assert s.sources["max_frequency"] == "default"
 
@@ -169,9 +178,15 @@ def test_every_setting_in_toml(absent, toml_file):
 
 def test_original_script_unit(absent):
     # The environment of the original script's systemd units (shared/reference/peers.md).
-    env = {"BITAXE_IP": "192.168.1.50", "TEMP_THRESHOLD": "65", "FIRST_FREQUENCY": "500",
-           "SECOND_FREQUENCY": "410", "CHECK_INTERVAL": "300", "MAX_FREQUENCY": "575",
-           "STABLE_TIMEFRAME": "1"}
+    env = {
+        "BITAXE_IP": "192.168.1.50",
+        "TEMP_THRESHOLD": "65",
+        "FIRST_FREQUENCY": "500",
+        "SECOND_FREQUENCY": "410",
+        "CHECK_INTERVAL": "300",
+        "MAX_FREQUENCY": "575",
+        "STABLE_TIMEFRAME": "1",
+    }
     s = load_settings(environ=env, default_config=absent)  # devices required, and given
     assert s.devices == (Device("192.168.1.50", "http://192.168.1.50"),)
     assert (s.temp_threshold, s.first_frequency, s.second_frequency) == (65, 500, 410)
@@ -179,16 +194,27 @@ def test_original_script_unit(absent):
 
 
 def test_short_intervals_for_tests_and_demos(absent):
-    s = load(absent, env={"CHECK_INTERVAL": "0.5", "STABLE_TIMEFRAME": "0.004",
-                          "TEMPCTL_SETTLE": "3"})
+    s = load(
+        absent, env={"CHECK_INTERVAL": "0.5", "STABLE_TIMEFRAME": "0.004", "TEMPCTL_SETTLE": "3"}
+    )
     assert (s.check_interval, s.stable_timeframe, s.settle) == (0.5, 0.004, 3.0)
     assert s.stable_seconds == pytest.approx(14.4)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("1", True), ("0", False), ("true", True), ("FALSE", False), ("yes", True), ("no", False),
-    ("on", True), ("off", False), (" On ", True),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("1", True),
+        ("0", False),
+        ("true", True),
+        ("FALSE", False),
+        ("yes", True),
+        ("no", False),
+        ("on", True),
+        ("off", False),
+        (" On ", True),
+    ],
+)
 def test_dry_run_forms(absent, text, expected):
     assert load(absent, env={"TEMPCTL_DRY_RUN": text}).dry_run is expected
 
@@ -229,52 +255,111 @@ CASES = [
     ({"TEMPCTL_HYSTERESIS": "-0.5"}, {}, "TEMPCTL_HYSTERESIS=-0.5 (environment): must be >= 0"),
     ({"TEMPCTL_CRITICAL": "101"}, {}, "TEMPCTL_CRITICAL=101 (environment): must be <= 100"),
     ({"TEMPCTL_VR_THRESHOLD": "39"}, {}, "TEMPCTL_VR_THRESHOLD=39 (environment): must be >= 40"),
-    ({"TEMPCTL_VR_THRESHOLD": "106"}, {},
-     "TEMPCTL_VR_THRESHOLD=106 (environment): must be <= 105"),
-    ({"TEMPCTL_CRITICAL_FLOOR": "30"}, {},
-     "TEMPCTL_CRITICAL_FLOOR=30 (environment): must be 0 (off) or >= 50"),
+    ({"TEMPCTL_VR_THRESHOLD": "106"}, {}, "TEMPCTL_VR_THRESHOLD=106 (environment): must be <= 105"),
+    (
+        {"TEMPCTL_CRITICAL_FLOOR": "30"},
+        {},
+        "TEMPCTL_CRITICAL_FLOOR=30 (environment): must be 0 (off) or >= 50",
+    ),
     ({"TEMPCTL_STEP": "0"}, {}, "TEMPCTL_STEP=0 (environment): must be > 0"),
     ({"TEMPCTL_STEP": "201"}, {}, "TEMPCTL_STEP=201 (environment): must be <= 200"),
-    ({"TEMPCTL_APPLY": "fast"}, {},
-     "TEMPCTL_APPLY=fast (environment): must be one of auto, live, restart"),
-    ({"TEMPCTL_DRY_RUN": "maybe"}, {}, ("TEMPCTL_DRY_RUN=maybe (environment): "
-     "not a boolean (use 1/0, true/false, yes/no or on/off)")),
-    ({"TEMPCTL_MAX_RESTARTS_PER_HOUR": "1.5"}, {},
-     "TEMPCTL_MAX_RESTARTS_PER_HOUR=1.5 (environment): not a whole number"),
-    ({"TEMPCTL_MAX_RESTARTS_PER_HOUR": "-1"}, {},
-     "TEMPCTL_MAX_RESTARTS_PER_HOUR=-1 (environment): must be >= 0"),
-    ({"TEMPCTL_LOG_LEVEL": "TRACE"}, {},
-     "TEMPCTL_LOG_LEVEL=TRACE (environment): must be one of DEBUG, INFO, WARNING, ERROR"),
-    ({"TEMPCTL_RETENTION_DAYS": "-1"}, {},
-     "TEMPCTL_RETENTION_DAYS=-1 (environment): must be >= 0"),
-    ({"TEMPCTL_ALERT_URL": "ftp://ntfy.sh/x"}, {},
-     ("TEMPCTL_ALERT_URL=ftp://ntfy.sh/x (environment): "
-     "must be an http:// or https:// URL (or empty)")),
-    ({"TEMPCTL_METRICS_PORT": "70000"}, {},
-     "TEMPCTL_METRICS_PORT=70000 (environment): must be <= 65535"),
-    ({"TEMPCTL_METRICS_HOST": "bad host"}, {},
-     "TEMPCTL_METRICS_HOST=bad host (environment): must be a host name or IP address"),
+    (
+        {"TEMPCTL_APPLY": "fast"},
+        {},
+        "TEMPCTL_APPLY=fast (environment): must be one of auto, live, restart",
+    ),
+    (
+        {"TEMPCTL_DRY_RUN": "maybe"},
+        {},
+        (
+            "TEMPCTL_DRY_RUN=maybe (environment): "
+            "not a boolean (use 1/0, true/false, yes/no or on/off)"
+        ),
+    ),
+    (
+        {"TEMPCTL_MAX_RESTARTS_PER_HOUR": "1.5"},
+        {},
+        "TEMPCTL_MAX_RESTARTS_PER_HOUR=1.5 (environment): not a whole number",
+    ),
+    (
+        {"TEMPCTL_MAX_RESTARTS_PER_HOUR": "-1"},
+        {},
+        "TEMPCTL_MAX_RESTARTS_PER_HOUR=-1 (environment): must be >= 0",
+    ),
+    (
+        {"TEMPCTL_LOG_LEVEL": "TRACE"},
+        {},
+        "TEMPCTL_LOG_LEVEL=TRACE (environment): must be one of DEBUG, INFO, WARNING, ERROR",
+    ),
+    ({"TEMPCTL_RETENTION_DAYS": "-1"}, {}, "TEMPCTL_RETENTION_DAYS=-1 (environment): must be >= 0"),
+    (
+        {"TEMPCTL_ALERT_URL": "ftp://ntfy.sh/x"},
+        {},
+        (
+            "TEMPCTL_ALERT_URL=ftp://ntfy.sh/x (environment): "
+            "must be an http:// or https:// URL (or empty)"
+        ),
+    ),
+    (
+        {"TEMPCTL_METRICS_PORT": "70000"},
+        {},
+        "TEMPCTL_METRICS_PORT=70000 (environment): must be <= 65535",
+    ),
+    (
+        {"TEMPCTL_METRICS_HOST": "bad host"},
+        {},
+        "TEMPCTL_METRICS_HOST=bad host (environment): must be a host name or IP address",
+    ),
     ({"TEMPCTL_DB": ""}, {}, "TEMPCTL_DB= (environment): must not be empty"),
     # cross-field rules name the side set with the higher precedence
-    ({"SECOND_FREQUENCY": "500"}, {},
-     "SECOND_FREQUENCY=500 (environment): must be less than FIRST_FREQUENCY=490 (default)"),
-    ({"FIRST_FREQUENCY": "490", "SECOND_FREQUENCY": "490"}, {},
-     "SECOND_FREQUENCY=490 (environment): must be less than FIRST_FREQUENCY=490 (environment)"),
-    ({"FIRST_FREQUENCY": "600"}, {},
-     "FIRST_FREQUENCY=600 (environment): must be <= MAX_FREQUENCY=575 (default)"),
-    ({"MAX_FREQUENCY": "450"}, {},
-     "MAX_FREQUENCY=450 (environment): must be >= FIRST_FREQUENCY=490 (default)"),
-    ({"FIRST_FREQUENCY": "500"}, {"max_frequency": "450"},
-     "--max-frequency=450 (command line): must be >= FIRST_FREQUENCY=500 (environment)"),
-    ({"TEMPCTL_CRITICAL": "60"}, {},
-     "TEMPCTL_CRITICAL=60 (environment): must be greater than TEMP_THRESHOLD=63 (default)"),
-    ({"TEMP_THRESHOLD": "75"}, {},
-     "TEMP_THRESHOLD=75 (environment): must be less than TEMPCTL_CRITICAL=70 (default)"),
-    ({"TEMPCTL_CRITICAL_FLOOR": "450"}, {},
-     "TEMPCTL_CRITICAL_FLOOR=450 (environment): must be <= SECOND_FREQUENCY=400 (default)"),
-    ({"TEMPCTL_CRITICAL_FLOOR": "350"}, {"second_frequency": "300"},
-     ("--second-frequency=300 (command line): must be >= TEMPCTL_CRITICAL_FLOOR=350 "
-     "(environment)")),
+    (
+        {"SECOND_FREQUENCY": "500"},
+        {},
+        "SECOND_FREQUENCY=500 (environment): must be less than FIRST_FREQUENCY=490 (default)",
+    ),
+    (
+        {"FIRST_FREQUENCY": "490", "SECOND_FREQUENCY": "490"},
+        {},
+        "SECOND_FREQUENCY=490 (environment): must be less than FIRST_FREQUENCY=490 (environment)",
+    ),
+    (
+        {"FIRST_FREQUENCY": "600"},
+        {},
+        "FIRST_FREQUENCY=600 (environment): must be <= MAX_FREQUENCY=575 (default)",
+    ),
+    (
+        {"MAX_FREQUENCY": "450"},
+        {},
+        "MAX_FREQUENCY=450 (environment): must be >= FIRST_FREQUENCY=490 (default)",
+    ),
+    (
+        {"FIRST_FREQUENCY": "500"},
+        {"max_frequency": "450"},
+        "--max-frequency=450 (command line): must be >= FIRST_FREQUENCY=500 (environment)",
+    ),
+    (
+        {"TEMPCTL_CRITICAL": "60"},
+        {},
+        "TEMPCTL_CRITICAL=60 (environment): must be greater than TEMP_THRESHOLD=63 (default)",
+    ),
+    (
+        {"TEMP_THRESHOLD": "75"},
+        {},
+        "TEMP_THRESHOLD=75 (environment): must be less than TEMPCTL_CRITICAL=70 (default)",
+    ),
+    (
+        {"TEMPCTL_CRITICAL_FLOOR": "450"},
+        {},
+        "TEMPCTL_CRITICAL_FLOOR=450 (environment): must be <= SECOND_FREQUENCY=400 (default)",
+    ),
+    (
+        {"TEMPCTL_CRITICAL_FLOOR": "350"},
+        {"second_frequency": "300"},
+        (
+            "--second-frequency=300 (command line): must be >= TEMPCTL_CRITICAL_FLOOR=350 "
+            "(environment)"
+        ),
+    ),
 ]
 
 
@@ -284,24 +369,34 @@ def test_validation_message(absent, env, flags, message):
 
 
 def test_valid_edges_pass(absent):
-    s = load(absent, env={"TEMP_THRESHOLD": "30", "CHECK_INTERVAL": "0.2",
-                          "TEMPCTL_CRITICAL_FLOOR": "400", "TEMPCTL_STEP": "200",
-                          "TEMPCTL_VR_THRESHOLD": "105", "TEMPCTL_ALERT_URL": ""})
+    s = load(
+        absent,
+        env={
+            "TEMP_THRESHOLD": "30",
+            "CHECK_INTERVAL": "0.2",
+            "TEMPCTL_CRITICAL_FLOOR": "400",
+            "TEMPCTL_STEP": "200",
+            "TEMPCTL_VR_THRESHOLD": "105",
+            "TEMPCTL_ALERT_URL": "",
+        },
+    )
     assert (s.temp_threshold, s.critical_floor, s.alert_url) == (30, 400, "")
 
 
 def test_file_source_named_by_path(absent, toml_file):
     path = toml_file("first_frequency = 380\n")
     assert error_of(absent, config_path=path) == (
-        f"FIRST_FREQUENCY=380 ({path}): must be greater than SECOND_FREQUENCY=400 (default)")
+        f"FIRST_FREQUENCY=380 ({path}): must be greater than SECOND_FREQUENCY=400 (default)"
+    )
 
 
 def test_toml_type_errors(absent, toml_file):
-    path = toml_file('temp_threshold = true\n')
+    path = toml_file("temp_threshold = true\n")
     assert error_of(absent, config_path=path) == f"TEMP_THRESHOLD=true ({path}): not a number"
-    path = toml_file('metrics_port = 9100.5\n', name="b.toml")
+    path = toml_file("metrics_port = 9100.5\n", name="b.toml")
     assert error_of(absent, config_path=path) == (
-        f"TEMPCTL_METRICS_PORT=9100.5 ({path}): not a whole number")
+        f"TEMPCTL_METRICS_PORT=9100.5 ({path}): not a whole number"
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -336,9 +431,11 @@ def test_group_writable_file_accepted(absent, toml_file):
 def test_missing_files(absent, tmp_path):
     missing = str(tmp_path / "nope.toml")
     assert error_of(absent, config_path=missing) == (
-        f"--config={missing} (command line): file not found")
+        f"--config={missing} (command line): file not found"
+    )
     assert error_of(absent, env={"TEMPCTL_CONFIG": missing}) == (
-        f"TEMPCTL_CONFIG={missing} (environment): file not found")
+        f"TEMPCTL_CONFIG={missing} (environment): file not found"
+    )
     assert load(absent).config_path is None  # the default path may be missing
 
 
@@ -358,7 +455,8 @@ def test_config_flag_beats_tempctl_config(absent, toml_file):
 def test_unknown_toml_key(absent, toml_file):
     path = toml_file("temp_treshold = 60\n")
     assert error_of(absent, config_path=path) == (
-        f"temp_treshold ({path}): unknown key; did you mean temp_threshold?")
+        f"temp_treshold ({path}): unknown key; did you mean temp_threshold?"
+    )
     path = toml_file("colour = 'red'\n", name="c.toml")
     assert error_of(absent, config_path=path) == f"colour ({path}): unknown key"
 
@@ -372,11 +470,16 @@ def test_bad_toml_and_directory(absent, toml_file, tmp_path):
 
 
 def test_unknown_tempctl_env_is_a_warning(absent, toml_file):
-    env = {"TEMPCTL_SETTL": "60", "TEMPCTL_CONFIG": toml_file(""), "TEMPCTL_SETTLE": "5",
-           "TEMP_OTHER": "1"}
+    env = {
+        "TEMPCTL_SETTL": "60",
+        "TEMPCTL_CONFIG": toml_file(""),
+        "TEMPCTL_SETTLE": "5",
+        "TEMP_OTHER": "1",
+    }
     s = load(absent, env=env)
     assert s.warnings == (
-        "unknown environment variable TEMPCTL_SETTL ignored (did you mean TEMPCTL_SETTLE?)",)
+        "unknown environment variable TEMPCTL_SETTL ignored (did you mean TEMPCTL_SETTLE?)",
+    )
     assert s.settle == 5
 
 
@@ -400,10 +503,14 @@ def test_device_tables(absent, toml_file):
     path = toml_file(DEVICES_TOML)
     s = load(absent, config_path=path)
     gamma, other = s.devices
-    assert gamma == Device("gamma", "http://10.0.0.5", {"max_frequency": 550.0, "apply": "live"},
-                           "devices[0]")
-    assert (other.name, other.url, dict(other.overrides)) == ("10.0.0.6:8080",
-                                                              "http://10.0.0.6:8080", {})
+    assert gamma == Device(
+        "gamma", "http://10.0.0.5", {"max_frequency": 550.0, "apply": "live"}, "devices[0]"
+    )
+    assert (other.name, other.url, dict(other.overrides)) == (
+        "10.0.0.6:8080",
+        "http://10.0.0.6:8080",
+        {},
+    )
     assert s.sources["devices"] == path
     g = s.for_device(gamma)
     assert (g.max_frequency, g.apply, g.temp_threshold) == (550.0, "live", 62.0)
@@ -415,27 +522,49 @@ def test_device_tables(absent, toml_file):
 
 def test_device_override_range_message(absent, toml_file, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    toml_file('[[devices]]\nurl = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.6"\n'
-              'max_frequency = 2000\n')
+    toml_file(
+        '[[devices]]\nurl = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.6"\nmax_frequency = 2000\n'
+    )
     assert error_of(absent, config_path="tempctl.toml") == (
-        "devices[1].max_frequency=2000 (tempctl.toml): must be <= 1500")
+        "devices[1].max_frequency=2000 (tempctl.toml): must be <= 1500"
+    )
 
 
-@pytest.mark.parametrize("table,env,message", [
-    ("first_frequency = 380", {},
-     "devices[0].first_frequency=380 ({p}): must be greater than SECOND_FREQUENCY=400 (default)"),
-    # the per-device value is applied last, so it is the one named even against the environment
-    ("first_frequency = 440", {"SECOND_FREQUENCY": "450"},
-     ("devices[0].first_frequency=440 ({p}): must be greater than SECOND_FREQUENCY=450 "
-     "(environment)")),
-    ("critical = 60", {},
-     "devices[0].critical=60 ({p}): must be greater than TEMP_THRESHOLD=63 (default)"),
-    ("check_interval = 5", {}, "devices[0].check_interval ({p}): not a per-device setting"),
-    ("max_freq = 500", {}, ("devices[0].max_freq ({p}): unknown key; "
-     "did you mean devices[0].max_frequency?")),
-    ('apply = "sometimes"', {},
-     "devices[0].apply=sometimes ({p}): must be one of auto, live, restart"),
-])
+@pytest.mark.parametrize(
+    "table,env,message",
+    [
+        (
+            "first_frequency = 380",
+            {},
+            "devices[0].first_frequency=380 ({p}): must be greater than SECOND_FREQUENCY=400 (default)",
+        ),
+        # the per-device value is applied last, so it is the one named even against the environment
+        (
+            "first_frequency = 440",
+            {"SECOND_FREQUENCY": "450"},
+            (
+                "devices[0].first_frequency=440 ({p}): must be greater than SECOND_FREQUENCY=450 "
+                "(environment)"
+            ),
+        ),
+        (
+            "critical = 60",
+            {},
+            "devices[0].critical=60 ({p}): must be greater than TEMP_THRESHOLD=63 (default)",
+        ),
+        ("check_interval = 5", {}, "devices[0].check_interval ({p}): not a per-device setting"),
+        (
+            "max_freq = 500",
+            {},
+            ("devices[0].max_freq ({p}): unknown key; did you mean devices[0].max_frequency?"),
+        ),
+        (
+            'apply = "sometimes"',
+            {},
+            "devices[0].apply=sometimes ({p}): must be one of auto, live, restart",
+        ),
+    ],
+)
 def test_device_override_errors(absent, toml_file, table, env, message):
     path = toml_file(f'[[devices]]\nurl = "10.0.0.5"\n{table}\n')
     got = error_of(absent, env=env, config_path=path)
@@ -445,16 +574,28 @@ def test_device_override_errors(absent, toml_file, table, env, message):
         assert got == message.format(p=path)
 
 
-@pytest.mark.parametrize("text,message", [
-    ('[[devices]]\nname = "a"\n', "devices[0] ({p}): missing url"),
-    ('[[devices]]\nname = "a"\nurl = "10.0.0.5"\n[[devices]]\nname = "a"\nurl = "10.0.0.6"\n',
-     "devices[1].name=a ({p}): same name as devices[0]"),
-    ('[[devices]]\nurl = "10.0.0.5"\n[[devices]]\nname = "b"\nurl = "http://10.0.0.5/"\n',
-     "devices[1].url=http://10.0.0.5/ ({p}): same device as devices[0]"),
-    ('bitaxe_ip = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.6"\n',
-     "devices ({p}): use either bitaxe_ip or [[devices]], not both"),
-    ('[devices]\nurl = "10.0.0.6"\n', "devices ({p}): must be an array of tables ([[devices]])"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ('[[devices]]\nname = "a"\n', "devices[0] ({p}): missing url"),
+        (
+            '[[devices]]\nname = "a"\nurl = "10.0.0.5"\n[[devices]]\nname = "a"\nurl = "10.0.0.6"\n',
+            "devices[1].name=a ({p}): same name as devices[0]",
+        ),
+        (
+            '[[devices]]\nurl = "10.0.0.5"\n[[devices]]\nname = "b"\nurl = "http://10.0.0.5/"\n',
+            "devices[1].url=http://10.0.0.5/ ({p}): same device as devices[0]",
+        ),
+        (
+            'bitaxe_ip = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.6"\n',
+            "devices ({p}): use either bitaxe_ip or [[devices]], not both",
+        ),
+        (
+            '[devices]\nurl = "10.0.0.6"\n',
+            "devices ({p}): must be an array of tables ([[devices]])",
+        ),
+    ],
+)
 def test_device_table_errors(absent, toml_file, text, message):
     path = toml_file(text)
     assert error_of(absent, config_path=path) == message.format(p=path)
@@ -463,7 +604,9 @@ def test_device_table_errors(absent, toml_file, text, message):
 def test_bitaxe_ip_forms_in_toml(absent, toml_file):
     path = toml_file('bitaxe_ip = ["10.0.0.5", "10.0.0.6"]\n')
     assert [d.url for d in load(absent, config_path=path).devices] == [
-        "http://10.0.0.5", "http://10.0.0.6"]
+        "http://10.0.0.5",
+        "http://10.0.0.6",
+    ]
 
 
 def test_env_devices_replace_file_devices(absent, toml_file):
@@ -476,14 +619,17 @@ def test_env_devices_replace_file_devices(absent, toml_file):
 # --- device URL forms ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("text,url,name", [
-    ("http://10.0.0.5", "http://10.0.0.5", "10.0.0.5"),
-    ("10.0.0.5", "http://10.0.0.5", "10.0.0.5"),
-    ("10.0.0.5:8080", "http://10.0.0.5:8080", "10.0.0.5:8080"),
-    ("bitaxe.local:80", None, None),
-    ("[::1]:8080", "http://[::1]:8080", "[::1]:8080"),
-    ("http://10.0.0.5/", "http://10.0.0.5", "10.0.0.5"),
-])
+@pytest.mark.parametrize(
+    "text,url,name",
+    [
+        ("http://10.0.0.5", "http://10.0.0.5", "10.0.0.5"),
+        ("10.0.0.5", "http://10.0.0.5", "10.0.0.5"),
+        ("10.0.0.5:8080", "http://10.0.0.5:8080", "10.0.0.5:8080"),
+        ("bitaxe.local:80", None, None),
+        ("[::1]:8080", "http://[::1]:8080", "[::1]:8080"),
+        ("http://10.0.0.5/", "http://10.0.0.5", "10.0.0.5"),
+    ],
+)
 def test_url_forms_accepted(absent, text, url, name):
     (device,) = load(absent, env={"BITAXE_IP": text}).devices
     if url is not None:
@@ -500,7 +646,8 @@ def test_url_forms_refused(absent, text):
 
 def test_device_listed_twice(absent):
     assert error_of(absent, env={"BITAXE_IP": "10.0.0.5,http://10.0.0.5"}) == (
-        "BITAXE_IP=10.0.0.5,http://10.0.0.5 (environment): http://10.0.0.5 is listed twice")
+        "BITAXE_IP=10.0.0.5,http://10.0.0.5 (environment): http://10.0.0.5 is listed twice"
+    )
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -515,23 +662,29 @@ def test_as_env_round_trip(absent):
     assert "BITAXE_IP" not in load(absent).as_env()
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("TEMP_THRESHOLD=62", ("temp_threshold", 62.0)),
-    ("temp_threshold=62", ("temp_threshold", 62.0)),
-    ("--check-interval=0.5", ("check_interval", 0.5)),
-    ("tempctl_apply=live", ("apply", "live")),
-    ("TEMPCTL_DRY_RUN=yes", ("dry_run", True)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("TEMP_THRESHOLD=62", ("temp_threshold", 62.0)),
+        ("temp_threshold=62", ("temp_threshold", 62.0)),
+        ("--check-interval=0.5", ("check_interval", 0.5)),
+        ("tempctl_apply=live", ("apply", "live")),
+        ("TEMPCTL_DRY_RUN=yes", ("dry_run", True)),
+    ],
+)
 def test_parse_assignment(text, expected):
     assert parse_assignment(text) == expected
 
 
-@pytest.mark.parametrize("text,message", [
-    ("TEMP_THRESHOLD=abc", "TEMP_THRESHOLD=abc (--set): not a number"),
-    ("STEP=500", "STEP=500 (--set): unknown setting"),
-    ("nonsense", "nonsense (--set): expected NAME=VALUE"),
-    ("TEMPCTL_STEP=500", "TEMPCTL_STEP=500 (--set): must be <= 200"),
-])
+@pytest.mark.parametrize(
+    "text,message",
+    [
+        ("TEMP_THRESHOLD=abc", "TEMP_THRESHOLD=abc (--set): not a number"),
+        ("STEP=500", "STEP=500 (--set): unknown setting"),
+        ("nonsense", "nonsense (--set): expected NAME=VALUE"),
+        ("TEMPCTL_STEP=500", "TEMPCTL_STEP=500 (--set): must be <= 200"),
+    ],
+)
 def test_parse_assignment_errors(text, message):
     with pytest.raises(ConfigError) as info:
         parse_assignment(text)
@@ -548,8 +701,11 @@ def test_validate_after_replace(absent):
 
 def test_describe(absent):
     info = describe(load(absent, env={"BITAXE_IP": "10.0.0.5", "TEMP_THRESHOLD": "60"}))
-    assert info["settings"]["temp_threshold"] == {"env": "TEMP_THRESHOLD", "value": 60.0,
-                                                  "source": "environment"}
+    assert info["settings"]["temp_threshold"] == {
+        "env": "TEMP_THRESHOLD",
+        "value": 60.0,
+        "source": "environment",
+    }
     assert info["settings"]["devices"]["value"] == ["http://10.0.0.5"]
     assert info["devices"] == [{"name": "10.0.0.5", "url": "http://10.0.0.5", "overrides": {}}]
     assert list(info["settings"]) == [f.attr for f in FIELDS]
@@ -567,9 +723,14 @@ def test_world_writable_env_file_is_refused(tmp_path):
     env_file.write_text("BITAXE_IP=127.0.0.1\n")
     env_file.chmod(0o646)
     with pytest.raises(ConfigError, match="world-writable environment file"):
-        load_settings(environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
-                      config_path=None, default_config=str(tmp_path / "none.toml"))
+        load_settings(
+            environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
+            config_path=None,
+            default_config=str(tmp_path / "none.toml"),
+        )
     env_file.chmod(0o640)
-    s = load_settings(environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
-                      default_config=str(tmp_path / "none.toml"))
+    s = load_settings(
+        environ={"BITAXE_IP": "127.0.0.1", "TEMPCTL_ENV_FILE": str(env_file)},
+        default_config=str(tmp_path / "none.toml"),
+    )
     assert not s.warnings

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from harness import Harness
 
-from tempctl.controller import LAW, Limits, Snapshot, State
+from tempctl.core.controller import LAW, Limits, Snapshot, State
 
 
 def run(limits, rows, frequency=575.0, snapshot=None):
@@ -36,23 +36,26 @@ def test_start_without_history_below_max_recovers(limits):
     assert h.state == "RECOVERING" and h.commands == []
 
 
-@pytest.mark.parametrize("rows, state, commanded", [
-    # over the threshold -> FIRST at once
-    ([(0, 60), (1, 63.5)], "THROTTLED_1", [490]),
-    # exactly at the threshold is not above it
-    ([(0, 60), (1, 63.0)], "NORMAL", []),
-    # still hot but settle (10 s) not yet passed -> stays at FIRST
-    ([(0, 60), (1, 64), (5, 64), (10, 64)], "THROTTLED_1", [490]),
-    # still hot after settling -> SECOND
-    ([(0, 60), (1, 64), (5, 64), (11, 64)], "THROTTLED_2", [490, 400]),
-    # critical -> SECOND at once, no settle
-    ([(0, 60), (1, 70)], "THROTTLED_2", [400]),
-    ([(0, 60), (1, 64), (2, 71)], "THROTTLED_2", [490, 400]),
-    # VR over its threshold acts like ASIC over the threshold
-    ([(0, 60), (1, 60, {"vr": 86})], "THROTTLED_1", [490]),
-    # the firmware overheat flag is critical even with an invalid temperature
-    ([(0, 60), (1, None, {"overheat": True})], "THROTTLED_2", [400]),
-])
+@pytest.mark.parametrize(
+    "rows, state, commanded",
+    [
+        # over the threshold -> FIRST at once
+        ([(0, 60), (1, 63.5)], "THROTTLED_1", [490]),
+        # exactly at the threshold is not above it
+        ([(0, 60), (1, 63.0)], "NORMAL", []),
+        # still hot but settle (10 s) not yet passed -> stays at FIRST
+        ([(0, 60), (1, 64), (5, 64), (10, 64)], "THROTTLED_1", [490]),
+        # still hot after settling -> SECOND
+        ([(0, 60), (1, 64), (5, 64), (11, 64)], "THROTTLED_2", [490, 400]),
+        # critical -> SECOND at once, no settle
+        ([(0, 60), (1, 70)], "THROTTLED_2", [400]),
+        ([(0, 60), (1, 64), (2, 71)], "THROTTLED_2", [490, 400]),
+        # VR over its threshold acts like ASIC over the threshold
+        ([(0, 60), (1, 60, {"vr": 86})], "THROTTLED_1", [490]),
+        # the firmware overheat flag is critical even with an invalid temperature
+        ([(0, 60), (1, None, {"overheat": True})], "THROTTLED_2", [400]),
+    ],
+)
 def test_throttle_table(limits, rows, state, commanded):
     h = run(limits, rows)
     assert (h.state, freqs(h)) == (state, commanded)
@@ -80,7 +83,9 @@ def test_recovery_after_stable_window(limits):
     h = run(limits, [(0, 60), (1, 71)] + cool_rows(2, 400))
     assert freqs(h)[:3] == [400, 425, 450]
     assert freqs(h)[-1] == 575 and h.state == "NORMAL"
-    recover = [t for t in h.transitions if t.to_state == "RECOVERING" and t.from_state != "RECOVERING"]
+    recover = [
+        t for t in h.transitions if t.to_state == "RECOVERING" and t.from_state != "RECOVERING"
+    ]
     assert len(recover) == 1
     # it waited for the whole window: first reading at 2 s, window 60 s
     steps = [t for t in h.transitions if t.reason.startswith("stable")]
@@ -176,8 +181,13 @@ def test_read_back_mismatch_retries_then_alarms(limits):
 
 
 def test_restart_mode_restarts_within_hourly_limit():
-    lim = Limits(check_interval=1, settle=1, stable_timeframe=5 / 3600, apply="restart",
-                 max_restarts_per_hour=2)
+    lim = Limits(
+        check_interval=1,
+        settle=1,
+        stable_timeframe=5 / 3600,
+        apply="restart",
+        max_restarts_per_hour=2,
+    )
     h = run(lim, [(0, 60)] + [(t, 64 if t % 20 < 10 else 55) for t in range(1, 600)])
     restarts = [c for c in h.commands if c.kind == "restart"]
     assert 1 <= len(restarts) <= 2
@@ -222,7 +232,8 @@ def test_reboot_is_detected_from_uptime(limits):
 
 
 def test_identity_change_is_an_alarm(limits):
-    from tempctl.reading import Reading
+    from tempctl.core.reading import Reading
+
     h = Harness(limits)
     d1 = h.ctl.step(Reading("dev", 0, temp=60, frequency=575, mac="AA", hostname="a"), 0)
     d2 = h.ctl.step(Reading("dev", 1000, temp=60, frequency=575, mac="BB", hostname="b"), 1000)
@@ -231,7 +242,8 @@ def test_identity_change_is_an_alarm(limits):
 
 def test_law_is_data_and_every_row_reachable():
     # Every state has a way out of throttling and every condition names a Facts property.
-    from tempctl.controller import CONDITIONS, Facts
+    from tempctl.core.controller import CONDITIONS, Facts
+
     for row in LAW:
         for c in row["conditions"]:
             assert c in CONDITIONS and isinstance(getattr(Facts, c), property)

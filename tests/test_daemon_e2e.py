@@ -38,16 +38,31 @@ pytestmark = pytest.mark.slow
 
 
 def tempctl(*args: str, env=None, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tempctl", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "tempctl", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
 
 
 @pytest.fixture
 def emulator(tmp_path):
     scenario = tmp_path / "wave.toml"
     scenario.write_text(SCENARIO)
-    proc = tempctl("emulate", "--scenario", str(scenario), "--scale", "1200",
-                   "--start-hours", "1.0", "--seed", "3")
+    proc = tempctl(
+        "emulate",
+        "--scenario",
+        str(scenario),
+        "--scale",
+        "1200",
+        "--start-hours",
+        "1.0",
+        "--seed",
+        "3",
+    )
     url = proc.stdout.readline().strip()
     assert url.startswith("http://127.0.0.1:"), url
     yield url
@@ -57,9 +72,17 @@ def emulator(tmp_path):
 
 def daemon_env(url: str, db: Path, interval: str = "0.5") -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE"))}
-    env.update(BITAXE_IP=url, CHECK_INTERVAL=interval, TEMPCTL_SETTLE="3",
-               STABLE_TIMEFRAME="0.004", TEMPCTL_DB=str(db), TEMP_THRESHOLD="63",
-               FIRST_FREQUENCY="490", SECOND_FREQUENCY="400", MAX_FREQUENCY="575")
+    env.update(
+        BITAXE_IP=url,
+        CHECK_INTERVAL=interval,
+        TEMPCTL_SETTLE="3",
+        STABLE_TIMEFRAME="0.004",
+        TEMPCTL_DB=str(db),
+        TEMP_THRESHOLD="63",
+        FIRST_FREQUENCY="490",
+        SECOND_FREQUENCY="400",
+        MAX_FREQUENCY="575",
+    )
     return env
 
 
@@ -68,8 +91,9 @@ def states(db: Path) -> list[tuple]:
         return []
     conn = sqlite3.connect(db)
     try:
-        return conn.execute("SELECT ts_ms, from_state, to_state, frequency, run_id FROM transitions "
-                            "ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT ts_ms, from_state, to_state, frequency, run_id FROM transitions ORDER BY id"
+        ).fetchall()
     except sqlite3.OperationalError:
         return []
     finally:
@@ -83,8 +107,9 @@ def wait_for(predicate, timeout: float, what: str, proc=None):
         if value:
             return value
         if proc is not None and proc.poll() is not None:
-            pytest.fail(f"daemon exited {proc.returncode} while waiting for {what}:\n"
-                        + proc.stdout.read())
+            pytest.fail(
+                f"daemon exited {proc.returncode} while waiting for {what}:\n" + proc.stdout.read()
+            )
         time.sleep(0.2)
     pytest.fail(f"timed out waiting for {what}")
 
@@ -93,8 +118,12 @@ def test_heat_wave_throttles_and_recovers(emulator, tmp_path):
     db = tmp_path / "tempctl.db"
     proc = tempctl("run", env=daemon_env(emulator, db))
     try:
-        wait_for(lambda: any(s[2] == "NORMAL" and s[1] == "RECOVERING" for s in states(db)),
-                 150, "RECOVERING -> NORMAL", proc)
+        wait_for(
+            lambda: any(s[2] == "NORMAL" and s[1] == "RECOVERING" for s in states(db)),
+            150,
+            "RECOVERING -> NORMAL",
+            proc,
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=10)
@@ -105,15 +134,21 @@ def test_heat_wave_throttles_and_recovers(emulator, tmp_path):
     order = [p for i, p in enumerate(path) if i == 0 or p != path[i - 1]]
     assert order[-5:] == ["NORMAL", "THROTTLED_1", "THROTTLED_2", "RECOVERING", "NORMAL"], order
     conn = sqlite3.connect(db)
-    freqs = [r[0] for r in conn.execute(
-        "SELECT frequency FROM commands WHERE kind = 'set_frequency' ORDER BY id")]
+    freqs = [
+        r[0]
+        for r in conn.execute(
+            "SELECT frequency FROM commands WHERE kind = 'set_frequency' ORDER BY id"
+        )
+    ]
     assert freqs[:2] == [490, 400] and freqs[-1] == 575
     assert all(400 <= f <= 575 for f in freqs)
     assert conn.execute("SELECT count(*) FROM commands WHERE kind = 'restart'").fetchone()[0] == 0
     outcomes = {r[0] for r in conn.execute("SELECT outcome FROM command_log")}
     assert outcomes == {"ok"}
     # the device really runs what tempctl set: the last readings show 575 MHz
-    assert conn.execute("SELECT frequency FROM readings ORDER BY id DESC LIMIT 1").fetchone()[0] == 575
+    assert (
+        conn.execute("SELECT frequency FROM readings ORDER BY id DESC LIMIT 1").fetchone()[0] == 575
+    )
     assert "THROTTLED_1" in out and "stopped" in out
 
 
@@ -126,8 +161,9 @@ def test_kill_9_while_throttled_resumes_throttled(emulator, tmp_path):
     def cool_for(seconds):
         conn = sqlite3.connect(db)
         try:
-            rows = conn.execute("SELECT ts_ms, temp FROM readings WHERE valid = 1 "
-                                "ORDER BY ts_ms DESC LIMIT 40").fetchall()
+            rows = conn.execute(
+                "SELECT ts_ms, temp FROM readings WHERE valid = 1 ORDER BY ts_ms DESC LIMIT 40"
+            ).fetchall()
         finally:
             conn.close()
         span = 0
@@ -143,8 +179,12 @@ def test_kill_9_while_throttled_resumes_throttled(emulator, tmp_path):
     killed_at = max(s[0] for s in states(db))
     second = tempctl("run", env=env)
     try:
-        wait_for(lambda: any(s[2] == "RECOVERING" and s[4] == 2 for s in states(db)), 60,
-                 "RECOVERING after the restart", second)
+        wait_for(
+            lambda: any(s[2] == "RECOVERING" and s[4] == 2 for s in states(db)),
+            60,
+            "RECOVERING after the restart",
+            second,
+        )
     finally:
         second.send_signal(signal.SIGTERM)
         out, _ = second.communicate(timeout=10)
@@ -154,13 +194,15 @@ def test_kill_9_while_throttled_resumes_throttled(emulator, tmp_path):
     # It resumed throttled: no command to MAX at start, the first decision is a restore step.
     cmds = conn.execute("SELECT frequency FROM commands WHERE run_id = 2 ORDER BY id").fetchall()
     assert cmds and cmds[0][0] == 425, cmds
-    event = conn.execute("SELECT message FROM events WHERE run_id = 2 AND kind = 'reconcile'"
-                         ).fetchone()
+    event = conn.execute(
+        "SELECT message FROM events WHERE run_id = 2 AND kind = 'reconcile'"
+    ).fetchone()
     assert event and "resumed THROTTLED_2" in event[0]
     # The stable window (14.4 s) counted readings from before the kill: recovery came sooner.
-    recovered = conn.execute("SELECT min(ts_ms) FROM transitions WHERE run_id = 2 AND "
-                             "to_state = 'RECOVERING'").fetchone()[0]
-    assert recovered - run2_start < 14_400, (recovered - run2_start)
+    recovered = conn.execute(
+        "SELECT min(ts_ms) FROM transitions WHERE run_id = 2 AND to_state = 'RECOVERING'"
+    ).fetchone()[0]
+    assert recovered - run2_start < 14_400, recovered - run2_start
     assert killed_at < run2_start
     # History is whole: each transition starts where the previous one ended.
     rows = conn.execute("SELECT from_state, to_state FROM transitions ORDER BY id").fetchall()

@@ -52,12 +52,17 @@ def gaps(v: LogView, interval: float) -> list[float]:
 @pytest.mark.parametrize("hold_s", [3.0, 12.0], ids=["within-busy-timeout", "beyond-it"])
 def test_database_locked_by_another_writer(tmp_path, fault, hold_s):
     short = hold_s < 10
-    row = fault(f"database locked by another writer ({hold_s:g} s"
-                + (", within the 10 s busy timeout)" if short else ", beyond the busy timeout)"),
-                "no lost rows: every poll logged, ids contiguous"
-                + ("; writes wait for the lock" if short else
-                   "; the failure is reported, rows are kept in memory and written once the "
-                   "lock is gone"))
+    row = fault(
+        f"database locked by another writer ({hold_s:g} s"
+        + (", within the 10 s busy timeout)" if short else ", beyond the busy timeout)"),
+        "no lost rows: every poll logged, ids contiguous"
+        + (
+            "; writes wait for the lock"
+            if short
+            else "; the failure is reported, rows are kept in memory and written once the "
+            "lock is gone"
+        ),
+    )
     emu = start_emulator(tmp_path, scenario="constant")
     db = tmp_path / "tempctl.db"
     v = LogView(db)
@@ -80,10 +85,12 @@ def test_database_locked_by_another_writer(tmp_path, fault, hold_s):
     out = d.output()
     stalls = gaps(v, procs.FAST["check_interval"])
     reported = "cannot write the log (database is locked)" in out
-    row.observed = (f"readings visible to readers during the hold: {during - held} new; "
-                    f"after release: all written, ids contiguous; longest pause between polls "
-                    f"{max(stalls, default=0):.1f} s (the loop waits on the lock); failure "
-                    f"reported: {reported}; SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"readings visible to readers during the hold: {during - held} new; "
+        f"after release: all written, ids contiguous; longest pause between polls "
+        f"{max(stalls, default=0):.1f} s (the loop waits on the lock); failure "
+        f"reported: {reported}; SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert check_log(db, limits_for()) == []
     assert during == held  # nothing could be written while it was held
     if short:
@@ -97,8 +104,9 @@ def test_database_locked_by_another_writer(tmp_path, fault, hold_s):
 
 def lower_fsize(pid: int, db: Path) -> None:
     wal = Path(f"{db}-wal")
-    resource.prlimit(pid, resource.RLIMIT_FSIZE, (wal.stat().st_size + 4096,
-                                                  resource.RLIM_INFINITY))
+    resource.prlimit(
+        pid, resource.RLIMIT_FSIZE, (wal.stat().st_size + 4096, resource.RLIM_INFINITY)
+    )
 
 
 def raise_fsize(pid: int, db: Path) -> None:
@@ -111,12 +119,18 @@ class Tmpfs:
     def __init__(self, path: Path):
         self.path = path
         path.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs",
-                            str(path)], capture_output=True, text=True, check=False)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if r.returncode != 0:
             path.rmdir()
-            pytest.skip(f"mount not permitted here ({r.stderr.strip()}); the RLIMIT_FSIZE "
-                        "variant covers disk full")
+            pytest.skip(
+                f"mount not permitted here ({r.stderr.strip()}); the RLIMIT_FSIZE "
+                "variant covers disk full"
+            )
         self.filler = path / "filler"
 
     def fill(self, pid: int, db: Path) -> None:
@@ -136,11 +150,12 @@ class Tmpfs:
 
 @pytest.mark.parametrize("how", ["fsize", "tmpfs"])
 def test_disk_full(tmp_path, fault, how, request):
-    row = fault("disk full (" + ("RLIMIT_FSIZE: EFBIG" if how == "fsize" else "full tmpfs: "
-                                 "ENOSPC") + ")",
-                "control goes on (the device is throttled during the outage); the failure is "
-                "reported; rows are kept in memory and written when space returns: no lost "
-                "rows, ids contiguous")
+    row = fault(
+        "disk full (" + ("RLIMIT_FSIZE: EFBIG" if how == "fsize" else "full tmpfs: ENOSPC") + ")",
+        "control goes on (the device is throttled during the outage); the failure is "
+        "reported; rows are kept in memory and written when space returns: no lost "
+        "rows, ids contiguous",
+    )
     fs = Tmpfs(tmp_path / "fs") if how == "tmpfs" else None
     if fs:
         request.addfinalizer(fs.close)  # after the log has been read
@@ -155,8 +170,7 @@ def test_disk_full(tmp_path, fault, how, request):
         t_full = time.monotonic()
         logged = v.count("readings")
         emu.set_ambient(10.0)  # a heat wave while the disk is full: the guard must still act
-        wait_for(lambda: emu.state()["frequency_mhz"] < 575, 20, "a throttle during the outage",
-                 d)
+        wait_for(lambda: emu.state()["frequency_mhz"] < 575, 20, "a throttle during the outage", d)
         throttled = emu.state()["frequency_mhz"]
         frozen = v.count("readings")
         (fs.free if fs else raise_fsize)(d.pid, db)
@@ -172,11 +186,13 @@ def test_disk_full(tmp_path, fault, how, request):
     error = next(line for line in out.splitlines() if "cannot write the log" in line)
     delayed = next(line for line in out.splitlines() if "database writable again" in line)
     trans = v.transitions()
-    row.observed = (f"'{error.split('ERROR ', 1)[-1]}'; during a {outage_s:.1f} s outage the "
-                    f"device was throttled to {throttled:g} MHz; then "
-                    f"'{delayed.split('WARNING ', 1)[-1]}'; {back - logged} readings and "
-                    f"{len(trans)} transitions written late, ids contiguous; "
-                    f"SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"'{error.split('ERROR ', 1)[-1]}'; during a {outage_s:.1f} s outage the "
+        f"device was throttled to {throttled:g} MHz; then "
+        f"'{delayed.split('WARNING ', 1)[-1]}'; {back - logged} readings and "
+        f"{len(trans)} transitions written late, ids contiguous; "
+        f"SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert frozen == logged, "rows were written while the disk was full?"
     assert back > logged and any(t["to_state"].startswith("THROTTLED") for t in trans)
     assert check_log(db, limits_for()) == []
@@ -207,7 +223,7 @@ def make_text(path: Path) -> None:
 
 
 def make_newer(path: Path) -> None:
-    from tempctl.log import Log
+    from tempctl.store.eventlog import Log
 
     Log(path).close()
     conn = sqlite3.connect(path)
@@ -225,16 +241,26 @@ BAD_FILES = [
 
 @pytest.mark.parametrize("name,make,message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_bad_database_file_is_refused_and_left_untouched(tmp_path, fault, name, make, message):
-    row = fault(f"database {name} at start", "clear one-line error, exit 1, nothing sent to "
-                "the device; the file is left byte for byte as it was, no file added")
+    row = fault(
+        f"database {name} at start",
+        "clear one-line error, exit 1, nothing sent to "
+        "the device; the file is left byte for byte as it was, no file added",
+    )
     db = tmp_path / "data" / "tempctl.db"
     db.parent.mkdir()
     make(db)
     before, files = sha(db), sorted(os.listdir(db.parent))
     with procs.fake_device() as dev:
         env = daemon_env(dev.address, db, tmp_path)
-        r = subprocess.run([procs.PYTHON, "-m", "tempctl", "run"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=30, check=False)
+        r = subprocess.run(
+            [procs.PYTHON, "-m", "tempctl", "run"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         hits = sum(dev.hits.values())
     err = r.stderr.strip()
     row.observed = f"exit {r.returncode}: '{err}'; file unchanged; {hits} requests to the device"
@@ -245,14 +271,24 @@ def test_bad_database_file_is_refused_and_left_untouched(tmp_path, fault, name, 
 
 
 def test_missing_database(tmp_path, fault):
-    row = fault("database missing at start", "a missing file in an existing directory is "
-                "created as a new tempctl log; a missing directory is a clear error (exit 1), "
-                "nothing created")
+    row = fault(
+        "database missing at start",
+        "a missing file in an existing directory is "
+        "created as a new tempctl log; a missing directory is a clear error (exit 1), "
+        "nothing created",
+    )
     with procs.fake_device() as dev:
         gone = tmp_path / "no" / "such" / "dir" / "tempctl.db"
         env = daemon_env(dev.address, gone, tmp_path)
-        r = subprocess.run([procs.PYTHON, "-m", "tempctl", "run"], env=env, cwd=tmp_path,
-                           capture_output=True, text=True, timeout=30, check=False)
+        r = subprocess.run(
+            [procs.PYTHON, "-m", "tempctl", "run"],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert r.returncode == 1 and r.stderr.startswith("Error: "), r.stderr
         assert not (tmp_path / "no").exists()
         fresh = tmp_path / "fresh.db"
@@ -263,7 +299,9 @@ def test_missing_database(tmp_path, fault):
         finally:
             d.stop()
     app = LogView(fresh).value("SELECT value FROM meta WHERE key = 'app'")
-    row.observed = (f"missing directory: exit {r.returncode}, '{r.stderr.strip()}'; missing "
-                    f"file: created (meta app={app!r}) and logging")
+    row.observed = (
+        f"missing directory: exit {r.returncode}, '{r.stderr.strip()}'; missing "
+        f"file: created (meta app={app!r}) and logging"
+    )
     assert app == "tempctl"
     shutil.rmtree(tmp_path / "no", ignore_errors=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 from procs import wait_for
 
-from tempctl import demo
-from tempctl.log import Log
+from tempctl.sim import demo
+from tempctl.store.eventlog import Log
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,17 +32,27 @@ REPO = Path(__file__).resolve().parent.parent
 class DemoProc:
     """``tempctl demo ...`` with stdout+stderr collected line by line (never a full pipe)."""
 
-    def __init__(self, args: list[str], cwd: Path, env_extra: dict | None = None,
-                 argv0: list[str] | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        cwd: Path,
+        env_extra: dict | None = None,
+        argv0: list[str] | None = None,
+    ):
         self.marker = uuid.uuid4().hex
         env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
-        env.update(DEMO_TEST_MARKER=self.marker, PYTHONUNBUFFERED="1",
-                   **(env_extra or {}))
+        env.update(DEMO_TEST_MARKER=self.marker, PYTHONUNBUFFERED="1", **(env_extra or {}))
         env.setdefault("PYTHONPATH", str(REPO))
         cmd = (argv0 or [sys.executable, "-m", "tempctl"]) + ["demo", *args]
-        self.popen = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      text=True)
+        self.popen = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -90,15 +100,17 @@ class DemoProc:
         return found
 
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/environ").exists(),
-                                reason="needs Linux /proc to find leftover processes")
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/environ").exists(), reason="needs Linux /proc to find leftover processes"
+)
 
 
 def transitions(db: Path) -> list[tuple[str, str, float]]:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute("SELECT from_state, to_state, frequency FROM transitions "
-                            "ORDER BY id").fetchall()
+        return conn.execute(
+            "SELECT from_state, to_state, frequency FROM transitions ORDER BY id"
+        ).fetchall()
     finally:
         conn.close()
 
@@ -127,23 +139,40 @@ def test_demo_throttles_recovers_and_stops_on_sigterm(tmp_path):
     # 4x the default speed (scale 8000): the same story in a quarter of the time. The
     # user's own settings must not leak in (demo_settings reads environ={}).
     db = tmp_path / "demo.db"
-    hostile = {"TEMP_THRESHOLD": "40", "CHECK_INTERVAL": "30", "BITAXE_IP": "192.0.2.1",
-               "TEMPCTL_CONFIG": str(tmp_path / "missing.toml")}
-    run = DemoProc(["--duration", "40", "--scale", "8000", "--port-ui", "0", "--db", str(db)],
-                   cwd=tmp_path, env_extra=hostile)
+    hostile = {
+        "TEMP_THRESHOLD": "40",
+        "CHECK_INTERVAL": "30",
+        "BITAXE_IP": "192.0.2.1",
+        "TEMPCTL_CONFIG": str(tmp_path / "missing.toml"),
+    }
+    run = DemoProc(
+        ["--duration", "40", "--scale", "8000", "--port-ui", "0", "--db", str(db)],
+        cwd=tmp_path,
+        env_extra=hostile,
+    )
     try:
-        url_line = wait_for(lambda: next((ln for ln in run.lines if "Datasette" in ln), None),
-                            timeout=30, what="the Datasette URL", proc=run)
+        url_line = wait_for(
+            lambda: next((ln for ln in run.lines if "Datasette" in ln), None),
+            timeout=30,
+            what="the Datasette URL",
+            proc=run,
+        )
         base = url_line.split()[-1].rstrip("/")
         assert base.startswith("http://127.0.0.1:")
-        body = wait_for(lambda: _get(f"{base}/{db.stem}/transitions.json?_shape=array"),
-                        timeout=10, what="Datasette serving the log", proc=run)
+        body = wait_for(
+            lambda: _get(f"{base}/{db.stem}/transitions.json?_shape=array"),
+            timeout=10,
+            what="Datasette serving the log",
+            proc=run,
+        )
         assert isinstance(json.loads(body), list)
+
         # Non-TTY output: one line per state/frequency change. Wait for NORMAL after
         # RECOVERING, then stop the way systemd or `kill` would.
         def recovered():
             states = [ln.split("|")[1].split()[0] for ln in run.lines if ln.count("|") == 3]
             return "RECOVERING" in states and states[-1] == "NORMAL"
+
         wait_for(recovered, timeout=35, what="NORMAL after RECOVERING", proc=run)
         run.popen.send_signal(signal.SIGTERM)
         code = run.wait(timeout=10)
@@ -219,7 +248,7 @@ def test_timing_follows_the_scale():
 def test_cli_default_scale_is_the_demo_default():
     from click.testing import CliRunner
 
-    from tempctl.cli import cli
+    from tempctl.cli.main import cli
 
     help_text = CliRunner().invoke(cli, ["demo", "--help"]).output
     assert f"default: {demo.DEFAULT_SCALE:g}" in help_text.replace("\n", " ")
@@ -235,15 +264,15 @@ def test_default_db_path_never_reuses_a_file(tmp_path):
 def test_settings_ignore_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("TEMP_THRESHOLD", "40")
     monkeypatch.setenv("TEMPCTL_DRY_RUN", "true")
-    s = demo.demo_settings("127.0.0.1:8123", tmp_path / "d.db", demo.Timing.for_scale(),
-                           tmp_path / "absent.toml")
+    s = demo.demo_settings(
+        "127.0.0.1:8123", tmp_path / "d.db", demo.Timing.for_scale(), tmp_path / "absent.toml"
+    )
     assert (s.temp_threshold, s.dry_run, s.check_interval, s.settle) == (63, False, 0.5, 1.0)
     assert s.stable_seconds == pytest.approx(3.0)
     assert [d.url for d in s.devices] == ["http://127.0.0.1:8123"]
 
 
-STATUS = demo.Status("THROTTLED_1", since_ms=1_000, frequency=490.0, temp=63.25,
-                     reading_ms=2_000)
+STATUS = demo.Status("THROTTLED_1", since_ms=1_000, frequency=490.0, temp=63.25, reading_ms=2_000)
 
 
 def test_status_line_on_a_terminal_rewrites_one_line():
@@ -254,8 +283,9 @@ def test_status_line_on_a_terminal_rewrites_one_line():
     line.end()
     text = out.getvalue()
     assert text.count("\n") == 1 and text.count("\r") == 2
-    assert text.split("\r")[-1] == ("day 1 03:36 air 31.5 °C | THROTTLED_1   2.0 s | "
-                                    "ASIC  63.2 °C | 490 MHz\n")
+    assert text.split("\r")[-1] == (
+        "day 1 03:36 air 31.5 °C | THROTTLED_1   2.0 s | ASIC  63.2 °C | 490 MHz\n"
+    )
 
 
 def test_status_line_in_a_log_prints_changes_only():

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
+from tempctl.cli.main import cli
 from tempctl.config import FIELDS
-from tempctl.controller import State
-from tempctl.diagram import mermaid
+from tempctl.core.controller import State
+from tempctl.core.diagram import mermaid
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
@@ -27,16 +27,19 @@ def test_every_command_is_documented_and_has_help(name):
 
 @pytest.mark.parametrize("field", FIELDS, ids=lambda f: f.env)
 def test_every_setting_is_documented(field):
-    row = next((line for line in README.splitlines() if line.startswith(f"| `{field.env}` |")), None)
+    row = next(
+        (line for line in README.splitlines() if line.startswith(f"| `{field.env}` |")), None
+    )
     assert row, f"{field.env} missing from the README configuration table"
     assert f"`{field.flag}`" in row and f"`{field.toml}`" in row
 
 
 def test_state_diagram_is_in_sync():
-    block = re.search(r"<!-- mermaid:start -->\n```mermaid\n(.*?)```\n<!-- mermaid:end -->", README,
-                      re.S)
+    block = re.search(
+        r"<!-- mermaid:start -->\n```mermaid\n(.*?)```\n<!-- mermaid:end -->", README, re.S
+    )
     assert block, "mermaid block markers missing"
-    assert block.group(1) == mermaid(), "run: python -m tempctl.diagram and paste into README"
+    assert block.group(1) == mermaid(), "run: python -m tempctl.core.diagram and paste into README"
 
 
 @pytest.mark.parametrize("state", list(State))

@@ -36,17 +36,21 @@ from openapi_core import OpenAPI
 from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAPIResponse
 from openapi_core.validation.response.exceptions import InvalidData, MissingData
 
-from tempctl.clock import FakeClock
-from tempctl.emulator import FAULT_NAMES, Emulator, parse_faults
-from tempctl.firmware import BODIES_DIR, TEMPLATES
+from tempctl.core.clock import FakeClock
+from tempctl.sim.emulator import FAULT_NAMES, Emulator, parse_faults
+from tempctl.sim.firmware import BODIES_DIR, TEMPLATES
 
 HERE = Path(__file__).parent
 API = OpenAPI.from_file_path(str(HERE / "data" / "esp-miner-openapi.yaml"))
 TOLERATED_TYPES = {
-    "stratumTLS", "fallbackStratumTLS",
-    "stratumExtranonceSubscribe", "fallbackStratumExtranonceSubscribe",
-    "stratumDecodeCoinbase", "fallbackStratumDecodeCoinbase",
-    "bestDiff", "bestSessionDiff",
+    "stratumTLS",
+    "fallbackStratumTLS",
+    "stratumExtranonceSubscribe",
+    "fallbackStratumExtranonceSubscribe",
+    "stratumDecodeCoinbase",
+    "fallbackStratumDecodeCoinbase",
+    "bestDiff",
+    "bestSessionDiff",
 }
 PROFILES = {  # version -> (asic, reference body)
     "v2.1.10": ("BM1366", TEMPLATES[0][1]),
@@ -79,8 +83,10 @@ def spec_errors(resp):
     try:
         API.validate_response(RequestsOpenAPIRequest(resp.request), RequestsOpenAPIResponse(resp))
     except InvalidData as exc:
-        return [(".".join(map(str, e.path)), e.validator, e.message)
-                for e in exc.__cause__.schema_errors]
+        return [
+            (".".join(map(str, e.path)), e.validator, e.message)
+            for e in exc.__cause__.schema_errors
+        ]
     return []
 
 
@@ -250,11 +256,14 @@ def test_patch_without_validation_v210(body, status, after):
         assert get(emu, "/api/system/info").json()[key] == value
 
 
-@pytest.mark.parametrize(("version", "body", "status", "frequency"), [
-    ("v2.4.5", {"frequency": 70000}, 200, 4464),  # <= v2.9: u16, wraps at 65536
-    ("v2.4.5", {"frequency": 512.7}, 200, 512),  # <= v2.9: truncated to an integer
-    ("v2.1.10", b"{bad", 200, 575),  # before v2.4.0 bad JSON is a silent 200
-])
+@pytest.mark.parametrize(
+    ("version", "body", "status", "frequency"),
+    [
+        ("v2.4.5", {"frequency": 70000}, 200, 4464),  # <= v2.9: u16, wraps at 65536
+        ("v2.4.5", {"frequency": 512.7}, 200, 512),  # <= v2.9: truncated to an integer
+        ("v2.1.10", b"{bad", 200, 575),  # before v2.4.0 bad JSON is a silent 200
+    ],
+)
 def test_patch_older_generations(version, body, status, frequency):
     with emulator(version) as emu:
         assert patch(emu, body).status_code == status
@@ -360,9 +369,24 @@ def check_info_fault(emu, fault):
         raise AssertionError(fault)
 
 
-@pytest.mark.parametrize("fault", ["timeout", "5xx", "malformed", "truncated", "huge",
-                                   "wrong_types", "missing", "sensor_m1", "sensor_0",
-                                   "sensor_127", "reboot", "mac_change", "overheat"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "timeout",
+        "5xx",
+        "malformed",
+        "truncated",
+        "huge",
+        "wrong_types",
+        "missing",
+        "sensor_m1",
+        "sensor_0",
+        "sensor_127",
+        "reboot",
+        "mac_change",
+        "overheat",
+    ],
+)
 def test_info_faults_seen_by_a_raw_client(fault):
     with emulator("v2.15.0", faults=fault, hang_s=0.6) as emu:
         check_info_fault(emu, fault)
@@ -405,8 +429,10 @@ def _signature(emu, n):
 
 def test_faults_reproduce_with_the_seed():
     spec = "5xx=0.3,malformed=0.3,truncated=0.2"
-    with emulator("v2.15.0", faults=spec, seed=7) as a, emulator("v2.15.0", faults=spec,
-                                                                seed=7) as b:
+    with (
+        emulator("v2.15.0", faults=spec, seed=7) as a,
+        emulator("v2.15.0", faults=spec, seed=7) as b,
+    ):
         first, second = _signature(a, 30), _signature(b, 30)
     assert first == second
     assert {s for s, _, _ in first} == {200, 500}
@@ -417,7 +443,11 @@ def test_faults_reproduce_with_the_seed():
 def test_parse_faults():
     spec = parse_faults(" timeout=0.1, 5xx ,malformed=0.5")
     assert (spec.p("timeout"), spec.p("5xx"), spec.p("malformed"), spec.p("huge")) == (
-        0.1, 1.0, 0.5, 0.0)
+        0.1,
+        1.0,
+        0.5,
+        0.0,
+    )
     assert str(spec) == "timeout=0.1,5xx,malformed=0.5"
     assert not parse_faults("") and not parse_faults(None)
     assert set(FAULT_NAMES) >= {"timeout", "restart_fail", "mac_change", "overheat"}
@@ -436,8 +466,19 @@ def test_control_api():
     with emulator("v2.15.0") as emu:
         url = emu.urls[0]
         s = state(emu)
-        assert {"die_c", "vr_c", "ambient_c", "plant_time_s", "frequency_mhz", "actual_mhz",
-                "fan_pct", "running", "restarts", "patches", "overheat_trips"} <= set(s)
+        assert {
+            "die_c",
+            "vr_c",
+            "ambient_c",
+            "plant_time_s",
+            "frequency_mhz",
+            "actual_mhz",
+            "fan_pct",
+            "running",
+            "restarts",
+            "patches",
+            "overheat_trips",
+        } <= set(s)
         r = requests.post(url + "/_emulator/faults", json={"faults": "5xx"}, timeout=TIMEOUT)
         assert r.json() == {"faults": "5xx"}
         assert get(emu, "/api/system/info").status_code == 500
@@ -454,8 +495,11 @@ def test_control_api():
 def test_private_ip_check_rejects_loopback_like_the_firmware():
     with emulator("v2.15.0", private_ip_check=True) as emu:
         r = get(emu, "/api/system/info")
-        assert (r.status_code, r.text, r.headers["Content-Type"]) == (401, "Unauthorized",
-                                                                       "text/html")
+        assert (r.status_code, r.text, r.headers["Content-Type"]) == (
+            401,
+            "Unauthorized",
+            "text/html",
+        )
         assert "Access-Control-Allow-Origin" not in r.headers
         assert spec_errors(r) == []
         assert state(emu)["reachable"]  # the control API is never checked
@@ -480,9 +524,14 @@ def test_many_devices_and_scale():
 @pytest.mark.slow
 def test_emulate_command_serves_until_sigterm():
     env = dict(os.environ, PYTHONPATH=str(HERE.parent))
-    proc = subprocess.Popen([sys.executable, "-m", "tempctl", "emulate", "--port", "0",
-                             "--seed", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, cwd=HERE.parent, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tempctl", "emulate", "--port", "0", "--seed", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=HERE.parent,
+        text=True,
+    )
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 15)
         assert ready, f"no URL within 15 s; stderr: {proc.stderr.read() if proc.poll() else ''}"
@@ -501,7 +550,7 @@ def test_emulate_command_serves_until_sigterm():
 def test_emulate_refuses_non_loopback_and_bad_faults():
     from click.testing import CliRunner
 
-    from tempctl.cli import cli
+    from tempctl.cli.main import cli
 
     r = CliRunner().invoke(cli, ["emulate", "--host", "0.0.0.0"])
     assert r.exit_code == 2 and "not a loopback address; add --allow-remote" in r.output

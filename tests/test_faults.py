@@ -42,10 +42,10 @@ from procs import (
 )
 from werkzeug import Response
 
-from tempctl.axeos import parse_info
-from tempctl.controller import VERIFY_RETRIES, Controller, Limits
-from tempctl.emulator import Emulator
-from tempctl.reading import Reading
+from tempctl.core.controller import VERIFY_RETRIES, Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.device.axeos import parse_info
+from tempctl.sim.emulator import Emulator
 
 fault = procs.fault_recorder()
 slow = pytest.mark.slow  # every test that starts the daemon
@@ -105,8 +105,10 @@ class Window:
     def describe(self) -> str:
         rs, bad = self.readings, self.invalid
         top = "; ".join(f"'{e}' ×{n}" for e, n in self.errors().most_common(2))
-        text = (f"{len(bad)}/{len(rs)} polls invalid ({top}); {len(self.transitions())} "
-                f"transitions, {len(self.commands())} commands meanwhile")
+        text = (
+            f"{len(bad)}/{len(rs)} polls invalid ({top}); {len(self.transitions())} "
+            f"transitions, {len(self.commands())} commands meanwhile"
+        )
         if self.recovered_s is not None:
             text += f"; valid again {self.recovered_s:.1f} s after the fault cleared"
         if self.stop_s is not None:
@@ -118,28 +120,47 @@ def max_reading_id(db) -> int:
     return LogView(db).value("SELECT coalesce(max(id), 0) FROM readings") or 0
 
 
-def run_window(tmp_path, address: str, *, inject, clear, polls: int = 8,
-               warmup_valid: int = 4, settings: dict | None = None,
-               invalid_expected: bool = True) -> Window:
+def run_window(
+    tmp_path,
+    address: str,
+    *,
+    inject,
+    clear,
+    polls: int = 8,
+    warmup_valid: int = 4,
+    settings: dict | None = None,
+    invalid_expected: bool = True,
+) -> Window:
     """Start the daemon, let it poll a healthy device, inject, wait ``polls`` (invalid) polls,
     clear, wait for a valid reading, stop it with SIGTERM and check the log."""
     db = tmp_path / "tempctl.db"
     d = start_daemon(address, db, tmp_path, **(settings or {}))
     v = LogView(db)
     try:
-        wait_for(lambda: v.count("readings", "valid = 1") >= warmup_valid, 20,
-                 f"{warmup_valid} valid readings", d)
+        wait_for(
+            lambda: v.count("readings", "valid = 1") >= warmup_valid,
+            20,
+            f"{warmup_valid} valid readings",
+            d,
+        )
         inject()
         first = max_reading_id(db)
         cond = "valid = 0 AND id > ?" if invalid_expected else "id > ?"
-        wait_for(lambda: v.count("readings", cond, first) >= polls, 40,
-                 f"{polls} polls under the fault", d)
+        wait_for(
+            lambda: v.count("readings", cond, first) >= polls,
+            40,
+            f"{polls} polls under the fault",
+            d,
+        )
         clear()
         cleared = now_ms()
         last = max_reading_id(db)
-        ts = wait_for(lambda: v.value("SELECT min(ts_ms) FROM readings WHERE id > ? AND "
-                                      "valid = 1", last), 30, "a valid reading after the fault",
-                      d)
+        ts = wait_for(
+            lambda: v.value("SELECT min(ts_ms) FROM readings WHERE id > ? AND valid = 1", last),
+            30,
+            "a valid reading after the fault",
+            d,
+        )
         w = Window(db, first, last, recovered_s=max(0.0, (ts - cleared) / 1000))
         w.stop_s = assert_clean_exit(d)
     finally:
@@ -158,8 +179,11 @@ EMULATOR_FAULTS = [
     ("malformed", "non-JSON", r"bad_response: not JSON"),
     ("huge", "body over 64 KiB", r"too_large: body of \d+ bytes is over the 65536-byte cap"),
     ("missing", "missing fields", r"temp missing"),
-    ("wrong_types", "wrong types (emulator: strings, null, false, objects)",
-     r"temp(=.*: not a number| missing)"),
+    (
+        "wrong_types",
+        "wrong types (emulator: strings, null, false, objects)",
+        r"temp(=.*: not a number| missing)",
+    ),
     ("sensor_m1", "sensor -1", r"temp=-1: sensor not ready"),
     ("sensor_0", "sensor 0", r"temp=0: no reading"),
 ]
@@ -167,15 +191,23 @@ EMULATOR_FAULTS = [
 
 @slow
 @pytest.mark.parametrize("spec,name,pattern", EMULATOR_FAULTS, ids=[f[0] for f in EMULATOR_FAULTS])
-def test_emulator_fault_invalidates_polls_and_never_moves_the_law(tmp_path, fault, spec, name,
-                                                                  pattern):
-    row = fault(name, "no crash; every poll logged invalid with the reason; no transition or "
-                      "command on an invalid reading; valid again once the fault clears; "
-                      "SIGTERM exits 0")
+def test_emulator_fault_invalidates_polls_and_never_moves_the_law(
+    tmp_path, fault, spec, name, pattern
+):
+    row = fault(
+        name,
+        "no crash; every poll logged invalid with the reason; no transition or "
+        "command on an invalid reading; valid again once the fault clears; "
+        "SIGTERM exits 0",
+    )
     emu = start_emulator(tmp_path, start_hours=HOT_HOURS, seed=11)
     try:
-        w = run_window(tmp_path, emu.address, inject=lambda: emu.set_faults(spec),
-                       clear=lambda: emu.set_faults(""))
+        w = run_window(
+            tmp_path,
+            emu.address,
+            inject=lambda: emu.set_faults(spec),
+            clear=lambda: emu.set_faults(""),
+        )
     finally:
         emu.stop()
     row.observed = w.describe()
@@ -192,8 +224,11 @@ def test_emulator_fault_invalidates_polls_and_never_moves_the_law(tmp_path, faul
 
 @slow
 def test_connection_refused_then_device_appears(tmp_path, fault):
-    row = fault("connection refused", "no crash; each poll logged 'unreachable: connection "
-                "refused'; no transition or command; control starts once the device listens")
+    row = fault(
+        "connection refused",
+        "no crash; each poll logged 'unreachable: connection "
+        "refused'; no transition or command; control starts once the device listens",
+    )
     port = free_port()
     db = tmp_path / "tempctl.db"
     v = LogView(db)
@@ -203,8 +238,12 @@ def test_connection_refused_then_device_appears(tmp_path, fault):
         wait_for(lambda: v.count("readings", "valid = 0") >= 8, 20, "8 refused polls", d)
         emu = start_emulator(tmp_path, port=port, start_hours=HOT_HOURS)
         appeared = now_ms()
-        ts = wait_for(lambda: v.value("SELECT min(ts_ms) FROM readings WHERE valid = 1"), 20,
-                      "a valid reading", d)
+        ts = wait_for(
+            lambda: v.value("SELECT min(ts_ms) FROM readings WHERE valid = 1"),
+            20,
+            "a valid reading",
+            d,
+        )
         wait_for(lambda: v.count("transitions") >= 1, 20, "the first transition", d)
         stop_s = assert_clean_exit(d)
     finally:
@@ -214,8 +253,9 @@ def test_connection_refused_then_device_appears(tmp_path, fault):
     bad = v.readings("valid = 0")
     w = Window(db, 0, bad[-1]["id"], recovered_s=(ts - appeared) / 1000, stop_s=stop_s)
     row.observed = w.describe() + "; then throttled the hot device"
-    assert all(short(r["error"]) == "unreachable: connection refused" for r in bad), \
-        {r["error"] for r in bad}
+    assert all(short(r["error"]) == "unreachable: connection refused" for r in bad), {
+        r["error"] for r in bad
+    }
     first_valid = v.value("SELECT min(ts_ms) FROM readings WHERE valid = 1")
     assert all(t["ts_ms"] >= first_valid for t in v.transitions())
     assert check_log(db, limits_for()) == []
@@ -247,9 +287,12 @@ def blackhole() -> socket.socket:
 
 @slow
 def test_connect_timeout(tmp_path, fault):
-    row = fault("connect timeout", "no crash; each poll logged 'timeout: connect timeout'; "
-                "ticks that come while a poll hangs are skipped, not queued (no burst after "
-                "it); no transition or command; SIGTERM exits 0 promptly")
+    row = fault(
+        "connect timeout",
+        "no crash; each poll logged 'timeout: connect timeout'; "
+        "ticks that come while a poll hangs are skipped, not queued (no burst after "
+        "it); no transition or command; SIGTERM exits 0 promptly",
+    )
     db = tmp_path / "tempctl.db"
     v = LogView(db)
     with blackhole() as srv:
@@ -262,9 +305,11 @@ def test_connect_timeout(tmp_path, fault):
             d.stop()
     rows = v.readings()
     spacing = (rows[1]["ts_ms"] - rows[0]["ts_ms"]) / 1000
-    row.observed = (f"{len(rows)} polls, all invalid ('{short(rows[0]['error'])}'), "
-                    f"{spacing:.1f} s apart (polls every 0.25 s; the ticks in between were "
-                    f"skipped); 0 transitions, 0 commands; SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"{len(rows)} polls, all invalid ('{short(rows[0]['error'])}'), "
+        f"{spacing:.1f} s apart (polls every 0.25 s; the ticks in between were "
+        f"skipped); 0 transitions, 0 commands; SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert all(short(r["error"]).startswith("timeout: connect timeout") for r in rows)
     assert spacing > 3.0, "polls queued up behind the hanging one"
     assert v.count("transitions") == 0 and v.count("commands") == 0
@@ -274,8 +319,11 @@ def test_connect_timeout(tmp_path, fault):
 
 @slow
 def test_read_timeout(tmp_path, fault):
-    row = fault("read timeout", "no crash; each poll logged 'timeout: read timeout'; no "
-                "transition or command; valid again once the device answers")
+    row = fault(
+        "read timeout",
+        "no crash; each poll logged 'timeout: read timeout'; no "
+        "transition or command; valid again once the device answers",
+    )
     release = threading.Event()
     with fake_device() as dev:
         dev.info["temp"] = 58.0
@@ -289,9 +337,13 @@ def test_read_timeout(tmp_path, fault):
 
         dev.server.clear_all_handlers()
         dev.server.expect_request("/api/system/info").respond_with_handler(slow_info)
-        w = run_window(tmp_path, dev.address, polls=3,
-                       inject=lambda: hang.update(on=True),
-                       clear=lambda: (hang.update(on=False), release.set()))
+        w = run_window(
+            tmp_path,
+            dev.address,
+            polls=3,
+            inject=lambda: hang.update(on=True),
+            clear=lambda: (hang.update(on=False), release.set()),
+        )
         release.set()
     row.observed = w.describe()
     assert all(short(r["error"]).startswith("timeout: read timeout") for r in w.invalid)
@@ -303,12 +355,18 @@ def test_read_timeout(tmp_path, fault):
 
 @slow
 def test_404(tmp_path, fault):
-    row = fault("404", "no crash; each poll logged 'bad_response: HTTP 404'; no transition or "
-                "command; valid again once the route answers")
+    row = fault(
+        "404",
+        "no crash; each poll logged 'bad_response: HTTP 404'; no transition or "
+        "command; valid again once the route answers",
+    )
     with fake_device() as dev:
-        w = run_window(tmp_path, dev.address,
-                       inject=lambda: setattr(dev, "info_status", 404),
-                       clear=lambda: setattr(dev, "info_status", 200))
+        w = run_window(
+            tmp_path,
+            dev.address,
+            inject=lambda: setattr(dev, "info_status", 404),
+            clear=lambda: setattr(dev, "info_status", 200),
+        )
     row.observed = w.describe()
     assert all("HTTP 404" in r["error"] for r in w.invalid)
     assert w.transitions() == [] and w.commands() == []
@@ -316,9 +374,11 @@ def test_404(tmp_path, fault):
 
 @slow
 def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
-    row = fault("body over 64 KiB, streamed without Content-Length",
-                "no crash; reading stops at the cap (the rest is never read); poll logged "
-                "'too_large'; valid again afterwards")
+    row = fault(
+        "body over 64 KiB, streamed without Content-Length",
+        "no crash; reading stops at the cap (the rest is never read); poll logged "
+        "'too_large'; valid again afterwards",
+    )
     sent = Counter()
     with fake_device() as dev:
         original = dev._info
@@ -339,8 +399,13 @@ def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
 
         dev.server.clear_all_handlers()
         dev.server.expect_request("/api/system/info").respond_with_handler(streamed)
-        w = run_window(tmp_path, dev.address, polls=4, inject=lambda: big.update(on=True),
-                       clear=lambda: big.update(on=False))
+        w = run_window(
+            tmp_path,
+            dev.address,
+            polls=4,
+            inject=lambda: big.update(on=True),
+            clear=lambda: big.update(on=False),
+        )
     per_poll_kib = sent["chunks"] / max(1, len(w.invalid))
     row.observed = w.describe() + f"; ~{per_poll_kib:.0f} KiB sent per poll of a 1 MiB body"
     assert all("too_large" in r["error"] and "stopped reading" in r["error"] for r in w.invalid)
@@ -349,23 +414,25 @@ def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
 
 
 WRONG = [
-    ("temp \"hot\"", {"temp": "hot"}, "temp='hot': not a number"),
+    ('temp "hot"', {"temp": "hot"}, "temp='hot': not a number"),
     ("temp null", {"temp": None}, "temp missing"),
     ("temp NaN", {"temp": float("nan")}, "temp=nan: not a finite number"),
     ("temp 1e308", {"temp": 1e308}, "temp=1e+308: above 150 °C"),
     ("temp -1e308", {"temp": -1e308}, "below zero"),
     ("frequency -490", {"frequency": -490}, "frequency=-490: outside 1..65535"),
-    ("frequency \"490\"", {"frequency": "490"}, "frequency='490': not a number"),
+    ('frequency "490"', {"frequency": "490"}, "frequency='490': not a number"),
     ("body is a list", [1, 2], "expected an object"),
 ]
 
 
 @slow
 def test_wrong_types_and_absurd_values(tmp_path, fault):
-    row = fault("wrong types (temp \"hot\", null, NaN, 1e308, negative frequency)",
-                "no crash; each value refused with a note, the reading invalid when temp is "
-                "refused; no transition or command from any of them (a 1e308 °C reading must "
-                "not throttle)")
+    row = fault(
+        'wrong types (temp "hot", null, NaN, 1e308, negative frequency)',
+        "no crash; each value refused with a note, the reading invalid when temp is "
+        "refused; no transition or command from any of them (a 1e308 °C reading must "
+        "not throttle)",
+    )
     seen = {}
     with fake_device() as dev:
         dev.info["temp"] = 58.0  # cool: only a misread value could cause a step
@@ -382,13 +449,21 @@ def test_wrong_types_and_absurd_values(tmp_path, fault):
                     body = dict(procs.template_body(), temp=58.0)
                     body.update(change)
                     dev.info_raw = json.dumps(body).encode()  # NaN is written as NaN
-                wait_for(lambda first=first: v.count("readings", "id > ?", first + 1) >= 3, 20,
-                         f"3 polls of {label}", d)
+                wait_for(
+                    lambda first=first: v.count("readings", "id > ?", first + 1) >= 3,
+                    20,
+                    f"3 polls of {label}",
+                    d,
+                )
                 seen[label] = v.readings("id > ?", first + 1)
             dev.info_raw = None
             last = max_reading_id(db)
-            wait_for(lambda: v.count("readings", "id > ? AND valid = 1", last) >= 1, 20,
-                     "a valid reading again", d)
+            wait_for(
+                lambda: v.count("readings", "id > ? AND valid = 1", last) >= 1,
+                20,
+                "a valid reading again",
+                d,
+            )
             stop_s = assert_clean_exit(d)
         finally:
             d.stop()
@@ -401,8 +476,10 @@ def test_wrong_types_and_absurd_values(tmp_path, fault):
             assert all(not r["valid"] for r in rows), label
         else:
             assert all(r["frequency"] is None for r in rows), label
-    row.observed = ("; ".join(notes) + f"; 0 transitions after start, "
-                    f"{v.count('commands')} commands; SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        "; ".join(notes) + f"; 0 transitions after start, "
+        f"{v.count('commands')} commands; SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     start = "start: no history, device at or above MAX_FREQUENCY"
     assert [t["reason"] for t in v.transitions()] in ([], [start])
     assert v.count("commands") == 0
@@ -414,24 +491,33 @@ def test_wrong_types_and_absurd_values(tmp_path, fault):
 
 @slow
 def test_sensor_127_is_invalid_and_the_firmware_trip_is_followed(tmp_path, fault):
-    row = fault("sensor 127", "the 127 °C reading is invalid (EMC2101 diode fault) and never "
-                "counts as hot; the firmware trusts it and trips: that trip (overheat flag) "
-                "is followed: THROTTLED_2 + alarm; no unsafe command")
+    row = fault(
+        "sensor 127",
+        "the 127 °C reading is invalid (EMC2101 diode fault) and never "
+        "counts as hot; the firmware trusts it and trips: that trip (overheat flag) "
+        "is followed: THROTTLED_2 + alarm; no unsafe command",
+    )
     emu = start_emulator(tmp_path, start_hours=0.0, scenario="constant", seed=5)
     try:
-        w = run_window(tmp_path, emu.address, polls=3,
-                       inject=lambda: emu.set_faults("sensor_127"),
-                       clear=lambda: emu.set_faults(""))
+        w = run_window(
+            tmp_path,
+            emu.address,
+            polls=3,
+            inject=lambda: emu.set_faults("sensor_127"),
+            clear=lambda: emu.set_faults(""),
+        )
         trips = emu.state()["overheat_trips"]
     finally:
         emu.stop()
     v = w.view
     raw = [r for r in w.readings if r["raw_temp"] == 127]
     alarms = [e["message"] for e in v.events("alarm")]
-    row.observed = (f"{len(raw)} readings of 127 °C, all invalid ('{short(raw[0]['error'])}'); "
-                    f"the emulated firmware tripped {trips}×; transitions: "
-                    f"{', '.join(t['to_state'] + ' (' + t['reason'] + ')' for t in v.transitions())}"
-                    f"; alarms: {alarms[:1]}")
+    row.observed = (
+        f"{len(raw)} readings of 127 °C, all invalid ('{short(raw[0]['error'])}'); "
+        f"the emulated firmware tripped {trips}×; transitions: "
+        f"{', '.join(t['to_state'] + ' (' + t['reason'] + ')' for t in v.transitions())}"
+        f"; alarms: {alarms[:1]}"
+    )
     assert raw and all(not r["valid"] and "EMC2101" in r["error"] for r in raw)
     # steps taken in the window came from the trip (overheat rows), never from 127 itself
     for t in w.transitions():
@@ -458,26 +544,44 @@ def on_device(emu: Emulator, fn) -> None:
 
 @slow
 def test_spontaneous_reboot(tmp_path, fault):
-    row = fault("spontaneous device reboot", "no crash; refused polls while down, booting "
-                "readings (temp -1, hashrate 0) invalid and ignored; a 'reboot' event with "
-                "origin device; the device comes back at its saved frequency and the state "
-                "is kept (no command needed); booting with a fixed 100 % fan is not taken for "
-                "an overheat trip")
+    row = fault(
+        "spontaneous device reboot",
+        "no crash; refused polls while down, booting "
+        "readings (temp -1, hashrate 0) invalid and ignored; a 'reboot' event with "
+        "origin device; the device comes back at its saved frequency and the state "
+        "is kept (no command needed); booting with a fixed 100 % fan is not taken for "
+        "an overheat trip",
+    )
     # 20 plant-seconds down and 25 booting at scale 20: about a second each
-    emu = in_process_emulator(start_hours=HOT_HOURS, scale=20, restart_downtime_s=20, boot_s=25,
-                              seed=3)
+    emu = in_process_emulator(
+        start_hours=HOT_HOURS, scale=20, restart_downtime_s=20, boot_s=25, seed=3
+    )
     db = tmp_path / "tempctl.db"
     v = LogView(db)
     d = start_daemon(emu.urls[0].split("://")[1], db, tmp_path)
     try:
-        wait_for(lambda: v.count("commands") >= 1 and v.count("readings", "valid = 1 AND id > "
-                 "(SELECT max(id) FROM readings WHERE frequency = 575)") >= 2, 20,
-                 "a throttle applied", d)
+        wait_for(
+            lambda: (
+                v.count("commands") >= 1
+                and v.count(
+                    "readings",
+                    "valid = 1 AND id > (SELECT max(id) FROM readings WHERE frequency = 575)",
+                )
+                >= 2
+            ),
+            20,
+            "a throttle applied",
+            d,
+        )
         on_device(emu, lambda fw: fw.crash())
         first = max_reading_id(db)
         wait_for(lambda: v.events("reboot"), 20, "the reboot event", d)
-        wait_for(lambda: v.count("readings", "id > ? AND valid = 1", first) >= 4, 20,
-                 "valid readings after the reboot", d)
+        wait_for(
+            lambda: v.count("readings", "id > ? AND valid = 1", first) >= 4,
+            20,
+            "valid readings after the reboot",
+            d,
+        )
         last = max_reading_id(db)
         stop_s = assert_clean_exit(d)
     finally:
@@ -488,11 +592,13 @@ def test_spontaneous_reboot(tmp_path, fault):
     errors = w.errors()
     after = v.readings("id > ? AND valid = 1", first)
     cmds_after = [c for c in v.commands() if c["ts_ms"] >= w.ts_range()[0]]
-    row.observed = (f"{len(w.invalid)} invalid polls ({'; '.join(errors)}); event: "
-                    f"'{reboot['message']}' (origin {reboot['origin']}); back at "
-                    f"{after[0]['frequency']:g} MHz = the saved setting; "
-                    f"{len(cmds_after)} commands after the reboot; "
-                    f"SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"{len(w.invalid)} invalid polls ({'; '.join(errors)}); event: "
+        f"'{reboot['message']}' (origin {reboot['origin']}); back at "
+        f"{after[0]['frequency']:g} MHz = the saved setting; "
+        f"{len(cmds_after)} commands after the reboot; "
+        f"SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert reboot["origin"] == "device"
     assert any("connection refused" in e or "closed or reset" in e for e in errors)
     assert any("temp=-1" in e for e in errors), errors  # booting: the ASIC is not initialised
@@ -509,9 +615,12 @@ def test_spontaneous_reboot(tmp_path, fault):
 
 @slow
 def test_firmware_overheat_trip(tmp_path, fault):
-    row = fault("firmware overheat trip", "no crash; the trip is seen (overheat flag): "
-                "THROTTLED_2 and an alarm; the firmware's −100 MHz penalty is logged as a "
-                "firmware change and adopted, not fought; no unsafe command")
+    row = fault(
+        "firmware overheat trip",
+        "no crash; the trip is seen (overheat flag): "
+        "THROTTLED_2 and an alarm; the firmware's −100 MHz penalty is logged as a "
+        "firmware change and adopted, not fought; no unsafe command",
+    )
     emu = in_process_emulator(start_hours=0.0, scenario="constant", seed=4)
     db = tmp_path / "tempctl.db"
     v = LogView(db)
@@ -520,8 +629,12 @@ def test_firmware_overheat_trip(tmp_path, fault):
         wait_for(lambda: v.count("readings", "valid = 1") >= 4, 20, "4 valid readings", d)
         on_device(emu, lambda fw: fw.force_overheat())
         # the v2.15 cool-down is >= 30 plant-s (0.5 s here), then F - 100 is written
-        wait_for(lambda: v.count("readings", "valid = 1 AND frequency = 475") >= 4, 20,
-                 "the firmware's penalty (575 - 100 MHz)", d)
+        wait_for(
+            lambda: v.count("readings", "valid = 1 AND frequency = 475") >= 4,
+            20,
+            "the firmware's penalty (575 - 100 MHz)",
+            d,
+        )
         stop_s = assert_clean_exit(d)
     finally:
         d.stop()
@@ -529,10 +642,12 @@ def test_firmware_overheat_trip(tmp_path, fault):
     trans = v.transitions()
     changes = [(e["origin"], e["message"]) for e in v.events("frequency_change")]
     alarms = [e["message"] for e in v.events("alarm")]
-    row.observed = (f"transitions: {', '.join(t['to_state'] + ' (' + t['reason'] + ')' for t in trans)}"
-                    f"; alarm: {alarms[:1]}; frequency changes: {changes}; commands: "
-                    f"{[(c['frequency'], c['outcome']) for c in v.commands()]}; "
-                    f"SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"transitions: {', '.join(t['to_state'] + ' (' + t['reason'] + ')' for t in trans)}"
+        f"; alarm: {alarms[:1]}; frequency changes: {changes}; commands: "
+        f"{[(c['frequency'], c['outcome']) for c in v.commands()]}; "
+        f"SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert any(t["to_state"] == "THROTTLED_2" and t["reason"] == "critical" for t in trans)
     assert any("firmware overheat trip" in a for a in alarms)
     assert changes and all(origin == "firmware" for origin, _ in changes), changes
@@ -562,18 +677,23 @@ def run_critical(tmp_path, faults: str, seconds: float = 6.0):
 
 @slow
 def test_patch_answered_400_is_not_retried_in_a_loop(tmp_path, fault):
-    row = fault("PATCH answered 400", "no crash; outcome 'failed' (HTTP 400) logged with a "
-                "warning; re-sent at most twice, then one alarm; never a loop, and never "
-                "logged as someone else's change")
+    row = fault(
+        "PATCH answered 400",
+        "no crash; outcome 'failed' (HTTP 400) logged with a "
+        "warning; re-sent at most twice, then one alarm; never a loop, and never "
+        "logged as someone else's change",
+    )
     v, state, stop_s = run_critical(tmp_path, "patch_400")
     cmds = v.commands()
     users = [e["message"] for e in v.events("frequency_change")]
     alarms = [e["message"] for e in v.events("alarm") if "not applied" in e["message"]]
-    row.observed = (f"{len(cmds)} set_frequency commands in 6 s of critical temperature "
-                    f"(attempts {[c['attempt'] for c in cmds]}, outcomes "
-                    f"{sorted({(c['outcome'], c['status']) for c in cmds})}); the device "
-                    f"received {state['patches']} PATCHes; alarms: {alarms}; "
-                    f"other-origin changes logged: {len(users)}; SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"{len(cmds)} set_frequency commands in 6 s of critical temperature "
+        f"(attempts {[c['attempt'] for c in cmds]}, outcomes "
+        f"{sorted({(c['outcome'], c['status']) for c in cmds})}); the device "
+        f"received {state['patches']} PATCHes; alarms: {alarms}; "
+        f"other-origin changes logged: {len(users)}; SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert cmds and all(c["outcome"] == "failed" and c["status"] == 400 for c in cmds)
     assert len(cmds) <= 1 + VERIFY_RETRIES, "re-sent in a loop"
     assert state["patches"] == len(cmds)  # a 4xx is never retried by the HTTP layer
@@ -584,16 +704,20 @@ def test_patch_answered_400_is_not_retried_in_a_loop(tmp_path, fault):
 
 @slow
 def test_patch_not_applied_is_bounded_then_alarms(tmp_path, fault):
-    row = fault("PATCH 200 but not applied", "read-back mismatch: re-sent at most twice "
-                "(attempts 2, 3), then one alarm; never a loop")
+    row = fault(
+        "PATCH 200 but not applied",
+        "read-back mismatch: re-sent at most twice (attempts 2, 3), then one alarm; never a loop",
+    )
     v, state, stop_s = run_critical(tmp_path, "patch_ignored")
     cmds = v.commands()
     alarms = [e["message"] for e in v.events("alarm") if "not applied" in e["message"]]
     verify = v.events("verify")
-    row.observed = (f"{len(cmds)} set_frequency commands in 6 s of critical temperature "
-                    f"(attempts {[c['attempt'] for c in cmds]}), {len(verify)} read-back "
-                    f"warnings, alarms: {alarms}; the device received {state['patches']} "
-                    f"PATCHes; SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"{len(cmds)} set_frequency commands in 6 s of critical temperature "
+        f"(attempts {[c['attempt'] for c in cmds]}), {len(verify)} read-back "
+        f"warnings, alarms: {alarms}; the device received {state['patches']} "
+        f"PATCHes; SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert [c["attempt"] for c in cmds] == list(range(1, VERIFY_RETRIES + 2)), "not bounded"
     assert len(alarms) == 1
     assert state["patches"] == len(cmds)
@@ -603,9 +727,11 @@ def test_patch_not_applied_is_bounded_then_alarms(tmp_path, fault):
 @slow
 @pytest.mark.parametrize("how", ["500", "hang"])
 def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
-    row = fault(f"restart request {'failing (500)' if how == '500' else 'timing out'}",
-                "exactly one POST per restart command (no blind retry); outcome 'failed' "
-                "with a warning event '(not retried)'; at most TEMPCTL_MAX_RESTARTS_PER_HOUR")
+    row = fault(
+        f"restart request {'failing (500)' if how == '500' else 'timing out'}",
+        "exactly one POST per restart command (no blind retry); outcome 'failed' "
+        "with a warning event '(not retried)'; at most TEMPCTL_MAX_RESTARTS_PER_HOUR",
+    )
     release = threading.Event()
     with fake_device() as dev:
         dev.info["temp"] = 66.0  # hot, not critical: THROTTLED_1, then _2 after settling
@@ -621,11 +747,21 @@ def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
         v = LogView(db)
         d = start_daemon(dev.address, db, tmp_path, apply="restart", max_restarts_per_hour=2)
         try:
-            wait_for(lambda: v.count("commands", "kind = 'restart'") >= 2
-                     and v.count("command_log", "kind = 'restart' AND outcome IS NOT NULL") >= 2,
-                     30, "two restart outcomes", d)
-            wait_for(lambda: v.count("transitions") >= 3 or v.events("restart"), 10,
-                     "the next step (restart budget used up)", d)
+            wait_for(
+                lambda: (
+                    v.count("commands", "kind = 'restart'") >= 2
+                    and v.count("command_log", "kind = 'restart' AND outcome IS NOT NULL") >= 2
+                ),
+                30,
+                "two restart outcomes",
+                d,
+            )
+            wait_for(
+                lambda: v.count("transitions") >= 3 or v.events("restart"),
+                10,
+                "the next step (restart budget used up)",
+                d,
+            )
             stop_s = assert_clean_exit(d)
         finally:
             release.set()
@@ -633,10 +769,12 @@ def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
         posts = dev.hits["POST /api/system/restart"]
     restarts = [c for c in v.commands() if c["kind"] == "restart"]
     warn = [e["message"] for e in v.events("restart")]
-    row.observed = (f"{len(restarts)} restart commands, {posts} POSTs received, outcomes "
-                    f"{sorted({short(c['error']) for c in restarts})}; events: "
-                    f"{[short(m) + ' … (not retried)' for m in warn[:1]]}; "
-                    f"SIGTERM: exit 0 in {stop_s:.1f} s")
+    row.observed = (
+        f"{len(restarts)} restart commands, {posts} POSTs received, outcomes "
+        f"{sorted({short(c['error']) for c in restarts})}; events: "
+        f"{[short(m) + ' … (not retried)' for m in warn[:1]]}; "
+        f"SIGTERM: exit 0 in {stop_s:.1f} s"
+    )
     assert posts == len(restarts)
     assert all(c["outcome"] == "failed" for c in restarts)
     assert sum("(not retried)" in m for m in warn) == len(restarts)
@@ -646,18 +784,27 @@ def test_restart_request_failing_is_not_retried(tmp_path, fault, how):
 
 @slow
 def test_a_different_device_answers(tmp_path, fault):
-    row = fault("different device at the same address", "an 'identity' alarm naming the old "
-                "and new hostname/MAC; no crash; no unsafe command")
+    row = fault(
+        "different device at the same address",
+        "an 'identity' alarm naming the old and new hostname/MAC; no crash; no unsafe command",
+    )
     emu = start_emulator(tmp_path, start_hours=HOT_HOURS, seed=8)
     try:
-        w = run_window(tmp_path, emu.address, polls=4, invalid_expected=False,
-                       inject=lambda: emu.set_faults("mac_change"),
-                       clear=lambda: emu.set_faults(""))
+        w = run_window(
+            tmp_path,
+            emu.address,
+            polls=4,
+            invalid_expected=False,
+            inject=lambda: emu.set_faults("mac_change"),
+            clear=lambda: emu.set_faults(""),
+        )
     finally:
         emu.stop()
     ids = w.view.events("identity")
-    row.observed = (f"{len(ids)} identity alarms, first: '{ids[0]['message']}'; "
-                    f"SIGTERM: exit 0 in {w.stop_s:.1f} s")
+    row.observed = (
+        f"{len(ids)} identity alarms, first: '{ids[0]['message']}'; "
+        f"SIGTERM: exit 0 in {w.stop_s:.1f} s"
+    )
     assert ids and all(e["level"] == "alarm" for e in ids)
     assert "bitaxe-other" in ids[0]["message"]
 
@@ -667,8 +814,9 @@ def test_a_different_device_answers(tmp_path, fault):
 UNIT = Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600)
 
 
-def drive(ctl: Controller, polls: int, *, temp: float, device_mhz, ok: bool,
-          overheat=lambda t: False) -> list:
+def drive(
+    ctl: Controller, polls: int, *, temp: float, device_mhz, ok: bool, overheat=lambda t: False
+) -> list:
     """Poll a controller once a second; every command gets outcome ``ok``; the device's
     frequency is ``device_mhz(t)`` whatever was commanded. Returns (t, decision) pairs."""
     out = []
@@ -711,7 +859,14 @@ def test_unit_the_firmware_penalty_after_a_trip_is_the_firmwares_and_not_fought(
 @pytest.mark.parametrize("uptime,expected", [(20, False), (59, False), (600, True)])
 def test_unit_a_booting_device_with_a_fixed_fan_is_not_an_overheat_trip(uptime, expected):
     body = procs.template_body() | {
-        "actualFrequency": 50, "expectedHashrate": 0, "hashRate": 0, "miningPaused": False,
-        "autofanspeed": 0, "manualFanSpeed": 100, "fanspeed": 100, "temp": -1,
-        "uptimeSeconds": uptime}
+        "actualFrequency": 50,
+        "expectedHashrate": 0,
+        "hashRate": 0,
+        "miningPaused": False,
+        "autofanspeed": 0,
+        "manualFanSpeed": 100,
+        "fanspeed": 100,
+        "temp": -1,
+        "uptimeSeconds": uptime,
+    }
     assert parse_info(body, "d", 0).overheat is expected

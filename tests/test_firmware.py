@@ -13,15 +13,21 @@ from itertools import pairwise
 
 import pytest
 
-from tempctl.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, parse_version
-from tempctl.scenario import load_scenario
+from tempctl.sim.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, parse_version
+from tempctl.sim.scenario import load_scenario
 
 CONSTANT = load_scenario("constant")  # Gamma, v2.15.0, 575 MHz / 1150 mV, fan 100 %, 28 °C
 
 
 def make(version="v2.15.0", asic="BM1370", seed=0, **scenario):
-    return Firmware(replace(CONSTANT, **scenario), firmware=version, asic=asic, seed=seed,
-                    restart_downtime_s=5.0, boot_s=3.0)
+    return Firmware(
+        replace(CONSTANT, **scenario),
+        firmware=version,
+        asic=asic,
+        seed=seed,
+        restart_downtime_s=5.0,
+        boot_s=3.0,
+    )
 
 
 def run(fw, until, step=0.1, probe=None):
@@ -56,13 +62,21 @@ def test_cjson_serialiser_reproduces_reference_bodies_byte_for_byte(name):
     assert dumps(json.loads(raw), pretty=not raw.startswith('{"')) == raw
 
 
-PROFILES = [("v2.1.10", "BM1366"), ("v2.4.5", "BM1368"), ("v2.10.1", "BM1370"),
-            ("v2.13.2", "hex"), ("v2.15.0", "BM1370")]
+PROFILES = [
+    ("v2.1.10", "BM1366"),
+    ("v2.4.5", "BM1368"),
+    ("v2.10.1", "BM1370"),
+    ("v2.13.2", "hex"),
+    ("v2.15.0", "BM1370"),
+]
 
 
 def kind(value):
-    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) \
+    return (
+        "number"
+        if isinstance(value, (int, float)) and not isinstance(value, bool)
         else type(value).__name__
+    )
 
 
 @pytest.mark.parametrize(("profile", "template"), list(zip(PROFILES, [n for _, n in TEMPLATES])))
@@ -79,8 +93,11 @@ def test_info_has_the_generations_key_set_order_and_types(profile, template):
 def test_board_follows_the_asic_not_the_template():
     # v2.13.2's template is a Hex; asked for a BM1370 it is a single-chip Gamma (§10)
     info = make("v2.13.2", "BM1370").info()
-    assert (info["ASICModel"], info["boardVersion"], info["smallCoreCount"]) == ("BM1370", "601",
-                                                                                 2040)
+    assert (info["ASICModel"], info["boardVersion"], info["smallCoreCount"]) == (
+        "BM1370",
+        "601",
+        2040,
+    )
     assert len(info["hashrateMonitor"]["asics"]) == 1 and info["fan2rpm"] == 0
     assert info["temp2"] == -1  # single sensor, v2.11+ (§10)
     assert make("v2.10.1").info()["temp2"] == 0  # 0 in v2.10
@@ -137,14 +154,17 @@ def test_ramp_latency_is_one_power_loop_on_v213():
     assert end - start == pytest.approx(0.3, abs=1e-6)  # 4 steps, 100 ms apart
 
 
-@pytest.mark.parametrize(("version", "asic", "live"), [
-    ("v2.1.10", "BM1366", False),  # <= v2.1.10: only at boot
-    ("v2.4.5", "BM1368", True),  # v2.2.0+: live
-    ("v2.10.1", "BM1397", False),  # Max: no live path before v2.12
-    ("v2.12.0", "BM1397", True),
-    ("v2.13.2", "hex", True),
-    ("v2.15.0", "BM1370", True),
-])
+@pytest.mark.parametrize(
+    ("version", "asic", "live"),
+    [
+        ("v2.1.10", "BM1366", False),  # <= v2.1.10: only at boot
+        ("v2.4.5", "BM1368", True),  # v2.2.0+: live
+        ("v2.10.1", "BM1397", False),  # Max: no live path before v2.12
+        ("v2.12.0", "BM1397", True),
+        ("v2.13.2", "hex", True),
+        ("v2.15.0", "BM1370", True),
+    ],
+)
 def test_live_change_vs_restart_needed(version, asic, live):
     fw = make(version, asic, frequency_mhz=485)
     fw.patch(b'{"frequency": 450}')
@@ -181,12 +201,18 @@ def test_overheat_v215_auto_recovery_with_penalty_and_sticky_fan():
     t_trip = heat_until_trip(fw)
     seen = run(fw, t_trip + 60, step=0.5, probe=lambda f: (f.t - t_trip, f.info()))
     assert all(i["overheat_mode"] == 0 for _, i in seen)  # practically invisible on v2.14+
-    assert all(i["autofanspeed"] == 0 and i["manualFanSpeed"] == 100 and i["fanspeed"] == 100
-               for _, i in seen)
+    assert all(
+        i["autofanspeed"] == 0 and i["manualFanSpeed"] == 100 and i["fanspeed"] == 100
+        for _, i in seen
+    )
     stopped = [i for t, i in seen if 9 < t < 29]  # ramp to 50 takes (575-50)/6.25 x 0.1 s
-    assert stopped and all(i["actualFrequency"] == 50 and i["hashRate"] == 0
-                           and i["expectedHashrate"] == 0 and i["frequency"] == 575
-                           for i in stopped)
+    assert stopped and all(
+        i["actualFrequency"] == 50
+        and i["hashRate"] == 0
+        and i["expectedHashrate"] == 0
+        and i["frequency"] == 575
+        for i in stopped
+    )
     recovered = [t for t, i in seen if i["frequency"] == 475]
     assert recovered and 30 <= recovered[0] <= 36  # >= 6 x 5 s cool-down
     last = seen[-1][1]
@@ -283,12 +309,15 @@ def test_a_day_of_device_time_is_cheap():
 # --- restart, pause, determinism, statistics, asic ---------------------------------------------
 
 
-@pytest.mark.parametrize(("version", "status", "ctype", "body"), [
-    ("v2.1.5", 0, "", b""),  # no reply, the connection drops (§6)
-    ("v2.10.1", 200, "text/html", b"System will restart shortly."),
-    ("v2.12.0", 200, "text/plain", b"System will restart shortly."),
-    ("v2.15.0", 200, "application/json", b'{"message":"System will restart shortly."}'),
-])
+@pytest.mark.parametrize(
+    ("version", "status", "ctype", "body"),
+    [
+        ("v2.1.5", 0, "", b""),  # no reply, the connection drops (§6)
+        ("v2.10.1", 200, "text/html", b"System will restart shortly."),
+        ("v2.12.0", 200, "text/plain", b"System will restart shortly."),
+        ("v2.15.0", 200, "application/json", b'{"message":"System will restart shortly."}'),
+    ],
+)
 def test_restart_reply_by_version(version, status, ctype, body):
     assert make(version, "BM1366").restart() == (status, ctype, body)
 
@@ -360,10 +389,23 @@ def test_statistics_ring():
 
 def test_asic_endpoint_by_version():
     assert make("v2.6.0").asic() is None
-    assert list(make("v2.8.0").asic()) == ["ASICModel", "defaultFrequency", "frequencyOptions",
-                                          "defaultVoltage", "voltageOptions"]
+    assert list(make("v2.8.0").asic()) == [
+        "ASICModel",
+        "defaultFrequency",
+        "frequencyOptions",
+        "defaultVoltage",
+        "voltageOptions",
+    ]
     new = make("v2.15.0").asic()
-    assert list(new) == ["ASICModel", "deviceModel", "swarmColor", "asicCount", "hashDomains",
-                         "defaultFrequency", "frequencyOptions", "defaultVoltage",
-                         "voltageOptions"]
+    assert list(new) == [
+        "ASICModel",
+        "deviceModel",
+        "swarmColor",
+        "asicCount",
+        "hashDomains",
+        "defaultFrequency",
+        "frequencyOptions",
+        "defaultVoltage",
+        "voltageOptions",
+    ]
     assert (new["defaultFrequency"], new["frequencyOptions"][-1]) == (525, 625)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
+from tempctl.cli.main import cli
 from tempctl.config import Settings
-from tempctl.fit import FitError, fit_device, fit_thermal, import_trace, load
-from tempctl.plant import PlantParams
-from tempctl.replay import response_from_fit
-from tempctl.scenario import load_scenario
-from tempctl.simulate import simulate
+from tempctl.offline.fit import FitError, fit_device, fit_thermal, import_trace, load
+from tempctl.offline.replay import response_from_fit
+from tempctl.sim.plant import PlantParams
+from tempctl.sim.scenario import load_scenario
+from tempctl.sim.simulate import simulate
 
 RUNS = Path(__file__).resolve().parent.parent / "replay" / "runs"
 TESTS_DATA = Path(__file__).resolve().parent / "data"
@@ -94,15 +94,24 @@ def test_too_little_data_is_explained(tmp_path):
     f = fit_device(_ro("peacemaker82-gamma-perflog.db"), "ThePeacemaker82:gamma")
     assert any("steady state" in n for n in f.notes)
     with pytest.raises(FitError):
-        fit_thermal(s.__class__(*(getattr(s, k)[:10] if k != "asic" else s.asic
-                                  for k in s.__dataclass_fields__)))
+        fit_thermal(
+            s.__class__(
+                *(getattr(s, k)[:10] if k != "asic" else s.asic for k in s.__dataclass_fields__)
+            )
+        )
 
 
 def test_import_trace_keeps_provenance_and_marks_invalid_rows(tmp_path):
     src = TESTS_DATA / "ThePeacemaker82-bitaxe-safe-overclock_Gamma_2025-09-10_perflog.csv"
     db = tmp_path / "pm.db"
-    counts = import_trace(src, db, {"repo": "ThePeacemaker82/bitaxe-safe-overclock",
-                                    "commit": "4df3287af07128d795c2aa507da2f99249caa74d"})
+    counts = import_trace(
+        src,
+        db,
+        {
+            "repo": "ThePeacemaker82/bitaxe-safe-overclock",
+            "commit": "4df3287af07128d795c2aa507da2f99249caa74d",
+        },
+    )
     conn = sqlite3.connect(db)
     kind, config = conn.execute("SELECT kind, config FROM runs").fetchone()
     assert kind == "import"
@@ -125,8 +134,9 @@ def test_cli(heatwave_log):
     res = runner.invoke(cli, ["fit", str(heatwave_log)])
     assert res.exit_code == 0, res.output
     assert "°C/W" in res.output and "held-out" in res.output and "ambient" in res.output
-    res = runner.invoke(cli, ["fit", str(RUNS / "jojo4751-5xgamma.db"), "--device",
-                              "jojo4751:Worker5", "--json"])
+    res = runner.invoke(
+        cli, ["fit", str(RUNS / "jojo4751-5xgamma.db"), "--device", "jojo4751:Worker5", "--json"]
+    )
     data = json.loads(res.output)
     assert res.exit_code == 0 and data[0]["steady"]["segments"] >= 5
     res = runner.invoke(cli, ["fit", str(heatwave_log), "--device", "nobody"])

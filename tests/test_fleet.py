@@ -27,11 +27,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from tempctl.cli import cli
-from tempctl.emulator import Emulator
-from tempctl.firmware import BODIES_DIR
-from tempctl.log import Log
-from tempctl.reading import Reading
+from tempctl.cli.main import cli
+from tempctl.core.reading import Reading
+from tempctl.sim.emulator import Emulator
+from tempctl.sim.firmware import BODIES_DIR
+from tempctl.store.eventlog import Log
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL = 0.5
@@ -47,13 +47,19 @@ def free_port() -> int:
 
 def metrics(port: int) -> dict:
     text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+    }
 
 
 def per_device(samples: dict, name: str) -> dict[str, float]:
-    return {labels[0][1]: v for (n, labels), v in samples.items()
-            if n == name and len(labels) == 1 and labels[0][0] == "device"}
+    return {
+        labels[0][1]: v
+        for (n, labels), v in samples.items()
+        if n == name and len(labels) == 1 and labels[0][0] == "device"
+    }
 
 
 @pytest.fixture
@@ -80,8 +86,10 @@ def seed_old_history(path: Path, now_ms: int) -> int:
     """Two hours of a retired miner, three days ago: the retention job must fold it."""
     log = Log(path)
     start = (now_ms - 3 * DAY_MS) // 60_000 * 60_000
-    rows = [Reading("retired", start + i * 30_000, temp=58.0 + (i % 5), frequency=575.0)
-            for i in range(240)]
+    rows = [
+        Reading("retired", start + i * 30_000, temp=58.0 + (i % 5), frequency=575.0)
+        for i in range(240)
+    ]
     log.transaction([log.reading_op(r) for r in rows])
     log.close()
     return len(rows)
@@ -98,14 +106,25 @@ def test_one_daemon_guards_many_devices(tmp_path, servers):
         cool, mild, hot = healthy
         port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE"))}
-        env.update(PYTHONPATH=str(ROOT), BITAXE_IP=",".join(healthy + [dead, slow_addr]),
-                   CHECK_INTERVAL=str(INTERVAL), TEMPCTL_DB=str(db),
-                   TEMPCTL_METRICS_PORT=str(port), TEMPCTL_RETENTION_DAYS="1",
-                   TEMPCTL_ALERT_URL=hooks.url_for("/hooks/tempctl"),
-                   TEMPCTL_CONFIG=str(tmp_path / "none.toml"))
+        env.update(
+            PYTHONPATH=str(ROOT),
+            BITAXE_IP=",".join(healthy + [dead, slow_addr]),
+            CHECK_INTERVAL=str(INTERVAL),
+            TEMPCTL_DB=str(db),
+            TEMPCTL_METRICS_PORT=str(port),
+            TEMPCTL_RETENTION_DAYS="1",
+            TEMPCTL_ALERT_URL=hooks.url_for("/hooks/tempctl"),
+            TEMPCTL_CONFIG=str(tmp_path / "none.toml"),
+        )
         (tmp_path / "none.toml").write_text("")
-        proc = subprocess.Popen([sys.executable, "-m", "tempctl", "run"], cwd=tmp_path, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tempctl", "run"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         try:
             samples: dict = {}
             deadline = time.monotonic() + 20
@@ -115,8 +134,11 @@ def test_one_daemon_guards_many_devices(tmp_path, servers):
                 except requests.ConnectionError:
                     samples = {}
                 polls = per_device(samples, "tempctl_polls_total")
-                if polls and min(polls.get(h, 0) for h in healthy) >= 10 \
-                        and polls.get(slow_addr, 0) >= 2:
+                if (
+                    polls
+                    and min(polls.get(h, 0) for h in healthy) >= 10
+                    and polls.get(slow_addr, 0) >= 2
+                ):
                     break
                 time.sleep(0.2)  # waiting on another process: nothing to inject a clock into
             states = [requests.get(u + "/_emulator/state", timeout=5).json() for u in emu.urls]
@@ -134,34 +156,49 @@ def test_one_daemon_guards_many_devices(tmp_path, servers):
 
     conn = Log(db, create=False).conn
     for name in healthy:
-        ts = [r[0] for r in conn.execute(
-            "SELECT ts_ms FROM readings WHERE device = ? AND ts_ms > ? ORDER BY ts_ms",
-            (name, int(time.time() * 1000) - DAY_MS))]
+        ts = [
+            r[0]
+            for r in conn.execute(
+                "SELECT ts_ms FROM readings WHERE device = ? AND ts_ms > ? ORDER BY ts_ms",
+                (name, int(time.time() * 1000) - DAY_MS),
+            )
+        ]
         gaps = [(b - a) / 1000 for a, b in itertools.pairwise(ts)]
         assert len(ts) >= 10
         assert statistics.median(gaps) == pytest.approx(INTERVAL, abs=0.05), gaps
         assert max(gaps) < INTERVAL + 0.35 < SLOW_S, gaps  # never held up by the slow device
-    slow_ts = [r[0] for r in conn.execute(
-        "SELECT ts_ms FROM readings WHERE device = ? ORDER BY ts_ms", (slow_addr,))]
+    slow_ts = [
+        r[0]
+        for r in conn.execute(
+            "SELECT ts_ms FROM readings WHERE device = ? ORDER BY ts_ms", (slow_addr,)
+        )
+    ]
     assert min(b - a for a, b in itertools.pairwise(slow_ts)) >= SLOW_S * 1000
-    assert conn.execute("SELECT count(*) FROM readings WHERE device = ? AND valid = 0",
-                        (slow_addr,)).fetchone() == (0,)  # slow, but it answers
-    errors = conn.execute("SELECT count(*), min(error) FROM readings WHERE device = ?",
-                          (dead,)).fetchone()
+    assert conn.execute(
+        "SELECT count(*) FROM readings WHERE device = ? AND valid = 0", (slow_addr,)
+    ).fetchone() == (0,)  # slow, but it answers
+    errors = conn.execute(
+        "SELECT count(*), min(error) FROM readings WHERE device = ?", (dead,)
+    ).fetchone()
     assert errors[0] >= 3 and errors[1].startswith("unreachable")
 
     # Control per device: only the hot one (ambient +5 °C, ~65 °C) was throttled.
-    last = {name: conn.execute("SELECT to_state, frequency FROM transitions WHERE device = ? "
-                               "ORDER BY id DESC LIMIT 1", (name,)).fetchone()
-            for name in healthy}
+    last = {
+        name: conn.execute(
+            "SELECT to_state, frequency FROM transitions WHERE device = ? ORDER BY id DESC LIMIT 1",
+            (name,),
+        ).fetchone()
+        for name in healthy
+    }
     assert last[hot] == ("THROTTLED_1", 490.0), last
     assert last[cool] == last[mild] == ("NORMAL", 575.0), last
     assert [s["frequency_mhz"] for s in states] == [575, 575, 490]  # what the miners run
 
     # Retention ran: the retired miner's three-day-old readings are now minute rows.
     assert conn.execute("SELECT count(*) FROM readings WHERE device = 'retired'").fetchone() == (0,)
-    assert conn.execute("SELECT sum(n), count(*) FROM readings_1m WHERE device = 'retired'"
-                        ).fetchone() == (seeded, seeded // 2)
+    assert conn.execute(
+        "SELECT sum(n), count(*) FROM readings_1m WHERE device = 'retired'"
+    ).fetchone() == (seeded, seeded // 2)
     conn.close()
 
     # The dead device raised an "unreachable" alert on the webhook.

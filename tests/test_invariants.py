@@ -14,17 +14,23 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from tempctl.controller import FREQ_EPS, Controller, Limits
-from tempctl.reading import Reading
-from tempctl.window import StableWindow
+from tempctl.core.controller import FREQ_EPS, Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.core.window import StableWindow
 
-LIM = Limits(check_interval=1, settle=10, stable_timeframe=40 / 3600, step=25,
-             critical_floor=300, apply="auto", max_restarts_per_hour=3)
+LIM = Limits(
+    check_interval=1,
+    settle=10,
+    stable_timeframe=40 / 3600,
+    step=25,
+    critical_floor=300,
+    apply="auto",
+    max_restarts_per_hour=3,
+)
 
 
 class ControllerMachine(RuleBasedStateMachine):
-    @initialize(freq=st.sampled_from([350.0, 400.0, 490.0, 575.0, 650.0]),
-                live=st.booleans())
+    @initialize(freq=st.sampled_from([350.0, 400.0, 490.0, 575.0, 650.0]), live=st.booleans())
     def start(self, freq, live):
         self.ctl = Controller(LIM, "d")
         self.ctl.live_capable = live
@@ -39,8 +45,9 @@ class ControllerMachine(RuleBasedStateMachine):
 
     def _poll(self, temp, vr=None, overheat=False):
         self.now += 1000
-        r = Reading("d", self.now, temp=temp, vr_temp=vr, frequency=self.device_freq,
-                    overheat=overheat)
+        r = Reading(
+            "d", self.now, temp=temp, vr_temp=vr, frequency=self.device_freq, overheat=overheat
+        )
         before = self.ctl.frequency
         last_good = self.ctl.last_good
         observed = self.device_freq  # the controller may adopt a change someone else made
@@ -56,9 +63,14 @@ class ControllerMachine(RuleBasedStateMachine):
                 f = c.frequency
                 assert f <= LIM.max_frequency + FREQ_EPS
                 assert f >= LIM.critical_floor - FREQ_EPS
-                allowed = {LIM.first_frequency, LIM.second_frequency, LIM.critical_floor,
-                           LIM.max_frequency, min(before + LIM.step, LIM.max_frequency),
-                           min(observed + LIM.step, LIM.max_frequency)}
+                allowed = {
+                    LIM.first_frequency,
+                    LIM.second_frequency,
+                    LIM.critical_floor,
+                    LIM.max_frequency,
+                    min(before + LIM.step, LIM.max_frequency),
+                    min(observed + LIM.step, LIM.max_frequency),
+                }
                 if self.ctl.last_good is not None:
                     allowed.add(self.ctl.last_good)
                 if c.attempt > 1 or not started:
@@ -66,8 +78,11 @@ class ControllerMachine(RuleBasedStateMachine):
                 assert any(abs(f - a) <= FREQ_EPS for a in allowed), (f, before, allowed)
                 if f > max(before, observed) + FREQ_EPS and started and c.attempt == 1:
                     assert last_change is None or now - last_change >= LIM.settle * 1000
-                if (f < min(before, observed) - FREQ_EPS and f < LIM.second_frequency - FREQ_EPS
-                        and f != last_good):  # a back-off may return below SECOND if it started there
+                if (
+                    f < min(before, observed) - FREQ_EPS
+                    and f < LIM.second_frequency - FREQ_EPS
+                    and f != last_good
+                ):  # a back-off may return below SECOND if it started there
                     assert temp is None or temp >= LIM.critical or overheat
             if c.kind == "restart":
                 self.restarts.append(now)
@@ -75,8 +90,9 @@ class ControllerMachine(RuleBasedStateMachine):
             # Only bookkeeping may act on an invalid reading: read-back retries and the
             # clamp of a frequency someone else raised above MAX_FREQUENCY.
             assert d.transition is None or "above MAX" in d.transition.reason, d.transition
-            assert all(c.attempt > 1 or "above MAX" in c.reason or c.kind == "restart"
-                       for c in d.commands), d.commands
+            assert all(
+                c.attempt > 1 or "above MAX" in c.reason or c.kind == "restart" for c in d.commands
+            ), d.commands
         self._results(d)
 
     def _results(self, d):
@@ -89,8 +105,10 @@ class ControllerMachine(RuleBasedStateMachine):
 
     ok_next = True
 
-    @rule(temp=st.floats(40, 80).map(lambda x: round(x * 8) / 8),
-          vr=st.one_of(st.none(), st.floats(40, 100).map(round)))
+    @rule(
+        temp=st.floats(40, 80).map(lambda x: round(x * 8) / 8),
+        vr=st.one_of(st.none(), st.floats(40, 100).map(round)),
+    )
     def valid(self, temp, vr):
         self._poll(temp, vr)
 
@@ -144,6 +162,7 @@ class ControllerMachine(RuleBasedStateMachine):
         assert replayed == self.outputs
 
 
-ControllerMachine.TestCase.settings = settings(max_examples=60, stateful_step_count=50,
-                                               deadline=None)
+ControllerMachine.TestCase.settings = settings(
+    max_examples=60, stateful_step_count=50, deadline=None
+)
 TestControllerInvariants = ControllerMachine.TestCase

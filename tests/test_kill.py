@@ -46,13 +46,18 @@ SEED = 20261125
 
 
 def start_event(v: LogView, run_id: int) -> str | None:
-    return v.value("SELECT message FROM events WHERE run_id = ? AND message LIKE 'start:%' "
-                   "ORDER BY id LIMIT 1", run_id)
+    return v.value(
+        "SELECT message FROM events WHERE run_id = ? AND message LIKE 'start:%' "
+        "ORDER BY id LIMIT 1",
+        run_id,
+    )
 
 
 def expected_start(v: LogView, run_id: int) -> str:
-    row = v.rows("SELECT to_state, frequency FROM transitions WHERE run_id < ? "
-                 "ORDER BY id DESC LIMIT 1", run_id)
+    row = v.rows(
+        "SELECT to_state, frequency FROM transitions WHERE run_id < ? ORDER BY id DESC LIMIT 1",
+        run_id,
+    )
     if not row:
         return "start: no history for this device"
     state, freq = row[0]
@@ -60,16 +65,24 @@ def expected_start(v: LogView, run_id: int) -> str:
 
 
 def test_sigkill_at_random_points_loses_nothing(tmp_path, fault):
-    row = fault(f"SIGKILL at random points (×{KILLS})",
-                "each restart resumes the persisted state; every row committed before a kill "
-                "is still there, unchanged; ids contiguous; transitions chained across runs; "
-                "no transition or reading duplicated; every PATCH the device got has its "
-                "intent row")
+    row = fault(
+        f"SIGKILL at random points (×{KILLS})",
+        "each restart resumes the persisted state; every row committed before a kill "
+        "is still there, unchanged; ids contiguous; transitions chained across runs; "
+        "no transition or reading duplicated; every PATCH the device got has its "
+        "intent row",
+    )
     # The hot afternoon of a day (scale 600: ten plant minutes a second) with glitches and
     # ignored PATCHes: the daemon throttles, recovers and re-sends, so kills land in every
     # kind of moment. A 1.5 s gap limit lets the stable window span a quick restart.
-    emu = start_emulator(tmp_path, scenario="daynight", scale=600, start_hours=14.5, seed=1,
-                         faults="sensor_m1=0.03,truncated=0.03,patch_ignored=0.1")
+    emu = start_emulator(
+        tmp_path,
+        scenario="daynight",
+        scale=600,
+        start_hours=14.5,
+        seed=1,
+        faults="sensor_m1=0.03,truncated=0.03,patch_ignored=0.1",
+    )
     timing = {"check_interval": 0.5, "settle": 1.0, "stable_timeframe": 0.001}
     rng = random.Random(SEED)
     db = tmp_path / "tempctl.db"
@@ -85,8 +98,12 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, fault):
                     time.sleep(rng.uniform(0.0, 0.6))
                 else:  # anywhere in the first few polls: a poll, a decision, a PATCH
                     before = v.value("SELECT coalesce(max(id), 0) FROM readings") or 0
-                    wait_for(lambda before=before: v.count("readings", "id > ?", before) >= 1, 20,
-                             "a first poll", d)
+                    wait_for(
+                        lambda before=before: v.count("readings", "id > ?", before) >= 1,
+                        20,
+                        "a first poll",
+                        d,
+                    )
                     time.sleep(rng.uniform(0.0, 2.0))
                 d.kill()
             finally:
@@ -94,7 +111,7 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, fault):
             assert d.returncode == -signal.SIGKILL, d.output()
             snap = v.snapshot()
             for t in TABLES:  # rows seen after the last kill that are now gone or different
-                kept = snap[t][:len(prev[t])]
+                kept = snap[t][: len(prev[t])]
                 lost += len(prev[t]) - sum(a == b for a, b in zip(prev[t], kept))
             prev = snap
             problems = check_log(db, limits, complete=False)
@@ -111,8 +128,12 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, fault):
         # a last, clean run on the same log
         d = start_daemon(emu.address, db, tmp_path, name="final", **timing)
         try:
-            wait_for(lambda: v.count("readings", "run_id = (SELECT max(id) FROM runs)") >= 4,
-                     20, "the final run polling", d)
+            wait_for(
+                lambda: v.count("readings", "run_id = (SELECT max(id) FROM runs)") >= 4,
+                20,
+                "the final run polling",
+                d,
+            )
             procs.assert_clean_exit(d)
         finally:
             d.stop()
@@ -122,21 +143,30 @@ def test_sigkill_at_random_points_loses_nothing(tmp_path, fault):
     run_id = v.value("SELECT max(id) FROM runs")
     assert start_event(v, run_id) == expected_start(v, run_id)
     assert check_log(db, limits, complete=False) == []
-    dup_t = v.rows("SELECT device, ts_ms, from_state, to_state, reason, count(*) FROM transitions "
-                   "GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1")
+    dup_t = v.rows(
+        "SELECT device, ts_ms, from_state, to_state, reason, count(*) FROM transitions "
+        "GROUP BY 1, 2, 3, 4, 5 HAVING count(*) > 1"
+    )
     intents = v.count("commands", "kind = 'set_frequency'")
-    orphans = v.count("commands c", "NOT EXISTS (SELECT 1 FROM command_results r "
-                      "WHERE r.command_id = c.id)")
+    orphans = v.count(
+        "commands c", "NOT EXISTS (SELECT 1 FROM command_results r WHERE r.command_id = c.id)"
+    )
     counts = {t: len(rows) for t, rows in v.snapshot().items()}
-    row.observed = (f"{survived}/{KILLS} kills survived ({early} before the run was logged); "
-                    f"{resumed + 1} restarts checked to resume the last transition row; rows "
-                    f"lost {lost}, duplicated {len(dup_t)} ({counts['readings']} readings, "
-                    f"{counts['transitions']} transitions, {counts['commands']} commands, "
-                    f"{counts['runs']} runs); the device got {patches} PATCHes for {intents} "
-                    f"intents; {orphans} intents without outcome (killed in flight)")
-    row["figures"] = {"kill -9 repetitions": KILLS, "kill -9 survived": survived,
-                      "rows lost": lost, "rows duplicated": len(dup_t),
-                      "intents without outcome after kill -9": orphans}
+    row.observed = (
+        f"{survived}/{KILLS} kills survived ({early} before the run was logged); "
+        f"{resumed + 1} restarts checked to resume the last transition row; rows "
+        f"lost {lost}, duplicated {len(dup_t)} ({counts['readings']} readings, "
+        f"{counts['transitions']} transitions, {counts['commands']} commands, "
+        f"{counts['runs']} runs); the device got {patches} PATCHes for {intents} "
+        f"intents; {orphans} intents without outcome (killed in flight)"
+    )
+    row["figures"] = {
+        "kill -9 repetitions": KILLS,
+        "kill -9 survived": survived,
+        "rows lost": lost,
+        "rows duplicated": len(dup_t),
+        "intents without outcome after kill -9": orphans,
+    }
     assert lost == 0 and dup_t == []
     assert patches <= intents, "a PATCH reached the device without its intent row"
     assert counts["transitions"] >= 5 and resumed >= KILLS // 2  # the test did test something
@@ -179,19 +209,28 @@ def sigterm_during_patch(tmp_path, *, answer_after: float | None, check_interval
 @pytest.mark.parametrize("case", ["answers", "hangs"])
 def test_sigterm_in_the_middle_of_a_patch(tmp_path, fault, case):
     answers = case == "answers"
-    row = fault("SIGTERM in the middle of a PATCH" + (" that then answers" if answers else
-                                                       " that never answers"),
-                "exit 0 within about 5 s (a 4 s grace for the answer, then no wait for a hung "
-                "request); the command has an outcome row ("
-                + ("'ok': the answer is waited for" if answers else
-                   "'failed', interrupted: applied or not is unknown") + "); a 'stop' event")
+    row = fault(
+        "SIGTERM in the middle of a PATCH"
+        + (" that then answers" if answers else " that never answers"),
+        "exit 0 within about 5 s (a 4 s grace for the answer, then no wait for a hung "
+        "request); the command has an outcome row ("
+        + (
+            "'ok': the answer is waited for"
+            if answers
+            else "'failed', interrupted: applied or not is unknown"
+        )
+        + "); a 'stop' event",
+    )
     # 6.25 s polls give the production read timeout (5 s): a hung PATCH outlasts the grace
-    v, rc, took, d = sigterm_during_patch(tmp_path, answer_after=0.5 if answers else None,
-                                          check_interval=6.25)
+    v, rc, took, d = sigterm_during_patch(
+        tmp_path, answer_after=0.5 if answers else None, check_interval=6.25
+    )
     cmds = v.commands()
-    row.observed = (f"exit {rc} in {took:.1f} s; outcome {cmds[0]['outcome']!r}"
-                    + (f" ({cmds[0]['error']})" if cmds[0]["error"] else "")
-                    + f"; stop event: {bool(v.events('log') and v.events('log')[-1]['message'] == 'stop')}")
+    row.observed = (
+        f"exit {rc} in {took:.1f} s; outcome {cmds[0]['outcome']!r}"
+        + (f" ({cmds[0]['error']})" if cmds[0]["error"] else "")
+        + f"; stop event: {bool(v.events('log') and v.events('log')[-1]['message'] == 'stop')}"
+    )
     assert rc == 0, d.output()
     # the brief's "within 5 s": up to 1 s to notice the signal, the 3 s grace (STOP_GRACE_S)
     # and interpreter teardown

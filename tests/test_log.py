@@ -6,16 +6,28 @@ import sqlite3
 
 import pytest
 
-from tempctl.controller import Command, Decision, Event, State, Transition
-from tempctl.log import Log, LogError
-from tempctl.reading import Reading
+from tempctl.core.controller import Command, Decision, Event, State, Transition
+from tempctl.core.reading import Reading
+from tempctl.store.eventlog import Log, LogError
 
 
 def decision(to="THROTTLED_1", freq=490.0, **kw):
-    t = Transition("NORMAL", to, "above threshold", freq, 64.0, kw.get("ceiling"),
-                   kw.get("until"), kw.get("backoff", 0.0), kw.get("last_good"))
-    return Decision(t, [Command("set_frequency", "above threshold", freq)],
-                    [Event("alarm", "hot", level="alarm", origin="tempctl")])
+    t = Transition(
+        "NORMAL",
+        to,
+        "above threshold",
+        freq,
+        64.0,
+        kw.get("ceiling"),
+        kw.get("until"),
+        kw.get("backoff", 0.0),
+        kw.get("last_good"),
+    )
+    return Decision(
+        t,
+        [Command("set_frequency", "above threshold", freq)],
+        [Event("alarm", "hot", level="alarm", origin="tempctl")],
+    )
 
 
 def test_schema_is_strict_wal_and_indexed(tmp_path):
@@ -26,7 +38,9 @@ def test_schema_is_strict_wal_and_indexed(tmp_path):
         assert "STRICT" in sql[table]
     assert "readings_device_ts" in sql
     with pytest.raises(sqlite3.IntegrityError):  # STRICT: a string is not a REAL
-        lg.conn.execute("INSERT INTO readings (device, ts_ms, valid, temp) VALUES ('d', 1, 1, 'hot')")
+        lg.conn.execute(
+            "INSERT INTO readings (device, ts_ms, valid, temp) VALUES ('d', 1, 1, 'hot')"
+        )
     lg.close()
 
 
@@ -34,24 +48,39 @@ def test_history_is_append_only(log):
     log.save_reading(Reading("d", 1000, temp=60.0))
     ids = log.save_decision("d", 1000, decision())
     log.transaction([log.result_op(ids[0][0], 1100, "ok", latency_ms=12.0)])
-    for sql in ("UPDATE readings SET temp = 1", "DELETE FROM readings",
-                "UPDATE transitions SET to_state = 'NORMAL'", "DELETE FROM transitions",
-                "UPDATE commands SET frequency = 1500", "DELETE FROM commands",
-                "UPDATE command_results SET outcome = 'failed'", "DELETE FROM events"):
+    for sql in (
+        "UPDATE readings SET temp = 1",
+        "DELETE FROM readings",
+        "UPDATE transitions SET to_state = 'NORMAL'",
+        "DELETE FROM transitions",
+        "UPDATE commands SET frequency = 1500",
+        "DELETE FROM commands",
+        "UPDATE command_results SET outcome = 'failed'",
+        "DELETE FROM events",
+    ):
         with pytest.raises(sqlite3.IntegrityError, match="append-only"):
             log.conn.execute(sql)
-    row = log.conn.execute("SELECT kind, frequency, outcome, latency_ms FROM command_log").fetchone()
+    row = log.conn.execute(
+        "SELECT kind, frequency, outcome, latency_ms FROM command_log"
+    ).fetchone()
     assert row == ("set_frequency", 490.0, "ok", 12.0)
 
 
 def test_restore_reads_latest_transition(log):
     log.save_decision("d", 1000, decision())
-    log.save_decision("d", 5000, decision("RECOVERING", 425.0, ceiling=450.0, until=99_000,
-                                          backoff=3600.0, last_good=400.0))
+    log.save_decision(
+        "d",
+        5000,
+        decision("RECOVERING", 425.0, ceiling=450.0, until=99_000, backoff=3600.0, last_good=400.0),
+    )
     snap = log.restore("d")
     assert snap.state is State.RECOVERING and snap.frequency == 425.0
     assert (snap.ceiling, snap.ceiling_until_ms, snap.backoff_s, snap.last_good) == (
-        450.0, 99_000, 3600.0, 400.0)
+        450.0,
+        99_000,
+        3600.0,
+        400.0,
+    )
     assert snap.last_change_ms == 5000
     assert log.restore("d", before_ms=2000).state is State.THROTTLED_1
     assert log.restore("other") is None

@@ -10,12 +10,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tempctl.config import Device as DeviceConfig
 from tempctl.config import Settings
-from tempctl.controller import Command, Controller, Limits
-from tempctl.daemon import Daemon, Device
-from tempctl.emulator import Emulator
-from tempctl.log import Log
-from tempctl.metrics import Metrics
-from tempctl.reading import Reading
+from tempctl.core.controller import Command, Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.daemon.loop import Daemon, Device
+from tempctl.daemon.metrics import Metrics
+from tempctl.sim.emulator import Emulator
+from tempctl.store.eventlog import Log
 
 T = 1_700_000_000_000
 
@@ -44,8 +44,9 @@ def value(samples: dict, name: str, **labels) -> float:
 
 
 def device(name: str, limits: Limits) -> Device:
-    return Device(name, f"http://127.0.0.1:1/{name}", limits, client=None,
-                  controller=Controller(limits, name))
+    return Device(
+        name, f"http://127.0.0.1:1/{name}", limits, client=None, controller=Controller(limits, name)
+    )
 
 
 def feed(m: Metrics, d: Device, r: Reading):
@@ -72,8 +73,20 @@ def test_per_device_values_states_and_counters(served):
     m, port, clock = served
     limits = Limits(settle=0.0)
     hot, cool = device("hot", limits), device("cool", limits)
-    feed(m, hot, Reading("hot", T, temp=60.0, vr_temp=50.0, frequency=575.0, hashrate=1100.0,
-                         power=18.5, fan_pct=100.0))
+    feed(
+        m,
+        hot,
+        Reading(
+            "hot",
+            T,
+            temp=60.0,
+            vr_temp=50.0,
+            frequency=575.0,
+            hashrate=1100.0,
+            power=18.5,
+            fan_pct=100.0,
+        ),
+    )
     feed(m, cool, Reading("cool", T, temp=55.0, frequency=575.0))
     clock.t += 30
     d = feed(m, hot, Reading("hot", T + 30_000, temp=66.5, vr_temp=61.0, frequency=575.0))
@@ -137,8 +150,9 @@ def test_scraping_a_running_daemon(tmp_path):
     """Daemon + emulator end to end: a critical device whose PATCH is refused."""
     with Emulator("heatwave", start_hours=8.0, faults="patch_400", seed=1) as emu:
         name = "gamma"
-        settings = Settings(devices=(DeviceConfig(name, emu.urls[0]),), check_interval=0.2,
-                            settle=0.0)
+        settings = Settings(
+            devices=(DeviceConfig(name, emu.urls[0]),), check_interval=0.2, settle=0.0
+        )
         m = Metrics()
         port = m.serve("127.0.0.1", 0)
         log = Log(tmp_path / "tempctl.db")
@@ -149,7 +163,8 @@ def test_scraping_a_running_daemon(tmp_path):
             s = scrape(port)
             polls = log.conn.execute("SELECT count(*) FROM readings").fetchone()[0]
             last_temp = log.conn.execute(
-                "SELECT temp FROM readings ORDER BY ts_ms DESC LIMIT 1").fetchone()[0]
+                "SELECT temp FROM readings ORDER BY ts_ms DESC LIMIT 1"
+            ).fetchone()[0]
         finally:
             m.close()
             log.close()
@@ -163,15 +178,25 @@ def test_scraping_a_running_daemon(tmp_path):
 def test_run_refuses_a_metrics_port_in_use(tmp_path):
     from click.testing import CliRunner
 
-    from tempctl.cli import cli
+    from tempctl.cli.main import cli
 
     (tmp_path / "none.toml").write_text("")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        res = CliRunner().invoke(cli, ["run", "--bitaxe-ip", "127.0.0.1:1", "--db",
-                                       str(tmp_path / "t.db"), "--metrics-port", str(port)],
-                                 env={"TEMPCTL_CONFIG": str(tmp_path / "none.toml")})
+        res = CliRunner().invoke(
+            cli,
+            [
+                "run",
+                "--bitaxe-ip",
+                "127.0.0.1:1",
+                "--db",
+                str(tmp_path / "t.db"),
+                "--metrics-port",
+                str(port),
+            ],
+            env={"TEMPCTL_CONFIG": str(tmp_path / "none.toml")},
+        )
     assert res.exit_code == 1, res.output
     assert f"metrics endpoint 127.0.0.1:{port}: Address already in use" in res.output

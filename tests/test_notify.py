@@ -19,8 +19,8 @@ import uuid
 import pytest
 from procs import start_daemon, wait_for
 
-from tempctl.emulator import Emulator
-from tempctl.notify import Notifier
+from tempctl.daemon.notify import Notifier
+from tempctl.sim.emulator import Emulator
 
 WATCHDOG_USEC = 400_000
 
@@ -82,8 +82,9 @@ def systemd(notify_path):
 
 
 def wait_lines(listener: NotifySocket, line: str, count: int = 1, timeout: float = 5.0):
-    return wait_for(lambda: len(listener.times(line)) >= count, timeout=timeout,
-                    what=f"{count} x {line}")
+    return wait_for(
+        lambda: len(listener.times(line)) >= count, timeout=timeout, what=f"{count} x {line}"
+    )
 
 
 # --- Notifier on its own ------------------------------------------------------------------------
@@ -109,7 +110,10 @@ def test_messages_reach_a_path_socket(systemd, notify_path):
     wait_lines(systemd, "STOPPING=1")
     n.close()
     assert [m for _, m in systemd.messages] == [
-        "READY=1\nSTATUS=NORMAL 575 MHz", "STATUS=THROTTLED_1 490 MHz", "STOPPING=1"]
+        "READY=1\nSTATUS=NORMAL 575 MHz",
+        "STATUS=THROTTLED_1 490 MHz",
+        "STOPPING=1",
+    ]
 
 
 def test_abstract_socket_with_at_sign():
@@ -127,8 +131,9 @@ def test_abstract_socket_with_at_sign():
 
 def test_watchdog_pings_at_half_the_interval(systemd, notify_path):
     now = [100.0]
-    n = Notifier(environ={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "10000000"},
-                 clock=lambda: now[0])
+    n = Notifier(
+        environ={"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": "10000000"}, clock=lambda: now[0]
+    )
     assert n.watchdog_s == 10.0
     for t in (100.0, 104.0, 104.999, 105.0, 109.9, 110.0, 110.1, 115.0):
         now[0] = t
@@ -139,12 +144,15 @@ def test_watchdog_pings_at_half_the_interval(systemd, notify_path):
     assert len(systemd.times("WATCHDOG=1")) == 4  # at 100, 105, 110 and 115
 
 
-@pytest.mark.parametrize("env, pings", [
-    ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(os.getpid())}, True),
-    ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}, False),  # meant for another process
-    ({}, False),  # no WatchdogSec=
-    ({"WATCHDOG_USEC": "soon"}, False),
-])
+@pytest.mark.parametrize(
+    "env, pings",
+    [
+        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": str(os.getpid())}, True),
+        ({"WATCHDOG_USEC": "400000", "WATCHDOG_PID": "1"}, False),  # meant for another process
+        ({}, False),  # no WatchdogSec=
+        ({"WATCHDOG_USEC": "soon"}, False),
+    ],
+)
 def test_watchdog_only_when_meant_for_us(systemd, notify_path, env, pings):
     n = Notifier(environ={"NOTIFY_SOCKET": notify_path, **env})
     n.ping()
@@ -167,12 +175,19 @@ def test_a_missing_listener_is_not_fatal(tmp_path):
 
 def test_daemon_ready_watchdog_stopping(tmp_path, systemd, notify_path):
     env = {"NOTIFY_SOCKET": notify_path, "WATCHDOG_USEC": str(WATCHDOG_USEC)}
-    with (Emulator("constant", seed=3) as emu,
-          start_daemon(emu.urls[0], tmp_path / "tempctl.db", tmp_path, env_extra=env,
-                       check_interval=0.2) as daemon):
+    with (
+        Emulator("constant", seed=3) as emu,
+        start_daemon(
+            emu.urls[0], tmp_path / "tempctl.db", tmp_path, env_extra=env, check_interval=0.2
+        ) as daemon,
+    ):
         wait_for(lambda: systemd.times("READY=1"), timeout=15, what="READY=1", proc=daemon)
-        wait_for(lambda: len(systemd.times("WATCHDOG=1")) >= 6, timeout=5,
-                 what="6 watchdog pings", proc=daemon)
+        wait_for(
+            lambda: len(systemd.times("WATCHDOG=1")) >= 6,
+            timeout=5,
+            what="6 watchdog pings",
+            proc=daemon,
+        )
         sent = time.monotonic()
         daemon.signal(signal.SIGTERM)
         code = daemon.wait(timeout=5)
@@ -196,12 +211,17 @@ def test_daemon_ready_watchdog_stopping(tmp_path, systemd, notify_path):
 
 def test_daemon_without_notify_socket_sends_nothing(tmp_path, systemd):
     # The same daemon with NOTIFY_SOCKET unset (a terminal) must not find our socket.
-    with (Emulator("constant", seed=4) as emu,
-          start_daemon(emu.urls[0], tmp_path / "tempctl.db", tmp_path,
-                       check_interval=0.25) as daemon):
+    with (
+        Emulator("constant", seed=4) as emu,
+        start_daemon(emu.urls[0], tmp_path / "tempctl.db", tmp_path, check_interval=0.25) as daemon,
+    ):
         # Its loop is running (signal handlers installed) once it said so.
-        wait_for(lambda: "tempctl running" in daemon.output(), timeout=15,
-                 what="the daemon's loop", proc=daemon)
+        wait_for(
+            lambda: "tempctl running" in daemon.output(),
+            timeout=15,
+            what="the daemon's loop",
+            proc=daemon,
+        )
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=5) == 0, daemon.output()
     assert systemd.messages == []

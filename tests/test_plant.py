@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tempctl.plant import (
+from tempctl.sim.plant import (
     FanEffect,
     Plant,
     PlantParams,
@@ -81,14 +81,16 @@ def test_power_mae_on_steady_state_rows():
     # 2.4 or 1.3 W.
     errors, by_source = [], defaultdict(list)
     for r in steady_rows():
-        model = power(GAMMA, num(r, "frequency_mhz"), num(r, "core_voltage_set_mv"),
-                      num(r, "asic_temp_c"))
+        model = power(
+            GAMMA, num(r, "frequency_mhz"), num(r, "core_voltage_set_mv"), num(r, "asic_temp_c")
+        )
         err = abs(model - num(r, "power_w"))
         errors.append(err)
         by_source[r["source_repo"]].append(err)
     mae = statistics.fmean(errors)
-    detail = ", ".join(f"{s}: {statistics.fmean(e):.2f} W (n={len(e)})"
-                       for s, e in sorted(by_source.items()))
+    detail = ", ".join(
+        f"{s}: {statistics.fmean(e):.2f} W (n={len(e)})" for s, e in sorted(by_source.items())
+    )
     assert len(errors) == 422
     assert mae < 0.8, f"power MAE {mae:.3f} W over {len(errors)} rows ({detail})"
     assert max(statistics.fmean(e) for e in by_source.values()) < 1.3, detail
@@ -110,8 +112,14 @@ def _temperature_groups() -> dict[str, list[tuple[float, float, float, float]]]:
         else:
             continue  # mtab3000: autofan pinned the temperature at 60 °C
         # fan at the reference duty: the jojo fans sat at 5300-5900 rpm, near full speed
-        groups[key].append((num(r, "frequency_mhz"), num(r, "core_voltage_set_mv"),
-                            GAMMA.fan_ref_pct, num(r, "asic_temp_c")))
+        groups[key].append(
+            (
+                num(r, "frequency_mhz"),
+                num(r, "core_voltage_set_mv"),
+                GAMMA.fan_ref_pct,
+                num(r, "asic_temp_c"),
+            )
+        )
     return groups
 
 
@@ -161,22 +169,29 @@ def test_leakage_matches_the_traces():
     def slope(points):
         mt = statistics.fmean(t for t, _ in points)
         mp = statistics.fmean(p for _, p in points)
-        return (sum((t - mt) * (p - mp) for t, p in points)
-                / sum((t - mt) ** 2 for t, _ in points))
+        return sum((t - mt) * (p - mp) for t, p in points) / sum((t - mt) ** 2 for t, _ in points)
 
     cases = [
         ("jojo4751-BitaxeAutopilot_Worker5_2025-07-01_log.csv", "700", 700.0, 1160.0),
-        ("ThePeacemaker82-bitaxe-safe-overclock_Gamma_2025-09-10_perflog.csv", "750", 750.0,
-         1150.0),
+        (
+            "ThePeacemaker82-bitaxe-safe-overclock_Gamma_2025-09-10_perflog.csv",
+            "750",
+            750.0,
+            1150.0,
+        ),
     ]
     for name, freq, f, mv in cases:
-        pts = [(num(r, "asic_temp_c"), num(r, "power_w")) for r in rows(name)
-               if r["frequency_mhz"] == freq and num(r, "asic_temp_c") > 0]
+        pts = [
+            (num(r, "asic_temp_c"), num(r, "power_w"))
+            for r in rows(name)
+            if r["frequency_mhz"] == freq and num(r, "asic_temp_c") > 0
+        ]
         measured = slope(pts)
         t_mean = statistics.fmean(t for t, _ in pts)
         model = power(GAMMA, f, mv, t_mean + 0.5) - power(GAMMA, f, mv, t_mean - 0.5)
         assert 0.5 < model / measured < 2.0, (
-            f"{name}: dP/dT measured {measured:.3f}, model {model:.3f} W/°C (n={len(pts)})")
+            f"{name}: dP/dT measured {measured:.3f}, model {model:.3f} W/°C (n={len(pts)})"
+        )
 
 
 def _pmcochrane():
@@ -209,8 +224,9 @@ def _replay(p: PlantParams, times, freqs, ambient_c: float) -> list[float]:
     plant = Plant(p, ambient_c, freq_mhz=cmd[0], core_mv=PMC_MV, fan_pct=p.fan_ref_pct)
     die = [plant.die_c]
     for k in range(1, n):
-        plant.step(PMC_DT, freq_mhz=cmd[k - 1], core_mv=PMC_MV, fan_pct=p.fan_ref_pct,
-                   ambient_c=ambient_c)
+        plant.step(
+            PMC_DT, freq_mhz=cmd[k - 1], core_mv=PMC_MV, fan_pct=p.fan_ref_pct, ambient_c=ambient_c
+        )
         die.append(plant.die_c)
     return [die[round(t / PMC_DT)] for t in times]
 
@@ -234,11 +250,15 @@ def test_pmcochrane_step_response():
     times, freqs, temps = _pmcochrane()
     assert len(times) > 1500
     rmse, amb = _replay_fit(QUIET, times, freqs, temps)
-    fits = {tau: _replay_fit(replace(QUIET, tau_slow_s=tau), times, freqs, temps)[0]
-            for tau in range(20, 81, 4)}
+    fits = {
+        tau: _replay_fit(replace(QUIET, tau_slow_s=tau), times, freqs, temps)[0]
+        for tau in range(20, 81, 4)
+    }
     best_tau = min(fits, key=fits.get)
-    msg = (f"RMSE {rmse:.3f} °C at τ_slow {QUIET.tau_slow_s:g} s (ambient {amb:.1f} °C); "
-           f"fitted τ_slow {best_tau} s at RMSE {fits[best_tau]:.3f} °C")
+    msg = (
+        f"RMSE {rmse:.3f} °C at τ_slow {QUIET.tau_slow_s:g} s (ambient {amb:.1f} °C); "
+        f"fitted τ_slow {best_tau} s at RMSE {fits[best_tau]:.3f} °C"
+    )
     assert rmse < 0.5, msg
     assert 24 <= best_tau <= 60, msg
     assert rmse <= 1.1 * fits[best_tau], msg
@@ -249,8 +269,11 @@ def test_jojo_30s_up_step_time_constant():
     # A single exponential on those samples gives τ ≈ 48 s (data/README §4: 36-48 s up); the
     # plant sampled at the same instants gives 31 s (its fast half shows up at once).
     # The amplitude is not compared: this unit's power rose 6.2 W, twice the model's 3.5 W.
-    data = [r for r in rows("jojo4751-BitaxeAutopilot_Worker5_2025-07-01_log.csv")
-            if "2025-07-03T09:55:30" <= r["timestamp"] <= "2025-07-03T10:04:10"]
+    data = [
+        r
+        for r in rows("jojo4751-BitaxeAutopilot_Worker5_2025-07-01_log.csv")
+        if "2025-07-03T09:55:30" <= r["timestamp"] <= "2025-07-03T10:04:10"
+    ]
     assert [r["frequency_mhz"] for r in data[:2]] == ["700", "800"]
     t0 = datetime.fromisoformat(data[0]["timestamp"]).timestamp()
     times = [datetime.fromisoformat(r["timestamp"]).timestamp() - t0 for r in data]
@@ -365,8 +388,9 @@ def test_readings_are_quantized_and_deterministic():
     assert all(v == int(v) for v in vr) and abs(statistics.fmean(vr) - a.vr_c) < 1.0
     # the die stream does not depend on how often VR or hashrate are read
     c = Plant(GAMMA, 28.0, seed=7, freq_mhz=575, core_mv=1150)
-    assert [c.read_die() if i % 2 else (c.read_vr(), c.hashrate(575))[0]
-            for i in range(400)][1::2] == ra
+    assert [c.read_die() if i % 2 else (c.read_vr(), c.hashrate(575))[0] for i in range(400)][
+        1::2
+    ] == ra
 
 
 def test_hashrate():
@@ -394,6 +418,7 @@ def test_fan_effect():
     assert fan.scale(100, 100) == 1.0
     assert fan.scale(50, 100) > 1.0 > fan.scale(100, 60)
     assert fan.rpm(0) == 0 and fan.rpm(100) == 5700 and fan.rpm(150) == 5700
+
     # Under autofan at 60 °C the fan must follow power by roughly +150-300 rpm per W
     # (mtab3000 traces, data/README §3): solve the duty that holds 60 °C at two loads.
     def duty_for_60(freq, amb=22.0):

@@ -11,16 +11,13 @@ import pytest
 from click.testing import CliRunner
 from fixtures import build_log
 
-from tempctl.cli import cli
-from tempctl.clock import FakeClock
+from tempctl.cli.main import cli
 from tempctl.config import Device, Settings
-from tempctl.controller import Controller, Limits
-from tempctl.daemon import Daemon, _config_dict
-from tempctl.emulator import Emulator
-from tempctl.log import Log
-from tempctl.metrics_report import METRIC_KEYS
-from tempctl.reading import Reading
-from tempctl.replay import (
+from tempctl.core.clock import FakeClock
+from tempctl.core.controller import Controller, Limits
+from tempctl.core.reading import Reading
+from tempctl.daemon.loop import Daemon, _config_dict
+from tempctl.offline.replay import (
     READING_SQL,
     LoggedReading,
     check,
@@ -29,24 +26,45 @@ from tempctl.replay import (
     select_runs,
     settings_for,
 )
-from tempctl.scenario import parse_scenario
-from tempctl.simulate import simulate
+from tempctl.offline.report import METRIC_KEYS
+from tempctl.sim.emulator import Emulator
+from tempctl.sim.scenario import parse_scenario
+from tempctl.sim.simulate import simulate
+from tempctl.store.eventlog import Log
 
 RUNS_DIR = Path(__file__).resolve().parent.parent / "replay" / "runs"
 
 # One quick hot hour: 575 MHz passes 63 °C when the room passes ~30.6 °C.
-QUICK = parse_scenario({
-    "description": "test: room 27 -> 33 -> 27 °C in an hour", "duration_h": 1,
-    "ambient": [[0, 27], [0.1, 27], [0.3, 33], [0.6, 33], [0.9, 27], [1, 27]],
-    "device": {"asic": "BM1370", "firmware": "v2.15.0", "frequency_mhz": 575,
-               "core_voltage_mv": 1150},
-    "fan": {"mode": "fixed", "pct": 100}}, name="quick")
-AFTERNOON = parse_scenario({
-    "description": "test: room 27 -> 33 -> 27 °C", "duration_h": 4,
-    "ambient": [[0, 27], [0.5, 27], [1.5, 33], [2.5, 33], [3.5, 27], [4, 27]],
-    "device": {"asic": "BM1370", "firmware": "v2.15.0", "frequency_mhz": 575,
-               "core_voltage_mv": 1150},
-    "fan": {"mode": "fixed", "pct": 100}}, name="afternoon")
+QUICK = parse_scenario(
+    {
+        "description": "test: room 27 -> 33 -> 27 °C in an hour",
+        "duration_h": 1,
+        "ambient": [[0, 27], [0.1, 27], [0.3, 33], [0.6, 33], [0.9, 27], [1, 27]],
+        "device": {
+            "asic": "BM1370",
+            "firmware": "v2.15.0",
+            "frequency_mhz": 575,
+            "core_voltage_mv": 1150,
+        },
+        "fan": {"mode": "fixed", "pct": 100},
+    },
+    name="quick",
+)
+AFTERNOON = parse_scenario(
+    {
+        "description": "test: room 27 -> 33 -> 27 °C",
+        "duration_h": 4,
+        "ambient": [[0, 27], [0.5, 27], [1.5, 33], [2.5, 33], [3.5, 27], [4, 27]],
+        "device": {
+            "asic": "BM1370",
+            "firmware": "v2.15.0",
+            "frequency_mhz": 575,
+            "core_voltage_mv": 1150,
+        },
+        "fan": {"mode": "fixed", "pct": 100},
+    },
+    name="afternoon",
+)
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +97,9 @@ def test_the_daemon_itself_writes_logs_that_replay(tmp_path):
     clock = FakeClock(start_ms=1_767_225_600_000)
     settings = Settings(check_interval=5.0, settle=20.0, stable_timeframe=0.02)
     with Emulator(QUICK, clock=clock.monotonic, seed=3) as emu:
-        settings = Settings(**{**settings.__dict__, "devices": (Device("gamma", emu.urls[0]),),
-                               "sources": {}})
+        settings = Settings(
+            **{**settings.__dict__, "devices": (Device("gamma", emu.urls[0]),), "sources": {}}
+        )
         log = Log(tmp_path / "daemon.db")
         try:
             Daemon(settings, log_=log, clock=clock).run(max_polls=720)
@@ -98,11 +117,15 @@ def test_an_inserted_transition_is_a_divergence_with_both_sides(fixture_log, tmp
     db = tmp_path / "tampered.db"
     shutil.copy(fixture_log.path, db)
     conn = sqlite3.connect(db)
-    ts = conn.execute("SELECT ts_ms FROM readings WHERE device = 'garage' AND run_id = 1 "
-                      "ORDER BY id LIMIT 1 OFFSET 50").fetchone()[0]
-    conn.execute("INSERT INTO transitions (run_id, device, ts_ms, from_state, to_state, reason, "
-                 "frequency) VALUES (1, 'garage', ?, 'NORMAL', 'THROTTLED_1', 'made up', 490)",
-                 (ts,))
+    ts = conn.execute(
+        "SELECT ts_ms FROM readings WHERE device = 'garage' AND run_id = 1 "
+        "ORDER BY id LIMIT 1 OFFSET 50"
+    ).fetchone()[0]
+    conn.execute(
+        "INSERT INTO transitions (run_id, device, ts_ms, from_state, to_state, reason, "
+        "frequency) VALUES (1, 'garage', ?, 'NORMAL', 'THROTTLED_1', 'made up', 490)",
+        (ts,),
+    )
     conn.commit()
     conn.close()
     res = CliRunner().invoke(cli, ["replay", str(db)])
@@ -131,7 +154,7 @@ def test_changed_settings_in_the_runs_row_diverge(fixture_log, tmp_path):
 def test_runs_whose_raw_readings_were_folded_are_skipped(fixture_log, tmp_path):
     from fixtures import HOUR_MS, START_MS
 
-    from tempctl.retention import prune
+    from tempctl.store.retention import prune
 
     db = tmp_path / "pruned.db"
     shutil.copy(fixture_log.path, db)
@@ -150,8 +173,12 @@ def test_runs_whose_raw_readings_were_folded_are_skipped(fixture_log, tmp_path):
 
 # --- a log written the daemon's way, by hand: backfill and cut-off commands ------------------
 
-LIM_SETTINGS = Settings(check_interval=1.0, settle=5.0, stable_timeframe=30 / 3600,
-                        devices=(Device("dev", "http://127.0.0.1:9"),))
+LIM_SETTINGS = Settings(
+    check_interval=1.0,
+    settle=5.0,
+    stable_timeframe=30 / 3600,
+    devices=(Device("dev", "http://127.0.0.1:9"),),
+)
 
 
 def _daemon_poll(log: Log, ctl: Controller, r: Reading, *, answer: bool = True) -> None:
@@ -166,8 +193,15 @@ def _daemon_poll(log: Log, ctl: Controller, r: Reading, *, answer: bool = True) 
 
 
 def _reading(t_s: float, temp: float, freq: float, **kw) -> Reading:
-    return Reading("dev", int(t_s * 1000), temp=temp, frequency=freq, version="v2.15.0",
-                   asic_model="BM1370", **kw)
+    return Reading(
+        "dev",
+        int(t_s * 1000),
+        temp=temp,
+        frequency=freq,
+        version="v2.15.0",
+        asic_model="BM1370",
+        **kw,
+    )
 
 
 def _record(path: Path, backfill_hot: bool, cut_off: bool = False) -> list[tuple]:
@@ -183,8 +217,14 @@ def _record(path: Path, backfill_hot: bool, cut_off: bool = False) -> list[tuple
     # the daemon stops at 41 s and starts again at 60 s; backfill fills 42..59 from statistics
     log.start_run(_config_dict(LIM_SETTINGS), {}, ts_ms=60_000)
     ctl = Controller(limits, "dev", snapshot=log.restore("dev"))
-    log.transaction([log.reading_op(_reading(t, 64.0 if backfill_hot and t == 50 else 58.0,
-                                             None, backfilled=True)) for t in range(42, 60)])
+    log.transaction(
+        [
+            log.reading_op(
+                _reading(t, 64.0 if backfill_hot and t == 50 else 58.0, None, backfilled=True)
+            )
+            for t in range(42, 60)
+        ]
+    )
     for t in range(60, 130):
         _daemon_poll(log, ctl, _reading(t, 58.0, freq), answer=not (cut_off and t >= 95))
         freq = ctl.frequency
@@ -211,8 +251,10 @@ def test_backfilled_rows_feed_the_window_and_never_step(tmp_path):
 def test_a_command_without_outcome_gets_no_result(tmp_path):
     rows = _record(tmp_path / "c.db", backfill_hot=True, cut_off=True)
     conn = sqlite3.connect(tmp_path / "c.db")
-    orphans = conn.execute("SELECT count(*) FROM commands c LEFT JOIN command_results r ON "
-                           "r.command_id = c.id WHERE r.id IS NULL").fetchone()[0]
+    orphans = conn.execute(
+        "SELECT count(*) FROM commands c LEFT JOIN command_results r ON "
+        "r.command_id = c.id WHERE r.id IS NULL"
+    ).fetchone()[0]
     assert orphans >= 1 and rows
     result = check(conn)
     assert result.ok, result.divergence.describe()
@@ -267,24 +309,51 @@ def test_settings_for_applies_device_overrides(fixture_log):
 def test_logged_reading_has_what_the_controller_reads():
     row = (1000, 61.5, 50.0, 575.0, 10, "v2.15.0", "BM1370", 0, 0, 7, 1)
     r = LoggedReading._make(row)
-    full = Reading("d", 1000, temp=61.5, vr_temp=50.0, frequency=575.0, uptime_s=10,
-                   version="v2.15.0", asic_model="BM1370")
-    for name in ("ts_ms", "temp", "vr_temp", "frequency", "uptime_s", "version", "asic_model",
-                 "overheat", "backfilled", "mac", "hostname", "valid"):
+    full = Reading(
+        "d",
+        1000,
+        temp=61.5,
+        vr_temp=50.0,
+        frequency=575.0,
+        uptime_s=10,
+        version="v2.15.0",
+        asic_model="BM1370",
+    )
+    for name in (
+        "ts_ms",
+        "temp",
+        "vr_temp",
+        "frequency",
+        "uptime_s",
+        "version",
+        "asic_model",
+        "overheat",
+        "backfilled",
+        "mac",
+        "hostname",
+        "valid",
+    ):
         assert getattr(r, name) == getattr(full, name), name
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE readings (ts_ms, temp, vr_temp, frequency, uptime_s, firmware, "
-                 "asic, overheat, backfilled, id)")
+    conn.execute(
+        "CREATE TABLE readings (ts_ms, temp, vr_temp, frequency, uptime_s, firmware, "
+        "asic, overheat, backfilled, id)"
+    )
     conn.execute("INSERT INTO readings VALUES (1, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0, 1)")
     conn.execute("INSERT INTO readings VALUES (2, 60.5, NULL, NULL, NULL, NULL, NULL, 0, 0, 2)")
     rows = conn.execute(READING_SQL + "ORDER BY id").fetchall()
     assert [LoggedReading._make(r).valid for r in rows] == [0, 1]
 
 
-@pytest.mark.parametrize("text, ms", [("1767225600000", 1_767_225_600_000),
-                                      ("2026-01-01T00:00:00Z", 1_767_225_600_000),
-                                      ("2026-01-01T01:00", 1_767_229_200_000),
-                                      ("2026-01-01T02:00:00+01:00", 1_767_229_200_000)])
+@pytest.mark.parametrize(
+    "text, ms",
+    [
+        ("1767225600000", 1_767_225_600_000),
+        ("2026-01-01T00:00:00Z", 1_767_225_600_000),
+        ("2026-01-01T01:00", 1_767_229_200_000),
+        ("2026-01-01T02:00:00+01:00", 1_767_229_200_000),
+    ],
+)
 def test_parse_time(text, ms):
     assert parse_time(text) == ms
 
@@ -295,8 +364,10 @@ def test_cli(simulated, tmp_path):
     assert res.exit_code == 0 and res.output.startswith("ok: 1 run(s)")
     res = runner.invoke(cli, ["replay", str(simulated), "--check", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["ok"] is True
-    res = runner.invoke(cli, ["replay", str(simulated), "--since", "2026-01-01T02:00",
-                              "--until", "2026-01-01T03:00"])
+    res = runner.invoke(
+        cli,
+        ["replay", str(simulated), "--since", "2026-01-01T02:00", "--until", "2026-01-01T03:00"],
+    )
     assert res.exit_code == 0  # a run overlapping the range is checked whole
     res = runner.invoke(cli, ["replay", str(simulated), "--set", "TEMP_THRESHOLD=61"])
     assert res.exit_code == 0

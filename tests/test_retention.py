@@ -9,11 +9,12 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
-from tempctl.controller import Command, Controller, Decision, Event, Limits
-from tempctl.log import Log
-from tempctl.reading import Reading
-from tempctl.retention import (
+from tempctl.cli.main import cli
+from tempctl.core.controller import Command, Controller, Decision, Event, Limits
+from tempctl.core.reading import Reading
+from tempctl.core.window import StableWindow
+from tempctl.store.eventlog import Log
+from tempctl.store.retention import (
     DAY_MS,
     MINUTE_MS,
     Retention,
@@ -21,7 +22,6 @@ from tempctl.retention import (
     horizon_ms,
     prune,
 )
-from tempctl.window import StableWindow
 
 T0 = 1_700_000_000_000 // DAY_MS * DAY_MS  # midnight UTC
 NOW = T0 + 3 * DAY_MS
@@ -43,9 +43,18 @@ def history(log: Log, devices=("a", "b"), days: float = 3.0, step_ms: int = STEP
             if k % 97 == 5:  # now and then a poll that failed outright
                 rows.append(Reading(dev, ts, error="timeout: no answer"))
             else:
-                rows.append(Reading(dev, ts, temp=temp_at(ts, i), vr_temp=50.0 + (k % 7),
-                                    frequency=575.0 if k % 500 < 400 else 490.0,
-                                    hashrate=1100.0 + k % 11, power=18.0, fan_pct=100.0))
+                rows.append(
+                    Reading(
+                        dev,
+                        ts,
+                        temp=temp_at(ts, i),
+                        vr_temp=50.0 + (k % 7),
+                        frequency=575.0 if k % 500 < 400 else 490.0,
+                        hashrate=1100.0 + k % 11,
+                        power=18.0,
+                        fan_pct=100.0,
+                    )
+                )
     rows.sort(key=lambda r: r.ts_ms)
     log.transaction([log.reading_op(r) for r in rows])
     return rows
@@ -59,10 +68,17 @@ def template(tmp_path_factory):
     log.start_run({"test": True}, ts_ms=T0)
     rows = history(log)
     # history that must survive: an old overheat reading, a transition, a command, an event
-    log.transaction([log.reading_op(Reading("a", T0 + 3_600_015, overheat=True, frequency=50.0,
-                                            error="overheat"))])
-    dec = Decision(events=[Event("alarm", "critical: temp 71 °C", level="alarm")],
-                   commands=[Command("set_frequency", "critical", 400.0)])
+    log.transaction(
+        [
+            log.reading_op(
+                Reading("a", T0 + 3_600_015, overheat=True, frequency=50.0, error="overheat")
+            )
+        ]
+    )
+    dec = Decision(
+        events=[Event("alarm", "critical: temp 71 °C", level="alarm")],
+        commands=[Command("set_frequency", "critical", 400.0)],
+    )
     log.save_decision("a", T0 + 3_600_000, dec)
     ctl = Controller(Limits(), "a")
     log.save_decision("a", T0, ctl.step(Reading("a", T0, temp=60.0, frequency=575.0), T0))
@@ -80,16 +96,20 @@ def filled(template, tmp_path):
 
 
 def counts(conn) -> dict:
-    return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
-            for t in ("readings", "readings_1m", "transitions", "commands", "events", "runs")}
+    return {
+        t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+        for t in ("readings", "readings_1m", "transitions", "commands", "events", "runs")
+    }
 
 
 def minute_view(conn, before_ms: int) -> dict:
     """readings_minute (raw + folded) as {(device, minute): (n, n_valid, max, vr max, freq, avg)}."""
     out: dict = {}
     for dev, minute, n, nv, avg, tmax, vrmax, freq in conn.execute(
-            "SELECT device, minute_ms, n, n_valid, temp_avg, temp_max, vr_temp_max, frequency "
-            "FROM readings_minute WHERE minute_ms < ?", (before_ms,)):
+        "SELECT device, minute_ms, n, n_valid, temp_avg, temp_max, vr_temp_max, frequency "
+        "FROM readings_minute WHERE minute_ms < ?",
+        (before_ms,),
+    ):
         out[(dev, minute)] = (n, nv, tmax, vrmax, freq, avg)
     return out
 
@@ -114,9 +134,13 @@ def test_prune_folds_old_minutes_and_keeps_the_rest(filled):
     for table in ("transitions", "commands", "events", "runs"):
         assert after[table] == before[table] > 0
     # the overheat row stays raw; every newer reading is untouched
-    assert conn.execute("SELECT count(*) FROM readings WHERE ts_ms < ?", (cutoff,)).fetchone() == (1,)
-    assert conn.execute("SELECT count(*) FROM readings WHERE ts_ms >= ?",
-                        (cutoff,)).fetchone()[0] == recent
+    assert conn.execute("SELECT count(*) FROM readings WHERE ts_ms < ?", (cutoff,)).fetchone() == (
+        1,
+    )
+    assert (
+        conn.execute("SELECT count(*) FROM readings WHERE ts_ms >= ?", (cutoff,)).fetchone()[0]
+        == recent
+    )
     # Datasette's readings_minute view reads the same before and after (but for the
     # minute whose overheat row stays raw: it shows as two rows there).
     view_after = minute_view(conn, cutoff)
@@ -143,8 +167,10 @@ def test_prune_is_idempotent(filled):
     folded = log.conn.execute("SELECT * FROM readings_1m ORDER BY device, minute_ms").fetchall()
     again = prune(log, 1, NOW)
     assert (again.folded, again.minutes, again.devices, again.done) == (0, 0, 0, True)
-    assert log.conn.execute("SELECT * FROM readings_1m ORDER BY device, minute_ms").fetchall() \
+    assert (
+        log.conn.execute("SELECT * FROM readings_1m ORDER BY device, minute_ms").fetchall()
         == folded
+    )
 
 
 def test_batches_give_the_same_result_as_one_transaction(filled, tmp_path):
@@ -171,19 +197,40 @@ def test_batches_give_the_same_result_as_one_transaction(filled, tmp_path):
 
 def test_late_rows_of_a_folded_minute_are_merged(log):
     m = T0 + 10 * MINUTE_MS
-    log.transaction([log.reading_op(Reading("a", m + 1000 * i, temp=60.0 + i, hashrate=10.0,
-                                            frequency=575.0)) for i in range(2)])
+    log.transaction(
+        [
+            log.reading_op(
+                Reading("a", m + 1000 * i, temp=60.0 + i, hashrate=10.0, frequency=575.0)
+            )
+            for i in range(2)
+        ]
+    )
     prune(log, 1, NOW)
     # an import brings two more readings of the same minute
-    log.transaction([log.reading_op(Reading("a", m + 30_000 + 1000 * i, temp=70.0 + i,
-                                            hashrate=20.0, frequency=490.0)) for i in range(2)]
-                    + [log.reading_op(Reading("a", m + 40_000, error="timeout: x"))])
+    log.transaction(
+        [
+            log.reading_op(
+                Reading("a", m + 30_000 + 1000 * i, temp=70.0 + i, hashrate=20.0, frequency=490.0)
+            )
+            for i in range(2)
+        ]
+        + [log.reading_op(Reading("a", m + 40_000, error="timeout: x"))]
+    )
     prune(log, 1, NOW)
-    row = log.conn.execute("SELECT n, n_valid, temp_avg, temp_max, frequency, hashrate_avg "
-                           "FROM readings_1m").fetchall()
+    row = log.conn.execute(
+        "SELECT n, n_valid, temp_avg, temp_max, frequency, hashrate_avg FROM readings_1m"
+    ).fetchall()
     # means weighted by valid readings: exact whenever invalid rows carry no values
-    assert row == [(5, 4, pytest.approx((60 + 61 + 70 + 71) / 4), 71.0, 575.0,
-                    pytest.approx((10 + 10 + 20 + 20) / 4))]
+    assert row == [
+        (
+            5,
+            4,
+            pytest.approx((60 + 61 + 70 + 71) / 4),
+            71.0,
+            575.0,
+            pytest.approx((10 + 10 + 20 + 20) / 4),
+        )
+    ]
 
 
 def test_a_failure_rolls_everything_back(filled):
@@ -191,10 +238,13 @@ def test_a_failure_rolls_everything_back(filled):
     conn = log.conn
     table = "SELECT count(*), coalesce(sum(ts_ms), 0) FROM readings"
     before = conn.execute(table).fetchone()
-    victim = conn.execute("SELECT id FROM readings WHERE device = 'b' ORDER BY ts_ms "
-                          "LIMIT 1 OFFSET 100").fetchone()[0]
-    conn.execute(f"CREATE TRIGGER boom BEFORE DELETE ON readings WHEN old.id = {victim} "
-                 "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END")
+    victim = conn.execute(
+        "SELECT id FROM readings WHERE device = 'b' ORDER BY ts_ms LIMIT 1 OFFSET 100"
+    ).fetchone()[0]
+    conn.execute(
+        f"CREATE TRIGGER boom BEFORE DELETE ON readings WHEN old.id = {victim} "
+        "BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
+    )
     with pytest.raises(sqlite3.IntegrityError, match="disk on fire"):
         prune(log, 1, NOW)
     assert conn.execute(table).fetchone() == before
@@ -247,9 +297,11 @@ def test_replay_over_folded_history_is_close_to_the_raw_one(log):
         for r in readings:
             if r.valid:
                 win.add(r.ts_ms, r.temp, r.vr_temp)
-            d = ctl.step(Reading("a", r.ts_ms, temp=r.temp, vr_temp=r.vr_temp,
-                                 frequency=ctl.frequency), r.ts_ms,
-                         window=lambda now=r.ts_ms: win.stats(now))
+            d = ctl.step(
+                Reading("a", r.ts_ms, temp=r.temp, vr_temp=r.vr_temp, frequency=ctl.frequency),
+                r.ts_ms,
+                window=lambda now=r.ts_ms: win.stats(now),
+            )
             if d.transition:
                 states.append((r.ts_ms, d.transition.to_state, d.transition.frequency))
             stats.append(win.stats(r.ts_ms))
@@ -279,8 +331,9 @@ def test_prune_command(filled, tmp_path):
     assert res.exit_code == 0, res.output
     dry = json.loads(res.output)
     assert dry["dry_run"] is True and dry["folded"] > 0
-    res = runner.invoke(cli, ["prune", "--retention-days", "1", "--batch-rows", "5000",
-                              "--vacuum"], env=env)
+    res = runner.invoke(
+        cli, ["prune", "--retention-days", "1", "--batch-rows", "5000", "--vacuum"], env=env
+    )
     assert res.exit_code == 0, res.output
     assert res.output.startswith(f"folded {dry['folded']} readings from before ")
     res = runner.invoke(cli, ["prune", "--retention-days", "1", "--json"], env=env)

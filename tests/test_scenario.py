@@ -6,9 +6,9 @@ import itertools
 
 import pytest
 
-from tempctl.plant import oracle_frequency, params_for, steady_die
 from tempctl.resources import scenarios_dir
-from tempctl.scenario import Scenario, ScenarioError, load_scenario, scenario_names
+from tempctl.sim.plant import oracle_frequency, params_for, steady_die
+from tempctl.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_names
 
 SHIPPED = ["autofan", "closet", "constant", "daynight", "heatwave"]
 
@@ -58,8 +58,11 @@ def test_heatwave_drives_the_gamma_over_63_and_back():
     s = load_scenario("heatwave")
     p = params_for(s.asic)
     assert (s.frequency_mhz, s.core_voltage_mv, s.fan_mode, s.fan_pct) == (575, 1150, "fixed", 100)
-    assert (s.ambient(0), max(s.ambient(t) for t in range(0, 86400, 600)),
-            s.ambient(s.duration_s)) == (28, 38, 30)
+    assert (
+        s.ambient(0),
+        max(s.ambient(t) for t in range(0, 86400, 600)),
+        s.ambient(s.duration_s),
+    ) == (28, 38, 30)
 
     def die(t):
         return steady_die(p, s.frequency_mhz, s.core_voltage_mv, s.ambient(t), s.fan_pct)
@@ -70,8 +73,10 @@ def test_heatwave_drives_the_gamma_over_63_and_back():
     assert over and 2.5 <= over[0] <= 4 and 14 <= over[-1] <= 16
     assert over == [h for h in hours if over[0] <= h <= over[-1]]  # one hot spell
     # the oracle the replay benchmarks compare against
-    oracle = {a: oracle_frequency(p, a, 63.0, s.fan_pct, s.core_voltage_mv, s.frequency_mhz)
-              for a in (28, 38, 30)}
+    oracle = {
+        a: oracle_frequency(p, a, 63.0, s.fan_pct, s.core_voltage_mv, s.frequency_mhz)
+        for a in (28, 38, 30)
+    }
     assert oracle[28] == oracle[30] == 575 and 250 < oracle[38] < 320
 
 
@@ -114,8 +119,9 @@ def test_ambient_noise_is_a_function_of_time(tmp_path):
     s = load_scenario(str(write(tmp_path, text)))
     values = [s.ambient(t) for t in range(0, 7200, 30)]
     assert values == [s.ambient(t) for t in range(0, 7200, 30)]  # replays repeat exactly
-    clean = [load_scenario(str(write(tmp_path, GOOD, "c.toml"))).ambient(t)
-             for t in range(0, 7200, 30)]
+    clean = [
+        load_scenario(str(write(tmp_path, GOOD, "c.toml"))).ambient(t) for t in range(0, 7200, 30)
+    ]
     diffs = [a - b for a, b in zip(values, clean, strict=True)]
     assert 0.1 < max(abs(d) for d in diffs) < 3.0
     assert max(abs(a - b) for a, b in itertools.pairwise(diffs)) < 0.5  # no jumps between knots
@@ -140,8 +146,11 @@ def test_ambient_noise_is_a_function_of_time(tmp_path):
         ("[[0, 20], [1, 30], [2, 25]]", "[[0, 20], [1]]", "ambient[1]"),
         ("[[0, 20], [1, 30], [2, 25]]", "[]", "ambient"),
         ("[[0, 20], [1, 30], [2, 25]]", "[[0, 20], [1, 95]]", "ambient[1]"),
-        ("duration_h = 2", "duration_h = 2\nrepeat = true\nambient_noise_c = -1",
-         "ambient_noise_c"),
+        (
+            "duration_h = 2",
+            "duration_h = 2\nrepeat = true\nambient_noise_c = -1",
+            "ambient_noise_c",
+        ),
         ("duration_h = 2", "duration_h = 2\nrepeat = 1", "repeat"),
         ("duration_h = 2", "duration_h = 2\nduraton = 3", "duraton"),
         ("pct = 80", "pct = 80\nspeed = 3", "fan.speed"),

@@ -9,13 +9,13 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
+from tempctl.cli.main import cli
 from tempctl.config import Settings
-from tempctl.metrics_report import METRIC_KEYS
-from tempctl.policies import parse_spec
-from tempctl.replay import check
-from tempctl.scenario import load_scenario
-from tempctl.simulate import simulate
+from tempctl.offline.replay import check
+from tempctl.offline.report import METRIC_KEYS
+from tempctl.sim.policies import parse_spec
+from tempctl.sim.scenario import load_scenario
+from tempctl.sim.simulate import simulate
 
 # A hot afternoon in 4 hours: a Gamma at 575 MHz passes 63 °C when the room passes ~30.6 °C.
 AFTERNOON = """
@@ -45,8 +45,9 @@ def afternoon(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sim(afternoon, tmp_path_factory):
     db = tmp_path_factory.mktemp("sim") / "out.db"
-    report = simulate(load_scenario(afternoon), ["tempctl", "seed", "fixed:490"], Settings(),
-                      poll_s=5, db=str(db))
+    report = simulate(
+        load_scenario(afternoon), ["tempctl", "seed", "fixed:490"], Settings(), poll_s=5, db=str(db)
+    )
     return report, db
 
 
@@ -56,8 +57,9 @@ def test_report_has_every_policy_the_oracle_and_the_metric_keys(sim):
     assert report["oracle"]["gh_hours"] > 0
     for m in report["policies"].values():
         assert set(METRIC_KEYS) <= set(m)
-        assert m["hash_ratio"] == pytest.approx(m["gh_hours"] / report["oracle"]["gh_hours"],
-                                                abs=1e-3)
+        assert m["hash_ratio"] == pytest.approx(
+            m["gh_hours"] / report["oracle"]["gh_hours"], abs=1e-3
+        )
         assert m["hours"] == pytest.approx(4.0)
 
 
@@ -87,8 +89,10 @@ def test_log_is_the_daemon_format_one_device_per_policy_and_replays(sim):
     kinds = conn.execute("SELECT DISTINCT to_state FROM transitions WHERE device = 'sim-tempctl'")
     assert {"THROTTLED_1"} <= {k for (k,) in kinds}
     # every command has its outcome, written in the same poll
-    orphans = conn.execute("SELECT count(*) FROM commands c LEFT JOIN command_results r "
-                           "ON r.command_id = c.id WHERE r.id IS NULL").fetchone()[0]
+    orphans = conn.execute(
+        "SELECT count(*) FROM commands c LEFT JOIN command_results r "
+        "ON r.command_id = c.id WHERE r.id IS NULL"
+    ).fetchone()[0]
     assert orphans == 0
     result = check(conn)
     assert result.ok, result.divergence and result.divergence.describe()
@@ -99,8 +103,9 @@ def test_log_is_the_daemon_format_one_device_per_policy_and_replays(sim):
 def test_seed_quirks_440_and_a_restart_after_every_patch(sim):
     _, db = sim
     conn = sqlite3.connect(db)
-    cmds = conn.execute("SELECT kind, frequency FROM commands WHERE device = 'sim-seed' "
-                        "ORDER BY id").fetchall()
+    cmds = conn.execute(
+        "SELECT kind, frequency FROM commands WHERE device = 'sim-seed' ORDER BY id"
+    ).fetchall()
     sets = [f for k, f in cmds if k == "set_frequency"]
     assert sets and set(sets) <= {440.0, 465.0, 490.0, 515.0, 540.0, 565.0, 575.0}
     assert sets[0] == 440.0  # max(SECOND 400, FIRST 490 - 50), never SECOND itself
@@ -119,8 +124,14 @@ def test_constant_room_nothing_happens():
 
 def test_plot_writes_a_png(afternoon, tmp_path):
     out = tmp_path / "sim.png"
-    simulate(load_scenario(afternoon), ["tempctl", "seed"], Settings(), days=1 / 24, poll_s=10,
-             plot_path=str(out))
+    simulate(
+        load_scenario(afternoon),
+        ["tempctl", "seed"],
+        Settings(),
+        days=1 / 24,
+        poll_s=10,
+        plot_path=str(out),
+    )
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -130,14 +141,21 @@ def test_appending_to_a_log_starts_after_what_is_there(afternoon, tmp_path):
     simulate(load_scenario(afternoon), ["tempctl"], Settings(), days=1 / 48, poll_s=10, db=db)
     conn = sqlite3.connect(db)
     (_a, a_end), (b, _) = conn.execute(
-        "SELECT min(ts_ms), max(ts_ms) FROM readings GROUP BY run_id ORDER BY run_id").fetchall()
+        "SELECT min(ts_ms), max(ts_ms) FROM readings GROUP BY run_id ORDER BY run_id"
+    ).fetchall()
     assert b > a_end
     assert check(conn).ok  # the second run resumes from the first one's log
 
 
-@pytest.mark.parametrize("spec, want", [("tempctl", ("tempctl", None)), ("seed", ("seed", None)),
-                                        ("seed:300", ("seed", 300.0)),
-                                        ("fixed:500", ("fixed", 500.0))])
+@pytest.mark.parametrize(
+    "spec, want",
+    [
+        ("tempctl", ("tempctl", None)),
+        ("seed", ("seed", None)),
+        ("seed:300", ("seed", 300.0)),
+        ("fixed:500", ("fixed", 500.0)),
+    ],
+)
 def test_policy_specs(spec, want):
     assert parse_spec(spec) == want
 
@@ -155,13 +173,29 @@ def test_a_policy_given_twice_is_refused():
 
 def test_cli_json_and_errors(afternoon, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(cli, ["simulate", "--scenario", afternoon, "--days", "0.02", "--poll", "10",
-                              "--policy", "tempctl", "--policy", "seed", "--json"])
+    res = runner.invoke(
+        cli,
+        [
+            "simulate",
+            "--scenario",
+            afternoon,
+            "--days",
+            "0.02",
+            "--poll",
+            "10",
+            "--policy",
+            "tempctl",
+            "--policy",
+            "seed",
+            "--json",
+        ],
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(res.output)
     assert set(data["policies"]) == {"tempctl", "seed"} and "oracle" in data
-    res = runner.invoke(cli, ["simulate", "--scenario", afternoon, "--days", "0.01",
-                              "--set", "TEMP_THRESHOLD=62"])
+    res = runner.invoke(
+        cli, ["simulate", "--scenario", afternoon, "--days", "0.01", "--set", "TEMP_THRESHOLD=62"]
+    )
     assert res.exit_code == 0 and "threshold 62 °C" in res.output and "oracle" in res.output
     res = runner.invoke(cli, ["simulate", "--scenario", "no-such-scenario"])
     assert res.exit_code == 1 and "no scenario named" in res.output

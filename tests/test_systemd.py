@@ -22,22 +22,31 @@ import pytest
 from procs import Proc, daemon_env, free_port, start_daemon, wait_for
 
 from tempctl.config import FIELDS, Settings, load_settings
-from tempctl.emulator import Emulator
-from tempctl.log import Log
+from tempctl.sim.emulator import Emulator
+from tempctl.store.eventlog import Log
 
 ROOT = Path(__file__).resolve().parent.parent
 SYSTEMD = ROOT / "systemd"
 UNITS = ("tempctl.service", "tempctl-datasette.service")
 ENV_EXAMPLE = SYSTEMD / "tempctl.env.example"
 TOML_EXAMPLE = SYSTEMD / "tempctl.toml.example"
-ORIGINAL_NAMES = ("BITAXE_IP", "TEMP_THRESHOLD", "FIRST_FREQUENCY", "SECOND_FREQUENCY",
-                  "MAX_FREQUENCY", "CHECK_INTERVAL", "STABLE_TIMEFRAME")
+ORIGINAL_NAMES = (
+    "BITAXE_IP",
+    "TEMP_THRESHOLD",
+    "FIRST_FREQUENCY",
+    "SECOND_FREQUENCY",
+    "MAX_FREQUENCY",
+    "CHECK_INTERVAL",
+    "STABLE_TIMEFRAME",
+)
 LAN_NETS = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 MAX_EXPOSURE = 2.0
 
 ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed "
-                                   "(Debian/Ubuntu: apt-get install systemd)")
+needs_analyze = pytest.mark.skipif(
+    ANALYZE is None,
+    reason="systemd-analyze is not installed (Debian/Ubuntu: apt-get install systemd)",
+)
 
 
 def tempctl_script() -> Path:
@@ -89,8 +98,7 @@ def installed_copies(tmp_path: Path) -> list[Path]:
 
 
 def analyze(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=60,
-                          check=False)
+    return subprocess.run([ANALYZE, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 # --- systemd-analyze -------------------------------------------------------------------------
@@ -105,11 +113,14 @@ def test_units_verify_without_a_word(tmp_path):
 
 
 @needs_analyze
-@pytest.mark.parametrize("change, complaint", [
-    (("WatchdogSec=60", "WatchdogSecs=60"), "WatchdogSecs"),
-    (("ProtectSystem=strict", "ProtectSystem=stricter"), "stricter"),
-    (("Type=notify", "Type=notifyy"), "notifyy"),
-])
+@pytest.mark.parametrize(
+    "change, complaint",
+    [
+        (("WatchdogSec=60", "WatchdogSecs=60"), "WatchdogSecs"),
+        (("ProtectSystem=strict", "ProtectSystem=stricter"), "stricter"),
+        (("Type=notify", "Type=notifyy"), "notifyy"),
+    ],
+)
 def test_verify_reports_mistakes_on_stderr(tmp_path, change, complaint):
     # The check above can fail: a typo in a copy of the unit is reported on stderr.
     unit = installed_copies(tmp_path)[0]
@@ -185,9 +196,20 @@ def test_datasette_unit_contract():
 
 
 def test_both_units_share_the_hardening():
-    keys = {"ProtectSystem", "ProtectHome", "PrivateTmp", "PrivateDevices", "NoNewPrivileges",
-            "SystemCallFilter", "SystemCallArchitectures", "MemoryDenyWriteExecute",
-            "CapabilityBoundingSet", "RestrictAddressFamilies", "UMask", "ProtectProc"}
+    keys = {
+        "ProtectSystem",
+        "ProtectHome",
+        "PrivateTmp",
+        "PrivateDevices",
+        "NoNewPrivileges",
+        "SystemCallFilter",
+        "SystemCallArchitectures",
+        "MemoryDenyWriteExecute",
+        "CapabilityBoundingSet",
+        "RestrictAddressFamilies",
+        "UMask",
+        "ProtectProc",
+    }
     a, b = (sorted((k, v) for _, k, v in unit_entries(SYSTEMD / n) if k in keys) for n in UNITS)
     assert a == b
     assert {k for k, _ in a} == keys
@@ -252,9 +274,10 @@ def test_env_example_mentions_every_setting_with_its_default(tmp_path):
     assert config == "/etc/tempctl/tempctl.toml"
     # The commented values are the real defaults (the db one is the systemd default).
     s = load_settings(environ=env, default_config=no_config(tmp_path))
-    s_systemd = load_settings(environ={"BITAXE_IP": "192.0.2.10",
-                                       "STATE_DIRECTORY": "/var/lib/tempctl"},
-                              default_config=no_config(tmp_path))
+    s_systemd = load_settings(
+        environ={"BITAXE_IP": "192.0.2.10", "STATE_DIRECTORY": "/var/lib/tempctl"},
+        default_config=no_config(tmp_path),
+    )
     assert values(s) == values(s_systemd)
     assert s.warnings == ()
 
@@ -291,7 +314,7 @@ def test_toml_example_devices_block(tmp_path):
 
 # --- the units' seccomp policy, applied for real ----------------------------------------------
 
-SANDBOX = r'''
+SANDBOX = r"""
 import errno, mmap, os, re, subprocess, sys
 import seccomp
 
@@ -331,13 +354,18 @@ if mdwe:  # systemd's MemoryDenyWriteExecute=yes rules
     f.add_rule(seccomp.ALLOW, "shmat", seccomp.Arg(2, seccomp.MASKED_EQ, 0o100000, 0))
 f.load()
 os.execv(argv[0], argv)
-'''
+"""
 
 
 def seccomp_python() -> str:
     for python in ("/usr/bin/python3", shutil.which("python3")):
-        if python and subprocess.run([python, "-c", "import seccomp"], capture_output=True,
-                                     check=False).returncode == 0:
+        if (
+            python
+            and subprocess.run(
+                [python, "-c", "import seccomp"], capture_output=True, check=False
+            ).returncode
+            == 0
+        ):
             return python
     pytest.skip("no Python with libseccomp's binding (Debian: apt-get install python3-seccomp)")
 
@@ -354,11 +382,15 @@ def test_daemon_runs_under_the_units_syscall_filter(tmp_path):
     db = tmp_path / "tempctl.db"
     argv = sandboxed(tmp_path, "tempctl.service", [sys.executable, "-m", "tempctl", "run"])
     # Just before the heat wave's 63 °C crossing (~hour 3), 2000x: a throttle within ~1 s.
-    with (Emulator("heatwave", scale=2000, start_hours=2.9, seed=1) as emu,
-          start_daemon(emu.urls[0], db, tmp_path, argv=argv, check_interval=0.2,
-                       settle=0.4) as daemon):
-        wait_for(lambda: throttled(db), timeout=15, what="a throttle command that worked",
-                 proc=daemon)
+    with (
+        Emulator("heatwave", scale=2000, start_hours=2.9, seed=1) as emu,
+        start_daemon(
+            emu.urls[0], db, tmp_path, argv=argv, check_interval=0.2, settle=0.4
+        ) as daemon,
+    ):
+        wait_for(
+            lambda: throttled(db), timeout=15, what="a throttle command that worked", proc=daemon
+        )
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=10) == 0, daemon.output()
     assert "Operation not permitted" not in daemon.output()
@@ -370,10 +402,14 @@ def throttled(db: Path) -> bool:
         return False
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        return conn.execute(
-            "SELECT count(*) FROM transitions t JOIN commands c ON c.device = t.device AND "
-            "c.ts_ms = t.ts_ms JOIN command_results r ON r.command_id = c.id "
-            "WHERE t.to_state LIKE 'THROTTLED%' AND r.outcome = 'ok'").fetchone()[0] > 0
+        return (
+            conn.execute(
+                "SELECT count(*) FROM transitions t JOIN commands c ON c.device = t.device AND "
+                "c.ts_ms = t.ts_ms JOIN command_results r ON r.command_id = c.id "
+                "WHERE t.to_state LIKE 'THROTTLED%' AND r.outcome = 'ok'"
+            ).fetchone()[0]
+            > 0
+        )
     except sqlite3.OperationalError:
         return False  # the schema is not there yet
     finally:
@@ -384,14 +420,26 @@ def test_datasette_runs_under_the_units_syscall_filter(tmp_path):
     db = tmp_path / "tempctl.db"
     Log(db).close()
     port = free_port()
-    argv = sandboxed(tmp_path, "tempctl-datasette.service",
-                     [sys.executable, "-m", "tempctl", "ui", "--db", str(db),
-                      "--host", "127.0.0.1", "--port", str(port)])
+    argv = sandboxed(
+        tmp_path,
+        "tempctl-datasette.service",
+        [
+            sys.executable,
+            "-m",
+            "tempctl",
+            "ui",
+            "--db",
+            str(db),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+    )
     env = daemon_env("127.0.0.1:9", db, tmp_path)  # hermetic; ui needs no device
     url = f"http://127.0.0.1:{port}/-/versions.json"
     with Proc("datasette", argv, env=env, cwd=tmp_path, out=tmp_path / "ui.out") as ui:
-        body = wait_for(lambda: _get(url), timeout=30, what="Datasette's /-/versions.json",
-                        proc=ui)
+        body = wait_for(lambda: _get(url), timeout=30, what="Datasette's /-/versions.json", proc=ui)
     assert b"datasette" in body, ui.output()
 
 

@@ -26,17 +26,24 @@ import requests
 from click.testing import CliRunner
 from fixtures import build_log
 
-from tempctl import ui
-from tempctl.cli import cli
-from tempctl.log import Log
-from tempctl.reading import Reading
-from tempctl.status import device_status
+from tempctl.ui import server as ui
+from tempctl.cli.main import cli
+from tempctl.core.reading import Reading
+from tempctl.store.eventlog import Log
+from tempctl.store.status import device_status
 
 DAY_MS = 86_400_000
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                  "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def _free_port() -> int:
@@ -54,15 +61,16 @@ def _digest(path: Path) -> str:
 
 
 class Server:
-    """A running `python -m tempctl.ui` child and what it printed."""
+    """A running `python -m tempctl.ui.server` child and what it printed."""
 
     def __init__(self, db: Path, out: Path, env: dict | None = None):
         self.db, self.out = db, out
         self.port = _free_port()
         self.url = ui.base_url("127.0.0.1", self.port)
         self._fh = open(out, "wb")  # noqa: SIM115 - open while the server runs
-        self.proc = ui.start_ui(db, "127.0.0.1", self.port, stdout=self._fh,
-                                stderr=subprocess.STDOUT, env=env)
+        self.proc = ui.start_ui(
+            db, "127.0.0.1", self.port, stdout=self._fh, stderr=subprocess.STDOUT, env=env
+        )
         try:
             ui.wait_until_ready(self.url, self.proc, timeout=30)
         except ui.UIError as e:
@@ -137,7 +145,8 @@ def test_serves_the_live_file_mutable_on_loopback(server, fixture_log):
     assert (db["name"], db["is_mutable"]) == ("tempctl", True)
     settings = server.get("/-/settings.json").json()
     assert {k: settings[k] for k in ui.SETTINGS} == {
-        k: (v if isinstance(v, int) else v == "on") for k, v in ui.SETTINGS.items()}
+        k: (v if isinstance(v, int) else v == "on") for k, v in ui.SETTINGS.items()
+    }
     plugins = {p["name"] for p in server.get("/-/plugins.json").json()}
     assert "datasette-dashboards" in plugins and plugins <= ui.ALLOWED_PLUGINS
 
@@ -145,9 +154,15 @@ def test_serves_the_live_file_mutable_on_loopback(server, fixture_log):
 @pytest.mark.slow
 def test_write_sql_is_refused_and_the_file_is_untouched(server, fixture_log):
     before = _digest(fixture_log.path)
-    for sql in ("DELETE FROM meta", "INSERT INTO meta VALUES ('x', 'y')",
-                "UPDATE runs SET pid = 0", "PRAGMA user_version = 99", "DROP VIEW state_days",
-                "ATTACH DATABASE '/tmp/x.db' AS x", "SELECT 1; DELETE FROM meta"):
+    for sql in (
+        "DELETE FROM meta",
+        "INSERT INTO meta VALUES ('x', 'y')",
+        "UPDATE runs SET pid = 0",
+        "PRAGMA user_version = 99",
+        "DROP VIEW state_days",
+        "ATTACH DATABASE '/tmp/x.db' AS x",
+        "SELECT 1; DELETE FROM meta",
+    ):
         r = server.sql(sql)
         assert r.status_code == 400 or r.json()["ok"] is False, (sql, r.text[:300])
     r = requests.post(f"{server.url}/tempctl/current_state", data={"device": "x"}, timeout=10)
@@ -178,10 +193,14 @@ def test_current_state_is_the_last_transition(server, fixture_log):
 def test_transitions_timeline(server, fixture_log):
     rows = server.query("transitions_timeline")
     assert len(rows) == len(fixture_log.transitions)
-    expected = sorted(((_utc(t[1]), t[0], t[2], t[3], t[4]) for t in fixture_log.transitions),
-                      key=lambda x: x[0], reverse=True)
-    got = [(r["time_utc"], r["device"], r["from_state"], r["to_state"], r["target_mhz"])
-           for r in rows]
+    expected = sorted(
+        ((_utc(t[1]), t[0], t[2], t[3], t[4]) for t in fixture_log.transitions),
+        key=lambda x: x[0],
+        reverse=True,
+    )
+    got = [
+        (r["time_utc"], r["device"], r["from_state"], r["to_state"], r["target_mhz"]) for r in rows
+    ]
     assert sorted(got) == sorted(expected)
     assert [g[0] for g in got] == [e[0] for e in expected]  # newest first
     office = server.query("transitions_timeline", device="office")
@@ -193,14 +212,19 @@ def test_transitions_timeline(server, fixture_log):
 def test_time_in_state_per_day_adds_up(server, fixture_log):
     rows = server.query("time_in_state_daily")
     expected = hours_by_day(fixture_log)
-    cols = {"NORMAL": "normal_h", "THROTTLED_1": "throttled_1_h", "THROTTLED_2": "throttled_2_h",
-            "RECOVERING": "recovering_h"}
+    cols = {
+        "NORMAL": "normal_h",
+        "THROTTLED_1": "throttled_1_h",
+        "THROTTLED_2": "throttled_2_h",
+        "RECOVERING": "recovering_h",
+    }
     assert {(r["device"], r["day"]) for r in rows} == {(k[0], k[1]) for k in expected}
     assert {r["day"] for r in rows} == {"2025-07-14", "2025-07-15"}  # crosses midnight
     for r in rows:
         for state, col in cols.items():
-            assert r[col] == pytest.approx(expected.get((r["device"], r["day"], state), 0.0),
-                                           abs=1e-3), (r, state)
+            assert r[col] == pytest.approx(
+                expected.get((r["device"], r["day"], state), 0.0), abs=1e-3
+            ), (r, state)
         assert r["logged_h"] == pytest.approx(sum(r[c] for c in cols.values()), abs=5e-3)
     for d in fixture_log.devices:
         total = sum(r["logged_h"] for r in rows if r["device"] == d)
@@ -227,15 +251,21 @@ def test_throttled_hours_and_hashrate_lost(server, fixture_log):
 @pytest.mark.slow
 def test_readings_above_the_threshold(server, fixture_log):
     rows = server.query("readings_above_threshold")
-    expected = sorted((d, _utc(ts), t) for d in fixture_log.devices
-                      for ts, t in fixture_log.temps[d]
-                      if t > fixture_log.limits[d].temp_threshold)
+    expected = sorted(
+        (d, _utc(ts), t)
+        for d in fixture_log.devices
+        for ts, t in fixture_log.temps[d]
+        if t > fixture_log.limits[d].temp_threshold
+    )
     assert sorted((r["device"], r["time_utc"], r["temp"]) for r in rows) == expected
     assert {r["device"]: r["threshold"] for r in rows} == {"garage": 63.0, "office": 60.0}
     assert len(expected) > 5
     at_58 = server.query("readings_above_threshold", threshold="58", device="garage")
-    assert len(at_58) == sum(t > 58 for _, t in fixture_log.temps["garage"]) > len(
-        [e for e in expected if e[0] == "garage"])
+    assert (
+        len(at_58)
+        == sum(t > 58 for _, t in fixture_log.temps["garage"])
+        > len([e for e in expected if e[0] == "garage"])
+    )
 
 
 @pytest.mark.slow
@@ -247,7 +277,11 @@ def test_stable_window_progress_matches_tempctl_status(server, fixture_log):
             s = device_status(conn, d, fixture_log.last_reading_ms[d])
             r = rows[d]
             assert (r["state"], r["stable_min"], r["window_min"], bool(r["ready"])) == (
-                s["state"], s["stable_min"], s["window_min"], s["stable_ok"]), d
+                s["state"],
+                s["stable_min"],
+                s["window_min"],
+                s["stable_ok"],
+            ), d
             assert r["window_avg"] == pytest.approx(s["window_avg"], abs=0.011)
     finally:
         conn.close()
@@ -271,7 +305,8 @@ def test_who_changed_the_frequency(server, fixture_log):
     assert {r["origin"] for r in by_tempctl} == {"tempctl"}
     person = server.query("frequency_changes", origin="user", device="office")
     assert ("2025-07-15 09:00:00", 575.0, 550.0) in [
-        (r["time_utc"], r["frequency_from"], r["frequency_to"]) for r in person]
+        (r["time_utc"], r["frequency_from"], r["frequency_to"]) for r in person
+    ]
     assert {r["origin"] for r in person} == {"user"}
 
 
@@ -326,13 +361,17 @@ def _chart_rows(server, chart: dict, **filters) -> dict:
 def test_dashboard_loads_and_charts_stay_small(server, fixture_log):
     page = server.get(ui.DASHBOARD_PATH)
     assert page.status_code == 200
-    charts = ui.render_metadata("tempctl")["plugins"]["datasette-dashboards"][
-        "tempctl-history"]["charts"]
+    charts = ui.render_metadata("tempctl")["plugins"]["datasette-dashboards"]["tempctl-history"][
+        "charts"
+    ]
     for slug in charts:
         assert f'id="chart-{slug}"' in page.text
     max_rows = ui.SETTINGS["max_returned_rows"]
-    for filters in ({}, {"device": "office"},
-                    {"date_start": "2025-07-15", "date_end": "2025-07-15"}):
+    for filters in (
+        {},
+        {"device": "office"},
+        {"date_start": "2025-07-15", "date_end": "2025-07-15"},
+    ):
         for slug, chart in charts.items():
             if "query" not in chart:
                 continue
@@ -341,8 +380,9 @@ def test_dashboard_loads_and_charts_stay_small(server, fixture_log):
             assert 0 < len(data["rows"]) < max_rows // 2, (slug, filters, len(data["rows"]))
     series = _chart_rows(server, charts["temperature"])["rows"]
     kinds = {(r["kind"], r["device"]) for r in series}
-    assert kinds == {(k, d) for k in ("reading", "band", "target", "threshold")
-                     for d in fixture_log.devices}
+    assert kinds == {
+        (k, d) for k in ("reading", "band", "target", "threshold") for d in fixture_log.devices
+    }
     assert {r["temp"] for r in series if r["kind"] == "threshold"} == {63.0, 60.0}
     throttled = sum((s[4] - s[3]) / 3.6e6 for s in segments(fixture_log) if s[1] != "NORMAL")
     metric = _chart_rows(server, charts["throttled"])["rows"][0]["hours"]
@@ -355,9 +395,16 @@ def test_dashboard_renders_charts_in_chromium(server, tmp_path):
     if chromium is None:
         pytest.skip("no chromium binary (Debian: apt-get install chromium)")
     shot = tmp_path / "dashboard.png"
-    cmd = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}",
-           "--window-size=1400,2100", "--virtual-time-budget=15000", f"--screenshot={shot}",
-           "--dump-dom", server.url + ui.DASHBOARD_PATH]
+    cmd = [
+        chromium,
+        *CHROMIUM_FLAGS,
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1400,2100",
+        "--virtual-time-budget=15000",
+        f"--screenshot={shot}",
+        "--dump-dom",
+        server.url + ui.DASHBOARD_PATH,
+    ]
     res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=90)
     dom = res.stdout
     assert res.returncode == 0 and shot.exists(), res.stderr[-3000:]
@@ -368,13 +415,15 @@ def test_dashboard_renders_charts_in_chromium(server, tmp_path):
     def chart(slug: str) -> str:
         start = dom.index(f'id="chart-{slug}"')
         end = dom.find('class="dashboard-card"', start)
-        return dom[start:end if end > 0 else len(dom)]
+        return dom[start : end if end > 0 else len(dom)]
 
-    for slug, marks in (("temperature", ("mark-rect", "mark-line", "mark-rule")),
-                        ("frequency", ("mark-rect", "mark-line", "mark-rule")),
-                        ("time_in_state", ("mark-rect",))):
+    for slug, marks in (
+        ("temperature", ("mark-rect", "mark-line", "mark-rule")),
+        ("frequency", ("mark-rect", "mark-line", "mark-rule")),
+        ("time_in_state", ("mark-rect",)),
+    ):
         html = chart(slug)
-        assert '<svg' in html and 'class="marks"' in html, f"{slug}: no vega-embed SVG"
+        assert "<svg" in html and 'class="marks"' in html, f"{slug}: no vega-embed SVG"
         for mark in marks:
             assert mark in html, f"{slug}: no {mark}"
         assert "garage" in html and "office" in html, f"{slug}: a device is missing"
@@ -390,7 +439,7 @@ def test_dashboard_renders_charts_in_chromium(server, tmp_path):
 
 # --- the allow-list really unloads an installed write plugin -----------------------------------
 
-WRITER = '''
+WRITER = """
 from datasette import hookimpl
 from datasette.utils.asgi import Response
 
@@ -402,7 +451,7 @@ def register_routes():
         await db.execute_write("INSERT INTO meta (key, value) VALUES ('written', 'yes')")
         return Response.text("written")
     return [(r"^/-/write$", write)]
-'''
+"""
 
 
 @pytest.mark.slow
@@ -412,16 +461,27 @@ def test_an_installed_write_plugin_is_not_loaded(fixture_log, tmp_path):
     (site / "tempctl_test_writer" / "__init__.py").write_text(WRITER)
     info = site / "tempctl_test_writer-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tempctl-test-writer\n"
-                                   "Version: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: tempctl-test-writer\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text("[datasette]\nwriter = tempctl_test_writer\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])]),
+    }
     # Control: plain Datasette would load it.
-    code = ("from datasette.plugins import pm; "
-            "print(sorted(d.project_name for _, d in pm.list_plugin_distinfo()))")
-    probe = subprocess.run([sys.executable, "-c", code], check=False, env=env,
-                           capture_output=True, text=True, timeout=60)
+    code = (
+        "from datasette.plugins import pm; "
+        "print(sorted(d.project_name for _, d in pm.list_plugin_distinfo()))"
+    )
+    probe = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert "tempctl-test-writer" in probe.stdout, probe.stderr
     db = tmp_path / "copy.db"
     shutil.copy(fixture_log.path, db)
@@ -441,19 +501,23 @@ def test_an_installed_write_plugin_is_not_loaded(fixture_log, tmp_path):
 
 
 def test_cli_refuses_a_remote_host_without_allow_remote(fixture_log):
-    res = CliRunner().invoke(cli, ["ui", "--db", str(fixture_log.path), "--host", "0.0.0.0"],
-                             env={"TEMPCTL_CONFIG": ""})
+    res = CliRunner().invoke(
+        cli, ["ui", "--db", str(fixture_log.path), "--host", "0.0.0.0"], env={"TEMPCTL_CONFIG": ""}
+    )
     assert res.exit_code == 2
     assert "not a loopback address" in res.output and ui.README_SECTION in res.output
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     assert f"## {ui.README_SECTION}\n" in readme and "Exposing it on a LAN" in readme
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "no such tempctl log"),
-    (b"hello", "not a SQLite database"),
-    ("other", "not a tempctl log"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "no such tempctl log"),
+        (b"hello", "not a SQLite database"),
+        ("other", "not a tempctl log"),
+    ],
+)
 def test_cli_needs_an_existing_tempctl_log(tmp_path, content, message):
     db = tmp_path / "x.db"
     if content == "other":
@@ -469,8 +533,11 @@ def test_cli_refuses_a_busy_port(fixture_log):
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        res = CliRunner().invoke(cli, ["ui", "--db", str(fixture_log.path), "--port", str(port)],
-                                 env={"TEMPCTL_CONFIG": ""})
+        res = CliRunner().invoke(
+            cli,
+            ["ui", "--db", str(fixture_log.path), "--port", str(port)],
+            env={"TEMPCTL_CONFIG": ""},
+        )
     assert res.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in res.output, res.output
 
 
@@ -497,9 +564,12 @@ def test_cli_serves_the_live_log_until_sigterm(fixture_log, tmp_path):
     url = f"http://127.0.0.1:{port}{ui.DASHBOARD_PATH}"
     count = f"http://127.0.0.1:{port}/live.json?sql=select+count(*)+as+n+from+readings&_shape=array"
     with open(out, "wb") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "tempctl", "ui", "--db", str(db),
-                                 "--port", str(port)], stdout=fh, stderr=subprocess.STDOUT,
-                                env=env)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tempctl", "ui", "--db", str(db), "--port", str(port)],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         try:
             deadline = time.monotonic() + 30
             while url not in out.read_text(errors="replace"):  # the line printed when ready
@@ -513,8 +583,14 @@ def test_cli_serves_the_live_log_until_sigterm(fixture_log, tmp_path):
             before = requests.get(count, timeout=10).json()[0]["n"]
             # The daemon's writer appends while Datasette serves: the next query sees it.
             log = Log(db)
-            log.save_reading(Reading("garage", fixture_log.last_reading_ms["garage"] + 30_000,
-                                     temp=58.0, frequency=575.0))
+            log.save_reading(
+                Reading(
+                    "garage",
+                    fixture_log.last_reading_ms["garage"] + 30_000,
+                    temp=58.0,
+                    frequency=575.0,
+                )
+            )
             log.close()
             assert requests.get(count, timeout=10).json()[0]["n"] == before + 1
         finally:

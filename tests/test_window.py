@@ -5,20 +5,28 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tempctl.controller import Limits, WindowStats
-from tempctl.log import Log
-from tempctl.reading import Reading
-from tempctl.window import StableWindow
+from tempctl.core.controller import Limits, WindowStats
+from tempctl.core.reading import Reading
+from tempctl.core.window import StableWindow
+from tempctl.store.eventlog import Log
 
-LIM = Limits(check_interval=1.0, stable_timeframe=30 / 3600, temp_threshold=63, hysteresis=2,
-             vr_threshold=85)
+LIM = Limits(
+    check_interval=1.0, stable_timeframe=30 / 3600, temp_threshold=63, hysteresis=2, vr_threshold=85
+)
 
-temps = st.one_of(st.none(), st.floats(50, 66).map(lambda x: round(x * 8) / 8),
-                  st.floats(40, 70, allow_nan=False))
-stream = st.lists(st.tuples(st.integers(200, 6000), temps,
-                            st.one_of(st.none(), st.sampled_from([60.0, 84.0, 86.0])),
-                            st.sampled_from([False] * 9 + [True])),
-                  min_size=1, max_size=120)
+temps = st.one_of(
+    st.none(), st.floats(50, 66).map(lambda x: round(x * 8) / 8), st.floats(40, 70, allow_nan=False)
+)
+stream = st.lists(
+    st.tuples(
+        st.integers(200, 6000),
+        temps,
+        st.one_of(st.none(), st.sampled_from([60.0, 84.0, 86.0])),
+        st.sampled_from([False] * 9 + [True]),
+    ),
+    min_size=1,
+    max_size=120,
+)
 
 
 @settings(max_examples=120, deadline=None)
@@ -30,8 +38,7 @@ def test_sql_and_incremental_agree(rows):
     ts = 1_000_000
     for dt, temp, vr, overheat in rows:
         ts += dt
-        r = Reading("d", ts, temp=temp, vr_temp=vr if temp is not None else None,
-                    overheat=overheat)
+        r = Reading("d", ts, temp=temp, vr_temp=vr if temp is not None else None, overheat=overheat)
         lg.save_reading(r)
         win.add(ts, r.temp, r.vr_temp, r.overheat)
         assert win.stats(ts) == lg.window("d", ts, LIM)

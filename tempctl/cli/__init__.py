@@ -1,0 +1,1 @@
+"""The command line: thin click wiring over the library."""

@@ -1,0 +1,1 @@
+"""The running daemon: the poll loop, sd_notify, metrics and alerts."""

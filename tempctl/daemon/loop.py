@@ -1,0 +1,477 @@
+"""The daemon loop: poll every device on one monotonic schedule, log, decide, act.
+
+I/O lives here and only here: HTTP (axeos.Client, on worker threads), SQLite
+(log.Log, on this thread only: one writer), the clock and sd_notify, all
+injected. The decisions come from controller.Controller, the same object replay
+and simulation drive.
+
+Per poll of a device: the reading is appended; the controller judges it (the
+stable-window check is a SQL query on the log); the decision (transition,
+events, command intents) is committed; only then are commands sent, on the
+device's worker, and their outcomes appended when they finish.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import asdict, dataclass
+
+from tempctl.core.clock import SystemClock
+from tempctl.core.controller import FREQ_EPS, Command, Controller, Decision, Limits
+from tempctl.core.reading import Reading
+from tempctl.daemon.notify import Notifier
+from tempctl.device.axeos import AxeOSError, Client, capabilities, parse_statistics
+from tempctl.store.eventlog import Log
+
+log = logging.getLogger("tempctl")
+
+BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
+STOP_GRACE_S = 3.0  # a command in flight at SIGTERM may finish for this long (exit within 5 s)
+POLL_SPREAD = 0.5  # a tick's polls start spread over this fraction of CHECK_INTERVAL
+INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
+
+
+@dataclass
+class Device:
+    name: str
+    url: str
+    limits: Limits
+    client: object
+    controller: Controller
+    busy: Future | None = None
+    polls: int = 0
+    missed: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    last_reading: Reading | None = None
+    write_refused: str | None = None
+    lateness_s: float | None = None  # how late the last poll started after its slot
+
+
+class Daemon:
+    def __init__(
+        self,
+        settings,
+        *,
+        log_: Log,
+        clock=None,
+        client_factory: Callable | None = None,
+        notifier: Notifier | None = None,
+        stop: threading.Event | None = None,
+        observers: list | None = None,
+        maintenance: list | None = None,
+    ):
+        self.settings = settings
+        self.log = log_
+        self.clock = clock or SystemClock(not_before_ms=log_.last_ts())
+        self.notifier = notifier or Notifier(environ={})
+        watchdog = self.notifier.watchdog_s
+        self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
+        self.stop = stop or threading.Event()
+        self.interval = float(settings.check_interval)
+        self.backlog: list[tuple[str, tuple]] = []
+        self.sending: dict[Future, list[tuple[int, Command]]] = {}  # command jobs in flight
+        self.in_flight = 0  # requests still running when the stop grace ran out
+        self.dropped = 0
+        self.db_error: str | None = None
+        # Observers (metrics, alerts) see every reading and command outcome; they must
+        # not block. Maintenance jobs (retention) run on the loop: [(period_s, fn(log, now_ms))].
+        self.observers = observers or []
+        self.maintenance = [[period, fn, None] for period, fn in (maintenance or [])]
+        self._skew_reported = 0
+        self.devices: list[Device] = []
+        if client_factory is None:
+            # One retry at most, and a read timeout within the poll interval (3-5 s on a
+            # real device: its single-threaded server can be busy, axeos-api.md §11.5).
+            timeout = min(5.0, max(1.0, 0.8 * self.interval))
+            client_factory = lambda url: Client(url, read_timeout=timeout, retries=1)  # noqa: E731
+        for dev in settings.devices:
+            s = settings.for_device(dev)
+            limits = Limits.from_settings(s)
+            snap = log_.restore(dev.name)
+            ctl = Controller(limits, dev.name, snapshot=snap)
+            self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), ctl))
+        workers = min(64, 2 * len(self.devices) + 2)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tempctl-io")
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self, max_polls: int | None = None) -> int:
+        s = self.settings
+        now = self.clock.now_ms()
+        self.log.start_run(_config_dict(s), dict(s.sources), ts_ms=now)
+        for d in self.devices:
+            snap = d.controller.snapshot() if d.controller.restored else None
+            msg = (
+                f"restored {snap.state.value} at {snap.frequency:g} MHz"
+                if snap
+                else "no history for this device"
+            )
+            self._write([self.log.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")])
+            log.info("%s: %s (%s)", d.name, msg, d.url)
+        self._backfill(now)
+        self.notifier.ready(self._status_line())
+        log.info(
+            "tempctl running: %d device(s), every %g s%s",
+            len(self.devices),
+            self.interval,
+            " (dry run: nothing is written to devices)" if s.dry_run else "",
+        )
+        pending: set[Future] = set()
+        next_tick = self.clock.monotonic()
+        ticks = 0
+        # A tick's polls start in slots spread over part of the interval, not all at
+        # once: no burst of N requests, threads and commits, and each starts on time.
+        step = self.interval * POLL_SPREAD / max(1, len(self.devices))
+        due: list[tuple[float, Device]] = []  # this tick's polls not started yet, latest first
+        while not self.stop.is_set():
+            mono = self.clock.monotonic()
+            if mono >= next_tick:
+                if max_polls is not None and ticks >= max_polls:
+                    break
+                ticks += 1
+                self._check_clock()
+                for _, d in due:
+                    d.missed += 1  # the loop itself fell a whole interval behind
+                due = [(next_tick + i * step, d) for i, d in enumerate(self.devices)][::-1]
+                next_tick += self.interval
+                if next_tick <= mono:  # we fell behind (suspend, overload): skip, don't burst
+                    behind = int((mono - next_tick) // self.interval) + 1
+                    next_tick += behind * self.interval
+            while due and due[-1][0] <= mono:
+                slot, d = due.pop()
+                if d.busy is not None and not d.busy.done():
+                    d.missed += 1  # a slow device never delays the others
+                    continue
+                fut = self.pool.submit(self._poll, d, slot)
+                d.busy = fut
+                pending.add(fut)
+            # Wake for the next slot or tick, at least every second, and often enough
+            # for a short WatchdogSec.
+            wake = min(next_tick, due[-1][0]) if due else next_tick
+            timeout = min(max(0.0, wake - self.clock.monotonic()), self.wake_s)
+            if pending:
+                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    self.sending.pop(fut, None)
+                    pending |= self._handle(fut.result())
+            else:
+                self.clock.wait(timeout, self.stop)
+            self._maintain()
+            self.notifier.ping()
+        self._shutdown(pending)
+        return 0
+
+    def _maintain(self) -> None:
+        mono = self.clock.monotonic()
+        for job in self.maintenance:
+            period, fn, last = job
+            if last is None or mono - last >= period:
+                job[2] = mono
+                try:
+                    fn(self.log, self.clock.now_ms())
+                except Exception:  # maintenance must never stop control
+                    log.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
+
+    def _backfill(self, now: int) -> None:
+        """Fill the gap since the last logged reading from the device's statistics ring.
+
+        Firmware v2.8+ keeps up to 720 samples when statsFrequency > 0 (axeos-api.md §8).
+        Backfilled rows only feed the stable window and Datasette; the law never steps on
+        them. When the device has nothing, the gap is recorded as a gap.
+        """
+        for d in self.devices:
+            row = self.log.conn.execute(
+                "SELECT max(ts_ms) FROM readings WHERE device = ?", (d.name,)
+            ).fetchone()
+            last = row[0]
+            if last is None or now - last <= d.limits.gap_ms:
+                continue
+            rows: list[Reading] = []
+            try:
+                body = d.client.fetch_statistics()
+                if body:
+                    rows = [
+                        r
+                        for r in parse_statistics(body, d.name, self.clock.now_ms(), None)
+                        if last < r.ts_ms <= now
+                    ]
+            except AxeOSError as exc:
+                log.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
+            gap = f"{(now - last) / 1000:.0f} s without readings"
+            if rows:
+                msg = f"backfilled {len(rows)} readings from the device's statistics ({gap})"
+                ops = [self.log.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
+            else:
+                msg = f"gap in the log: {gap} and nothing to backfill"
+                ops = []
+            ops.append(
+                self.log.event_op(
+                    d.name, now, "gap", msg, origin="daemon", level="info" if rows else "warning"
+                )
+            )
+            self._write(ops)
+            log.info("%s: %s", d.name, msg)
+
+    def _shutdown(self, pending: set[Future]) -> None:
+        self.notifier.stopping()
+        # Finish what is in flight (a PATCH must get its outcome logged), briefly.
+        done, not_done = wait(pending, timeout=STOP_GRACE_S)
+        for fut in done:
+            res = fut.result()
+            if res[0] == "results":
+                self._handle(res)
+        now = self.clock.now_ms()
+        ops = []
+        for fut in not_done:
+            fut.cancel()
+            # A command still unanswered gets an outcome row all the same: whether the
+            # device applied it is unknown; the next start reconciles with what it reports.
+            for cid, _ in self.sending.get(fut, []):
+                ops.append(self.log.result_op(cid, now, "failed", error=INTERRUPTED))
+        self.in_flight = sum(not fut.done() for fut in not_done)
+        ops.append(self.log.event_op(None, now, "log", "stop", origin="daemon"))
+        self._write(ops)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.backlog:
+            log.error(
+                "%d log statements could not be written: %s", len(self.backlog), self.db_error
+            )
+        log.info("tempctl stopped")
+
+    # -- worker side (threads): HTTP only ----------------------------------------
+
+    def _poll(self, d: Device, slot: float | None = None):
+        if slot is not None:
+            d.lateness_s = self.clock.monotonic() - slot  # for metrics and benchmarks
+        try:
+            ts = self.clock.now_ms()
+            reading = d.client.read(d.name, ts)
+        except AxeOSError as exc:
+            reading = Reading(d.name, self.clock.now_ms(), error=f"{exc.kind}: {exc}")
+        return ("reading", d, reading)
+
+    def _send(self, d: Device, jobs: list[tuple[int, Command]]):
+        results = []
+        for cid, cmd in jobs:
+            outcome, status, error, latency = "ok", None, None, None
+            try:
+                if cmd.kind == "set_frequency":
+                    _check_safe(cmd.frequency, d.limits)
+                    latency = d.client.set_frequency(cmd.frequency)
+                elif cmd.kind == "restart":
+                    if results and results[-1][2] != "ok":
+                        outcome, error = "skipped", "the frequency change before it failed"
+                    else:
+                        latency = d.client.restart()
+            except (AxeOSError, UnsafeCommand) as exc:
+                outcome, error = "failed", f"{getattr(exc, 'kind', 'unsafe')}: {exc}"
+                status = getattr(exc, "status", None)
+            results.append((cid, cmd, outcome, status, error, latency))
+            if outcome != "ok" and cmd.kind == "set_frequency":
+                # Don't restart to apply a change that was not accepted.
+                continue
+        return ("results", d, results)
+
+    # -- main thread: SQLite and the controller ----------------------------------
+
+    def _handle(self, res) -> set[Future]:
+        if res[0] == "reading":
+            _, d, reading = res
+            return self._on_reading(d, reading)
+        _, d, results = res
+        self._on_results(d, results)
+        return set()
+
+    def _on_reading(self, d: Device, r: Reading) -> set[Future]:
+        d.polls += 1
+        d.last_reading = r
+        if r.error and not r.valid:
+            d.errors += 1
+            if d.last_error != r.error:
+                log.warning("%s: %s", d.name, r.error)
+            d.last_error = r.error
+        else:
+            d.last_error = None
+            log.debug(
+                "%s: %s °C vr %s °C %s MHz %s GH/s",
+                d.name,
+                r.temp,
+                r.vr_temp,
+                r.frequency,
+                r.hashrate,
+            )
+        if r.version or r.asic_model:
+            caps = capabilities(r.version, r.asic_model)
+            d.controller.live_capable = caps.live_frequency
+            d.write_refused = (
+                f"firmware {r.version!r} is unknown or v2.0.0-v2.0.3 (a partial "
+                "PATCH crashes those): not writing to it"
+                if caps.partial_patch_crashes
+                else None
+            )
+        self._write([self.log.reading_op(r)])
+        ctl = d.controller
+        decision = ctl.step(r, r.ts_ms, window=lambda: self.log.window(d.name, r.ts_ms, d.limits))
+        for obs in self.observers:
+            obs.on_reading(d, r, decision)
+        return self._act(d, r.ts_ms, decision)
+
+    def _act(self, d: Device, ts: int, decision: Decision) -> set[Future]:
+        if not decision:
+            return set()
+        ops, jobs = self.log.decision_ops(d.name, ts, decision)
+        self._write(ops)  # intents are committed before anything is sent
+        _log_decision(d.name, decision)
+        if not jobs:
+            return set()
+        if self.settings.dry_run or d.write_refused:
+            outcome = "dry_run" if self.settings.dry_run else "skipped"
+            results = [(cid, c, outcome, None, d.write_refused, None) for cid, c in jobs]
+            self._on_results(d, results)
+            return set()
+        fut = self.pool.submit(self._send, d, jobs)
+        self.sending[fut] = jobs
+        d.busy = fut
+        return {fut}
+
+    def _on_results(self, d: Device, results) -> None:
+        now = self.clock.now_ms()
+        ops = []
+        for cid, cmd, outcome, status, error, latency in results:
+            ops.append(
+                self.log.result_op(
+                    cid,
+                    now,
+                    outcome,
+                    status=status,
+                    error=error,
+                    latency_ms=None if latency is None else latency * 1000,
+                )
+            )
+            level = logging.INFO if outcome in ("ok", "dry_run") else logging.WARNING
+            log.log(
+                level,
+                "%s: %s %s -> %s%s",
+                d.name,
+                cmd.kind,
+                f"{cmd.frequency:g} MHz" if cmd.frequency else "",
+                outcome,
+                f" ({error})" if error else "",
+            )
+            ok = outcome in ("ok", "dry_run")
+            follow = d.controller.command_result(cmd, ok, now, error)
+            if follow:
+                f_ops, _ = self.log.decision_ops(d.name, now, follow)
+                ops.extend(f_ops)
+                _log_decision(d.name, follow)
+            for obs in self.observers:
+                obs.on_result(d, cmd, outcome, error)
+        self._write(ops)
+
+    def _write(self, ops: list[tuple[str, tuple]]) -> None:
+        """Append, or keep for later when the database refuses (locked, disk full)."""
+        if self.backlog:
+            try:
+                self.log.transaction(self.backlog)
+                log.warning(
+                    "database writable again: %d delayed statements written", len(self.backlog)
+                )
+                self.backlog, self.db_error = [], None
+            except sqlite3.Error:
+                pass
+        if self.backlog:
+            self._keep(ops)
+            return
+        try:
+            self.log.transaction(ops)
+        except sqlite3.Error as exc:
+            if self.db_error != str(exc):
+                log.error(
+                    "cannot write the log (%s); control goes on, rows are kept in memory", exc
+                )
+            self.db_error = str(exc)
+            self._keep(ops)
+
+    def _keep(self, ops) -> None:
+        self.backlog.extend(ops)
+        if len(self.backlog) > BACKLOG_LIMIT:
+            extra = len(self.backlog) - BACKLOG_LIMIT
+            self.backlog = self.backlog[extra:]
+            self.dropped += extra
+
+    def _check_clock(self) -> None:
+        skew = self.clock.skew_ms()
+        if abs(skew - self._skew_reported) > 2000:
+            self._skew_reported = skew
+            msg = (
+                f"wall clock moved {skew / 1000:+.1f} s from the monotonic schedule; "
+                "timestamps keep the monotonic timeline until restart"
+            )
+            log.warning(msg)
+            self._write(
+                [
+                    self.log.event_op(
+                        None, self.clock.now_ms(), "clock", msg, level="warning", origin="daemon"
+                    )
+                ]
+            )
+
+    def _status_line(self) -> str:
+        parts = []
+        for d in self.devices:
+            r = d.last_reading
+            temp = f"{r.temp:.1f}°C" if r is not None and r.temp is not None else "?°C"
+            parts.append(
+                f"{d.name} {d.controller.current.value} {d.controller.frequency:g}MHz {temp}"
+            )
+        return "; ".join(parts)
+
+
+class UnsafeCommand(Exception):
+    kind = "unsafe"
+
+
+def _check_safe(freq: float | None, limits: Limits) -> None:
+    """Last line of defence at the edge: never send a frequency outside the allowed range."""
+    if freq is None or not (limits.lowest - FREQ_EPS <= freq <= limits.max_frequency + FREQ_EPS):
+        raise UnsafeCommand(
+            f"refusing to set {freq} MHz: outside [{limits.lowest:g}, {limits.max_frequency:g}]"
+        )
+
+
+def _log_decision(device: str, decision: Decision) -> None:
+    t = decision.transition
+    if t is not None:
+        log.info(
+            "%s: %s -> %s at %s MHz (%s)",
+            device,
+            t.from_state,
+            t.to_state,
+            f"{t.frequency:g}" if t.frequency is not None else "?",
+            t.reason,
+        )
+    for e in decision.events:
+        level = {"alarm": logging.ERROR, "warning": logging.WARNING}.get(e.level, logging.INFO)
+        log.log(level, "%s: %s", device, e.message)
+    for c in decision.commands:
+        log.info(
+            "%s: command %s %s (%s)",
+            device,
+            c.kind,
+            f"{c.frequency:g} MHz" if c.frequency else "",
+            c.reason,
+        )
+
+
+def _config_dict(settings) -> dict:
+    out = {}
+    for k, v in asdict(settings).items():
+        if k == "sources":
+            continue
+        out[k] = v
+    return out

@@ -1,0 +1,1 @@
+"""Talking to a Bitaxe: the AxeOS HTTP client, parsing of its answers, capabilities."""

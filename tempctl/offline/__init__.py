@@ -1,0 +1,1 @@
+"""Offline tools over logs: replay, fit, tune, and the reports they share."""

@@ -1,0 +1,154 @@
+"""The metrics `tempctl simulate`, `replay` and `tune` report, computed one way for all three.
+
+A ``Tally`` is fed samples in time order (temperature, hashrate, state, frequency)
+plus counted events (frequency changes, restarts). Each sample's values stand for
+the interval since the previous sample (capped at ``max_gap_s``, so a hole in a log
+is not counted as time at the last temperature). Simulation may instead add the
+exact hash work the emulated firmware integrated (``add_work``).
+
+Every report is a flat dict with the keys in ``METRIC_KEYS`` (JSON-ready); the
+``oracle`` bound and ``hash_ratio`` are added when an oracle is known.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+METRIC_KEYS = (
+    "hours",
+    "gh_hours",
+    "hash_ratio",
+    "mean_frequency",
+    "frequency_changes",
+    "changes_per_day",
+    "restarts",
+    "minutes_above",
+    "degree_minutes_above",
+    "degree_seconds_above",
+    "max_temp",
+    "state_minutes",
+)
+# Labels of the human table, in order (state_minutes is expanded per state).
+LABELS = {
+    "hours": "hours",
+    "gh_hours": "hash (GH·h)",
+    "hash_ratio": "hash / oracle",
+    "mean_frequency": "mean frequency (MHz)",
+    "frequency_changes": "frequency changes",
+    "changes_per_day": "changes per day",
+    "restarts": "restarts",
+    "minutes_above": "minutes above threshold",
+    "degree_minutes_above": "°C·min above threshold",
+    "degree_seconds_above": "°C·s above threshold",
+    "max_temp": "max temperature (°C)",
+}
+
+
+@dataclass
+class Tally:
+    threshold: float
+    max_gap_s: float = math.inf
+    seconds: float = 0.0
+    gh_seconds: float = 0.0
+    mhz_seconds: float = 0.0
+    freq_seconds: float = 0.0  # seconds with a known frequency
+    seconds_above: float = 0.0
+    degree_seconds: float = 0.0
+    max_temp: float | None = None
+    frequency_changes: int = 0
+    restarts: int = 0
+    state_seconds: dict[str, float] = field(default_factory=dict)
+    _last_ms: int | None = None
+    _exact_work: bool = False
+
+    def add(
+        self,
+        ts_ms: int,
+        temp: float | None = None,
+        hashrate: float | None = None,
+        state: str | None = None,
+        frequency: float | None = None,
+    ) -> None:
+        """One sample; its values stand for the time since the previous sample."""
+        last = self._last_ms
+        self._last_ms = ts_ms
+        if temp is not None and (self.max_temp is None or temp > self.max_temp):
+            self.max_temp = temp
+        if last is None:
+            return
+        dt = min((ts_ms - last) / 1000.0, self.max_gap_s)
+        if dt <= 0:
+            return
+        self.seconds += dt
+        if temp is not None and temp > self.threshold:
+            self.seconds_above += dt
+            self.degree_seconds += (temp - self.threshold) * dt
+        if hashrate is not None and not self._exact_work:
+            self.gh_seconds += hashrate * dt
+        if frequency is not None:
+            self.mhz_seconds += frequency * dt
+            self.freq_seconds += dt
+        if state is not None:
+            self.state_seconds[state] = self.state_seconds.get(state, 0.0) + dt
+
+    def add_work(self, gh_seconds: float) -> None:
+        """Exact hash work (GH) from a simulation; sample hashrates are then ignored."""
+        self._exact_work = True
+        self.gh_seconds += gh_seconds
+
+    def result(self, oracle_gh_hours: float | None = None) -> dict:
+        days = self.seconds / 86400.0
+        gh_hours = self.gh_seconds / 3600.0
+        out = {
+            "hours": round(self.seconds / 3600.0, 4),
+            "gh_hours": round(gh_hours, 3),
+            "hash_ratio": (round(gh_hours / oracle_gh_hours, 4) if oracle_gh_hours else None),
+            "mean_frequency": (
+                round(self.mhz_seconds / self.freq_seconds, 2) if self.freq_seconds else None
+            ),
+            "frequency_changes": self.frequency_changes,
+            "changes_per_day": round(self.frequency_changes / days, 3) if days else None,
+            "restarts": self.restarts,
+            "minutes_above": round(self.seconds_above / 60.0, 3),
+            "degree_minutes_above": round(self.degree_seconds / 60.0, 3),
+            "degree_seconds_above": round(self.degree_seconds, 1),
+            "max_temp": None if self.max_temp is None else round(self.max_temp, 3),
+            "state_minutes": {s: round(v / 60.0, 2) for s, v in sorted(self.state_seconds.items())},
+        }
+        if oracle_gh_hours is not None:
+            out["oracle_gh_hours"] = round(oracle_gh_hours, 3)
+        return out
+
+
+def table(columns: dict[str, dict], *, threshold: float | None = None) -> str:
+    """A side-by-side table for people: one column per report (policy, recorded, ...)."""
+    from tabulate import tabulate
+
+    names = list(columns)
+    rows = []
+    for key, label in LABELS.items():
+        if threshold is not None and "threshold" in label:
+            label = label.replace("threshold", f"{threshold:g} °C")
+        values = [columns[n].get(key) for n in names]
+        if all(v is None for v in values):
+            continue
+        rows.append([label] + ["-" if v is None else _fmt(v) for v in values])
+    states = sorted({s for n in names for s in (columns[n].get("state_minutes") or {})})
+    for s in states:
+        rows.append(
+            [f"minutes in {s}"]
+            + [
+                "-"
+                if not columns[n].get("state_minutes")
+                else _fmt(columns[n]["state_minutes"].get(s, 0))
+                for n in names
+            ]
+        )
+    return tabulate(rows, headers=["metric"] + names, disable_numparse=True)
+
+
+def _fmt(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
+    return str(v)

@@ -1,0 +1,1 @@
+"""The simulated world: firmware model, thermal plant, scenarios, emulator, policies."""

@@ -1,0 +1,1 @@
+"""The event-sourced SQLite log: the one writer, retention, status queries."""

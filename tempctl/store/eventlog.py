@@ -1,0 +1,406 @@
+"""The event-sourced SQLite log: the only module that writes tempctl's database.
+
+``save_*`` functions append; ``restore``/``query_window`` read. The schema comes
+from schema.sql (the single source), applied idempotently on open; later
+changes are numbered ``MIGRATIONS`` tracked by ``PRAGMA user_version``.
+Row ids are assigned here (one writer per database), so a write that failed
+(disk full, database locked) can be kept and retried later with the same ids
+and nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+from tempctl import __version__
+from tempctl.core.controller import Command, Decision, Limits, Snapshot, State, WindowStats
+from tempctl.core.reading import Reading
+from tempctl.core.window import query_window
+from tempctl.resources import schema_path
+
+APP_ID = "tempctl"
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+
+READING_COLUMNS = (
+    "id",
+    "run_id",
+    "device",
+    "ts_ms",
+    "valid",
+    "temp",
+    "vr_temp",
+    "frequency",
+    "actual_frequency",
+    "core_voltage",
+    "core_voltage_actual",
+    "hashrate",
+    "power",
+    "fan",
+    "fan_rpm",
+    "uptime_s",
+    "raw_temp",
+    "firmware",
+    "asic",
+    "overheat",
+    "backfilled",
+    "error",
+)
+_INSERT_READING = (
+    f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(READING_COLUMNS))})"
+)
+
+
+class LogError(Exception):
+    """The database cannot be used (missing, corrupt, someone else's)."""
+
+
+def connect(path: str | os.PathLike, *, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+    )
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def check_file(path: str | os.PathLike) -> None:
+    """Refuse a file that is not a tempctl log (never overwrite someone else's file)."""
+    p = Path(path)
+    if not p.exists() or p.stat().st_size == 0:
+        return
+    with open(p, "rb") as fh:
+        if fh.read(16) != b"SQLite format 3\x00":
+            raise LogError(f"{p}: not a SQLite database; refusing to touch it")
+    try:
+        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        try:
+            tables = {
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if not tables:
+                return
+            app = None
+            if "meta" in tables:
+                row = conn.execute("SELECT value FROM meta WHERE key='app'").fetchone()
+                app = row[0] if row else None
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"{p}: unreadable SQLite database ({exc}); refusing to touch it") from exc
+    if app != APP_ID:
+        raise LogError(
+            f"{p}: a SQLite database that is not a tempctl log "
+            f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
+        )
+
+
+def ensure_schema(conn: sqlite3.Connection) -> None:
+    """Apply schema.sql (idempotent) and any pending migrations."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise LogError(
+            f"database schema v{version} is newer than this tempctl "
+            f"(v{SCHEMA_VERSION}); upgrade tempctl"
+        )
+    conn.executescript(schema_path().read_text())
+    for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+        conn.executescript(MIGRATIONS[v])
+    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
+
+
+class Log:
+    """An open tempctl log. Not thread-safe: one writer thread owns it."""
+
+    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+        self.path = str(path)
+        if self.path != ":memory:":
+            check_file(self.path)
+            if not create and not Path(self.path).exists():
+                raise LogError(f"{self.path}: no such tempctl log")
+        try:
+            self.conn = connect(self.path)
+            if self.path != ":memory:":
+                self.conn.execute("PRAGMA journal_mode = WAL")
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            ensure_schema(self.conn)
+        except sqlite3.DatabaseError as exc:
+            raise LogError(f"{self.path}: {exc}") from exc
+        self._next = {
+            t: self._max_id(t) + 1
+            for t in ("runs", "readings", "transitions", "commands", "command_results", "events")
+        }
+        self.run_id: int | None = None
+
+    @property
+    def db(self):
+        """The log as a sqlite_utils Database, made on demand: importing sqlite_utils loads
+        numpy when it is installed (matplotlib brings it), +14 MB the daemon never uses."""
+        import sqlite_utils
+
+        return sqlite_utils.Database(self.conn)
+
+    def _max_id(self, table: str) -> int:
+        return self.conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0]
+
+    def _id(self, table: str) -> int:
+        i = self._next[table]
+        self._next[table] = i + 1
+        return i
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- writes --------------------------------------------------------------
+
+    def transaction(self, ops: Iterable[tuple[str, tuple]]) -> None:
+        """Run (sql, params) statements atomically; raises sqlite3 errors to the caller."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in ops:
+                conn.execute(sql, params)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def start_run(
+        self, config: dict, sources: dict | None = None, *, kind: str = "daemon", ts_ms: int
+    ) -> int:
+        run_id = self._id("runs")
+        self.transaction(
+            [
+                (
+                    "INSERT INTO runs (id, ts_ms, kind, version, hostname, pid, config, sources) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        run_id,
+                        ts_ms,
+                        kind,
+                        __version__,
+                        socket.gethostname(),
+                        os.getpid(),
+                        json.dumps(config, default=str, sort_keys=True),
+                        json.dumps(sources or {}, sort_keys=True),
+                    ),
+                )
+            ]
+        )
+        self.run_id = run_id
+        return run_id
+
+    def reading_op(self, r: Reading) -> tuple[str, tuple]:
+        return _INSERT_READING, (
+            self._id("readings"),
+            self.run_id,
+            r.device,
+            r.ts_ms,
+            int(r.valid),
+            r.temp,
+            r.vr_temp,
+            r.frequency,
+            r.actual_frequency,
+            r.core_voltage,
+            r.core_voltage_actual,
+            r.hashrate,
+            r.power,
+            r.fan_pct,
+            r.fan_rpm,
+            r.uptime_s,
+            r.raw_temp,
+            r.version,
+            r.asic_model,
+            int(r.overheat),
+            int(r.backfilled),
+            r.error,
+        )
+
+    def decision_ops(
+        self, device: str, ts_ms: int, decision: Decision
+    ) -> tuple[list[tuple[str, tuple]], list[tuple[int, Command]]]:
+        """Statements for a decision, and the ids its commands will carry."""
+        ops: list[tuple[str, tuple]] = []
+        t = decision.transition
+        if t is not None:
+            ops.append(
+                (
+                    "INSERT INTO transitions (id, run_id, device, ts_ms, from_state, to_state, reason, "
+                    "frequency, temp, ceiling, ceiling_until_ms, backoff_s, last_good) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        self._id("transitions"),
+                        self.run_id,
+                        device,
+                        ts_ms,
+                        t.from_state,
+                        t.to_state,
+                        t.reason,
+                        t.frequency,
+                        t.temp,
+                        t.ceiling,
+                        t.ceiling_until_ms,
+                        t.backoff_s,
+                        t.last_good,
+                    ),
+                )
+            )
+        for e in decision.events:
+            ops.append(
+                self.event_op(
+                    device,
+                    ts_ms,
+                    e.kind,
+                    e.message,
+                    level=e.level,
+                    origin=e.origin,
+                    frequency_from=e.frequency_from,
+                    frequency_to=e.frequency_to,
+                )
+            )
+        ids = []
+        for c in decision.commands:
+            cid = self._id("commands")
+            payload = json.dumps({"frequency": c.frequency}) if c.kind == "set_frequency" else None
+            ops.append(
+                (
+                    "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, reason, "
+                    "attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        cid,
+                        self.run_id,
+                        device,
+                        ts_ms,
+                        c.kind,
+                        c.frequency,
+                        payload,
+                        c.reason,
+                        c.attempt,
+                    ),
+                )
+            )
+            ids.append((cid, c))
+        return ops, ids
+
+    def event_op(
+        self,
+        device: str | None,
+        ts_ms: int,
+        kind: str,
+        message: str,
+        *,
+        level: str = "info",
+        origin: str | None = None,
+        frequency_from: float | None = None,
+        frequency_to: float | None = None,
+    ) -> tuple[str, tuple]:
+        return (
+            "INSERT INTO events (id, run_id, device, ts_ms, kind, level, origin, "
+            "frequency_from, frequency_to, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self._id("events"),
+                self.run_id,
+                device,
+                ts_ms,
+                kind,
+                level,
+                origin,
+                frequency_from,
+                frequency_to,
+                message,
+            ),
+        )
+
+    def result_op(
+        self,
+        command_id: int,
+        ts_ms: int,
+        outcome: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        latency_ms: float | None = None,
+    ) -> tuple[str, tuple]:
+        return (
+            "INSERT INTO command_results (id, command_id, ts_ms, outcome, status, error, "
+            "latency_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (self._id("command_results"), command_id, ts_ms, outcome, status, error, latency_ms),
+        )
+
+    def save_reading(self, r: Reading) -> None:
+        self.transaction([self.reading_op(r)])
+
+    def save_decision(
+        self, device: str, ts_ms: int, decision: Decision
+    ) -> list[tuple[int, Command]]:
+        ops, ids = self.decision_ops(device, ts_ms, decision)
+        if ops:
+            self.transaction(ops)
+        return ids
+
+    # -- reads ---------------------------------------------------------------
+
+    def window(self, device: str, now_ms: int, limits: Limits) -> WindowStats:
+        return query_window(self.conn, device, now_ms, limits)
+
+    def last_ts(self) -> int | None:
+        row = self.conn.execute(
+            "SELECT max(m) FROM (SELECT max(ts_ms) AS m FROM readings UNION ALL "
+            "SELECT max(ts_ms) FROM transitions UNION ALL SELECT max(ts_ms) FROM events "
+            "UNION ALL SELECT max(ts_ms) FROM runs)"
+        ).fetchone()
+        return row[0]
+
+    def restore(self, device: str, before_ms: int | None = None) -> Snapshot | None:
+        return restore(self.conn, device, before_ms)
+
+    def devices(self) -> list[str]:
+        return [
+            r["device"]
+            for r in self.db.query(
+                "SELECT DISTINCT device FROM transitions UNION SELECT DISTINCT device FROM readings "
+                "ORDER BY 1"
+            )
+        ]
+
+
+def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None) -> Snapshot | None:
+    """Rebuild a controller's memory from the log (as of ``before_ms``)."""
+    before = before_ms if before_ms is not None else 2**62
+    row = conn.execute(
+        "SELECT to_state, frequency, ceiling, ceiling_until_ms, backoff_s, last_good, ts_ms "
+        "FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        (device, before),
+    ).fetchone()
+    if row is None:
+        return None
+    state, freq, ceiling, until, backoff, last_good, ts = row
+    last_cmd = conn.execute(
+        "SELECT max(ts_ms) FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ?",
+        (device, before),
+    ).fetchone()[0]
+    restarts = tuple(
+        r[0]
+        for r in conn.execute(
+            "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'restart' AND ts_ms >= ? "
+            "AND ts_ms < ? ORDER BY ts_ms",
+            (device, before - 3_600_000 if before_ms else 0, before),
+        )
+    )
+    changes = [t for t in (ts, last_cmd) if t is not None]
+    return Snapshot(
+        State(state),
+        freq,
+        ceiling,
+        until,
+        backoff or 0.0,
+        last_good,
+        max(changes) if changes else None,
+        restarts,
+    )

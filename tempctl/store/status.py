@@ -1,0 +1,122 @@
+"""What `tempctl status` shows, computed from the log alone (works while the daemon runs)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import fields
+from datetime import UTC
+
+from tempctl.core.controller import Limits
+from tempctl.core.window import query_window
+
+
+def run_limits(conn: sqlite3.Connection, device: str | None = None) -> Limits:
+    """The limits of the latest run (per-device overrides applied when recorded)."""
+    row = conn.execute("SELECT config FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    if row is None:
+        return Limits()
+    config = json.loads(row[0])
+    values = {f.name: config[f.name] for f in fields(Limits) if f.name in config}
+    for dev in config.get("devices") or []:
+        if isinstance(dev, dict) and dev.get("name") == device:
+            for k, v in (dev.get("overrides") or {}).items():
+                if k in Limits.__dataclass_fields__:
+                    values[k] = v
+    return Limits(**values)
+
+
+def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
+    limits = run_limits(conn, device)
+    t = conn.execute(
+        "SELECT to_state, ts_ms, frequency, reason, ceiling, ceiling_until_ms, backoff_s "
+        "FROM transitions WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        (device,),
+    ).fetchone()
+    r = conn.execute(
+        "SELECT ts_ms, valid, temp, vr_temp, frequency, hashrate, error FROM readings "
+        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        (device,),
+    ).fetchone()
+    c = conn.execute(
+        "SELECT ts_ms, kind, frequency, reason, outcome, error FROM command_log "
+        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        (device,),
+    ).fetchone()
+    # Judge the window as of the last reading, as the daemon did.
+    at = r[0] if r else now_ms
+    w = query_window(conn, device, at, limits)
+    out = {
+        "device": device,
+        "state": t[0] if t else None,
+        "since_ms": t[1] if t else None,
+        "frequency": t[2] if t else None,
+        "reason": t[3] if t else None,
+        "ceiling": t[4] if t and t[5] and t[5] > now_ms else None,
+        "ceiling_until_ms": t[5] if t and t[5] and t[5] > now_ms else None,
+        "backoff_s": t[6] if t else None,
+        "last_reading": None,
+        "stable_min": round(min(w.stable_ms, limits.window_ms) / 60000, 1),
+        "window_min": round(limits.window_ms / 60000, 1),
+        "window_avg": round(w.sum_mc / w.count / 1000, 2) if w.count else None,
+        "stable_ok": w.ok(limits),
+        "last_command": None,
+    }
+    if r:
+        out["last_reading"] = {
+            "ts_ms": r[0],
+            "age_s": round((now_ms - r[0]) / 1000, 1),
+            "valid": bool(r[1]),
+            "temp": r[2],
+            "vr_temp": r[3],
+            "frequency": r[4],
+            "hashrate": r[5],
+            "error": r[6],
+        }
+    if c:
+        out["last_command"] = {
+            "ts_ms": c[0],
+            "kind": c[1],
+            "frequency": c[2],
+            "reason": c[3],
+            "outcome": c[4],
+            "error": c[5],
+        }
+    return out
+
+
+def format_status(s: dict) -> str:
+    from datetime import datetime
+
+    def when(ms):
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    lines = [f"{s['device']}"]
+    if s["state"]:
+        lines.append(f"  state      {s['state']} since {when(s['since_ms'])} ({s['reason']})")
+        lines.append(f"  frequency  {s['frequency']:g} MHz (target)")
+    else:
+        lines.append("  state      (no decision logged yet)")
+    r = s["last_reading"]
+    if r:
+        temp = f"{r['temp']:.2f} °C" if r["temp"] is not None else f"invalid ({r['error']})"
+        vr = f", VR {r['vr_temp']:g} °C" if r["vr_temp"] is not None else ""
+        lines.append(f"  reading    {temp}{vr}, {r['frequency']} MHz, {r['age_s']} s ago")
+    lines.append(
+        f"  stable     {s['stable_min']:g} of {s['window_min']:g} min"
+        + (f" (avg {s['window_avg']:.2f} °C)" if s["window_avg"] is not None else "")
+        + (" — ready to restore" if s["stable_ok"] else "")
+    )
+    if s["ceiling"]:
+        lines.append(
+            f"  ceiling    {s['ceiling']:g} MHz until {when(s['ceiling_until_ms'])} "
+            f"(back-off {s['backoff_s'] / 60:g} min)"
+        )
+    c = s["last_command"]
+    if c:
+        freq = f" {c['frequency']:g} MHz" if c["frequency"] else ""
+        lines.append(
+            f"  command    {c['kind']}{freq} at {when(c['ts_ms'])}: {c['outcome'] or 'pending'}"
+            + (f" ({c['error']})" if c["error"] else "")
+        )
+    return "\n".join(lines)

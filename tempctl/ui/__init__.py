@@ -1,0 +1,1 @@
+"""Browsing the log: Datasette, read-only."""
