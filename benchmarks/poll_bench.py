@@ -26,13 +26,13 @@ from . import procs
 
 STUB_SQLITE_UTILS = (
     "import sys, types; m = types.ModuleType('sqlite_utils'); m.Database = lambda conn: None; "
-    "sys.modules['sqlite_utils'] = m; from tempctl.cli.main import cli; cli(prog_name='tempctl')"
+    "sys.modules['sqlite_utils'] = m; from tempctl.cli import cli; cli(prog_name='tempctl')"
 )
 
 
 def in_process(polls: int = 5000) -> dict:
     from tempctl.core.controller import Controller, Limits
-    from tempctl.device.axeos import parse_info
+    from tempctl.device import parse_info
     from tempctl.sim.firmware import BODIES_DIR
     from tempctl.store.eventlog import Log
 

@@ -169,7 +169,7 @@ def _used_bytes(conn: sqlite3.Connection) -> int:
 
 def growth() -> dict:
     """Bytes per reading and per device-day, raw and folded."""
-    from tempctl.device.axeos import parse_info
+    from tempctl.device import parse_info
     from tempctl.sim.firmware import BODIES_DIR
     from tempctl.store.eventlog import Log
     from tempctl.store.retention import DAY_MS, prune

@@ -1,5 +1,5 @@
 """``python -m tempctl`` runs the same CLI as the ``tempctl`` console script."""
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 
 cli(prog_name="tempctl")

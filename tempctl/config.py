@@ -25,7 +25,7 @@ from ipaddress import ip_address
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from tempctl.device.axeos import normalize_url
+from tempctl.device import normalize_url
 
 DEFAULT_CONFIG_PATH = "/etc/tempctl/tempctl.toml"
 CONFIG_ENV = "TEMPCTL_CONFIG"
@@ -279,6 +279,30 @@ FIELDS: tuple[Field, ...] = (
         per_device=True,
     ),
     Field(
+        "min_frequency",
+        "TEMPCTL_MIN_FREQUENCY",
+        "min_frequency",
+        "--min-frequency",
+        "float",
+        0.0,
+        "Floor (MHz) the law may go down to when SECOND_FREQUENCY cannot hold TEMP_THRESHOLD; "
+        "0 = auto: 40 % of MAX_FREQUENCY, at least 100.",
+        _floor_check,
+        per_device=True,
+    ),
+    Field(
+        "law",
+        "TEMPCTL_LAW",
+        "law",
+        "--law",
+        "choice",
+        "levels",
+        "Control law: model (learned device model) or levels (the fixed FIRST/SECOND levels of "
+        "tempctl 0.1).",
+        choices=("model", "levels"),
+        per_device=True,
+    ),
+    Field(
         "step",
         "TEMPCTL_STEP",
         "step",
@@ -411,6 +435,8 @@ class Settings:
     critical: float = _DEFAULTS["critical"]
     vr_threshold: float = _DEFAULTS["vr_threshold"]
     critical_floor: float = _DEFAULTS["critical_floor"]
+    min_frequency: float = _DEFAULTS["min_frequency"]
+    law: str = _DEFAULTS["law"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

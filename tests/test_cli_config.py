@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import FIELDS
 
 REPO = Path(__file__).resolve().parent.parent

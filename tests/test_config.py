@@ -42,6 +42,8 @@ SAMPLES = {
     "critical": ("68", 68.0),
     "vr_threshold": ("90", 90.0),
     "critical_floor": ("300", 300.0),
+    "min_frequency": ("250", 250.0),
+    "law": ("model", "model"),
     "step": ("12.5", 12.5),
     "apply": ("restart", "restart"),
     "dry_run": ("1", True),

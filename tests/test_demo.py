@@ -248,7 +248,7 @@ def test_timing_follows_the_scale():
 def test_cli_default_scale_is_the_demo_default():
     from click.testing import CliRunner
 
-    from tempctl.cli.main import cli
+    from tempctl.cli import cli
 
     help_text = CliRunner().invoke(cli, ["demo", "--help"]).output
     assert f"default: {demo.DEFAULT_SCALE:g}" in help_text.replace("\n", " ")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import FIELDS
 from tempctl.core.controller import State
 from tempctl.core.diagram import mermaid

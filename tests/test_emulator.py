@@ -550,7 +550,7 @@ def test_emulate_command_serves_until_sigterm():
 def test_emulate_refuses_non_loopback_and_bad_faults():
     from click.testing import CliRunner
 
-    from tempctl.cli.main import cli
+    from tempctl.cli import cli
 
     r = CliRunner().invoke(cli, ["emulate", "--host", "0.0.0.0"])
     assert r.exit_code == 2 and "not a loopback address; add --allow-remote" in r.output

@@ -44,7 +44,7 @@ from werkzeug import Response
 
 from tempctl.core.controller import VERIFY_RETRIES, Controller, Limits
 from tempctl.core.reading import Reading
-from tempctl.device.axeos import parse_info
+from tempctl.device import parse_info
 from tempctl.sim.emulator import Emulator
 
 fault = procs.fault_recorder()

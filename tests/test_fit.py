@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import Settings
 from tempctl.offline.fit import FitError, fit_device, fit_thermal, import_trace, load
 from tempctl.offline.replay import response_from_fit

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.core.reading import Reading
 from tempctl.sim.emulator import Emulator
 from tempctl.sim.firmware import BODIES_DIR

@@ -178,7 +178,7 @@ def test_scraping_a_running_daemon(tmp_path):
 def test_run_refuses_a_metrics_port_in_use(tmp_path):
     from click.testing import CliRunner
 
-    from tempctl.cli.main import cli
+    from tempctl.cli import cli
 
     (tmp_path / "none.toml").write_text("")
     with socket.socket() as taken:

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from fixtures import build_log
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import Device, Settings
 from tempctl.core.clock import FakeClock
 from tempctl.core.controller import Controller, Limits

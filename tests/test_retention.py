@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.core.controller import Command, Controller, Decision, Event, Limits
 from tempctl.core.reading import Reading
 from tempctl.core.window import StableWindow

@@ -52,7 +52,7 @@ def _hook(event, args):
         _out.write(json.dumps({"event": event, "args": repr(args)[:300]}) + "\n")
 
 sys.addaudithook(_hook)
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 cli(["run"], prog_name="tempctl")
 """
 

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import Settings
 from tempctl.offline.replay import check
 from tempctl.offline.report import METRIC_KEYS

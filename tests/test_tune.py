@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.config import ConfigError, Settings, load_settings
 from tempctl.offline.tune import Axis, Source, candidates, pareto, parse_grid, recommend, tune
 from tempctl.sim.scenario import parse_scenario

@@ -26,11 +26,11 @@ import requests
 from click.testing import CliRunner
 from fixtures import build_log
 
-from tempctl.ui import server as ui
-from tempctl.cli.main import cli
+from tempctl.cli import cli
 from tempctl.core.reading import Reading
 from tempctl.store.eventlog import Log
 from tempctl.store.status import device_status
+from tempctl.ui import server as ui
 
 DAY_MS = 86_400_000
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"

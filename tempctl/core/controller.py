@@ -156,6 +156,8 @@ class Limits:
     critical: float = 70.0
     vr_threshold: float = 85.0
     critical_floor: float = 0.0
+    min_frequency: float = 0.0  # 0 = auto (see min_frequency_for)
+    law: str = "levels"
     step: float = 25.0
     apply: str = "auto"
     dry_run: bool = False

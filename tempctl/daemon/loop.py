@@ -24,7 +24,7 @@ from tempctl.core.clock import SystemClock
 from tempctl.core.controller import FREQ_EPS, Command, Controller, Decision, Limits
 from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
-from tempctl.device.axeos import AxeOSError, Client, capabilities, parse_statistics
+from tempctl.device import AxeOSError, Client, capabilities, parse_statistics
 from tempctl.store.eventlog import Log
 
 log = logging.getLogger("tempctl")

@@ -32,7 +32,7 @@ from typing import NamedTuple
 from tempctl.config import FIELDS, Device, Settings, validate
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.window import StableWindow
-from tempctl.device.axeos import capabilities
+from tempctl.device import capabilities
 from tempctl.offline.report import Tally
 from tempctl.store.eventlog import restore
 

@@ -21,7 +21,7 @@ from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.reading import Reading
 from tempctl.core.window import StableWindow
 from tempctl.daemon.loop import UnsafeCommand, _check_safe
-from tempctl.device.axeos import capabilities
+from tempctl.device import capabilities
 
 
 class Device(Protocol):
@@ -306,7 +306,7 @@ class FixedPolicy(Policy):
 
 
 def _reading(dev: Device, body: dict) -> Reading:
-    from tempctl.device.axeos import parse_info
+    from tempctl.device import parse_info
 
     return parse_info(body, dev.name, dev.ts_ms())
 

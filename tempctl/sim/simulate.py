@@ -82,7 +82,7 @@ class SimDevice:
         return self.fw.info() if self.fw.reachable() else None
 
     def read(self) -> Reading:
-        from tempctl.device.axeos import parse_info
+        from tempctl.device import parse_info
 
         body = self.info()
         if body is None:

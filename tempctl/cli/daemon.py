@@ -1,0 +1,215 @@
+"""tempctl run, status, prune: the daemon and its log."""
+
+from __future__ import annotations
+
+import click
+
+from tempctl.cli.base import SettingsError, cli, settings_from_cli, settings_options
+
+# --- daemon: run, status -----------------------------------------------------
+
+
+def _setup_logging(level: str) -> None:
+    import logging
+    import sys
+
+    # journald stamps each line itself; a terminal gets a time of day.
+    fmt = "%(levelname)s %(message)s"
+    if sys.stdout.isatty():
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level), format=fmt, stream=sys.stdout, force=True)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    logging.getLogger("transitions").setLevel(logging.WARNING)
+
+
+def _open_log(path, create=True):
+    from tempctl.store.eventlog import Log, LogError
+
+    try:
+        return Log(path, create=create)
+    except LogError as e:
+        raise click.ClickException(str(e)) from None
+
+
+@cli.command()
+@settings_options
+def run(**kwargs):
+    """Guard the device(s): poll every CHECK_INTERVAL, throttle when hot, restore when stable.
+
+    Every reading, transition, command and event is appended to the SQLite log
+    (TEMPCTL_DB). Stops cleanly on SIGTERM/SIGINT; speaks sd_notify under systemd.
+
+    \b
+    Example:
+        BITAXE_IP=127.0.0.1:8123 TEMP_THRESHOLD=63 tempctl run
+        tempctl run --bitaxe-ip 127.0.0.1:8123 --dry-run --log-level DEBUG
+    """
+    import signal
+    import sys
+    import threading
+
+    from tempctl.daemon.fleet import daemon_extras
+    from tempctl.daemon.loop import Daemon
+    from tempctl.daemon.notify import Notifier
+
+    settings = settings_from_cli(kwargs)
+    _setup_logging(settings.log_level)
+    log_ = _open_log(settings.db)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    notifier = Notifier()
+    try:
+        extras = daemon_extras(settings)  # metrics endpoint, alerts, retention job
+    except OSError as e:
+        notifier.close()
+        log_.close()
+        raise click.ClickException(
+            f"metrics endpoint {settings.metrics_host}:{settings.metrics_port}: {e.strerror or e}"
+        ) from None
+    try:
+        daemon = Daemon(
+            settings,
+            log_=log_,
+            notifier=notifier,
+            stop=stop,
+            observers=extras.observers,
+            maintenance=extras.maintenance,
+        )
+        extras.attach(daemon.devices)
+        code = daemon.run()
+    finally:
+        extras.close()
+        notifier.close()
+        log_.close()
+    if daemon.in_flight:
+        # A request still hangs after the stop grace (its command's outcome is logged as
+        # interrupted): exit now rather than wait out its timeout joining the I/O threads.
+        import logging
+        import os
+
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+@cli.command()
+@settings_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def status(as_json, **kwargs):
+    """Show each device's state, frequency, last reading and stable-window progress.
+
+    Reads the log only, so it works while the daemon runs (and after it stopped).
+
+    \b
+    Example:
+        tempctl status --db /var/lib/tempctl/tempctl.db
+    """
+    import json
+    import time
+    from pathlib import Path
+
+    from tempctl.store.status import device_status, format_status
+
+    settings = settings_from_cli(kwargs, require_devices=False)
+    if not Path(settings.db).exists():
+        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    log_ = _open_log(settings.db, create=False)
+    now = int(time.time() * 1000)
+    rows = [device_status(log_.conn, d, now) for d in log_.devices()]
+    log_.close()
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    elif not rows:
+        click.echo("no devices in the log yet")
+    else:
+        click.echo("\n\n".join(format_status(r) for r in rows))
+
+
+# --- fleet: prune -------------------------------------------------------------
+
+
+@cli.command(name="prune")
+@settings_options
+@click.option(
+    "--batch-rows",
+    type=click.IntRange(min=0),
+    default=100_000,
+    show_default=True,
+    metavar="N",
+    help="Commit after about N folded readings, so a running daemon "
+    "can write in between; 0 = one transaction.",
+)
+@click.option(
+    "--vacuum",
+    is_flag=True,
+    help="Compact the file afterwards (freed pages are reused anyway; this "
+    "returns them to the disk and needs free space the size of the log).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
+    """Fold raw readings older than TEMPCTL_RETENTION_DAYS into 1-minute rows.
+
+    Transitions, commands and events are kept for ever; readings with the
+    firmware's overheat flag stay raw. At least a day (or twice STABLE_TIMEFRAME)
+    of raw readings is always kept. Safe to repeat and to run while the daemon
+    runs (which also does this daily when TEMPCTL_RETENTION_DAYS is set).
+    With --dry-run nothing changes: it reports what would be folded.
+
+    \b
+    Example:
+        tempctl prune --retention-days 30 --db /var/lib/tempctl/tempctl.db
+        tempctl prune --retention-days 7 --dry-run --json
+    """
+    import json
+    import sqlite3
+    import time
+    from dataclasses import asdict
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from tempctl.store.retention import min_keep_ms, prune
+
+    settings = settings_from_cli(kwargs, require_devices=False)
+    if settings.retention_days <= 0:
+        raise SettingsError(
+            "TEMPCTL_RETENTION_DAYS (not set): give the days of raw readings "
+            "to keep with --retention-days or TEMPCTL_RETENTION_DAYS"
+        )
+    if not Path(settings.db).exists():
+        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    log_ = _open_log(settings.db, create=False)
+    now = int(time.time() * 1000)
+    batch = None if settings.dry_run or batch_rows == 0 else batch_rows
+    total = {"folded": 0, "minutes": 0, "devices": 0}
+    try:
+        while True:
+            s = prune(
+                log_,
+                settings.retention_days,
+                now,
+                max_rows=batch,
+                min_keep_ms=min_keep_ms(settings),
+                dry_run=settings.dry_run,
+            )
+            for k in total:
+                total[k] += getattr(s, k)
+            if s.done:
+                break
+        if vacuum and not settings.dry_run:
+            log_.conn.execute("VACUUM")
+    except sqlite3.Error as e:  # locked for too long, disk full, ...
+        raise click.ClickException(f"{settings.db}: {e}") from None
+    finally:
+        log_.close()
+    out = {**asdict(s), **total}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    cutoff = datetime.fromtimestamp(s.cutoff_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    verb = "would fold" if settings.dry_run else "folded"
+    click.echo(
+        f"{verb} {total['folded']} readings from before {cutoff} into "
+        f"{total['minutes']} minute rows ({total['devices']} device(s))"
+    )

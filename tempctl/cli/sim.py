@@ -1,0 +1,171 @@
+"""tempctl emulate: the AxeOS emulator."""
+
+from __future__ import annotations
+
+import click
+
+from tempctl.cli.base import cli, is_loopback
+
+# --- emulator ----------------------------------------------------------------
+
+
+@cli.command()
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on; loopback only unless --allow-remote.",
+)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port of the first device (device i gets PORT+i); 0 = free ports.",
+)
+@click.option(
+    "--scenario",
+    default="heatwave",
+    show_default=True,
+    metavar="NAME|FILE",
+    help="Ambient scenario: a name in replay/scenarios or a .toml file.",
+)
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0, min_open=True),
+    default=1.0,
+    show_default=True,
+    metavar="K",
+    help="Run plant time K times faster than real.",
+)
+@click.option(
+    "--firmware",
+    metavar="V",
+    default=None,
+    help="AxeOS version to emulate, e.g. v2.10.1 [default: the scenario's].",
+)
+@click.option(
+    "--asic",
+    metavar="MODEL",
+    default=None,
+    help="BM1370, BM1368, BM1366, BM1397 or hex [default: the scenario's].",
+)
+@click.option(
+    "--faults",
+    metavar="SPEC",
+    default=None,
+    help="Fault injection: name=probability or bare name (always), comma-separated, "
+    "e.g. timeout=0.05,5xx=0.1,reboot=0.001.",
+)
+@click.option(
+    "--seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="Seed for sensor noise and faults (device i uses SEED+i).",
+)
+@click.option(
+    "--devices",
+    type=click.IntRange(1, 256),
+    default=1,
+    show_default=True,
+    help="Number of emulated miners, one port each.",
+)
+@click.option(
+    "--start-hours",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    metavar="H",
+    help="Start the scenario at hour H.",
+)
+@click.option(
+    "--private-ip-check",
+    is_flag=True,
+    help="Answer 401 to peers outside 10/8, 172.16/12, 192.168/16 like AxeOS v2.5+ "
+    "(this rejects loopback clients too).",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="Allow a non-loopback --host. It is a fake miner: keep it off real networks.",
+)
+def emulate(
+    host,
+    port,
+    scenario,
+    scale,
+    firmware,
+    asic,
+    faults,
+    seed,
+    devices,
+    start_hours,
+    private_ip_check,
+    allow_remote,
+):
+    """Serve fake Bitaxes (the AxeOS HTTP API over a thermal model) until SIGTERM/Ctrl-C.
+
+    The first stdout line is the base URL; with --devices N there are N URL lines,
+    then a line "ready". Besides the AxeOS routes each device answers
+    GET /_emulator/state, POST /_emulator/faults and POST /_emulator/ambient.
+
+    \b
+    Example:
+        tempctl emulate --port 8123
+        tempctl emulate --scale 60 --start-hours 2 --devices 3
+        tempctl emulate --firmware v2.10.1 --faults timeout=0.05,5xx=0.1 --seed 7
+    """
+    import signal
+    import threading
+
+    from tempctl.sim.emulator import Emulator, parse_faults
+    from tempctl.sim.firmware import parse_version
+    from tempctl.sim.scenario import ScenarioError, load_scenario
+
+    if not allow_remote and not is_loopback(host):
+        raise click.BadParameter(
+            f"{host} is not a loopback address; add --allow-remote "
+            "to serve a fake miner beyond this machine",
+            param_hint="--host",
+        )
+    try:
+        parse_faults(faults)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--faults") from None
+    if firmware is not None:
+        try:
+            parse_version(firmware)
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--firmware") from None
+    try:
+        scn = load_scenario(scenario)
+        emu = Emulator(
+            scn,
+            host=host.strip("[]"),
+            port=port,
+            devices=devices,
+            scale=scale,
+            firmware=firmware,
+            asic=asic,
+            faults=faults,
+            seed=seed,
+            start_hours=start_hours,
+            private_ip_check=private_ip_check,
+        )
+        emu.start()
+    except (ScenarioError, ValueError, OSError) as e:
+        raise click.ClickException(str(e)) from None
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        for url in emu.urls:
+            click.echo(url)
+        if devices > 1:
+            click.echo("ready")
+        click.get_text_stream("stdout").flush()
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emu.stop()
