@@ -73,7 +73,8 @@ class Controller:
         self.restarts_ms: list[int] = []
         self.live_capable = True  # set by the driver from the device's capabilities
         self.trip_latches = False  # v2.1.9-v2.10: the firmware's trip latches (driver sets it)
-        self.model = ThermalModel(prior_for(None))
+        self.time_scale = limits.settle / 180.0 if limits.settle > 0 else 1.0
+        self.model = ThermalModel(prior_for(None), self.time_scale)
         self.model_asic: str | None = None
         self.horizon_s = limits.settle + limits.check_interval
         self._notes: set[str] = set()  # one-per-episode notices already given
@@ -176,14 +177,13 @@ class Controller:
 
     def reset(self) -> None:
         """A different device answers at this address: start over as with no history."""
-        lim = self.limits
-        self.machine.set_state(State.NORMAL)
+        lim = self.limits  # the state stays until reconcile moves it (the chain stays whole)
         self.frequency = lim.max_frequency
         self.last_change_ms = self.ceiling = self.ceiling_until_ms = self.last_good = None
         self.backoff_s = 0.0
         self.raised = False
         self.restored = False
-        self.model = ThermalModel(prior_for(self.model_asic))
+        self.model = ThermalModel(prior_for(self.model_asic), self.time_scale)
         self._notes.clear()
         observe.init(self, keep_identity=True)
         aftermath.init(self)
@@ -201,7 +201,8 @@ class Controller:
         lim, f = self.limits, self.frequency
         target = None
         if lim.law == "model" and self.model.ready:
-            ahead = self.horizon_s + (RISING_LOOKAHEAD_S if self.model.slope() > 0 else 0.0)
+            rising = RISING_LOOKAHEAD_S * self.time_scale if self.model.slope() > 0 else 0.0
+            ahead = self.horizon_s + rising
             target = self.model.highest(lim.temp_threshold - MARGIN_C, lim.lowest, f, ahead)
         if target is None:
             if f > lim.first_frequency + FREQ_EPS:
@@ -472,7 +473,8 @@ class Controller:
         self.last_change_ms = snap.last_change_ms
         self.restarts_ms = list(snap.restarts_ms)
         if snap.model:
-            self.model = ThermalModel(ModelParams.from_json(snap.model, self.model.params))
+            params = ModelParams.from_json(snap.model, self.model.params)
+            self.model = ThermalModel(params, self.time_scale)
             self.model.f = self.frequency
         if snap.identity:
             self.identity = tuple(snap.identity)
