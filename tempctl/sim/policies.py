@@ -5,7 +5,10 @@ device at the current (fake) time and yields how many seconds to sleep before it
 acts again. Everything it reads and sends goes to a sink (the SQLite log, or
 nowhere), in the daemon's log format.
 
-* ``tempctl``  - the Controller, driven poll by poll exactly as ``daemon.py`` does.
+* ``tempctl``  - the Controller, driven poll by poll exactly as ``daemon.py`` does, with
+  the law the settings select (TEMPCTL_LAW).
+* ``levels``   - the same with TEMPCTL_LAW=levels: the fixed FIRST/SECOND levels of issue 4,
+  kept for comparison with the model law (issue 12).
 * ``seed``     - a port of the script tempctl descends from (``seed:S`` polls every S s).
 * ``fixed:MHZ``- set MHZ once, then only watch.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol
 
 from tempctl.core.controller import Command, Controller, Decision, Limits
@@ -88,8 +92,8 @@ class TempctlPolicy(Policy):
     timestamp; ``tempctl replay --check`` re-drives such a log to the same decisions.
     """
 
-    def __init__(self, settings, name: str, sink: Sink, snapshot=None):
-        self.spec = "tempctl"
+    def __init__(self, settings, name: str, sink: Sink, snapshot=None, spec: str = "tempctl"):
+        self.spec = spec
         self.name = name
         self.sink = sink
         self.dry_run = bool(settings.dry_run)
@@ -316,10 +320,10 @@ def device_name(spec: str) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, float | None]:
-    """'tempctl' | 'seed' | 'seed:S' | 'fixed:MHZ' -> (kind, number). ValueError if not."""
+    """'tempctl' | 'levels' | 'seed' | 'seed:S' | 'fixed:MHZ' -> (kind, number), or ValueError."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
-    if kind == "tempctl" and not arg:
+    if kind in ("tempctl", "levels") and not arg:
         return kind, None
     if kind in ("seed", "fixed"):
         if kind == "seed" and not arg:
@@ -332,7 +336,9 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
             what = "seconds" if kind == "seed" else "MHz"
             raise ValueError(f"{spec}: expected {kind}:<{what} > 0>")
         return kind, value
-    raise ValueError(f"{spec}: unknown policy (use tempctl, seed, seed:SECONDS or fixed:MHZ)")
+    raise ValueError(
+        f"{spec}: unknown policy (use tempctl, levels, seed, seed:SECONDS or fixed:MHZ)"
+    )
 
 
 def canonical(spec: str, check_interval: float) -> str:
@@ -347,6 +353,14 @@ def make_policy(spec: str, settings, sink: Sink, snapshot=None) -> Policy:
     kind, value = parse_spec(spec)
     if kind == "tempctl":
         return TempctlPolicy(settings, device_name("tempctl"), sink, snapshot=snapshot)
+    if kind == "levels":
+        return TempctlPolicy(
+            replace(settings, law="levels"),
+            device_name("levels"),
+            sink,
+            snapshot=snapshot,
+            spec="levels",
+        )
     if kind == "seed":
         interval = value if value is not None else float(settings.check_interval)
         policy = SeedPolicy(settings, "", sink, interval)
