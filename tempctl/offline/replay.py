@@ -293,7 +293,7 @@ def check(
     for run in select_runs(
         conn, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms
     ):
-        if run.kind == "import" or run.policy != "tempctl":
+        if run.kind == "import" or run.policy not in ("tempctl", "levels"):
             why = "imported, no decisions" if run.kind == "import" else f"policy {run.policy}"
             result.skipped.append(f"run {run.id} ({why})")
             continue

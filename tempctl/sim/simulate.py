@@ -362,8 +362,10 @@ def simulate(
                 snap = log.restore(policy.name) if policy.spec in ("tempctl", "levels") else None
                 if snap is not None:
                     policy = make_policy(spec, settings, sink, snapshot=snap)
+                # the settings the policy ran with: `levels` is tempctl with law=levels
+                ran = replace(settings, law="levels") if policy.spec == "levels" else settings
                 config = dict(
-                    _config_dict(settings), policy=policy.spec, scenario=scenario.name, seed=seed
+                    _config_dict(ran), policy=policy.spec, scenario=scenario.name, seed=seed
                 )
                 log.start_run(config, {"policy": "simulate"}, kind="simulation", ts_ms=epoch)
                 sink.event(
