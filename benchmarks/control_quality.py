@@ -3,6 +3,7 @@
     python benchmarks/control_quality.py               # every scenario, about a minute on 2 cores
     python benchmarks/control_quality.py --markdown    # the README table instead of JSON
     python benchmarks/control_quality.py --only steady_31_5,closet --jobs 1
+    python benchmarks/control_quality.py --markdown --from out.json   # table of a saved run
 
 Every scenario runs through `tempctl simulate` (tempctl.sim.simulate, fake clock, no HTTP)
 with 30 s polls, the default settings and seed 0, four ways:
@@ -290,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--poll", type=float, default=POLL_S, help="seconds between polls")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--from", dest="from_json", default=None, help="a saved JSON run: print it, measure nothing"
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=min(2, len(os.sched_getaffinity(0))),
@@ -304,7 +308,11 @@ def main(argv: list[str] | None = None) -> int:
         if unknown:
             p.error(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(known)}")
         cases = tuple((w, known[w]) for w in wanted)
-    doc = measure(cases, args.poll, args.seed, max(1, args.jobs))
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            doc = json.load(f)
+    else:
+        doc = measure(cases, args.poll, args.seed, max(1, args.jobs))
     if args.markdown:
         print(markdown(doc))
     else:
