@@ -123,9 +123,9 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
     "--policy",
     "policies",
     multiple=True,
-    metavar="tempctl|seed|fixed:MHZ",
-    help="Who sets the frequency (repeatable; default tempctl). seed:S polls the "
-    "original script every S seconds.",
+    metavar="tempctl|levels|seed|fixed:MHZ",
+    help="Who sets the frequency (repeatable; default tempctl). levels is tempctl with "
+    "TEMPCTL_LAW=levels; seed:S polls the original script every S seconds.",
 )
 @click.option(
     "--set",
