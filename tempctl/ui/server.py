@@ -2,7 +2,7 @@
 
 Datasette runs as a child process, ``python -m tempctl.ui.server <datasette serve args>``,
 which is ``datasette serve`` with two differences: only the plugins in
-``ALLOWED_PLUGINS`` are loaded, and the metadata (tempctl/datasette/metadata.yaml
+``ALLOWED_PLUGINS`` are loaded, and the metadata (tempctl/ui/metadata.yaml
 rendered for this database) arrives on stdin (``--metadata -``), so nothing is
 written to disk.
 
@@ -36,6 +36,7 @@ from tempctl.store.eventlog import LogError, check_file
 
 METADATA_TEMPLATE = PACKAGE_DIR / "ui" / "metadata.yaml"
 DB_TOKEN = "__DB__"  # the database's name in the metadata template
+FRAGMENTS_KEY = "sql_fragments"  # SQL pasted into the queries at their __NAME__, then dropped
 DASHBOARD_PATH = "/-/dashboards/tempctl-history"  # the slug in metadata.yaml
 
 # Read-only plugins: the dashboards and the two it depends on (maps, markdown cells).
@@ -67,10 +68,11 @@ def db_name(db: str | Path) -> str:
 
 
 def render_metadata(name: str) -> dict:
-    """The packaged metadata with the template's database name replaced by ``name``."""
+    """The packaged metadata for database ``name``: its name and the SQL fragments filled in."""
     from datasette.utils import tilde_encode
 
     data = yaml.safe_load(METADATA_TEMPLATE.read_text(encoding="utf-8"))
+    fragments = data.pop(FRAGMENTS_KEY, {})
     url_name = tilde_encode(name)
 
     def walk(node):
@@ -81,6 +83,8 @@ def render_metadata(name: str) -> dict:
         if node == DB_TOKEN:
             return name
         if isinstance(node, str):
+            for token, sql in fragments.items():
+                node = node.replace(token, sql)
             return node.replace(DB_TOKEN, url_name)
         return node
 
