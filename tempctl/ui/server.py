@@ -46,9 +46,10 @@ ALLOWED_PLUGINS = frozenset(
 
 # Datasette settings (docs.datasette.io/en/0.65.x/settings.html). A dashboard chart
 # gets about 700 reading buckets plus the state periods in its range (see
-# metadata.yaml), well inside max_returned_rows; the limit only trims long listings. A query over a long log on a small
-# board (a Raspberry Pi) needs more than the default 1 s. Facet suggestions run a query
-# per column on every table page: too slow for a readings table of millions of rows.
+# metadata.yaml), well inside max_returned_rows; the limit only trims long listings.
+# A query over a long log on a small board (a Raspberry Pi) needs more than the
+# default 1 s. Facet suggestions run a query per column on every table page: too slow
+# for a readings table of millions of rows.
 SETTINGS = {
     "max_returned_rows": 5000,
     "sql_time_limit_ms": 5000,
