@@ -290,6 +290,10 @@ def test_render_metadata_names_the_database():
     assert {c["db"] for c in charts.values() if "db" in c} == {"my log"}
     assert "../../my+log/current_state" in charts["about"]["display"]
     assert ui.DB_TOKEN not in json.dumps(md)
+    # the shared range SQL is pasted into every chart query, and its holder dropped
+    assert ui.FRAGMENTS_KEY not in md and "__RANGE__" not in json.dumps(md)
+    queries = [c["query"] for c in charts.values() if "query" in c]
+    assert len(queries) >= 5 and all("bucket_ms" in q and "widths(ms)" in q for q in queries)
 
 
 # --- the dashboard ---------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from tempctl.config import FIELDS, Field
 
 __all__ = ["END", "START", "default_text", "replace_block", "settings_table"]
 
-START = "<!-- settings:start -->"
+START = "<!-- settings:start (generated: python -m tempctl.cli.docs --write README.md) -->"
 END = "<!-- settings:end -->"
 HEADER = (
     "| environment | flag | TOML key | default | per device | meaning |\n"
