@@ -183,7 +183,7 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
     import json
 
     from tempctl.sim.scenario import ScenarioError, load_scenario
-    from tempctl.sim.simulate import format_report
+    from tempctl.sim.simulate import PlotUnavailable, format_report
     from tempctl.sim.simulate import simulate as run_simulation
     from tempctl.store.eventlog import LogError
 
@@ -200,6 +200,8 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
             db=db,
             plot_path=plot,
         )
+    except PlotUnavailable as e:
+        raise click.BadParameter(str(e), param_hint="--plot") from None
     except (ScenarioError, LogError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except ConfigError as e:

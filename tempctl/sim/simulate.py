@@ -33,8 +33,23 @@ from tempctl.sim.policies import NullSink, Policy, canonical, make_policy
 from tempctl.sim.scenario import Scenario
 from tempctl.store.eventlog import Log
 
+PLOT_INSTALL = "pip install 'tempctl[plot]'"  # matplotlib is an extra (pyproject.toml)
 SIM_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated logs start here
 FLUSH_OPS = 20_000  # statements per transaction when writing a simulated log
+
+
+class PlotUnavailable(Exception):
+    """A plot was asked for but matplotlib, the ``plot`` extra, is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Fail before any simulating when the plot cannot be drawn (the base install lacks it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotUnavailable(
+            f"the plot needs matplotlib; install it with: {PLOT_INSTALL}"
+        ) from None
 
 
 class _Template(dict):
@@ -311,6 +326,8 @@ def simulate(
     metrics and the oracle are judged against (default TEMP_THRESHOLD); tune keeps it at
     the baseline's so that candidates with other thresholds compare fairly.
     """
+    if plot_path:
+        require_matplotlib()
     names = [canonical(spec, poll_s) for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError("each --policy may be given once")
