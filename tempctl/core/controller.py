@@ -44,7 +44,7 @@ __all__ = [
 LAW = LAWS["levels"]  # the issue-4 table, for old callers and the README diagram of it
 
 MAX_BACKOFF_S = 24 * 3600.0
-RISING_LOOKAHEAD_S = 600.0  # a throttle while the room warms aims for the ambient this far ahead
+RISING_LOOKAHEAD_S = 300.0  # a throttle while the room warms aims for the ambient this far ahead
 # Lowest frequencyOptions entry per ASIC (axeos-api.md §7): below it the firmware's UI warns.
 LOWEST_OPTION = {
     "BM1370": 400.0,
@@ -195,15 +195,23 @@ class Controller:
             return None
         return self.model.predict(freq, horizon_s)
 
-    def throttle_target(self) -> float:
+    def lookahead_s(self) -> float:
+        """How far ahead a throttle looks: past the settle, and further while the room warms."""
+        rising = RISING_LOOKAHEAD_S * self.time_scale if self.model.slope() > 0 else 0.0
+        return self.horizon_s + rising
+
+    def throttle_target(self, temp: float | None = None) -> float:
         """Highest frequency predicted to hold TEMP_THRESHOLD - margin, at least one PLL step
         below the current one, never below the floor. Without a model yet: the old levels."""
         lim, f = self.limits, self.frequency
         target = None
         if lim.law == "model" and self.model.ready:
-            rising = RISING_LOOKAHEAD_S * self.time_scale if self.model.slope() > 0 else 0.0
-            ahead = self.horizon_s + rising
-            target = self.model.highest(lim.temp_threshold - MARGIN_C, lim.lowest, f, ahead)
+            ahead = self.lookahead_s()
+            # Already above the threshold: aim lower by the excess, so that the fast part of
+            # the drop (about half of it within seconds) brings the die under at once.
+            excess = max(0.0, temp - lim.temp_threshold) if temp is not None else 0.0
+            aim = lim.temp_threshold - MARGIN_C - excess
+            target = self.model.highest(aim, lim.lowest, f, ahead)
         if target is None:
             if f > lim.first_frequency + FREQ_EPS:
                 target = lim.first_frequency
