@@ -363,3 +363,20 @@ def test_every_row_of_the_model_law_is_reachable_in_words():
     assert [r.action for r in rows].count("throttle") == 2
     assert all(r.reason for r in rows)
     assert not math.isnan(LIM.window_ms)
+
+
+def test_status_says_what_the_law_is_doing_in_words(tmp_path):
+    import sqlite3
+
+    from tempctl.config import Settings
+    from tempctl.sim.scenario import load_scenario
+    from tempctl.sim.simulate import simulate
+    from tempctl.store.status import device_status, format_status
+
+    db = tmp_path / "sim.db"
+    simulate(load_scenario("steady_31_5"), ["tempctl"], Settings(), days=0.3, poll_s=30, db=str(db))
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    s = device_status(conn, "sim-tempctl", 0)
+    f = s["frequency"]
+    assert s["doing"].startswith(f"holding {f:g} MHz: {f + 6.25:g} predicted 6")
+    assert "effective ambient" in s["doing"] and "doing      holding" in format_status(s)

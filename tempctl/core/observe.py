@@ -284,20 +284,15 @@ def explain(c) -> str:
     if lim.law != "model" or not m.ready:
         what = {State.NORMAL: "running at MAX_FREQUENCY", State.RECOVERING: "restoring"}
         return f"{what.get(state, 'throttled')} at {f:g} MHz"
-    amb = m.ambient()
+    trend = m.slope() * 3600 / m.ts
+    room = (f"effective ambient {m.ambient():.1f} °C (the die with no load), "
+            + ("steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"))
     if f >= lim.max_frequency - FREQ_EPS:
-        pred = m.predict(f)
-        return (
-            f"running at MAX_FREQUENCY {f:g} MHz: predicted {pred:.1f} °C at "
-            f"{amb:.1f} °C effective ambient"
-        )
+        return f"running at MAX_FREQUENCY {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
     pred = m.predict(up, c.horizon_s)
-    verb = "holding" if state is not State.NORMAL else "running"
-    return (
-        f"{verb} {f:g} MHz: {up:g} predicted {pred:.1f} °C at {amb:.1f} °C effective "
-        f"ambient (threshold {lim.temp_threshold:g} °C)"
-    )
+    return (f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
+            f"(threshold {lim.temp_threshold:g} °C); {room}")
 
 
 def _fmt(ident) -> str:
