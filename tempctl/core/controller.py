@@ -16,6 +16,7 @@ reconciliation is ``reconcile.py``; restoring the settings a firmware trip took 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from transitions import Machine
 
@@ -308,6 +309,7 @@ class Controller:
 
     def _act_throttle(self) -> None:
         self._set(self._facts.target)
+        self._predicted_note()
 
     def _act_clear_latch(self) -> None:
         aftermath.clear_latch(self)
@@ -334,6 +336,19 @@ class Controller:
         target = self.climb_target(self._now)
         self.last_good = self.frequency
         self._set(target, raised=True)
+        self._predicted_note()
+
+    def _predicted_note(self) -> None:
+        """Say in the transition why this frequency: what the model predicts for it."""
+        pred = self.predicted(self.frequency, self.horizon_s)
+        t = self._decision.transition
+        if pred is not None and t is not None:
+            amb = self.model.ambient()
+            self._decision.transition = replace(
+                t,
+                reason=f"{t.reason}: {self.frequency:g} MHz predicted {pred:.1f} °C "
+                f"(effective ambient {amb:.1f} °C)",
+            )
 
     def _act_hold(self) -> None:
         self.ceiling = self.ceiling_until_ms = None

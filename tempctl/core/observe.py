@@ -285,14 +285,17 @@ def explain(c) -> str:
         what = {State.NORMAL: "running at MAX_FREQUENCY", State.RECOVERING: "restoring"}
         return f"{what.get(state, 'throttled')} at {f:g} MHz"
     trend = m.slope() * 3600 / m.ts
-    room = (f"effective ambient {m.ambient():.1f} °C (the die with no load), "
-            + ("steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"))
+    room = f"effective ambient {m.ambient():.1f} °C (the die with no load), " + (
+        "steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"
+    )
     if f >= lim.max_frequency - FREQ_EPS:
         return f"running at MAX_FREQUENCY {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
     pred = m.predict(up, c.horizon_s)
-    return (f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
-            f"(threshold {lim.temp_threshold:g} °C); {room}")
+    return (
+        f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
+        f"(threshold {lim.temp_threshold:g} °C); {room}"
+    )
 
 
 def _fmt(ident) -> str:
