@@ -380,3 +380,23 @@ def test_status_says_what_the_law_is_doing_in_words(tmp_path):
     f = s["frequency"]
     assert s["doing"].startswith(f"holding {f:g} MHz: {f + 6.25:g} predicted 6")
     assert "effective ambient" in s["doing"] and "doing      holding" in format_status(s)
+
+
+@pytest.mark.parametrize(
+    "fault, level",
+    [("power_fault", "alarm"), ("hardware_fault", "alarm"), ("pool_down", "warning")],
+)
+def test_a_mining_stop_is_never_commanded_on(fault, level):
+    c = Controller(replace(LIM, stable_timeframe=0.01, settle=30), "d")
+    c.step(Reading("d", 0, temp=60.0, frequency=490.0), 0)  # below MAX: RECOVERING
+    events, cmds = [], []
+    for i in range(1, 30):  # the stopped chip cools: nothing is climbed on that
+        d = c.step(
+            Reading("d", i * 30_000, temp=40.0, frequency=490.0, hashrate=0.0, fault=fault),
+            i * 30_000,
+        )
+        events += d.events
+        cmds += d.commands
+    assert cmds == []
+    stops = [e for e in events if e.kind == "fault"]
+    assert len(stops) == 1 and stops[0].level == level and fault in stops[0].message

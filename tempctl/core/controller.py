@@ -142,6 +142,10 @@ class Controller:
         # flag is a signal of its own and does.
         if not self.started or not (reading.valid or reading.overheat):
             return decision
+        if reading.fault:  # mining stopped, not an overheat: never command on it (issue 16.2)
+            self._fault_note(reading.fault, decision)
+            return decision
+        self._notes.discard("fault")
         calm = not is_critical(reading, self.limits) and not is_hot(reading, self.limits)
         if not (calm and self._quiet(now_ms)):
             facts = Facts(self, reading, now_ms, window)
@@ -257,6 +261,32 @@ class Controller:
         return observe.explain(self)
 
     # -- evaluation ------------------------------------------------------------------------------
+
+    def _fault_note(self, fault: str, d: Decision) -> None:
+        if "fault" in self._notes:
+            return
+        self._notes.add("fault")
+        if fault == "pool_down":
+            d.events.append(
+                Event(
+                    "fault",
+                    "mining stopped (pool_down): no pool reachable (the firmware "
+                    "stops the ASIC, fan at 30 %); not an overheat, nothing to do "
+                    "here",
+                    level="warning",
+                    origin="device",
+                )
+            )
+        else:
+            d.events.append(
+                Event(
+                    "fault",
+                    f"mining stopped: {fault} reported by the device; "
+                    "not an overheat, needs a person",
+                    level="alarm",
+                    origin="device",
+                )
+            )
 
     def _ceiling_holds(self, now_ms: int) -> bool:
         return (
