@@ -87,7 +87,7 @@ class InProcessDaemon:
         )
         self.log = Log(db)
         self.stop_event = threading.Event()
-        self.daemon = Daemon(settings, log_=self.log, stop=self.stop_event)
+        self.daemon = Daemon(settings, eventlog=self.log, stop=self.stop_event)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()

@@ -27,7 +27,7 @@ from tempctl.daemon.notify import Notifier
 from tempctl.device import AxeOSError, Client, capabilities, parse_statistics
 from tempctl.store.eventlog import Log
 
-log = logging.getLogger("tempctl")
+logger = logging.getLogger("tempctl")
 
 BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
 STOP_GRACE_S = 3.0  # a command in flight at SIGTERM may finish for this long (exit within 5 s)
@@ -57,7 +57,7 @@ class Daemon:
         self,
         settings,
         *,
-        log_: Log,
+        eventlog: Log,
         clock=None,
         client_factory: Callable | None = None,
         notifier: Notifier | None = None,
@@ -66,8 +66,8 @@ class Daemon:
         maintenance: list | None = None,
     ):
         self.settings = settings
-        self.log = log_
-        self.clock = clock or SystemClock(not_before_ms=log_.last_ts())
+        self.eventlog = eventlog
+        self.clock = clock or SystemClock(not_before_ms=eventlog.last_ts())
         self.notifier = notifier or Notifier(environ={})
         watchdog = self.notifier.watchdog_s
         self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
@@ -92,7 +92,7 @@ class Daemon:
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
-            snap = log_.restore(dev.name)
+            snap = eventlog.restore(dev.name)
             ctl = Controller(limits, dev.name, snapshot=snap)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), ctl))
         workers = min(64, 2 * len(self.devices) + 2)
@@ -103,7 +103,7 @@ class Daemon:
     def run(self, max_polls: int | None = None) -> int:
         s = self.settings
         now = self.clock.now_ms()
-        self.log.start_run(_config_dict(s), dict(s.sources), ts_ms=now)
+        self.eventlog.start_run(_config_dict(s), dict(s.sources), ts_ms=now)
         for d in self.devices:
             snap = d.controller.snapshot() if d.controller.restored else None
             msg = (
@@ -111,11 +111,13 @@ class Daemon:
                 if snap
                 else "no history for this device"
             )
-            self._write([self.log.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")])
-            log.info("%s: %s (%s)", d.name, msg, d.url)
+            self._write(
+                [self.eventlog.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")]
+            )
+            logger.info("%s: %s (%s)", d.name, msg, d.url)
         self._backfill(now)
         self.notifier.ready(self._status_line())
-        log.info(
+        logger.info(
             "tempctl running: %d device(s), every %g s%s",
             len(self.devices),
             self.interval,
@@ -173,9 +175,9 @@ class Daemon:
             if last is None or mono - last >= period:
                 job[2] = mono
                 try:
-                    fn(self.log, self.clock.now_ms())
+                    fn(self.eventlog, self.clock.now_ms())
                 except Exception:  # maintenance must never stop control
-                    log.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
+                    logger.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
 
     def _backfill(self, now: int) -> None:
         """Fill the gap since the last logged reading from the device's statistics ring.
@@ -185,7 +187,7 @@ class Daemon:
         them. When the device has nothing, the gap is recorded as a gap.
         """
         for d in self.devices:
-            row = self.log.conn.execute(
+            row = self.eventlog.conn.execute(
                 "SELECT max(ts_ms) FROM readings WHERE device = ?", (d.name,)
             ).fetchone()
             last = row[0]
@@ -201,21 +203,21 @@ class Daemon:
                         if last < r.ts_ms <= now
                     ]
             except AxeOSError as exc:
-                log.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
+                logger.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
             gap = f"{(now - last) / 1000:.0f} s without readings"
             if rows:
                 msg = f"backfilled {len(rows)} readings from the device's statistics ({gap})"
-                ops = [self.log.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
+                ops = [self.eventlog.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
             else:
                 msg = f"gap in the log: {gap} and nothing to backfill"
                 ops = []
             ops.append(
-                self.log.event_op(
+                self.eventlog.event_op(
                     d.name, now, "gap", msg, origin="daemon", level="info" if rows else "warning"
                 )
             )
             self._write(ops)
-            log.info("%s: %s", d.name, msg)
+            logger.info("%s: %s", d.name, msg)
 
     def _shutdown(self, pending: set[Future]) -> None:
         self.notifier.stopping()
@@ -232,16 +234,16 @@ class Daemon:
             # A command still unanswered gets an outcome row all the same: whether the
             # device applied it is unknown; the next start reconciles with what it reports.
             for cid, _ in self.sending.get(fut, []):
-                ops.append(self.log.result_op(cid, now, "failed", error=INTERRUPTED))
+                ops.append(self.eventlog.result_op(cid, now, "failed", error=INTERRUPTED))
         self.in_flight = sum(not fut.done() for fut in not_done)
-        ops.append(self.log.event_op(None, now, "log", "stop", origin="daemon"))
+        ops.append(self.eventlog.event_op(None, now, "log", "stop", origin="daemon"))
         self._write(ops)
         self.pool.shutdown(wait=False, cancel_futures=True)
         if self.backlog:
-            log.error(
+            logger.error(
                 "%d log statements could not be written: %s", len(self.backlog), self.db_error
             )
-        log.info("tempctl stopped")
+        logger.info("tempctl stopped")
 
     # -- worker side (threads): HTTP only ----------------------------------------
 
@@ -293,11 +295,11 @@ class Daemon:
         if r.error and not r.valid:
             d.errors += 1
             if d.last_error != r.error:
-                log.warning("%s: %s", d.name, r.error)
+                logger.warning("%s: %s", d.name, r.error)
             d.last_error = r.error
         else:
             d.last_error = None
-            log.debug(
+            logger.debug(
                 "%s: %s °C vr %s °C %s MHz %s GH/s",
                 d.name,
                 r.temp,
@@ -314,9 +316,11 @@ class Daemon:
                 if caps.partial_patch_crashes
                 else None
             )
-        self._write([self.log.reading_op(r)])
+        self._write([self.eventlog.reading_op(r)])
         ctl = d.controller
-        decision = ctl.step(r, r.ts_ms, window=lambda: self.log.window(d.name, r.ts_ms, d.limits))
+        decision = ctl.step(
+            r, r.ts_ms, window=lambda: self.eventlog.window(d.name, r.ts_ms, d.limits)
+        )
         for obs in self.observers:
             obs.on_reading(d, r, decision)
         return self._act(d, r.ts_ms, decision)
@@ -324,7 +328,7 @@ class Daemon:
     def _act(self, d: Device, ts: int, decision: Decision) -> set[Future]:
         if not decision:
             return set()
-        ops, jobs = self.log.decision_ops(d.name, ts, decision)
+        ops, jobs = self.eventlog.decision_ops(d.name, ts, decision)
         self._write(ops)  # intents are committed before anything is sent
         _log_decision(d.name, decision)
         if not jobs:
@@ -344,7 +348,7 @@ class Daemon:
         ops = []
         for cid, cmd, outcome, status, error, latency in results:
             ops.append(
-                self.log.result_op(
+                self.eventlog.result_op(
                     cid,
                     now,
                     outcome,
@@ -354,7 +358,7 @@ class Daemon:
                 )
             )
             level = logging.INFO if outcome in ("ok", "dry_run") else logging.WARNING
-            log.log(
+            logger.log(
                 level,
                 "%s: %s %s -> %s%s",
                 d.name,
@@ -366,7 +370,7 @@ class Daemon:
             ok = outcome in ("ok", "dry_run")
             follow = d.controller.command_result(cmd, ok, now, error)
             if follow:
-                f_ops, _ = self.log.decision_ops(d.name, now, follow)
+                f_ops, _ = self.eventlog.decision_ops(d.name, now, follow)
                 ops.extend(f_ops)
                 _log_decision(d.name, follow)
             for obs in self.observers:
@@ -377,8 +381,8 @@ class Daemon:
         """Append, or keep for later when the database refuses (locked, disk full)."""
         if self.backlog:
             try:
-                self.log.transaction(self.backlog)
-                log.warning(
+                self.eventlog.transaction(self.backlog)
+                logger.warning(
                     "database writable again: %d delayed statements written", len(self.backlog)
                 )
                 self.backlog, self.db_error = [], None
@@ -388,10 +392,10 @@ class Daemon:
             self._keep(ops)
             return
         try:
-            self.log.transaction(ops)
+            self.eventlog.transaction(ops)
         except sqlite3.Error as exc:
             if self.db_error != str(exc):
-                log.error(
+                logger.error(
                     "cannot write the log (%s); control goes on, rows are kept in memory", exc
                 )
             self.db_error = str(exc)
@@ -412,10 +416,10 @@ class Daemon:
                 f"wall clock moved {skew / 1000:+.1f} s from the monotonic schedule; "
                 "timestamps keep the monotonic timeline until restart"
             )
-            log.warning(msg)
+            logger.warning(msg)
             self._write(
                 [
-                    self.log.event_op(
+                    self.eventlog.event_op(
                         None, self.clock.now_ms(), "clock", msg, level="warning", origin="daemon"
                     )
                 ]
@@ -447,7 +451,7 @@ def _check_safe(freq: float | None, limits: Limits) -> None:
 def _log_decision(device: str, decision: Decision) -> None:
     t = decision.transition
     if t is not None:
-        log.info(
+        logger.info(
             "%s: %s -> %s at %s MHz (%s)",
             device,
             t.from_state,
@@ -457,9 +461,9 @@ def _log_decision(device: str, decision: Decision) -> None:
         )
     for e in decision.events:
         level = {"alarm": logging.ERROR, "warning": logging.WARNING}.get(e.level, logging.INFO)
-        log.log(level, "%s: %s", device, e.message)
+        logger.log(level, "%s: %s", device, e.message)
     for c in decision.commands:
-        log.info(
+        logger.info(
             "%s: command %s %s (%s)",
             device,
             c.kind,

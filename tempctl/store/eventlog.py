@@ -231,8 +231,8 @@ class Log:
         if t is not None:
             ops.append(
                 (
-                    "INSERT INTO transitions (id, run_id, device, ts_ms, from_state, to_state, reason, "
-                    "frequency, temp, ceiling, ceiling_until_ms, backoff_s, last_good) "
+                    "INSERT INTO transitions (id, run_id, device, ts_ms, from_state, to_state, "
+                    "reason, frequency, temp, ceiling, ceiling_until_ms, backoff_s, last_good) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         self._id("transitions"),
@@ -270,8 +270,8 @@ class Log:
             payload = json.dumps({"frequency": c.frequency}) if c.kind == "set_frequency" else None
             ops.append(
                 (
-                    "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, reason, "
-                    "attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, "
+                    "reason, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         cid,
                         self.run_id,
@@ -364,8 +364,8 @@ class Log:
         return [
             r["device"]
             for r in self.db.query(
-                "SELECT DISTINCT device FROM transitions UNION SELECT DISTINCT device FROM readings "
-                "ORDER BY 1"
+                "SELECT DISTINCT device FROM transitions "
+                "UNION SELECT DISTINCT device FROM readings ORDER BY 1"
             )
         ]
 
