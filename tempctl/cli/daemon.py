@@ -53,7 +53,7 @@ def run(**kwargs):
     from tempctl.daemon.notify import Notifier
 
     settings = settings_from_cli(kwargs)
-    _setup_logging(settings.eventloglevel)
+    _setup_logging(settings.log_level)
     eventlog = _open_log(settings.db)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
