@@ -22,11 +22,13 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
-def _open_log(path, create=True):
-    from tempctl.store.eventlog import Log, LogError
+def _open_log(path, **kw):
+    from tempctl.store.eventlog import Log, LogBusy, LogError
 
     try:
-        return Log(path, create=create)
+        return Log(path, **kw)
+    except LogBusy as e:  # a second daemon on the same log: a usage error, exit 2
+        raise SettingsError(str(e)) from None
     except LogError as e:
         raise click.ClickException(str(e)) from None
 
@@ -54,7 +56,7 @@ def run(**kwargs):
 
     settings = settings_from_cli(kwargs)
     _setup_logging(settings.log_level)
-    eventlog = _open_log(settings.db)
+    eventlog = _open_log(settings.db, lock=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -115,7 +117,7 @@ def status(as_json, **kwargs):
     settings = settings_from_cli(kwargs, require_devices=False)
     if not Path(settings.db).exists():
         raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
-    eventlog = _open_log(settings.db, create=False)
+    eventlog = _open_log(settings.db, read_only=True)
     now = int(time.time() * 1000)
     rows = [device_status(eventlog.conn, d, now) for d in eventlog.devices()]
     eventlog.close()

@@ -14,7 +14,6 @@ device's worker, and their outcomes appended when they finish.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -26,10 +25,10 @@ from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
 from tempctl.device import AxeOSError, Client, capabilities, parse_statistics
 from tempctl.store.eventlog import Log
+from tempctl.store.writer import Writer
 
 logger = logging.getLogger("tempctl")
 
-BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
 STOP_GRACE_S = 3.0  # a command in flight at SIGTERM may finish for this long (exit within 5 s)
 POLL_SPREAD = 0.5  # a tick's polls start spread over this fraction of CHECK_INTERVAL
 INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
@@ -73,11 +72,10 @@ class Daemon:
         self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
         self.stop = stop or threading.Event()
         self.interval = float(settings.check_interval)
-        self.backlog: list[tuple[str, tuple]] = []
+        # The one writer: never waits long for the database (store/writer.py).
+        self.writer = Writer(eventlog, monotonic=self.clock.monotonic)
         self.sending: dict[Future, list[tuple[int, Command]]] = {}  # command jobs in flight
         self.in_flight = 0  # requests still running when the stop grace ran out
-        self.dropped = 0
-        self.db_error: str | None = None
         # Observers (metrics, alerts) see every reading and command outcome; they must
         # not block. Maintenance jobs (retention) run on the loop: [(period_s, fn(log, now_ms))].
         self.observers = observers or []
@@ -103,7 +101,7 @@ class Daemon:
     def run(self, max_polls: int | None = None) -> int:
         s = self.settings
         now = self.clock.now_ms()
-        self.eventlog.start_run(_config_dict(s), dict(s.sources), ts_ms=now)
+        self._write([self.eventlog.run_op(_config_dict(s), dict(s.sources), ts_ms=now)])
         for d in self.devices:
             snap = d.controller.snapshot() if d.controller.restored else None
             msg = (
@@ -237,13 +235,19 @@ class Daemon:
                 ops.append(self.eventlog.result_op(cid, now, "failed", error=INTERRUPTED))
         self.in_flight = sum(not fut.done() for fut in not_done)
         ops.append(self.eventlog.event_op(None, now, "log", "stop", origin="daemon"))
-        self._write(ops)
+        self.writer.write(ops)
+        if self.writer.backlog:  # a last try, with a wait that still exits within 5 s
+            self.writer.set_busy_timeout(1.0)
+            self.writer.flush()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.backlog:
+        if self.writer.backlog:
             logger.error(
-                "%d log statements could not be written: %s", len(self.backlog), self.db_error
+                "%d log statements could not be written: %s",
+                self.writer.pending,
+                self.writer.error,
             )
-        logger.info("tempctl stopped")
+        polls = ", ".join(f"{d.name}={d.polls}" for d in self.devices)
+        logger.info("tempctl stopped (polls: %s)", polls)
 
     # -- worker side (threads): HTTP only ----------------------------------------
 
@@ -379,34 +383,7 @@ class Daemon:
 
     def _write(self, ops: list[tuple[str, tuple]]) -> None:
         """Append, or keep for later when the database refuses (locked, disk full)."""
-        if self.backlog:
-            try:
-                self.eventlog.transaction(self.backlog)
-                logger.warning(
-                    "database writable again: %d delayed statements written", len(self.backlog)
-                )
-                self.backlog, self.db_error = [], None
-            except sqlite3.Error:
-                pass
-        if self.backlog:
-            self._keep(ops)
-            return
-        try:
-            self.eventlog.transaction(ops)
-        except sqlite3.Error as exc:
-            if self.db_error != str(exc):
-                logger.error(
-                    "cannot write the log (%s); control goes on, rows are kept in memory", exc
-                )
-            self.db_error = str(exc)
-            self._keep(ops)
-
-    def _keep(self, ops) -> None:
-        self.backlog.extend(ops)
-        if len(self.backlog) > BACKLOG_LIMIT:
-            extra = len(self.backlog) - BACKLOG_LIMIT
-            self.backlog = self.backlog[extra:]
-            self.dropped += extra
+        self.writer.write(ops)
 
     def _check_clock(self) -> None:
         skew = self.clock.skew_ms()

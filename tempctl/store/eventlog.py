@@ -10,11 +10,14 @@ and nothing is lost or duplicated.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tempctl import __version__
@@ -59,6 +62,69 @@ _INSERT_READING = (
 
 class LogError(Exception):
     """The database cannot be used (missing, corrupt, someone else's)."""
+
+
+class LogBusy(LogError):
+    """Another process holds the log's lock (a second ``tempctl run`` on it)."""
+
+
+def take_lock(path: str) -> int:
+    """Hold ``<db>.lock`` with flock(2) for as long as the returned descriptor is open.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a stale file never
+    blocks a start. The file says who holds it, for the error the next process shows.
+    (A lock file rather than flock on the database: SQLite uses fcntl locks on that file,
+    and NFS emulates flock with fcntl locks, which would then collide.)
+    """
+    lock = f"{path}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LogError(f"{lock}: cannot create the lock file: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        deadline = time.monotonic() + 1.0
+        while not holder and time.monotonic() < deadline:  # it may be writing it just now
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            if not holder:
+                time.sleep(0.05)
+        os.close(fd)
+        raise LogBusy(
+            f"{path}: in use by another tempctl run ({holder or 'pid unknown'}); "
+            "one daemon per database"
+        ) from None
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode(), 0)
+    return fd
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write. A WAL log needs its -shm file; when the directory is
+    read-only and no -wal exists, nobody can be writing it, so it is opened as immutable."""
+    uri = Path(path).resolve().as_uri()
+    for query in ("mode=ro", "immutable=1"):
+        try:
+            conn = sqlite3.connect(f"{uri}?{query}", uri=True, check_same_thread=False)
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:
+            if query == "mode=ro" and not Path(f"{path}-wal").exists():
+                continue
+            raise LogError(f"{path}: cannot open read-only: {exc}") from None
+        if version > SCHEMA_VERSION:
+            conn.close()
+            raise LogError(
+                f"database schema v{version} is newer than this tempctl "
+                f"(v{SCHEMA_VERSION}); upgrade tempctl"
+            )
+        if version == 0:
+            conn.close()
+            raise LogError(f"{path}: empty file, no tempctl log in it yet")
+        return conn
+    raise AssertionError("unreachable")
 
 
 def connect(path: str | os.PathLike, *, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
@@ -118,12 +184,28 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 class Log:
     """An open tempctl log. Not thread-safe: one writer thread owns it."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        lock: bool = False,
+        read_only: bool = False,
+    ):
+        """Open (or create) the log. ``lock``: take the one-daemon lock (``LogBusy`` when
+        another process holds it). ``read_only``: never write, not even the schema."""
         self.path = str(path)
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        self.run_id: int | None = None
         if self.path != ":memory:":
             check_file(self.path)
-            if not create and not Path(self.path).exists():
+            if (read_only or not create) and not Path(self.path).exists():
                 raise LogError(f"{self.path}: no such tempctl log")
+        if read_only:
+            self.conn = _connect_read_only(self.path)
+            self._next: dict[str, int] = {}
+            return
         try:
             self.conn = connect(self.path)
             if self.path != ":memory:":
@@ -132,11 +214,17 @@ class Log:
             ensure_schema(self.conn)
         except sqlite3.DatabaseError as exc:
             raise LogError(f"{self.path}: {exc}") from exc
+        if lock and self.path != ":memory:":
+            try:
+                self._lock_fd = take_lock(self.path)
+            except LogError:
+                self.conn.close()
+                raise
+        # Ids are read after the lock is held: nobody else appends from here on.
         self._next = {
             t: self._max_id(t) + 1
             for t in ("runs", "readings", "transitions", "commands", "command_results", "events")
         }
-        self.run_id: int | None = None
 
     @property
     def db(self):
@@ -156,6 +244,9 @@ class Log:
 
     def close(self) -> None:
         self.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     # -- writes --------------------------------------------------------------
 
@@ -174,27 +265,28 @@ class Log:
     def start_run(
         self, config: dict, sources: dict | None = None, *, kind: str = "daemon", ts_ms: int
     ) -> int:
-        run_id = self._id("runs")
-        self.transaction(
-            [
-                (
-                    "INSERT INTO runs (id, ts_ms, kind, version, hostname, pid, config, sources) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        ts_ms,
-                        kind,
-                        __version__,
-                        socket.gethostname(),
-                        os.getpid(),
-                        json.dumps(config, default=str, sort_keys=True),
-                        json.dumps(sources or {}, sort_keys=True),
-                    ),
-                )
-            ]
+        self.transaction([self.run_op(config, sources, kind=kind, ts_ms=ts_ms)])
+        return self.run_id
+
+    def run_op(
+        self, config: dict, sources: dict | None = None, *, kind: str = "daemon", ts_ms: int
+    ) -> tuple[str, tuple]:
+        """The row of a new run; later rows carry its id (``run_id``)."""
+        self.run_id = self._id("runs")
+        return (
+            "INSERT INTO runs (id, ts_ms, kind, version, hostname, pid, config, sources) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                ts_ms,
+                kind,
+                __version__,
+                socket.gethostname(),
+                os.getpid(),
+                json.dumps(config, default=str, sort_keys=True),
+                json.dumps(sources or {}, sort_keys=True),
+            ),
         )
-        self.run_id = run_id
-        return run_id
 
     def reading_op(self, r: Reading) -> tuple[str, tuple]:
         return _INSERT_READING, (
