@@ -40,8 +40,9 @@ COMMAND_LINE = "command line"
 #   frequency bounds"; the highest frequencyOptions entry (§7) is 625 MHz, so 1500 leaves
 #   room for overclockers while catching a typo such as 4900.
 # §9.1: the firmware trips at ASIC temp > 75 °C and vrTemp > 105 °C (no hysteresis).
+# A TEMPCTL_CRITICAL above the ASIC trip could never fire before the firmware's own trip.
 FREQ_MIN, FREQ_MAX = 50.0, 1500.0
-VR_TRIP = 105.0
+ASIC_TRIP, VR_TRIP = 75.0, 105.0
 
 
 class ConfigError(Exception):
@@ -65,6 +66,8 @@ class Field:
     validator: Check | None = None  # returns the problem, or None when fine
     choices: tuple[str, ...] = ()
     per_device: bool = False  # may be overridden in a [[devices]] table
+    unusual: Check | None = None  # plausible but odd: the text of a warning, or None
+    deprecated: str = ""  # the attr of the setting that replaces this one
 
 
 # --- validators: each returns the problem text or None ---------------------------------
@@ -74,39 +77,34 @@ def _num(x: float) -> str:
     return _fmt(float(x))
 
 
-def at_least(low: float, *, strict: bool = False) -> Check:
+def between(low: float, high: float, why: str = "", *, above: bool = False) -> Check:
+    """The range check; its message names the range, e.g. 'must be between 30 and 75'.
+    ``above``: the low end itself is excluded ('must be above 0 and at most 168')."""
+    why = f" ({why})" if why else ""
+
     def check(v: float) -> str | None:
-        if strict and v <= low:
-            return f"must be > {_num(low)}"
-        if v < low:
-            return f"must be >= {_num(low)}"
-        return None
+        if low <= v <= high and not (above and v == low):
+            return None
+        if above:
+            return f"must be above {_num(low)} and at most {_num(high)}{why}"
+        return f"must be between {_num(low)} and {_num(high)}{why}"
 
     return check
 
 
-def at_most(high: float) -> Check:
-    def check(v: float) -> str | None:
-        return f"must be <= {_num(high)}" if v > high else None
-
-    return check
+def over(limit: float, text: str) -> Check:
+    """A warning check: ``text`` when the value is above ``limit``."""
+    return lambda v: text if v > limit else None
 
 
-def both(*checks: Check) -> Check:
-    def check(v: Any) -> str | None:
-        return next((p for c in checks if (p := c(v)) is not None), None)
-
-    return check
-
-
-def between(low: float, high: float) -> Check:
-    return both(at_least(low), at_most(high))
+def under(limit: float, text: str) -> Check:
+    return lambda v: text if 0 < v < limit else None
 
 
 def _floor_check(v: float) -> str | None:
-    if v != 0 and v < FREQ_MIN:
-        return f"must be 0 (off) or >= {_num(FREQ_MIN)}"
-    return at_most(FREQ_MAX)(v)
+    if v != 0 and not FREQ_MIN <= v <= FREQ_MAX:
+        return f"must be 0 (auto) or between {_num(FREQ_MIN)} and {_num(FREQ_MAX)}"
+    return None
 
 
 def _http_url_or_empty(v: str) -> str | None:
@@ -155,7 +153,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         63.0,
         "ASIC temperature (°C) above which the frequency is lowered.",
-        between(30, 95),
+        between(30, ASIC_TRIP - 1, "below the firmware's 75 °C trip, axeos-api.md §9.1"),
         per_device=True,
     ),
     Field(
@@ -190,6 +188,7 @@ FIELDS: tuple[Field, ...] = (
         "Never exceeded; the frequency restored to (MHz).",
         between(FREQ_MIN, FREQ_MAX),
         per_device=True,
+        unusual=over(625, "above 625 MHz, the highest frequencyOptions entry (axeos-api.md §7)"),
     ),
     Field(
         "check_interval",
@@ -199,7 +198,10 @@ FIELDS: tuple[Field, ...] = (
         "float",
         30.0,
         "Seconds between polls.",
-        at_least(0.2),
+        between(0.2, 600, "seconds"),
+        unusual=over(
+            120, "polls more than 2 min apart: the chip can pass the threshold in between"
+        ),
     ),
     Field(
         "stable_timeframe",
@@ -209,8 +211,9 @@ FIELDS: tuple[Field, ...] = (
         "float",
         1.0,
         "Hours the temperature must stay stable before restoring.",
-        at_least(0, strict=True),
+        between(0, 168, "hours", above=True),
         per_device=True,
+        unusual=over(24, "more than a day: the value is in hours, not seconds"),
     ),
     Field(
         "db",
@@ -230,8 +233,9 @@ FIELDS: tuple[Field, ...] = (
         "float",
         180.0,
         "Seconds after a change before its effect is judged.",
-        at_least(0),
+        between(0, 3600, "seconds"),
         per_device=True,
+        unusual=over(900, "more than 15 min before a change is judged"),
     ),
     Field(
         "hysteresis",
@@ -241,8 +245,9 @@ FIELDS: tuple[Field, ...] = (
         "float",
         2.0,
         "°C below TEMP_THRESHOLD that counts as cool again.",
-        at_least(0),
+        between(0, 10, "°C"),
         per_device=True,
+        unusual=over(5, "more than 5 °C below TEMP_THRESHOLD before the chip counts as cool"),
     ),
     Field(
         "critical",
@@ -252,7 +257,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         70.0,
         "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
-        at_most(100),
+        between(31, ASIC_TRIP, "the firmware trips above 75 °C, axeos-api.md §9.1"),
         per_device=True,
     ),
     Field(
@@ -264,8 +269,9 @@ FIELDS: tuple[Field, ...] = (
         85.0,
         "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
         "(the firmware trips at 105).",
-        between(40, VR_TRIP),
+        between(40, VR_TRIP, "the firmware trips above 105 °C, axeos-api.md §9.1"),
         per_device=True,
+        unusual=over(95, "above 95 °C: keep the VR below about 95 °C (axeos-api.md §9.4)"),
     ),
     Field(
         "critical_floor",
@@ -274,9 +280,10 @@ FIELDS: tuple[Field, ...] = (
         "--critical-floor",
         "float",
         0.0,
-        "Lowest frequency (MHz), used only when still critical at SECOND_FREQUENCY; 0 = off.",
+        "Deprecated: the old name of TEMPCTL_MIN_FREQUENCY.",
         _floor_check,
         per_device=True,
+        deprecated="min_frequency",
     ),
     Field(
         "min_frequency",
@@ -288,6 +295,7 @@ FIELDS: tuple[Field, ...] = (
         "Floor (MHz) the law may go down to when SECOND_FREQUENCY cannot hold TEMP_THRESHOLD; "
         "0 = auto: 40 % of MAX_FREQUENCY, at least 100.",
         _floor_check,
+        unusual=under(100, "below 100 MHz: the chip barely hashes there"),
         per_device=True,
     ),
     Field(
@@ -310,8 +318,9 @@ FIELDS: tuple[Field, ...] = (
         "float",
         25.0,
         "Restore step (MHz).",
-        both(at_least(0, strict=True), at_most(200)),
+        between(1, 200, "MHz"),
         per_device=True,
+        unusual=under(5, "below 5 MHz: restoring the frequency takes many settle periods"),
     ),
     Field(
         "apply",
@@ -341,7 +350,7 @@ FIELDS: tuple[Field, ...] = (
         "int",
         4,
         "Most device restarts allowed per hour.",
-        at_least(0),
+        between(0, 60),
     ),
     Field(
         "log_level",
@@ -361,7 +370,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         0.0,
         "Raw readings older than this (days) are folded into 1-minute aggregates; 0 = keep all.",
-        at_least(0),
+        between(0, 3650, "days; 0 = keep all"),
     ),
     Field(
         "alert_url",
@@ -405,7 +414,8 @@ _RULES = (
     ("second_frequency", "<", "first_frequency"),
     ("first_frequency", "<=", "max_frequency"),
     ("critical", ">", "temp_threshold"),
-    ("critical_floor", "<=", "second_frequency"),  # only when the floor is on
+    ("min_frequency", "<=", "second_frequency"),  # only when set (0 = auto)
+    ("critical_floor", "<=", "second_frequency"),
 )
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -465,15 +475,21 @@ class Settings:
             name = f"{where}.{f.toml}"
             values[attr] = _parse_checked(f, raw, name, path)
             origins[attr] = (name, path, 4)
+        if "min_frequency" in values and "critical_floor" not in values:
+            values["critical_floor"] = values["min_frequency"]  # one setting, two names
         sources = {**self.sources, **{a: f"{where} in {path}" for a in values}}
         out = replace(self, **values, sources=sources)
         _check_rules(out, lambda a: origins.get(a) or _origin(self, a))
+        if "critical_floor" in values or "min_frequency" in values:
+            out = _aliased(out, "min_frequency" in values, values)
         return out
 
     def as_env(self) -> dict[str, str]:
         """Every setting as ENV=value text that load_settings reads back to the same value."""
         env = {}
         for f in FIELDS:
+            if f.deprecated:
+                continue
             value = getattr(self, f.attr)
             if f.type == "devices":
                 if value:
@@ -735,7 +751,7 @@ def _origin(settings: Settings, attr: str) -> tuple[str, str, int]:
 def _check_rules(s: Settings, origin: Callable[[str], tuple[str, str, int]]) -> None:
     for left, op, right in _RULES:
         a, b = getattr(s, left), getattr(s, right)
-        if left == "critical_floor" and a == 0:
+        if left in ("critical_floor", "min_frequency") and a == 0:
             continue
         if _OPS[op](a, b):
             continue
@@ -782,6 +798,7 @@ def load_settings(
 
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+    names: dict[str, str] = {}
     for f in FIELDS:
         if f.attr in given:
             raw, source, name = given[f.attr], COMMAND_LINE, f.flag
@@ -803,27 +820,63 @@ def load_settings(
         else:
             values[f.attr] = _parse_checked(f, raw, name, source)
         sources[f.attr] = source
+        names[f.attr] = name
 
-    warnings = tuple(
+    warnings = [
         f"unknown environment variable {key} ignored{_hint(key)}"
         for key in sorted(environ)
         if key.startswith("TEMPCTL_") and key not in _KNOWN_ENV
-    )
+    ]
+    for attr, name in names.items():
+        f = BY_ATTR[attr]
+        warnings += _notes(f, values[attr], name, sources[attr], f.deprecated in names)
+    for device in values.get("devices") or ():
+        where, file = device.where or device.name, sources.get("devices", DEFAULT)
+        for attr, v in device.overrides.items():
+            f = BY_ATTR[attr]
+            warnings += _notes(f, v, f"{where}.{f.toml}", file, f.deprecated in device.overrides)
     settings = Settings(
         **values,
         sources=sources,
-        warnings=warnings,  # type: ignore[arg-type]
+        warnings=tuple(warnings),  # type: ignore[arg-type]
         config_path=path if data is not None else None,
     )
     _check_rules(settings, lambda a: _origin(settings, a))
     for device in settings.devices:
         settings.for_device(device)  # validates each device's overrides against the rest
+    settings = _aliased(settings, "min_frequency" in names)
     if require_devices and not settings.devices:
         raise ConfigError(
             "BITAXE_IP (not set): give the device address with --bitaxe-ip, "
             "BITAXE_IP or bitaxe_ip / [[devices]] in the config file"
         )
     return settings
+
+
+def _notes(f: Field, value: object, name: str, source: str, new_given: bool) -> list[str]:
+    """Warnings for one given value: plausible but unusual, or a deprecated name."""
+    out = []
+    text = f.unusual(value) if f.unusual else None
+    if text:
+        out.append(f"{name}={_fmt(value)} ({source}): {text}")
+    if f.deprecated:
+        new = BY_ATTR[f.deprecated]
+        tail = f"{new.env} is set too and wins" if new_given else f"use {new.env} instead"
+        out.append(f"{name} ({source}) is deprecated: {tail}")
+    return out
+
+
+def _aliased(s: Settings, min_given: bool, overrides: Mapping[str, object] = {}) -> Settings:
+    """TEMPCTL_CRITICAL_FLOOR is the old name of TEMPCTL_MIN_FREQUENCY: the old one applies
+    when only it is set; both attributes then carry the one value (the controller of
+    tempctl 0.1 reads ``critical_floor``)."""
+    floor_given = "critical_floor" in overrides or (
+        not overrides and s.sources.get("critical_floor", DEFAULT) != DEFAULT
+    )
+    low = s.min_frequency
+    if floor_given and not min_given:
+        low = s.critical_floor
+    return replace(s, min_frequency=low, critical_floor=low)
 
 
 def _hint(env_name: str) -> str:

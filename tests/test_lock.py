@@ -22,7 +22,6 @@ from procs import LogView, check_log, daemon_env, fake_device, limits_for, start
 
 from tempctl.core.reading import Reading
 from tempctl.store.eventlog import Log
-from tempctl.store.writer import Writer
 
 pytestmark = pytest.mark.slow
 fault = procs.fault_recorder()
@@ -109,6 +108,8 @@ def clash(log: Log, ts: int):
 
 
 def test_a_row_refused_for_good_is_dropped_and_the_rest_written(tmp_path, caplog):
+    from tempctl.store.writer import Writer
+
     log = Log(tmp_path / "t.db")
     log.start_run({}, ts_ms=1)
     w = Writer(log)
@@ -123,6 +124,8 @@ def test_a_row_refused_for_good_is_dropped_and_the_rest_written(tmp_path, caplog
 
 
 def test_a_row_refused_for_good_does_not_block_the_backlog(tmp_path):
+    from tempctl.store.writer import Writer
+
     db = tmp_path / "t.db"
     log = Log(db)
     log.start_run({}, ts_ms=1)
