@@ -101,30 +101,37 @@ def take_lock(path: str) -> int:
     return fd
 
 
-def _connect_read_only(path: str) -> sqlite3.Connection:
+def open_read_only(path: str) -> sqlite3.Connection:
     """A connection that cannot write. A WAL log needs its -shm file; when the directory is
-    read-only and no -wal exists, nobody can be writing it, so it is opened as immutable."""
+    read-only and no -wal exists, nobody can be writing the log, so it is opened immutable."""
     uri = Path(path).resolve().as_uri()
-    for query in ("mode=ro", "immutable=1"):
-        try:
-            conn = sqlite3.connect(f"{uri}?{query}", uri=True, check_same_thread=False)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.OperationalError as exc:
-            if query == "mode=ro" and not Path(f"{path}-wal").exists():
-                continue
-            raise LogError(f"{path}: cannot open read-only: {exc}") from None
-        if version > SCHEMA_VERSION:
-            conn.close()
-            raise LogError(
-                f"database schema v{version} is newer than this tempctl "
-                f"(v{SCHEMA_VERSION}); upgrade tempctl"
-            )
-        if version == 0:
-            conn.close()
-            raise LogError(f"{path}: empty file, no tempctl log in it yet")
-        return conn
-    raise AssertionError("unreachable")
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+    return conn
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    try:
+        conn = open_read_only(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"{path}: cannot open read-only: {exc}") from None
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise LogError(
+            f"database schema v{version} is newer than this tempctl "
+            f"(v{SCHEMA_VERSION}); upgrade tempctl"
+        )
+    if version == 0:
+        conn.close()
+        raise LogError(f"{path}: empty file, no tempctl log in it yet")
+    return conn
 
 
 def connect(path: str | os.PathLike, *, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
@@ -144,7 +151,7 @@ def check_file(path: str | os.PathLike) -> None:
         if fh.read(16) != b"SQLite format 3\x00":
             raise LogError(f"{p}: not a SQLite database; refusing to touch it")
     try:
-        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        conn = open_read_only(str(p))
         try:
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
