@@ -19,7 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 
-from tempctl.core.clock import SystemClock
+from tempctl.core.clock import ANCHOR_MAX_AHEAD_MS, SystemClock, anchor
 from tempctl.core.controller import FREQ_EPS, Command, Controller, Decision, Limits
 from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
@@ -66,7 +66,19 @@ class Daemon:
     ):
         self.settings = settings
         self.eventlog = eventlog
-        self.clock = clock or SystemClock(not_before_ms=eventlog.last_ts())
+        self.anchor_note: str | None = None
+        if clock is None:
+            clock = SystemClock()
+        if isinstance(clock, SystemClock):
+            # Stamps continue after the log's rows, unless those are far in the future.
+            wall = clock.wall_ms()
+            last = eventlog.last_ts()
+            bound = wall + ANCHOR_MAX_AHEAD_MS
+            plausible = eventlog.last_ts(at_most=bound) if last and last > bound else last
+            not_before, self.anchor_note = anchor(wall, last, plausible)
+            if not_before is not None:
+                clock.start_after(not_before)
+        self.clock = clock
         self.notifier = notifier or Notifier(environ={})
         watchdog = self.notifier.watchdog_s
         self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
@@ -90,7 +102,7 @@ class Daemon:
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
-            snap = eventlog.restore(dev.name)
+            snap = eventlog.restore(dev.name, now_ms=self.clock.now_ms())
             ctl = Controller(limits, dev.name, snapshot=snap)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), ctl))
         workers = min(64, 2 * len(self.devices) + 2)
@@ -102,6 +114,12 @@ class Daemon:
         s = self.settings
         now = self.clock.now_ms()
         self._write([self.eventlog.run_op(_config_dict(s), dict(s.sources), ts_ms=now)])
+        if self.anchor_note:
+            logger.warning("clock: %s", self.anchor_note)
+            op = self.eventlog.event_op(
+                None, now, "clock", self.anchor_note, level="warning", origin="daemon"
+            )
+            self._write([op])
         for d in self.devices:
             snap = d.controller.snapshot() if d.controller.restored else None
             msg = (

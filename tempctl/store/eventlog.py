@@ -448,16 +448,22 @@ class Log:
     def window(self, device: str, now_ms: int, limits: Limits) -> WindowStats:
         return query_window(self.conn, device, now_ms, limits)
 
-    def last_ts(self) -> int | None:
+    def last_ts(self, at_most: int | None = None) -> int | None:
+        """The newest stamp in the log (of those not after ``at_most``)."""
+        bound = 2**62 if at_most is None else at_most
         row = self.conn.execute(
-            "SELECT max(m) FROM (SELECT max(ts_ms) AS m FROM readings UNION ALL "
-            "SELECT max(ts_ms) FROM transitions UNION ALL SELECT max(ts_ms) FROM events "
-            "UNION ALL SELECT max(ts_ms) FROM runs)"
+            "SELECT max(m) FROM (SELECT max(ts_ms) AS m FROM readings WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM transitions WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM events WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM runs WHERE ts_ms <= :b)",
+            {"b": bound},
         ).fetchone()
         return row[0]
 
-    def restore(self, device: str, before_ms: int | None = None) -> Snapshot | None:
-        return restore(self.conn, device, before_ms)
+    def restore(
+        self, device: str, before_ms: int | None = None, *, now_ms: int | None = None
+    ) -> Snapshot | None:
+        return restore(self.conn, device, before_ms, now_ms=now_ms)
 
     def devices(self) -> list[str]:
         return [
@@ -469,21 +475,34 @@ class Log:
         ]
 
 
-def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None) -> Snapshot | None:
-    """Rebuild a controller's memory from the log (as of ``before_ms``)."""
+def restore(
+    conn: sqlite3.Connection,
+    device: str,
+    before_ms: int | None = None,
+    *,
+    now_ms: int | None = None,
+) -> Snapshot | None:
+    """Rebuild a controller's memory from the log (as of ``before_ms``).
+
+    Without ``before_ms`` (a daemon start) the latest decision is the latest row written,
+    whatever its stamp; ``now_ms`` then caps stamps from a run whose clock was ahead, so a
+    bogus future change never holds off settling (issue 13.12)."""
     before = before_ms if before_ms is not None else 2**62
+    order = "ts_ms DESC, id DESC" if before_ms is not None else "id DESC"
     row = conn.execute(
         "SELECT to_state, frequency, ceiling, ceiling_until_ms, backoff_s, last_good, ts_ms "
-        "FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        f"FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY {order} LIMIT 1",
         (device, before),
     ).fetchone()
     if row is None:
         return None
     state, freq, ceiling, until, backoff, last_good, ts = row
     last_cmd = conn.execute(
-        "SELECT max(ts_ms) FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ?",
+        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ? "
+        f"ORDER BY {order} LIMIT 1",
         (device, before),
-    ).fetchone()[0]
+    ).fetchone()
+    last_cmd = last_cmd[0] if last_cmd else None
     restarts = tuple(
         r[0]
         for r in conn.execute(
@@ -493,6 +512,10 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
         )
     )
     changes = [t for t in (ts, last_cmd) if t is not None]
+    last_change = max(changes) if changes else None
+    if now_ms is not None:
+        last_change = None if last_change is None else min(last_change, now_ms)
+        restarts = tuple(min(t, now_ms) for t in restarts)
     return Snapshot(
         State(state),
         freq,
@@ -500,6 +523,6 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
         until,
         backoff or 0.0,
         last_good,
-        max(changes) if changes else None,
+        last_change,
         restarts,
     )
