@@ -200,7 +200,7 @@ def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
             if s.done:
                 break
         if vacuum and not settings.dry_run:
-            eventlog.conn.execute("VACUUM")
+            eventlog.vacuum()
     except sqlite3.Error as e:  # locked for too long, disk full, ...
         raise click.ClickException(f"{settings.db}: {e}") from None
     finally:

@@ -16,7 +16,8 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -257,8 +258,27 @@ class Log:
 
     # -- writes --------------------------------------------------------------
 
+    @contextmanager
+    def batch(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction for work that reads as it writes (retention); the log is
+        still the only place that begins and ends one. ``commit=False`` rolls it back."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def vacuum(self) -> None:
+        """Compact the file (needs free space the size of the log)."""
+        self.conn.execute("VACUUM")
+
     def transaction(self, ops: Iterable[tuple[str, tuple]]) -> None:
         """Run (sql, params) statements atomically; raises sqlite3 errors to the caller."""
+        # Plain sqlite3, not sqlite-utils' insert_all: rows carry ids assigned here and
+        # go in as prepared statements, and importing sqlite_utils costs the daemon 14 MB.
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:

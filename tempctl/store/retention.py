@@ -128,20 +128,20 @@ def prune(
 ) -> PruneSummary:
     """Fold raw readings older than ``days`` into ``readings_1m``, in one transaction.
 
-    ``eventlog`` is a ``tempctl.store.eventlog.Log`` (or anything with ``.conn``). With ``max_rows``
+    ``eventlog`` is a ``tempctl.store.eventlog.Log``, which opens the transaction. With ``max_rows``
     the oldest rows go first and the transaction stops after about that many, so the
     daemon never holds the write lock for long; ``done`` says whether everything up to
     the horizon was folded. ``dry_run`` rolls back and only reports.
     """
     if days <= 0:
         raise ValueError("retention days must be > 0")
-    conn: sqlite3.Connection = eventlog.conn
     cutoff = horizon_ms(days, now_ms, min_keep_ms)
     budget = max_rows
     folded = minutes = devices = 0
     done = False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    # The fold is one INSERT ... SELECT ... ON CONFLICT merge: plain SQL, as sqlite-utils has
+    # no upsert from a query (its upsert_all would bring every row through Python).
+    with eventlog.batch(commit=not dry_run) as conn:
         # The append-only trigger lets DELETE through only while this row says '1';
         # it is part of this transaction, so a rollback restores the guard too.
         conn.execute(
@@ -166,10 +166,6 @@ def prune(
         if not done and budget is not None and budget <= 0:
             done = _old_ids(conn, cutoff) is None
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'pruning'")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("ROLLBACK" if dry_run else "COMMIT")
     return PruneSummary(cutoff, folded, minutes, devices, done, dry_run)
 
 
