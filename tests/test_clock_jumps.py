@@ -226,6 +226,8 @@ def test_wall_clock_jumps_faketime(tmp_path, fault):
         try:
             wait_for(lambda: v.count("transitions") >= 1, 60, "THROTTLED_1", d.proc)
             d.jump(-HOUR)
+            # each jump is seen (libfaketime re-reads its file each second) before the next
+            wait_for(lambda: len(v.events("clock")) >= 1, 60, "the -1 h clock event", d.proc)
             wait_for(
                 lambda: v.count("transitions", "to_state = 'THROTTLED_2'") >= 1,
                 60,
@@ -234,6 +236,7 @@ def test_wall_clock_jumps_faketime(tmp_path, fault):
             )
             dev.info["temp"] = 55.0
             d.jump(+2 * HOUR)
+            wait_for(lambda: len(v.events("clock")) >= 2, 60, "the +2 h clock event", d.proc)
             wait_for(
                 lambda: v.count("transitions", "to_state = 'RECOVERING'") >= 1,
                 120,
