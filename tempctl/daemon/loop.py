@@ -1,8 +1,8 @@
 """The daemon loop: poll every device on one monotonic schedule, log, decide, act.
 
 I/O lives here and only here: HTTP (axeos.Client, on worker threads), SQLite
-(log.Log, on this thread only: one writer), the clock and sd_notify, all
-injected. The decisions come from controller.Controller, the same object replay
+(store.eventlog.Log through store.writer.Writer, on this thread only: one writer, which
+never waits long for a locked database), the clock and sd_notify, all injected. The decisions come from controller.Controller, the same object replay
 and simulation drive.
 
 Per poll of a device: the reading is appended; the controller judges it (the
