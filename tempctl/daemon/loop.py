@@ -2,8 +2,8 @@
 
 I/O lives here and only here: HTTP (axeos.Client, on worker threads), SQLite
 (store.eventlog.Log through store.writer.Writer, on this thread only: one writer, which
-never waits long for a locked database), the clock and sd_notify, all injected. The decisions come from controller.Controller, the same object replay
-and simulation drive.
+never waits long for a locked database), the clock and sd_notify, all injected. The
+decisions come from controller.Controller, the same object replay and simulation drive.
 
 Per poll of a device: the reading is appended; the controller judges it (the
 stable-window check is a SQL query on the log); the decision (transition,
