@@ -21,11 +21,12 @@ import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from ipaddress import ip_address
 from typing import Any, BinaryIO
-from urllib.parse import urlsplit
 
 from tempctl.device import normalize_url
+from tempctl.fields import BY_ATTR, FIELDS, Field, format_value
+
+_fmt = format_value
 
 DEFAULT_CONFIG_PATH = "/etc/tempctl/tempctl.toml"
 CONFIG_ENV = "TEMPCTL_CONFIG"
@@ -35,378 +36,11 @@ DEFAULT = "default"
 ENVIRONMENT = "environment"
 COMMAND_LINE = "command line"
 
-# Firmware limits behind the ranges below (shared/reference/axeos-api.md):
-# §5.2: the API accepts any frequency 1-65535 MHz, so "the daemon must enforce its own
-#   frequency bounds"; the highest frequencyOptions entry (§7) is 625 MHz, so 1500 leaves
-#   room for overclockers while catching a typo such as 4900.
-# §9.1: the firmware trips at ASIC temp > 75 °C and vrTemp > 105 °C (no hysteresis).
-FREQ_MIN, FREQ_MAX = 50.0, 1500.0
-VR_TRIP = 105.0
-
 
 class ConfigError(Exception):
     """A setting is missing, malformed or out of range. ``str()`` is one line."""
 
 
-Check = Callable[[Any], "str | None"]
-
-
-@dataclass(frozen=True)
-class Field:
-    """One setting: the names it goes by in each source, its type, default and rule."""
-
-    attr: str  # Settings attribute
-    env: str  # environment variable
-    toml: str  # key in the TOML file
-    flag: str  # command-line option (bool fields also get --no-<name>)
-    type: str  # float | int | bool | choice | path | url | host | devices
-    default: Any
-    help: str
-    validator: Check | None = None  # returns the problem, or None when fine
-    choices: tuple[str, ...] = ()
-    per_device: bool = False  # may be overridden in a [[devices]] table
-
-
-# --- validators: each returns the problem text or None ---------------------------------
-
-
-def _num(x: float) -> str:
-    return _fmt(float(x))
-
-
-def at_least(low: float, *, strict: bool = False) -> Check:
-    def check(v: float) -> str | None:
-        if strict and v <= low:
-            return f"must be > {_num(low)}"
-        if v < low:
-            return f"must be >= {_num(low)}"
-        return None
-
-    return check
-
-
-def at_most(high: float) -> Check:
-    def check(v: float) -> str | None:
-        return f"must be <= {_num(high)}" if v > high else None
-
-    return check
-
-
-def both(*checks: Check) -> Check:
-    def check(v: Any) -> str | None:
-        return next((p for c in checks if (p := c(v)) is not None), None)
-
-    return check
-
-
-def between(low: float, high: float) -> Check:
-    return both(at_least(low), at_most(high))
-
-
-def _floor_check(v: float) -> str | None:
-    if v != 0 and v < FREQ_MIN:
-        return f"must be 0 (off) or >= {_num(FREQ_MIN)}"
-    return at_most(FREQ_MAX)(v)
-
-
-def _http_url_or_empty(v: str) -> str | None:
-    if v == "":
-        return None
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http:// or https:// URL (or empty)"
-    return None
-
-
-def _host(v: str) -> str | None:
-    try:
-        ip_address(v.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    labels = v.rstrip(".").split(".")
-    if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
-        return None
-    return "must be a host name or IP address"
-
-
-def _not_empty(v: str) -> str | None:
-    return "must not be empty" if not v else None
-
-
-# --- the table ---------------------------------------------------------------------------
-
-FIELDS: tuple[Field, ...] = (
-    Field(
-        "devices",
-        "BITAXE_IP",
-        "bitaxe_ip",
-        "--bitaxe-ip",
-        "devices",
-        (),
-        "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
-        "(or [[devices]] tables in the config file).",
-    ),
-    Field(
-        "temp_threshold",
-        "TEMP_THRESHOLD",
-        "temp_threshold",
-        "--temp-threshold",
-        "float",
-        63.0,
-        "ASIC temperature (°C) above which the frequency is lowered.",
-        between(30, 95),
-        per_device=True,
-    ),
-    Field(
-        "first_frequency",
-        "FIRST_FREQUENCY",
-        "first_frequency",
-        "--first-frequency",
-        "float",
-        490.0,
-        "First step down (MHz).",
-        between(FREQ_MIN, FREQ_MAX),
-        per_device=True,
-    ),
-    Field(
-        "second_frequency",
-        "SECOND_FREQUENCY",
-        "second_frequency",
-        "--second-frequency",
-        "float",
-        400.0,
-        "Second step down (MHz); below FIRST_FREQUENCY.",
-        between(FREQ_MIN, FREQ_MAX),
-        per_device=True,
-    ),
-    Field(
-        "max_frequency",
-        "MAX_FREQUENCY",
-        "max_frequency",
-        "--max-frequency",
-        "float",
-        575.0,
-        "Never exceeded; the frequency restored to (MHz).",
-        between(FREQ_MIN, FREQ_MAX),
-        per_device=True,
-    ),
-    Field(
-        "check_interval",
-        "CHECK_INTERVAL",
-        "check_interval",
-        "--check-interval",
-        "float",
-        30.0,
-        "Seconds between polls.",
-        at_least(0.2),
-    ),
-    Field(
-        "stable_timeframe",
-        "STABLE_TIMEFRAME",
-        "stable_timeframe",
-        "--stable-timeframe",
-        "float",
-        1.0,
-        "Hours the temperature must stay stable before restoring.",
-        at_least(0, strict=True),
-        per_device=True,
-    ),
-    Field(
-        "db",
-        "TEMPCTL_DB",
-        "db",
-        "--db",
-        "path",
-        "./tempctl.db",
-        "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, else ./tempctl.db).",
-        _not_empty,
-    ),
-    Field(
-        "settle",
-        "TEMPCTL_SETTLE",
-        "settle",
-        "--settle",
-        "float",
-        180.0,
-        "Seconds after a change before its effect is judged.",
-        at_least(0),
-        per_device=True,
-    ),
-    Field(
-        "hysteresis",
-        "TEMPCTL_HYSTERESIS",
-        "hysteresis",
-        "--hysteresis",
-        "float",
-        2.0,
-        "°C below TEMP_THRESHOLD that counts as cool again.",
-        at_least(0),
-        per_device=True,
-    ),
-    Field(
-        "critical",
-        "TEMPCTL_CRITICAL",
-        "critical",
-        "--critical",
-        "float",
-        70.0,
-        "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
-        at_most(100),
-        per_device=True,
-    ),
-    Field(
-        "vr_threshold",
-        "TEMPCTL_VR_THRESHOLD",
-        "vr_threshold",
-        "--vr-threshold",
-        "float",
-        85.0,
-        "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
-        "(the firmware trips at 105).",
-        between(40, VR_TRIP),
-        per_device=True,
-    ),
-    Field(
-        "critical_floor",
-        "TEMPCTL_CRITICAL_FLOOR",
-        "critical_floor",
-        "--critical-floor",
-        "float",
-        0.0,
-        "Lowest frequency (MHz), used only when still critical at SECOND_FREQUENCY; 0 = off.",
-        _floor_check,
-        per_device=True,
-    ),
-    Field(
-        "min_frequency",
-        "TEMPCTL_MIN_FREQUENCY",
-        "min_frequency",
-        "--min-frequency",
-        "float",
-        0.0,
-        "Floor (MHz) the law may go down to when SECOND_FREQUENCY cannot hold TEMP_THRESHOLD; "
-        "0 = auto: 40 % of MAX_FREQUENCY, at least 100.",
-        _floor_check,
-        per_device=True,
-    ),
-    Field(
-        "law",
-        "TEMPCTL_LAW",
-        "law",
-        "--law",
-        "choice",
-        "model",
-        "Control law: model (learned device model) or levels (the fixed FIRST/SECOND levels of "
-        "tempctl 0.1).",
-        choices=("model", "levels"),
-        per_device=True,
-    ),
-    Field(
-        "restore_after_trip",
-        "TEMPCTL_RESTORE_AFTER_TRIP",
-        "restore_after_trip",
-        "--restore-after-trip",
-        "bool",
-        True,
-        "After a firmware overheat trip, once cool, restore the autofan, fan and core voltage "
-        "the trip took away.",
-        per_device=True,
-    ),
-    Field(
-        "step",
-        "TEMPCTL_STEP",
-        "step",
-        "--step",
-        "float",
-        25.0,
-        "Restore step (MHz).",
-        both(at_least(0, strict=True), at_most(200)),
-        per_device=True,
-    ),
-    Field(
-        "apply",
-        "TEMPCTL_APPLY",
-        "apply",
-        "--apply",
-        "choice",
-        "auto",
-        "How a frequency change reaches the device.",
-        choices=("auto", "live", "restart"),
-        per_device=True,
-    ),
-    Field(
-        "dry_run",
-        "TEMPCTL_DRY_RUN",
-        "dry_run",
-        "--dry-run",
-        "bool",
-        False,
-        "Observe and log decisions, never write to the device.",
-    ),
-    Field(
-        "max_restarts_per_hour",
-        "TEMPCTL_MAX_RESTARTS_PER_HOUR",
-        "max_restarts_per_hour",
-        "--max-restarts-per-hour",
-        "int",
-        4,
-        "Most device restarts allowed per hour.",
-        at_least(0),
-    ),
-    Field(
-        "log_level",
-        "TEMPCTL_LOG_LEVEL",
-        "log_level",
-        "--log-level",
-        "choice",
-        "INFO",
-        "Logging level.",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-    ),
-    Field(
-        "retention_days",
-        "TEMPCTL_RETENTION_DAYS",
-        "retention_days",
-        "--retention-days",
-        "float",
-        0.0,
-        "Raw readings older than this (days) are folded into 1-minute aggregates; 0 = keep all.",
-        at_least(0),
-    ),
-    Field(
-        "alert_url",
-        "TEMPCTL_ALERT_URL",
-        "alert_url",
-        "--alert-url",
-        "url",
-        "",
-        "Webhook for alerts (ntfy-compatible); empty = off.",
-        _http_url_or_empty,
-    ),
-    Field(
-        "metrics_port",
-        "TEMPCTL_METRICS_PORT",
-        "metrics_port",
-        "--metrics-port",
-        "int",
-        0,
-        "Port of the Prometheus endpoint; 0 = off.",
-        between(0, 65535),
-    ),
-    Field(
-        "metrics_host",
-        "TEMPCTL_METRICS_HOST",
-        "metrics_host",
-        "--metrics-host",
-        "host",
-        "127.0.0.1",
-        "Address the Prometheus endpoint listens on.",
-        _host,
-    ),
-)
-
-BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
 _BY_TOML: dict[str, Field] = {f.toml: f for f in FIELDS}
 _KNOWN_ENV = {f.env for f in FIELDS} | {CONFIG_ENV, "TEMPCTL_ENV_FILE"}
 _DEFAULTS: dict[str, Any] = {f.attr: f.default for f in FIELDS}
@@ -416,7 +50,8 @@ _RULES = (
     ("second_frequency", "<", "first_frequency"),
     ("first_frequency", "<=", "max_frequency"),
     ("critical", ">", "temp_threshold"),
-    ("critical_floor", "<=", "second_frequency"),  # only when the floor is on
+    ("min_frequency", "<=", "second_frequency"),  # only when set (0 = auto)
+    ("critical_floor", "<=", "second_frequency"),
 )
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -477,15 +112,21 @@ class Settings:
             name = f"{where}.{f.toml}"
             values[attr] = _parse_checked(f, raw, name, path)
             origins[attr] = (name, path, 4)
+        if "min_frequency" in values and "critical_floor" not in values:
+            values["critical_floor"] = values["min_frequency"]  # one setting, two names
         sources = {**self.sources, **{a: f"{where} in {path}" for a in values}}
         out = replace(self, **values, sources=sources)
         _check_rules(out, lambda a: origins.get(a) or _origin(self, a))
+        if "critical_floor" in values or "min_frequency" in values:
+            out = _aliased(out, "min_frequency" in values, values)
         return out
 
     def as_env(self) -> dict[str, str]:
         """Every setting as ENV=value text that load_settings reads back to the same value."""
         env = {}
         for f in FIELDS:
+            if f.deprecated:
+                continue
             value = getattr(self, f.attr)
             if f.type == "devices":
                 if value:
@@ -500,19 +141,6 @@ class Settings:
 
 
 # --- formatting and parsing of single values ---------------------------------------------
-
-
-def _fmt(value: object) -> str:
-    """Render a value the way a user would type it: 400 not 400.0, true not True."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join(d.url if isinstance(d, Device) else _fmt(d) for d in value)
-    if isinstance(value, str) and not value.isprintable():
-        return repr(value)  # keep the error on one line and show what was really there
-    return str(value)
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -747,7 +375,7 @@ def _origin(settings: Settings, attr: str) -> tuple[str, str, int]:
 def _check_rules(s: Settings, origin: Callable[[str], tuple[str, str, int]]) -> None:
     for left, op, right in _RULES:
         a, b = getattr(s, left), getattr(s, right)
-        if left == "critical_floor" and a == 0:
+        if left in ("critical_floor", "min_frequency") and a == 0:
             continue
         if _OPS[op](a, b):
             continue
@@ -794,6 +422,7 @@ def load_settings(
 
     values: dict[str, object] = {}
     sources: dict[str, str] = {}
+    names: dict[str, str] = {}
     for f in FIELDS:
         if f.attr in given:
             raw, source, name = given[f.attr], COMMAND_LINE, f.flag
@@ -815,27 +444,63 @@ def load_settings(
         else:
             values[f.attr] = _parse_checked(f, raw, name, source)
         sources[f.attr] = source
+        names[f.attr] = name
 
-    warnings = tuple(
+    warnings = [
         f"unknown environment variable {key} ignored{_hint(key)}"
         for key in sorted(environ)
         if key.startswith("TEMPCTL_") and key not in _KNOWN_ENV
-    )
+    ]
+    for attr, name in names.items():
+        f = BY_ATTR[attr]
+        warnings += _notes(f, values[attr], name, sources[attr], f.deprecated in names)
+    for device in values.get("devices") or ():
+        where, file = device.where or device.name, sources.get("devices", DEFAULT)
+        for attr, v in device.overrides.items():
+            f = BY_ATTR[attr]
+            warnings += _notes(f, v, f"{where}.{f.toml}", file, f.deprecated in device.overrides)
     settings = Settings(
         **values,
         sources=sources,
-        warnings=warnings,  # type: ignore[arg-type]
+        warnings=tuple(warnings),  # type: ignore[arg-type]
         config_path=path if data is not None else None,
     )
     _check_rules(settings, lambda a: _origin(settings, a))
     for device in settings.devices:
         settings.for_device(device)  # validates each device's overrides against the rest
+    settings = _aliased(settings, "min_frequency" in names)
     if require_devices and not settings.devices:
         raise ConfigError(
             "BITAXE_IP (not set): give the device address with --bitaxe-ip, "
             "BITAXE_IP or bitaxe_ip / [[devices]] in the config file"
         )
     return settings
+
+
+def _notes(f: Field, value: object, name: str, source: str, new_given: bool) -> list[str]:
+    """Warnings for one given value: plausible but unusual, or a deprecated name."""
+    out = []
+    text = f.unusual(value) if f.unusual else None
+    if text:
+        out.append(f"{name}={_fmt(value)} ({source}): {text}")
+    if f.deprecated:
+        new = BY_ATTR[f.deprecated]
+        tail = f"{new.env} is set too and wins" if new_given else f"use {new.env} instead"
+        out.append(f"{name} ({source}) is deprecated: {tail}")
+    return out
+
+
+def _aliased(s: Settings, min_given: bool, overrides: Mapping[str, object] = {}) -> Settings:
+    """TEMPCTL_CRITICAL_FLOOR is the old name of TEMPCTL_MIN_FREQUENCY: the old one applies
+    when only it is set; both attributes then carry the one value (the controller of
+    tempctl 0.1 reads ``critical_floor``)."""
+    floor_given = "critical_floor" in overrides or (
+        not overrides and s.sources.get("critical_floor", DEFAULT) != DEFAULT
+    )
+    low = s.min_frequency
+    if floor_given and not min_given:
+        low = s.critical_floor
+    return replace(s, min_frequency=low, critical_floor=low)
 
 
 def _hint(env_name: str) -> str:
@@ -896,6 +561,7 @@ def describe(settings: Settings) -> dict[str, Any]:
 
 
 __all__ = [
+    "BY_ATTR",
     "FIELDS",
     "ConfigError",
     "Device",

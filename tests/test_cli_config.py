@@ -80,7 +80,10 @@ def test_bad_env_exits_2_with_one_line():
 def test_bad_flag_exits_2():
     result = invoke(["config", "--check-interval", "0.1"])
     assert result.exit_code == 2
-    assert result.stderr == "Error: --check-interval=0.1 (command line): must be >= 0.2\n"
+    assert (
+        result.stderr
+        == "Error: --check-interval=0.1 (command line): must be between 0.2 and 600 (seconds)\n"
+    )
 
 
 def test_world_writable_config_exits_2(tmp_path):

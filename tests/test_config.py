@@ -174,6 +174,8 @@ def test_every_setting_in_toml(absent, toml_file):
     path = toml_file("\n".join(lines) + "\n")
     s = load(absent, config_path=path)
     for attr, (_, value) in SAMPLES.items():
+        if attr == "critical_floor":  # the deprecated name: TEMPCTL_MIN_FREQUENCY wins
+            value = SAMPLES["min_frequency"][1]
         assert getattr(s, attr) == value, attr
         assert s.sources[attr] == path
     assert s.config_path == path
@@ -242,30 +244,80 @@ def test_unknown_flag_is_a_programming_error(absent):
 # --- validation messages ------------------------------------------------------------------
 
 E = "environment"
+BELOW_TRIP = "(below the firmware's 75 °C trip, axeos-api.md §9.1)"
+TRIP = "(the firmware trips above {} °C, axeos-api.md §9.1)"
 CASES = [
     ({"TEMP_THRESHOLD": "abc"}, {}, "TEMP_THRESHOLD=abc (environment): not a number"),
-    ({}, {"check_interval": "0.1"}, "--check-interval=0.1 (command line): must be >= 0.2"),
+    (
+        {},
+        {"check_interval": "0.1"},
+        "--check-interval=0.1 (command line): must be between 0.2 and 600 (seconds)",
+    ),
     ({"CHECK_INTERVAL": "nan"}, {}, "CHECK_INTERVAL=nan (environment): not a finite number"),
     ({"CHECK_INTERVAL": "inf"}, {}, "CHECK_INTERVAL=inf (environment): not a finite number"),
     ({"TEMP_THRESHOLD": "6\n3"}, {}, "TEMP_THRESHOLD='6\\n3' (environment): not a number"),
-    ({"TEMP_THRESHOLD": "29"}, {}, "TEMP_THRESHOLD=29 (environment): must be >= 30"),
-    ({"TEMP_THRESHOLD": "95.5"}, {}, "TEMP_THRESHOLD=95.5 (environment): must be <= 95"),
-    ({"FIRST_FREQUENCY": "40"}, {}, "FIRST_FREQUENCY=40 (environment): must be >= 50"),
+    (
+        {"TEMP_THRESHOLD": "29"},
+        {},
+        "TEMP_THRESHOLD=29 (environment): must be between 30 and 74 " + BELOW_TRIP,
+    ),
+    (
+        {"TEMP_THRESHOLD": "95.5"},
+        {},
+        "TEMP_THRESHOLD=95.5 (environment): must be between 30 and 74 " + BELOW_TRIP,
+    ),
+    (
+        {"FIRST_FREQUENCY": "40"},
+        {},
+        "FIRST_FREQUENCY=40 (environment): must be between 50 and 1500",
+    ),
     ({"SECOND_FREQUENCY": ""}, {}, "SECOND_FREQUENCY= (environment): not a number"),
-    ({"MAX_FREQUENCY": "1600"}, {}, "MAX_FREQUENCY=1600 (environment): must be <= 1500"),
-    ({"STABLE_TIMEFRAME": "0"}, {}, "STABLE_TIMEFRAME=0 (environment): must be > 0"),
-    ({"TEMPCTL_SETTLE": "-1"}, {}, "TEMPCTL_SETTLE=-1 (environment): must be >= 0"),
-    ({"TEMPCTL_HYSTERESIS": "-0.5"}, {}, "TEMPCTL_HYSTERESIS=-0.5 (environment): must be >= 0"),
-    ({"TEMPCTL_CRITICAL": "101"}, {}, "TEMPCTL_CRITICAL=101 (environment): must be <= 100"),
-    ({"TEMPCTL_VR_THRESHOLD": "39"}, {}, "TEMPCTL_VR_THRESHOLD=39 (environment): must be >= 40"),
-    ({"TEMPCTL_VR_THRESHOLD": "106"}, {}, "TEMPCTL_VR_THRESHOLD=106 (environment): must be <= 105"),
+    (
+        {"MAX_FREQUENCY": "1600"},
+        {},
+        "MAX_FREQUENCY=1600 (environment): must be between 50 and 1500",
+    ),
+    (
+        {"STABLE_TIMEFRAME": "0"},
+        {},
+        "STABLE_TIMEFRAME=0 (environment): must be above 0 and at most 168 (hours)",
+    ),
+    (
+        {"TEMPCTL_SETTLE": "-1"},
+        {},
+        "TEMPCTL_SETTLE=-1 (environment): must be between 0 and 3600 (seconds)",
+    ),
+    (
+        {"TEMPCTL_HYSTERESIS": "-0.5"},
+        {},
+        "TEMPCTL_HYSTERESIS=-0.5 (environment): must be between 0 and 10 (°C)",
+    ),
+    (
+        {"TEMPCTL_CRITICAL": "101"},
+        {},
+        "TEMPCTL_CRITICAL=101 (environment): must be between 31 and 75 " + TRIP.format(75),
+    ),
+    (
+        {"TEMPCTL_VR_THRESHOLD": "39"},
+        {},
+        "TEMPCTL_VR_THRESHOLD=39 (environment): must be between 40 and 105 " + TRIP.format(105),
+    ),
+    (
+        {"TEMPCTL_VR_THRESHOLD": "106"},
+        {},
+        "TEMPCTL_VR_THRESHOLD=106 (environment): must be between 40 and 105 " + TRIP.format(105),
+    ),
     (
         {"TEMPCTL_CRITICAL_FLOOR": "30"},
         {},
-        "TEMPCTL_CRITICAL_FLOOR=30 (environment): must be 0 (off) or >= 50",
+        "TEMPCTL_CRITICAL_FLOOR=30 (environment): must be 0 (auto) or between 50 and 1500",
     ),
-    ({"TEMPCTL_STEP": "0"}, {}, "TEMPCTL_STEP=0 (environment): must be > 0"),
-    ({"TEMPCTL_STEP": "201"}, {}, "TEMPCTL_STEP=201 (environment): must be <= 200"),
+    ({"TEMPCTL_STEP": "0"}, {}, "TEMPCTL_STEP=0 (environment): must be between 1 and 200 (MHz)"),
+    (
+        {"TEMPCTL_STEP": "201"},
+        {},
+        "TEMPCTL_STEP=201 (environment): must be between 1 and 200 (MHz)",
+    ),
     (
         {"TEMPCTL_APPLY": "fast"},
         {},
@@ -287,14 +339,18 @@ CASES = [
     (
         {"TEMPCTL_MAX_RESTARTS_PER_HOUR": "-1"},
         {},
-        "TEMPCTL_MAX_RESTARTS_PER_HOUR=-1 (environment): must be >= 0",
+        "TEMPCTL_MAX_RESTARTS_PER_HOUR=-1 (environment): must be between 0 and 60",
     ),
     (
         {"TEMPCTL_LOG_LEVEL": "TRACE"},
         {},
         "TEMPCTL_LOG_LEVEL=TRACE (environment): must be one of DEBUG, INFO, WARNING, ERROR",
     ),
-    ({"TEMPCTL_RETENTION_DAYS": "-1"}, {}, "TEMPCTL_RETENTION_DAYS=-1 (environment): must be >= 0"),
+    (
+        {"TEMPCTL_RETENTION_DAYS": "-1"},
+        {},
+        "TEMPCTL_RETENTION_DAYS=-1 (environment): must be between 0 and 3650 (days; 0 = keep all)",
+    ),
     (
         {"TEMPCTL_ALERT_URL": "ftp://ntfy.sh/x"},
         {},
@@ -306,7 +362,7 @@ CASES = [
     (
         {"TEMPCTL_METRICS_PORT": "70000"},
         {},
-        "TEMPCTL_METRICS_PORT=70000 (environment): must be <= 65535",
+        "TEMPCTL_METRICS_PORT=70000 (environment): must be between 0 and 65535",
     ),
     (
         {"TEMPCTL_METRICS_HOST": "bad host"},
@@ -346,9 +402,9 @@ CASES = [
         "TEMPCTL_CRITICAL=60 (environment): must be greater than TEMP_THRESHOLD=63 (default)",
     ),
     (
-        {"TEMP_THRESHOLD": "75"},
+        {"TEMP_THRESHOLD": "72"},
         {},
-        "TEMP_THRESHOLD=75 (environment): must be less than TEMPCTL_CRITICAL=70 (default)",
+        "TEMP_THRESHOLD=72 (environment): must be less than TEMPCTL_CRITICAL=70 (default)",
     ),
     (
         {"TEMPCTL_CRITICAL_FLOOR": "450"},
@@ -529,7 +585,7 @@ def test_device_override_range_message(absent, toml_file, tmp_path, monkeypatch)
         '[[devices]]\nurl = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.6"\nmax_frequency = 2000\n'
     )
     assert error_of(absent, config_path="tempctl.toml") == (
-        "devices[1].max_frequency=2000 (tempctl.toml): must be <= 1500"
+        "devices[1].max_frequency=2000 (tempctl.toml): must be between 50 and 1500"
     )
 
 
@@ -539,7 +595,8 @@ def test_device_override_range_message(absent, toml_file, tmp_path, monkeypatch)
         (
             "first_frequency = 380",
             {},
-            "devices[0].first_frequency=380 ({p}): must be greater than SECOND_FREQUENCY=400 (default)",
+            "devices[0].first_frequency=380 ({p}): "
+            "must be greater than SECOND_FREQUENCY=400 (default)",
         ),
         # the per-device value is applied last, so it is the one named even against the environment
         (
@@ -582,7 +639,8 @@ def test_device_override_errors(absent, toml_file, table, env, message):
     [
         ('[[devices]]\nname = "a"\n', "devices[0] ({p}): missing url"),
         (
-            '[[devices]]\nname = "a"\nurl = "10.0.0.5"\n[[devices]]\nname = "a"\nurl = "10.0.0.6"\n',
+            '[[devices]]\nname = "a"\nurl = "10.0.0.5"\n'
+            '[[devices]]\nname = "a"\nurl = "10.0.0.6"\n',
             "devices[1].name=a ({p}): same name as devices[0]",
         ),
         (
@@ -660,7 +718,8 @@ def test_as_env_round_trip(absent):
     env = {BY_ATTR[a].env: text for a, (text, _) in SAMPLES.items()}
     s = load(absent, env=env)
     again = load(absent, env=s.as_env())
-    assert dataclasses.replace(again, sources=s.sources) == s
+    assert again.warnings == ()  # as_env never writes a deprecated name
+    assert dataclasses.replace(again, sources=s.sources, warnings=s.warnings) == s
     assert s.as_env()["FIRST_FREQUENCY"] == "500" and s.as_env()["TEMPCTL_DRY_RUN"] == "true"
     assert "BITAXE_IP" not in load(absent).as_env()
 
@@ -685,7 +744,7 @@ def test_parse_assignment(text, expected):
         ("TEMP_THRESHOLD=abc", "TEMP_THRESHOLD=abc (--set): not a number"),
         ("STEP=500", "STEP=500 (--set): unknown setting"),
         ("nonsense", "nonsense (--set): expected NAME=VALUE"),
-        ("TEMPCTL_STEP=500", "TEMPCTL_STEP=500 (--set): must be <= 200"),
+        ("TEMPCTL_STEP=500", "TEMPCTL_STEP=500 (--set): must be between 1 and 200 (MHz)"),
     ],
 )
 def test_parse_assignment_errors(text, message):
@@ -737,3 +796,95 @@ def test_world_writable_env_file_is_refused(tmp_path):
         default_config=str(tmp_path / "none.toml"),
     )
     assert not s.warnings
+
+
+# --- issue 13.7: every value has a physically meaningful range -----------------------------
+
+# Values accepted before issue 13.7, each nonsense: (env, value, the range the error names).
+ABSURD = [
+    ("STABLE_TIMEFRAME", "1e300", "at most 168 (hours)"),  # crashed the window query
+    ("STABLE_TIMEFRAME", "3600", "at most 168 (hours)"),  # 150 days: seconds meant
+    ("CHECK_INTERVAL", "1e12", "between 0.2 and 600 (seconds)"),
+    ("TEMPCTL_SETTLE", "1e300", "between 0 and 3600 (seconds)"),
+    ("TEMPCTL_HYSTERESIS", "100", "between 0 and 10 (°C)"),
+    ("TEMPCTL_CRITICAL", "99", "between 31 and 75 (the firmware trips above 75 °C"),
+    ("TEMPCTL_STEP", "0.001", "between 1 and 200 (MHz)"),
+    ("TEMPCTL_RETENTION_DAYS", "1e300", "between 0 and 3650"),
+    ("TEMPCTL_MAX_RESTARTS_PER_HOUR", "1000000", "between 0 and 60"),
+    ("TEMPCTL_MIN_FREQUENCY", "30", "0 (auto) or between 50 and 1500"),
+]
+
+
+@pytest.mark.parametrize("env,value,range_", ABSURD, ids=[f"{a[0]}={a[1]}" for a in ABSURD])
+def test_absurd_values_are_refused_naming_the_range(absent, env, value, range_):
+    message = error_of(absent, env={env: value})
+    assert message.startswith(f"{env}={value} (environment): must be "), message
+    assert range_ in message and len(message.splitlines()) == 1, message
+
+
+NUMERIC = [f for f in FIELDS if f.type in ("float", "int")]
+
+
+@pytest.mark.parametrize("field", NUMERIC, ids=[f.env for f in NUMERIC])
+def test_every_number_has_an_upper_bound(absent, field):
+    huge = "1e300" if field.type == "float" else str(10**18)
+    message = error_of(absent, env={field.env: huge})
+    assert message.startswith(f"{field.env}={huge} (environment): must be "), message
+
+
+def test_min_frequency_is_at_most_second_frequency(absent):
+    assert error_of(absent, env={"TEMPCTL_MIN_FREQUENCY": "450"}) == (
+        "TEMPCTL_MIN_FREQUENCY=450 (environment): must be <= SECOND_FREQUENCY=400 (default)"
+    )
+    assert load(absent, env={"TEMPCTL_MIN_FREQUENCY": "400"}).min_frequency == 400
+    assert load(absent, env={"TEMPCTL_MIN_FREQUENCY": "0"}).min_frequency == 0  # auto
+
+
+@pytest.mark.parametrize(
+    "env,warning",
+    [
+        (
+            {"STABLE_TIMEFRAME": "48"},
+            "STABLE_TIMEFRAME=48 (environment): more than a day: the "
+            "value is in hours, not seconds",
+        ),
+        ({"CHECK_INTERVAL": "300"}, "CHECK_INTERVAL=300 (environment): polls more than 2 min"),
+        (
+            {"MAX_FREQUENCY": "700", "FIRST_FREQUENCY": "490"},
+            "MAX_FREQUENCY=700 (environment): above 625 MHz",
+        ),
+        ({"TEMPCTL_VR_THRESHOLD": "100"}, "TEMPCTL_VR_THRESHOLD=100 (environment): above 95 °C"),
+        ({"TEMPCTL_STEP": "2"}, "TEMPCTL_STEP=2 (environment): below 5 MHz"),
+    ],
+)
+def test_unusual_values_load_with_a_warning(absent, env, warning):
+    s = load(absent, env=env)
+    if "hours" in warning or "more than a day" in warning:
+        assert "hours, not seconds" in s.warnings[0]
+    assert any(w.startswith(warning) for w in s.warnings), s.warnings
+
+
+def test_usual_values_give_no_warning(absent):
+    assert load(absent, env={"STABLE_TIMEFRAME": "12", "CHECK_INTERVAL": "30"}).warnings == ()
+
+
+def test_critical_floor_is_a_deprecated_alias_of_min_frequency(absent, toml_file):
+    s = load(absent, env={"TEMPCTL_CRITICAL_FLOOR": "300"})
+    assert (s.min_frequency, s.critical_floor) == (300, 300)
+    assert s.warnings == (
+        "TEMPCTL_CRITICAL_FLOOR (environment) is deprecated: use TEMPCTL_MIN_FREQUENCY instead",
+    )
+    both = load(absent, env={"TEMPCTL_CRITICAL_FLOOR": "300", "TEMPCTL_MIN_FREQUENCY": "250"})
+    assert (both.min_frequency, both.critical_floor) == (250, 250)  # the new name wins
+    assert "TEMPCTL_MIN_FREQUENCY is set too and wins" in both.warnings[0]
+    plain = load(absent, env={"TEMPCTL_MIN_FREQUENCY": "250"})
+    assert (plain.min_frequency, plain.critical_floor, plain.warnings) == (250, 250, ())
+    path = toml_file(
+        'bitaxe_ip = "10.0.0.5"\n[[devices]]\nurl = "10.0.0.7"\ncritical_floor = 320\n'.replace(
+            'bitaxe_ip = "10.0.0.5"\n', ""
+        )
+    )
+    s = load(absent, config_path=path)
+    dev = s.for_device(s.devices[0])
+    assert (dev.min_frequency, dev.critical_floor) == (320, 320)
+    assert any("devices[0].critical_floor" in w and "deprecated" in w for w in s.warnings)

@@ -162,7 +162,7 @@ def test_scraping_a_running_daemon(tmp_path):
         port = m.serve("127.0.0.1", 0)
         log = Log(tmp_path / "tempctl.db")
         try:
-            daemon = Daemon(settings, log_=log, observers=[m])
+            daemon = Daemon(settings, eventlog=log, observers=[m])
             m.watch(daemon.devices[0])
             daemon.run(max_polls=4)
             s = scrape(port)

@@ -102,7 +102,7 @@ def test_the_daemon_itself_writes_logs_that_replay(tmp_path):
         )
         log = Log(tmp_path / "daemon.db")
         try:
-            Daemon(settings, log_=log, clock=clock).run(max_polls=720)
+            Daemon(settings, eventlog=log, clock=clock).run(max_polls=720)
         finally:
             log.close()
     conn = sqlite3.connect(tmp_path / "daemon.db")

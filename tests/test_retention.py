@@ -103,7 +103,8 @@ def counts(conn) -> dict:
 
 
 def minute_view(conn, before_ms: int) -> dict:
-    """readings_minute (raw + folded) as {(device, minute): (n, n_valid, max, vr max, freq, avg)}."""
+    """readings_minute (raw + folded) as
+    {(device, minute): (n, n_valid, max, vr max, freq, avg)}."""
     out: dict = {}
     for dev, minute, n, nv, avg, tmax, vrmax, freq in conn.execute(
         "SELECT device, minute_ms, n, n_valid, temp_avg, temp_max, vr_temp_max, frequency "
@@ -340,3 +341,15 @@ def test_prune_command(filled, tmp_path):
     assert json.loads(res.output)["folded"] == 0
     res = runner.invoke(cli, ["prune", "--retention-days", "1", "--db", str(tmp_path / "no.db")])
     assert res.exit_code == 1 and "no such tempctl log" in res.output
+
+
+def test_retention_and_vacuum_write_through_the_log():
+    """Issue 15.6: the log (store/eventlog.py, store/writer.py) is the one place that opens
+    connections and begins, ends or compacts transactions; retention and the CLI ask it."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "tempctl"
+    words = ("BEGIN", "COMMIT", "ROLLBACK", "VACUUM", "sqlite3.connect(")
+    for path in (root / "store" / "retention.py", root / "cli" / "daemon.py"):  # prune
+        text = path.read_text()
+        assert not [w for w in words if w in text], path

@@ -9,7 +9,10 @@ Real tools only: `systemd-analyze verify` / `security --offline=yes` on the unit
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
 import re
+import shlex
 import shutil
 import signal
 import sqlite3
@@ -190,9 +193,53 @@ def test_datasette_unit_contract():
     # The same log file the daemon writes by default: $STATE_DIRECTORY/tempctl.db.
     state = "/var/lib/" + unit_value(daemon, "StateDirectory")
     assert cmd[cmd.index("--db") + 1] == f"{state}/tempctl.db"
-    for key in ("User", "Group", "StateDirectory"):
+    for key in ("User", "Group"):
         assert unit_value(unit, key) == unit_value(daemon, key)
     assert unit_value(unit, "IPAddressAllow") == "localhost"
+
+
+def test_datasette_unit_reads_the_log_read_only():
+    """Issue 13.15: Datasette gets the log's directory read-only, at the file-system level.
+
+    StateDirectory= would make /var/lib/tempctl writable in its namespace; ProtectSystem=
+    strict keeps it read-only, and ReadOnlyPaths= says so. A read-only reader of a WAL log
+    needs the -shm file the daemon keeps while it runs, so Datasette runs only beside it."""
+    unit = SYSTEMD / "tempctl-datasette.service"
+    daemon = SYSTEMD / "tempctl.service"
+    keys = {k for _, k, _ in unit_entries(unit)}
+    state = "/var/lib/" + unit_value(daemon, "StateDirectory")
+    assert not keys & {"StateDirectory", "ReadWritePaths", "LogsDirectory", "CacheDirectory"}
+    assert unit_value(unit, "ProtectSystem") == "strict"
+    assert state in unit_value(unit, "ReadOnlyPaths").split()
+    assert unit_value(unit, "BindsTo") == "tempctl.service"
+    assert "tempctl.service" in unit_value(unit, "After").split()
+    assert unit_value(unit, "WantedBy") == "tempctl.service"  # starts again with the daemon
+
+
+def test_datasette_serves_the_log_from_a_read_only_mount(tmp_path):
+    """What the unit gives Datasette, made with a read-only bind mount (unshare -m): the log
+    is served while a writer holds it open, and the file is not changed by serving it."""
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("needs root and unshare(1) for a read-only bind mount")
+    data = tmp_path / "state"
+    data.mkdir()
+    db = data / "tempctl.db"
+    writer = Log(db)  # the running daemon: it keeps -wal and -shm in place
+    writer.start_run({}, ts_ms=1_700_000_000_000)
+    port = free_port()
+    ro = shlex.quote(str(data))
+    argv = ["unshare", "-m", "sh", "-c", f'mount --bind -o ro {ro} {ro} && exec "$@"', "-"]
+    argv += [sys.executable, "-m", "tempctl", "ui", "--db", str(db), "--port", str(port)]
+    env = daemon_env("127.0.0.1:9", db, tmp_path)
+    url = f"http://127.0.0.1:{port}/tempctl/runs.json?_shape=array"
+    try:
+        with Proc("datasette", argv, env=env, cwd=tmp_path, out=tmp_path / "ro.out") as ui:
+            body = wait_for(lambda: _get(url), timeout=30, what="the runs table", proc=ui)
+            if b"mount" in ui.output().encode() and ui.poll() is not None:
+                pytest.skip(ui.output())
+    finally:
+        writer.close()
+    assert [r["id"] for r in json.loads(body)] == [1], body
 
 
 def test_both_units_share_the_hardening():
@@ -269,7 +316,7 @@ def test_env_example_uses_the_original_names_and_loads():
 def test_env_example_mentions_every_setting_with_its_default(tmp_path):
     text = ENV_EXAMPLE.read_text()
     env = env_file(uncomment_env(text))
-    assert {f.env for f in FIELDS} <= set(env)
+    assert {f.env for f in FIELDS if not f.deprecated} <= set(env)
     config = env.pop("TEMPCTL_CONFIG")
     assert config == "/etc/tempctl/tempctl.toml"
     # The commented values are the real defaults (the db one is the systemd default).
@@ -289,13 +336,13 @@ def test_toml_example_loads_with_the_defaults(tmp_path):
 
 
 def test_toml_example_commented_keys_are_the_defaults(tmp_path):
-    keys = "|".join(f.toml for f in FIELDS)
+    keys = "|".join(f.toml for f in FIELDS if not f.deprecated)
     text = re.sub(rf"(?m)^# (({keys}) = )", r"\1", TOML_EXAMPLE.read_text())
     path = tmp_path / "tempctl.toml"
     path.write_text(text)
     s = load_settings(config_path=str(path), environ={})
     toml_keys = set(re.findall(r"(?m)^(\w+) = ", text))
-    assert {f.toml for f in FIELDS} == toml_keys
+    assert {f.toml for f in FIELDS if not f.deprecated} == toml_keys
     assert values(s) == defaults(db="/var/lib/tempctl/tempctl.db")
 
 

@@ -22,11 +22,13 @@ def _setup_logging(level: str) -> None:
     logging.getLogger("transitions").setLevel(logging.WARNING)
 
 
-def _open_log(path, create=True):
-    from tempctl.store.eventlog import Log, LogError
+def _open_log(path, **kw):
+    from tempctl.store.eventlog import Log, LogBusy, LogError
 
     try:
-        return Log(path, create=create)
+        return Log(path, **kw)
+    except LogBusy as e:  # a second daemon on the same log: a usage error, exit 2
+        raise SettingsError(str(e)) from None
     except LogError as e:
         raise click.ClickException(str(e)) from None
 
@@ -54,7 +56,7 @@ def run(**kwargs):
 
     settings = settings_from_cli(kwargs)
     _setup_logging(settings.log_level)
-    log_ = _open_log(settings.db)
+    eventlog = _open_log(settings.db, lock=True)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -63,14 +65,14 @@ def run(**kwargs):
         extras = daemon_extras(settings)  # metrics endpoint, alerts, retention job
     except OSError as e:
         notifier.close()
-        log_.close()
+        eventlog.close()
         raise click.ClickException(
             f"metrics endpoint {settings.metrics_host}:{settings.metrics_port}: {e.strerror or e}"
         ) from None
     try:
         daemon = Daemon(
             settings,
-            log_=log_,
+            eventlog=eventlog,
             notifier=notifier,
             stop=stop,
             observers=extras.observers,
@@ -81,7 +83,7 @@ def run(**kwargs):
     finally:
         extras.close()
         notifier.close()
-        log_.close()
+        eventlog.close()
     if daemon.in_flight:
         # A request still hangs after the stop grace (its command's outcome is logged as
         # interrupted): exit now rather than wait out its timeout joining the I/O threads.
@@ -115,10 +117,10 @@ def status(as_json, **kwargs):
     settings = settings_from_cli(kwargs, require_devices=False)
     if not Path(settings.db).exists():
         raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
-    log_ = _open_log(settings.db, create=False)
+    eventlog = _open_log(settings.db, read_only=True)
     now = int(time.time() * 1000)
-    rows = [device_status(log_.conn, d, now) for d in log_.devices()]
-    log_.close()
+    rows = [device_status(eventlog.conn, d, now) for d in eventlog.devices()]
+    eventlog.close()
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     elif not rows:
@@ -179,14 +181,14 @@ def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
         )
     if not Path(settings.db).exists():
         raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
-    log_ = _open_log(settings.db, create=False)
+    eventlog = _open_log(settings.db, create=False)
     now = int(time.time() * 1000)
     batch = None if settings.dry_run or batch_rows == 0 else batch_rows
     total = {"folded": 0, "minutes": 0, "devices": 0}
     try:
         while True:
             s = prune(
-                log_,
+                eventlog,
                 settings.retention_days,
                 now,
                 max_rows=batch,
@@ -198,11 +200,11 @@ def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
             if s.done:
                 break
         if vacuum and not settings.dry_run:
-            log_.conn.execute("VACUUM")
+            eventlog.vacuum()
     except sqlite3.Error as e:  # locked for too long, disk full, ...
         raise click.ClickException(f"{settings.db}: {e}") from None
     finally:
-        log_.close()
+        eventlog.close()
     out = {**asdict(s), **total}
     if as_json:
         click.echo(json.dumps(out, indent=2))

@@ -1,9 +1,9 @@
 """The daemon loop: poll every device on one monotonic schedule, log, decide, act.
 
 I/O lives here and only here: HTTP (axeos.Client, on worker threads), SQLite
-(log.Log, on this thread only: one writer), the clock and sd_notify, all
-injected. The decisions come from controller.Controller, the same object replay
-and simulation drive.
+(store.eventlog.Log through store.writer.Writer, on this thread only: one writer, which
+never waits long for a locked database), the clock and sd_notify, all injected. The
+decisions come from controller.Controller, the same object replay and simulation drive.
 
 Per poll of a device: the reading is appended; the controller judges it (the
 stable-window check is a SQL query on the log); the decision (transition,
@@ -14,14 +14,13 @@ device's worker, and their outcomes appended when they finish.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from tempctl.config import config_dict
-from tempctl.core.clock import SystemClock
+from tempctl.core.clock import ANCHOR_MAX_AHEAD_MS, SystemClock, anchor
 from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
@@ -29,10 +28,10 @@ from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
 from tempctl.device import AxeOSError, Client, parse_statistics, reading_capabilities
 from tempctl.store.eventlog import Log
+from tempctl.store.writer import Writer
 
-log = logging.getLogger("tempctl")
+logger = logging.getLogger("tempctl")
 
-BACKLOG_LIMIT = 200_000  # statements kept while the database refuses writes
 STOP_GRACE_S = 3.0  # a command in flight at SIGTERM may finish for this long (exit within 5 s)
 POLL_SPREAD = 0.5  # a tick's polls start spread over this fraction of CHECK_INTERVAL
 INTERRUPTED = "interrupted: tempctl stopped before the device answered (applied or not unknown)"
@@ -63,7 +62,7 @@ class Daemon:
         self,
         settings,
         *,
-        log_: Log,
+        eventlog: Log,
         clock=None,
         client_factory: Callable | None = None,
         notifier: Notifier | None = None,
@@ -72,18 +71,29 @@ class Daemon:
         maintenance: list | None = None,
     ):
         self.settings = settings
-        self.log = log_
-        self.clock = clock or SystemClock(not_before_ms=log_.last_ts())
+        self.eventlog = eventlog
+        self.anchor_note: str | None = None
+        if clock is None:
+            clock = SystemClock()
+        if isinstance(clock, SystemClock):
+            # Stamps continue after the log's rows, unless those are far in the future.
+            wall = clock.wall_ms()
+            last = eventlog.last_ts()
+            bound = wall + ANCHOR_MAX_AHEAD_MS
+            plausible = eventlog.last_ts(at_most=bound) if last and last > bound else last
+            not_before, self.anchor_note = anchor(wall, last, plausible)
+            if not_before is not None:
+                clock.start_after(not_before)
+        self.clock = clock
         self.notifier = notifier or Notifier(environ={})
         watchdog = self.notifier.watchdog_s
         self.wake_s = min(1.0, watchdog / 4) if watchdog else 1.0
         self.stop = stop or threading.Event()
         self.interval = float(settings.check_interval)
-        self.backlog: list[tuple[str, tuple]] = []
+        # The one writer: never waits long for the database (store/writer.py).
+        self.writer = Writer(eventlog, monotonic=self.clock.monotonic)
         self.sending: dict[Future, list[tuple[int, Command]]] = {}  # command jobs in flight
         self.in_flight = 0  # requests still running when the stop grace ran out
-        self.dropped = 0
-        self.db_error: str | None = None
         # Observers (metrics, alerts) see every reading and command outcome; they must
         # not block. Maintenance jobs (retention) run on the loop: [(period_s, fn(log, now_ms))].
         self.observers = observers or []
@@ -98,7 +108,7 @@ class Daemon:
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
-            snap = log_.restore(dev.name)
+            snap = eventlog.restore(dev.name, now_ms=self.clock.now_ms())
             driver = Driver(Controller(limits, dev.name, snapshot=snap), reading_capabilities)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), driver))
         workers = min(64, 2 * len(self.devices) + 2)
@@ -109,7 +119,13 @@ class Daemon:
     def run(self, max_polls: int | None = None) -> int:
         s = self.settings
         now = self.clock.now_ms()
-        self.log.start_run(config_dict(s), dict(s.sources), ts_ms=now)
+        self._write([self.eventlog.run_op(config_dict(s), dict(s.sources), ts_ms=now)])
+        if self.anchor_note:
+            logger.warning("clock: %s", self.anchor_note)
+            op = self.eventlog.event_op(
+                None, now, "clock", self.anchor_note, level="warning", origin="daemon"
+            )
+            self._write([op])
         for d in self.devices:
             snap = d.controller.snapshot() if d.controller.restored else None
             msg = (
@@ -117,11 +133,13 @@ class Daemon:
                 if snap
                 else "no history for this device"
             )
-            self._write([self.log.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")])
-            log.info("%s: %s (%s)", d.name, msg, d.url)
+            self._write(
+                [self.eventlog.event_op(d.name, now, "log", f"start: {msg}", origin="daemon")]
+            )
+            logger.info("%s: %s (%s)", d.name, msg, d.url)
         self._backfill(now)
         self.notifier.ready(self._status_line())
-        log.info(
+        logger.info(
             "tempctl running: %d device(s), every %g s%s",
             len(self.devices),
             self.interval,
@@ -179,9 +197,9 @@ class Daemon:
             if last is None or mono - last >= period:
                 job[2] = mono
                 try:
-                    fn(self.log, self.clock.now_ms())
+                    fn(self.eventlog, self.clock.now_ms())
                 except Exception:  # maintenance must never stop control
-                    log.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
+                    logger.exception("maintenance job %s failed", getattr(fn, "__name__", fn))
 
     def _backfill(self, now: int) -> None:
         """Fill the gap since the last logged reading from the device's statistics ring.
@@ -191,7 +209,7 @@ class Daemon:
         them. When the device has nothing, the gap is recorded as a gap.
         """
         for d in self.devices:
-            row = self.log.conn.execute(
+            row = self.eventlog.conn.execute(
                 "SELECT max(ts_ms) FROM readings WHERE device = ?", (d.name,)
             ).fetchone()
             last = row[0]
@@ -207,21 +225,21 @@ class Daemon:
                         if last < r.ts_ms <= now
                     ]
             except AxeOSError as exc:
-                log.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
+                logger.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
             gap = f"{(now - last) / 1000:.0f} s without readings"
             if rows:
                 msg = f"backfilled {len(rows)} readings from the device's statistics ({gap})"
-                ops = [self.log.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
+                ops = [self.eventlog.reading_op(r) for r in sorted(rows, key=lambda r: r.ts_ms)]
             else:
                 msg = f"gap in the log: {gap} and nothing to backfill"
                 ops = []
             ops.append(
-                self.log.event_op(
+                self.eventlog.event_op(
                     d.name, now, "gap", msg, origin="daemon", level="info" if rows else "warning"
                 )
             )
             self._write(ops)
-            log.info("%s: %s", d.name, msg)
+            logger.info("%s: %s", d.name, msg)
 
     def _shutdown(self, pending: set[Future]) -> None:
         self.notifier.stopping()
@@ -238,16 +256,22 @@ class Daemon:
             # A command still unanswered gets an outcome row all the same: whether the
             # device applied it is unknown; the next start reconciles with what it reports.
             for cid, _ in self.sending.get(fut, []):
-                ops.append(self.log.result_op(cid, now, "failed", error=INTERRUPTED))
+                ops.append(self.eventlog.result_op(cid, now, "failed", error=INTERRUPTED))
         self.in_flight = sum(not fut.done() for fut in not_done)
-        ops.append(self.log.event_op(None, now, "log", "stop", origin="daemon"))
-        self._write(ops)
+        ops.append(self.eventlog.event_op(None, now, "log", "stop", origin="daemon"))
+        self.writer.write(ops)
+        if self.writer.backlog:  # a last try, with a wait that still exits within 5 s
+            self.writer.set_busy_timeout(1.0)
+            self.writer.flush()
         self.pool.shutdown(wait=False, cancel_futures=True)
-        if self.backlog:
-            log.error(
-                "%d log statements could not be written: %s", len(self.backlog), self.db_error
+        if self.writer.backlog:
+            logger.error(
+                "%d log statements could not be written: %s",
+                self.writer.pending,
+                self.writer.error,
             )
-        log.info("tempctl stopped")
+        polls = ", ".join(f"{d.name}={d.polls}" for d in self.devices)
+        logger.info("tempctl stopped (polls: %s)", polls)
 
     # -- worker side (threads): HTTP only ----------------------------------------
 
@@ -280,11 +304,11 @@ class Daemon:
         if r.error and not r.valid:
             d.errors += 1
             if d.last_error != r.error:
-                log.warning("%s: %s", d.name, r.error)
+                logger.warning("%s: %s", d.name, r.error)
             d.last_error = r.error
         else:
             d.last_error = None
-            log.debug(
+            logger.debug(
                 "%s: %s °C vr %s °C %s MHz %s GH/s",
                 d.name,
                 r.temp,
@@ -292,8 +316,8 @@ class Daemon:
                 r.frequency,
                 r.hashrate,
             )
-        self._write([self.log.reading_op(r)])
-        decision = d.driver.step(r, window=lambda: self.log.window(d.name, r.ts_ms, d.limits))
+        self._write([self.eventlog.reading_op(r)])
+        decision = d.driver.step(r, window=lambda: self.eventlog.window(d.name, r.ts_ms, d.limits))
         for obs in self.observers:
             obs.on_reading(d, r, decision)
         return self._act(d, r.ts_ms, decision)
@@ -301,7 +325,7 @@ class Daemon:
     def _act(self, d: Device, ts: int, decision: Decision) -> set[Future]:
         if not decision:
             return set()
-        ops, jobs = self.log.decision_ops(d.name, ts, decision)
+        ops, jobs = self.eventlog.decision_ops(d.name, ts, decision)
         self._write(ops)  # intents are committed before anything is sent
         _log_decision(d.name, decision)
         if not jobs:
@@ -321,12 +345,12 @@ class Daemon:
         for o in outcomes:
             latency = None if o.latency_s is None else o.latency_s * 1000
             ops.append(
-                self.log.result_op(
+                self.eventlog.result_op(
                     o.command_id, now, o.outcome, status=o.status, error=o.error, latency_ms=latency
                 )
             )
             cmd = o.command
-            log.log(
+            logger.log(
                 logging.INFO if o.ok else logging.WARNING,
                 "%s: %s %s -> %s%s",
                 d.name,
@@ -339,41 +363,14 @@ class Daemon:
                 obs.on_result(d, cmd, o.outcome, o.error)
         follow = d.driver.results(outcomes, now)
         if follow:
-            f_ops, _ = self.log.decision_ops(d.name, now, follow)
+            f_ops, _ = self.eventlog.decision_ops(d.name, now, follow)
             ops.extend(f_ops)
             _log_decision(d.name, follow)
         self._write(ops)
 
     def _write(self, ops: list[tuple[str, tuple]]) -> None:
         """Append, or keep for later when the database refuses (locked, disk full)."""
-        if self.backlog:
-            try:
-                self.log.transaction(self.backlog)
-                log.warning(
-                    "database writable again: %d delayed statements written", len(self.backlog)
-                )
-                self.backlog, self.db_error = [], None
-            except sqlite3.Error:
-                pass
-        if self.backlog:
-            self._keep(ops)
-            return
-        try:
-            self.log.transaction(ops)
-        except sqlite3.Error as exc:
-            if self.db_error != str(exc):
-                log.error(
-                    "cannot write the log (%s); control goes on, rows are kept in memory", exc
-                )
-            self.db_error = str(exc)
-            self._keep(ops)
-
-    def _keep(self, ops) -> None:
-        self.backlog.extend(ops)
-        if len(self.backlog) > BACKLOG_LIMIT:
-            extra = len(self.backlog) - BACKLOG_LIMIT
-            self.backlog = self.backlog[extra:]
-            self.dropped += extra
+        self.writer.write(ops)
 
     def _check_clock(self) -> None:
         skew = self.clock.skew_ms()
@@ -383,10 +380,10 @@ class Daemon:
                 f"wall clock moved {skew / 1000:+.1f} s from the monotonic schedule; "
                 "timestamps keep the monotonic timeline until restart"
             )
-            log.warning(msg)
+            logger.warning(msg)
             self._write(
                 [
-                    self.log.event_op(
+                    self.eventlog.event_op(
                         None, self.clock.now_ms(), "clock", msg, level="warning", origin="daemon"
                     )
                 ]
@@ -406,7 +403,7 @@ class Daemon:
 def _log_decision(device: str, decision: Decision) -> None:
     t = decision.transition
     if t is not None:
-        log.info(
+        logger.info(
             "%s: %s -> %s at %s MHz (%s)",
             device,
             t.from_state,
@@ -416,9 +413,9 @@ def _log_decision(device: str, decision: Decision) -> None:
         )
     for e in decision.events:
         level = {"alarm": logging.ERROR, "warning": logging.WARNING}.get(e.level, logging.INFO)
-        log.log(level, "%s: %s", device, e.message)
+        logger.log(level, "%s: %s", device, e.message)
     for c in decision.commands:
-        log.info(
+        logger.info(
             "%s: command %s %s (%s)",
             device,
             c.kind,

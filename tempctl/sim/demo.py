@@ -277,7 +277,7 @@ def _start_daemon(settings: Settings, log_, stop: threading.Event) -> _DaemonThr
     def target() -> None:
         try:
             # Notifier(environ={}): a demo started from a systemd unit must not speak for it.
-            Daemon(settings, log_=log_, notifier=Notifier(environ={}), stop=stop).run()
+            Daemon(settings, eventlog=log_, notifier=Notifier(environ={}), stop=stop).run()
         except Exception as exc:  # noqa: BLE001 - any failure is reported by the main thread
             box.error = exc
             stop.set()

@@ -10,11 +10,15 @@ and nothing is lost or duplicated.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
 import sqlite3
-from collections.abc import Iterable
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tempctl import __version__
@@ -70,6 +74,76 @@ class LogError(Exception):
     """The database cannot be used (missing, corrupt, someone else's)."""
 
 
+class LogBusy(LogError):
+    """Another process holds the log's lock (a second ``tempctl run`` on it)."""
+
+
+def take_lock(path: str) -> int:
+    """Hold ``<db>.lock`` with flock(2) for as long as the returned descriptor is open.
+
+    The kernel drops the lock when the process dies, even by SIGKILL, so a stale file never
+    blocks a start. The file says who holds it, for the error the next process shows.
+    (A lock file rather than flock on the database: SQLite uses fcntl locks on that file,
+    and NFS emulates flock with fcntl locks, which would then collide.)
+    """
+    lock = f"{path}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise LogError(f"{lock}: cannot create the lock file: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        deadline = time.monotonic() + 1.0
+        while not holder and time.monotonic() < deadline:  # it may be writing it just now
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+            if not holder:
+                time.sleep(0.05)
+        os.close(fd)
+        raise LogBusy(
+            f"{path}: in use by another tempctl run ({holder or 'pid unknown'}); "
+            "one daemon per database"
+        ) from None
+    since = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {since}\n".encode(), 0)
+    return fd
+
+
+def open_read_only(path: str) -> sqlite3.Connection:
+    """A connection that cannot write. A WAL log needs its -shm file; when the directory is
+    read-only and no -wal exists, nobody can be writing the log, so it is opened immutable."""
+    uri = Path(path).resolve().as_uri()
+    conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, check_same_thread=False)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:
+        conn.close()
+        if Path(f"{path}-wal").exists():
+            raise
+        conn = sqlite3.connect(f"{uri}?immutable=1", uri=True, check_same_thread=False)
+    return conn
+
+
+def _connect_read_only(path: str) -> sqlite3.Connection:
+    try:
+        conn = open_read_only(path)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise LogError(f"{path}: cannot open read-only: {exc}") from None
+    if version > SCHEMA_VERSION:
+        conn.close()
+        raise LogError(
+            f"database schema v{version} is newer than this tempctl "
+            f"(v{SCHEMA_VERSION}); upgrade tempctl"
+        )
+    if version == 0:
+        conn.close()
+        raise LogError(f"{path}: empty file, no tempctl log in it yet")
+    return conn
+
+
 def connect(path: str | os.PathLike, *, busy_timeout_s: float = 10.0) -> sqlite3.Connection:
     conn = sqlite3.connect(
         str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
@@ -87,7 +161,7 @@ def check_file(path: str | os.PathLike) -> None:
         if fh.read(16) != b"SQLite format 3\x00":
             raise LogError(f"{p}: not a SQLite database; refusing to touch it")
     try:
-        conn = sqlite3.connect(f"file:{p}?mode=ro", uri=True)
+        conn = open_read_only(str(p))
         try:
             tables = {
                 r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -129,12 +203,28 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
 class Log:
     """An open tempctl log. Not thread-safe: one writer thread owns it."""
 
-    def __init__(self, path: str | os.PathLike, *, create: bool = True):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        create: bool = True,
+        lock: bool = False,
+        read_only: bool = False,
+    ):
+        """Open (or create) the log. ``lock``: take the one-daemon lock (``LogBusy`` when
+        another process holds it). ``read_only``: never write, not even the schema."""
         self.path = str(path)
+        self.read_only = read_only
+        self._lock_fd: int | None = None
+        self.run_id: int | None = None
         if self.path != ":memory:":
             check_file(self.path)
-            if not create and not Path(self.path).exists():
+            if (read_only or not create) and not Path(self.path).exists():
                 raise LogError(f"{self.path}: no such tempctl log")
+        if read_only:
+            self.conn = _connect_read_only(self.path)
+            self._next: dict[str, int] = {}
+            return
         try:
             self.conn = connect(self.path)
             if self.path != ":memory:":
@@ -143,11 +233,17 @@ class Log:
             ensure_schema(self.conn)
         except sqlite3.DatabaseError as exc:
             raise LogError(f"{self.path}: {exc}") from exc
+        if lock and self.path != ":memory:":
+            try:
+                self._lock_fd = take_lock(self.path)
+            except LogError:
+                self.conn.close()
+                raise
+        # Ids are read after the lock is held: nobody else appends from here on.
         self._next = {
             t: self._max_id(t) + 1
             for t in ("runs", "readings", "transitions", "commands", "command_results", "events")
         }
-        self.run_id: int | None = None
 
     @property
     def db(self):
@@ -167,11 +263,33 @@ class Log:
 
     def close(self) -> None:
         self.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock
+            self._lock_fd = None
 
     # -- writes --------------------------------------------------------------
 
+    @contextmanager
+    def batch(self, *, commit: bool = True) -> Iterator[sqlite3.Connection]:
+        """One write transaction for work that reads as it writes (retention); the log is
+        still the only place that begins and ends one. ``commit=False`` rolls it back."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT" if commit else "ROLLBACK")
+
+    def vacuum(self) -> None:
+        """Compact the file (needs free space the size of the log)."""
+        self.conn.execute("VACUUM")
+
     def transaction(self, ops: Iterable[tuple[str, tuple]]) -> None:
         """Run (sql, params) statements atomically; raises sqlite3 errors to the caller."""
+        # Plain sqlite3, not sqlite-utils' insert_all: rows carry ids assigned here and
+        # go in as prepared statements, and importing sqlite_utils costs the daemon 14 MB.
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -185,27 +303,28 @@ class Log:
     def start_run(
         self, config: dict, sources: dict | None = None, *, kind: str = "daemon", ts_ms: int
     ) -> int:
-        run_id = self._id("runs")
-        self.transaction(
-            [
-                (
-                    "INSERT INTO runs (id, ts_ms, kind, version, hostname, pid, config, sources) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        run_id,
-                        ts_ms,
-                        kind,
-                        __version__,
-                        socket.gethostname(),
-                        os.getpid(),
-                        json.dumps(config, default=str, sort_keys=True),
-                        json.dumps(sources or {}, sort_keys=True),
-                    ),
-                )
-            ]
+        self.transaction([self.run_op(config, sources, kind=kind, ts_ms=ts_ms)])
+        return self.run_id
+
+    def run_op(
+        self, config: dict, sources: dict | None = None, *, kind: str = "daemon", ts_ms: int
+    ) -> tuple[str, tuple]:
+        """The row of a new run; later rows carry its id (``run_id``)."""
+        self.run_id = self._id("runs")
+        return (
+            "INSERT INTO runs (id, ts_ms, kind, version, hostname, pid, config, sources) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.run_id,
+                ts_ms,
+                kind,
+                __version__,
+                socket.gethostname(),
+                os.getpid(),
+                json.dumps(config, default=str, sort_keys=True),
+                json.dumps(sources or {}, sort_keys=True),
+            ),
         )
-        self.run_id = run_id
-        return run_id
 
     def reading_op(self, r: Reading) -> tuple[str, tuple]:
         return _INSERT_READING, (
@@ -246,8 +365,8 @@ class Log:
         if t is not None:
             ops.append(
                 (
-                    "INSERT INTO transitions (id, run_id, device, ts_ms, from_state, to_state, reason, "
-                    "frequency, temp, ceiling, ceiling_until_ms, backoff_s, last_good) "
+                    "INSERT INTO transitions (id, run_id, device, ts_ms, from_state, to_state, "
+                    "reason, frequency, temp, ceiling, ceiling_until_ms, backoff_s, last_good) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         self._id("transitions"),
@@ -285,8 +404,8 @@ class Log:
             payload = json.dumps(c.payload, sort_keys=True) if c.kind != "restart" else None
             ops.append(
                 (
-                    "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, reason, "
-                    "attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, "
+                    "reason, attempt) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         cid,
                         self.run_id,
@@ -364,42 +483,61 @@ class Log:
     def window(self, device: str, now_ms: int, limits: Limits) -> WindowStats:
         return query_window(self.conn, device, now_ms, limits)
 
-    def last_ts(self) -> int | None:
+    def last_ts(self, at_most: int | None = None) -> int | None:
+        """The newest stamp in the log (of those not after ``at_most``)."""
+        bound = 2**62 if at_most is None else at_most
         row = self.conn.execute(
-            "SELECT max(m) FROM (SELECT max(ts_ms) AS m FROM readings UNION ALL "
-            "SELECT max(ts_ms) FROM transitions UNION ALL SELECT max(ts_ms) FROM events "
-            "UNION ALL SELECT max(ts_ms) FROM runs)"
+            "SELECT max(m) FROM (SELECT max(ts_ms) AS m FROM readings WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM transitions WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM events WHERE ts_ms <= :b "
+            "UNION ALL SELECT max(ts_ms) FROM runs WHERE ts_ms <= :b)",
+            {"b": bound},
         ).fetchone()
         return row[0]
 
-    def restore(self, device: str, before_ms: int | None = None) -> Snapshot | None:
-        return restore(self.conn, device, before_ms)
+    def restore(
+        self, device: str, before_ms: int | None = None, *, now_ms: int | None = None
+    ) -> Snapshot | None:
+        return restore(self.conn, device, before_ms, now_ms=now_ms)
 
     def devices(self) -> list[str]:
         return [
             r["device"]
             for r in self.db.query(
-                "SELECT DISTINCT device FROM transitions UNION SELECT DISTINCT device FROM readings "
-                "ORDER BY 1"
+                "SELECT DISTINCT device FROM transitions "
+                "UNION SELECT DISTINCT device FROM readings ORDER BY 1"
             )
         ]
 
 
-def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None) -> Snapshot | None:
-    """Rebuild a controller's memory from the log (as of ``before_ms``)."""
+def restore(
+    conn: sqlite3.Connection,
+    device: str,
+    before_ms: int | None = None,
+    *,
+    now_ms: int | None = None,
+) -> Snapshot | None:
+    """Rebuild a controller's memory from the log (as of ``before_ms``).
+
+    Without ``before_ms`` (a daemon start) the latest decision is the latest row written,
+    whatever its stamp; ``now_ms`` then caps stamps from a run whose clock was ahead, so a
+    bogus future change never holds off settling (issue 13.12)."""
     before = before_ms if before_ms is not None else 2**62
+    order = "ts_ms DESC, id DESC" if before_ms is not None else "id DESC"
     row = conn.execute(
         "SELECT to_state, frequency, ceiling, ceiling_until_ms, backoff_s, last_good, ts_ms "
-        "FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        f"FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY {order} LIMIT 1",
         (device, before),
     ).fetchone()
     if row is None:
         return None
     state, freq, ceiling, until, backoff, last_good, ts = row
     last_cmd = conn.execute(
-        "SELECT max(ts_ms) FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ?",
+        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ? "
+        f"ORDER BY {order} LIMIT 1",
         (device, before),
-    ).fetchone()[0]
+    ).fetchone()
+    last_cmd = last_cmd[0] if last_cmd else None
     restarts = tuple(
         r[0]
         for r in conn.execute(
@@ -425,6 +563,10 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
                 identity = None
         elif kind == "trip" and message.startswith("before trip "):
             before_trip = message[len("before trip ") :]
+    last_change = max(changes) if changes else None
+    if now_ms is not None:
+        last_change = None if last_change is None else min(last_change, now_ms)
+        restarts = tuple(min(t, now_ms) for t in restarts)
     return Snapshot(
         State(state),
         freq,
@@ -432,7 +574,7 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
         until,
         backoff or 0.0,
         last_good,
-        max(changes) if changes else None,
+        last_change,
         restarts,
         model,
         identity,

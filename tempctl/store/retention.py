@@ -24,8 +24,9 @@ value chosen so the mean is the stored mean. Count, mean, max and cadence surviv
 the minute does not. The hottest reading goes last, so a stable streak can only
 start later than it really did (folding never makes a replay restore early).
 tests/test_retention.py replays a day both ways: the same decisions (states and
-frequencies), each within a minute of the original. The replay must merge these with the raw rows still kept (the
-overheat rows, and everything newer than the horizon) in time order.
+frequencies), each within a minute of the original. The replay must merge these with the
+raw rows still kept (the overheat rows, and everything newer than the horizon) in time
+order.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from dataclasses import dataclass
 
 from tempctl.core.reading import Reading
 
-log = logging.getLogger("tempctl")
+logger = logging.getLogger("tempctl")
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -117,7 +118,7 @@ def min_keep_ms(settings) -> int:
 
 
 def prune(
-    log_,
+    eventlog,
     days: float,
     now_ms: int,
     *,
@@ -127,20 +128,20 @@ def prune(
 ) -> PruneSummary:
     """Fold raw readings older than ``days`` into ``readings_1m``, in one transaction.
 
-    ``log_`` is a ``tempctl.store.eventlog.Log`` (or anything with ``.conn``). With ``max_rows``
+    ``eventlog`` is a ``tempctl.store.eventlog.Log``, which opens the transaction. With ``max_rows``
     the oldest rows go first and the transaction stops after about that many, so the
     daemon never holds the write lock for long; ``done`` says whether everything up to
     the horizon was folded. ``dry_run`` rolls back and only reports.
     """
     if days <= 0:
         raise ValueError("retention days must be > 0")
-    conn: sqlite3.Connection = log_.conn
     cutoff = horizon_ms(days, now_ms, min_keep_ms)
     budget = max_rows
     folded = minutes = devices = 0
     done = False
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    # The fold is one INSERT ... SELECT ... ON CONFLICT merge: plain SQL, as sqlite-utils has
+    # no upsert from a query (its upsert_all would bring every row through Python).
+    with eventlog.batch(commit=not dry_run) as conn:
         # The append-only trigger lets DELETE through only while this row says '1';
         # it is part of this transaction, so a rollback restores the guard too.
         conn.execute(
@@ -165,10 +166,6 @@ def prune(
         if not done and budget is not None and budget <= 0:
             done = _old_ids(conn, cutoff) is None
         conn.execute("UPDATE meta SET value = '0' WHERE key = 'pruning'")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("ROLLBACK" if dry_run else "COMMIT")
     return PruneSummary(cutoff, folded, minutes, devices, done, dry_run)
 
 
@@ -221,23 +218,23 @@ class Retention:
         self._failed: str | None = None
         self.__name__ = "retention"
 
-    def __call__(self, log_, now_ms: int) -> PruneSummary | None:
+    def __call__(self, eventlog, now_ms: int) -> PruneSummary | None:
         if self.next_ms is not None and now_ms < self.next_ms:
             return None
         try:
             s = prune(
-                log_, self.days, now_ms, max_rows=self.batch_rows, min_keep_ms=self.min_keep_ms
+                eventlog, self.days, now_ms, max_rows=self.batch_rows, min_keep_ms=self.min_keep_ms
             )
         except sqlite3.Error as exc:  # locked by a reader's long transaction, disk full...
             if self._failed != str(exc):
-                log.warning("retention: cannot prune now (%s); will retry", exc)
+                logger.warning("retention: cannot prune now (%s); will retry", exc)
             self._failed = str(exc)
             return None
         self._failed = None
         self.pass_folded += s.folded
         if s.done:
             if self.pass_folded:
-                log.info(
+                logger.info(
                     "retention: folded %d readings older than %g days into 1-minute rows",
                     self.pass_folded,
                     self.days,

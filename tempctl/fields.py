@@ -1,0 +1,411 @@
+"""The settings table: every setting's names, type, default, range and help, in one place.
+
+``FIELDS`` drives loading (tempctl/config.py), the command-line options, the README's
+settings table and the example files. Each range is physically meaningful (issue 13.7):
+outside it a value is refused with one line naming the range; ``unusual`` values load
+with a warning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from ipaddress import ip_address
+from typing import Any
+from urllib.parse import urlsplit
+
+from tempctl.core.limits import DEFAULTS
+
+# Firmware limits behind the ranges below (shared/reference/axeos-api.md):
+# §5.2: the API accepts any frequency 1-65535 MHz, so "the daemon must enforce its own
+#   frequency bounds"; the highest frequencyOptions entry (§7) is 625 MHz, so 1500 leaves
+#   room for overclockers while catching a typo such as 4900.
+# §9.1: the firmware trips at ASIC temp > 75 °C and vrTemp > 105 °C (no hysteresis).
+# A TEMPCTL_CRITICAL above the ASIC trip could never fire before the firmware's own trip.
+FREQ_MIN, FREQ_MAX = 50.0, 1500.0
+ASIC_TRIP, VR_TRIP = 75.0, 105.0
+
+
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One setting: the names it goes by in each source, its type, default and rule."""
+
+    attr: str  # Settings attribute
+    env: str  # environment variable
+    toml: str  # key in the TOML file
+    flag: str  # command-line option (bool fields also get --no-<name>)
+    type: str  # float | int | bool | choice | path | url | host | devices
+    default: Any
+    help: str
+    validator: Check | None = None  # returns the problem, or None when fine
+    choices: tuple[str, ...] = ()
+    per_device: bool = False  # may be overridden in a [[devices]] table
+    unusual: Check | None = None  # plausible but odd: the text of a warning, or None
+    deprecated: str = ""  # the attr of the setting that replaces this one
+
+
+# --- validators: each returns the problem text or None ---------------------------------
+
+
+def _num(x: float) -> str:
+    return format_value(float(x))
+
+
+def between(low: float, high: float, why: str = "", *, above: bool = False) -> Check:
+    """The range check; its message names the range, e.g. 'must be between 30 and 75'.
+    ``above``: the low end itself is excluded ('must be above 0 and at most 168')."""
+    why = f" ({why})" if why else ""
+
+    def check(v: float) -> str | None:
+        if low <= v <= high and not (above and v == low):
+            return None
+        if above:
+            return f"must be above {_num(low)} and at most {_num(high)}{why}"
+        return f"must be between {_num(low)} and {_num(high)}{why}"
+
+    return check
+
+
+def over(limit: float, text: str) -> Check:
+    """A warning check: ``text`` when the value is above ``limit``."""
+    return lambda v: text if v > limit else None
+
+
+def under(limit: float, text: str) -> Check:
+    return lambda v: text if 0 < v < limit else None
+
+
+def _floor_check(v: float) -> str | None:
+    if v != 0 and not FREQ_MIN <= v <= FREQ_MAX:
+        return f"must be 0 (auto) or between {_num(FREQ_MIN)} and {_num(FREQ_MAX)}"
+    return None
+
+
+def _http_url_or_empty(v: str) -> str | None:
+    if v == "":
+        return None
+    parts = urlsplit(v)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "must be an http:// or https:// URL (or empty)"
+    return None
+
+
+def _host(v: str) -> str | None:
+    try:
+        ip_address(v.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    labels = v.rstrip(".").split(".")
+    if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
+        return None
+    return "must be a host name or IP address"
+
+
+def _not_empty(v: str) -> str | None:
+    return "must not be empty" if not v else None
+
+
+# --- the table ---------------------------------------------------------------------------
+
+FIELDS: tuple[Field, ...] = (
+    Field(
+        "devices",
+        "BITAXE_IP",
+        "bitaxe_ip",
+        "--bitaxe-ip",
+        "devices",
+        (),
+        "Device address: http://HOST, HOST or HOST:PORT; comma-separated for several "
+        "(or [[devices]] tables in the config file).",
+    ),
+    Field(
+        "temp_threshold",
+        "TEMP_THRESHOLD",
+        "temp_threshold",
+        "--temp-threshold",
+        "float",
+        DEFAULTS["temp_threshold"],
+        "ASIC temperature (°C) above which the frequency is lowered.",
+        between(30, ASIC_TRIP - 1, "below the firmware's 75 °C trip, axeos-api.md §9.1"),
+        per_device=True,
+    ),
+    Field(
+        "first_frequency",
+        "FIRST_FREQUENCY",
+        "first_frequency",
+        "--first-frequency",
+        "float",
+        DEFAULTS["first_frequency"],
+        "First step down (MHz).",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+    ),
+    Field(
+        "second_frequency",
+        "SECOND_FREQUENCY",
+        "second_frequency",
+        "--second-frequency",
+        "float",
+        DEFAULTS["second_frequency"],
+        "Second step down (MHz); below FIRST_FREQUENCY.",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+    ),
+    Field(
+        "max_frequency",
+        "MAX_FREQUENCY",
+        "max_frequency",
+        "--max-frequency",
+        "float",
+        DEFAULTS["max_frequency"],
+        "Never exceeded; the frequency restored to (MHz).",
+        between(FREQ_MIN, FREQ_MAX),
+        per_device=True,
+        unusual=over(625, "above 625 MHz, the highest frequencyOptions entry (axeos-api.md §7)"),
+    ),
+    Field(
+        "check_interval",
+        "CHECK_INTERVAL",
+        "check_interval",
+        "--check-interval",
+        "float",
+        DEFAULTS["check_interval"],
+        "Seconds between polls.",
+        between(0.2, 600, "seconds"),
+        unusual=over(
+            120, "polls more than 2 min apart: the chip can pass the threshold in between"
+        ),
+    ),
+    Field(
+        "stable_timeframe",
+        "STABLE_TIMEFRAME",
+        "stable_timeframe",
+        "--stable-timeframe",
+        "float",
+        DEFAULTS["stable_timeframe"],
+        "Hours the temperature must stay stable before restoring.",
+        between(0, 168, "hours", above=True),
+        per_device=True,
+        unusual=over(24, "more than a day: the value is in hours, not seconds"),
+    ),
+    Field(
+        "db",
+        "TEMPCTL_DB",
+        "db",
+        "--db",
+        "path",
+        "./tempctl.db",
+        "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, else ./tempctl.db).",
+        _not_empty,
+    ),
+    Field(
+        "settle",
+        "TEMPCTL_SETTLE",
+        "settle",
+        "--settle",
+        "float",
+        DEFAULTS["settle"],
+        "Seconds after a change before its effect is judged.",
+        between(0, 3600, "seconds"),
+        per_device=True,
+        unusual=over(900, "more than 15 min before a change is judged"),
+    ),
+    Field(
+        "hysteresis",
+        "TEMPCTL_HYSTERESIS",
+        "hysteresis",
+        "--hysteresis",
+        "float",
+        DEFAULTS["hysteresis"],
+        "°C below TEMP_THRESHOLD that counts as cool again.",
+        between(0, 10, "°C"),
+        per_device=True,
+        unusual=over(5, "more than 5 °C below TEMP_THRESHOLD before the chip counts as cool"),
+    ),
+    Field(
+        "critical",
+        "TEMPCTL_CRITICAL",
+        "critical",
+        "--critical",
+        "float",
+        DEFAULTS["critical"],
+        "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
+        between(31, ASIC_TRIP, "the firmware trips above 75 °C, axeos-api.md §9.1"),
+        per_device=True,
+    ),
+    Field(
+        "vr_threshold",
+        "TEMPCTL_VR_THRESHOLD",
+        "vr_threshold",
+        "--vr-threshold",
+        "float",
+        DEFAULTS["vr_threshold"],
+        "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
+        "(the firmware trips at 105).",
+        between(40, VR_TRIP, "the firmware trips above 105 °C, axeos-api.md §9.1"),
+        per_device=True,
+        unusual=over(95, "above 95 °C: keep the VR below about 95 °C (axeos-api.md §9.4)"),
+    ),
+    Field(
+        "critical_floor",
+        "TEMPCTL_CRITICAL_FLOOR",
+        "critical_floor",
+        "--critical-floor",
+        "float",
+        DEFAULTS["critical_floor"],
+        "Deprecated: the old name of TEMPCTL_MIN_FREQUENCY.",
+        _floor_check,
+        per_device=True,
+        deprecated="min_frequency",
+    ),
+    Field(
+        "min_frequency",
+        "TEMPCTL_MIN_FREQUENCY",
+        "min_frequency",
+        "--min-frequency",
+        "float",
+        DEFAULTS["min_frequency"],
+        "Floor (MHz) the law may go down to when SECOND_FREQUENCY cannot hold TEMP_THRESHOLD; "
+        "0 = auto: 40 % of MAX_FREQUENCY, at least 100.",
+        _floor_check,
+        unusual=under(100, "below 100 MHz: the chip barely hashes there"),
+        per_device=True,
+    ),
+    Field(
+        "law",
+        "TEMPCTL_LAW",
+        "law",
+        "--law",
+        "choice",
+        DEFAULTS["law"],
+        "Control law: model (learned device model) or levels (the fixed FIRST/SECOND levels of "
+        "tempctl 0.1).",
+        choices=("model", "levels"),
+        per_device=True,
+    ),
+    Field(
+        "restore_after_trip",
+        "TEMPCTL_RESTORE_AFTER_TRIP",
+        "restore_after_trip",
+        "--restore-after-trip",
+        "bool",
+        DEFAULTS["restore_after_trip"],
+        "After a firmware overheat trip, once cool, restore the autofan, fan and core voltage "
+        "the trip took away.",
+        per_device=True,
+    ),
+    Field(
+        "step",
+        "TEMPCTL_STEP",
+        "step",
+        "--step",
+        "float",
+        DEFAULTS["step"],
+        "Restore step (MHz).",
+        between(1, 200, "MHz"),
+        per_device=True,
+        unusual=under(5, "below 5 MHz: restoring the frequency takes many settle periods"),
+    ),
+    Field(
+        "apply",
+        "TEMPCTL_APPLY",
+        "apply",
+        "--apply",
+        "choice",
+        DEFAULTS["apply"],
+        "How a frequency change reaches the device.",
+        choices=("auto", "live", "restart"),
+        per_device=True,
+    ),
+    Field(
+        "dry_run",
+        "TEMPCTL_DRY_RUN",
+        "dry_run",
+        "--dry-run",
+        "bool",
+        DEFAULTS["dry_run"],
+        "Observe and log decisions, never write to the device.",
+    ),
+    Field(
+        "max_restarts_per_hour",
+        "TEMPCTL_MAX_RESTARTS_PER_HOUR",
+        "max_restarts_per_hour",
+        "--max-restarts-per-hour",
+        "int",
+        DEFAULTS["max_restarts_per_hour"],
+        "Most device restarts allowed per hour.",
+        between(0, 60),
+    ),
+    Field(
+        "log_level",
+        "TEMPCTL_LOG_LEVEL",
+        "log_level",
+        "--log-level",
+        "choice",
+        "INFO",
+        "Logging level.",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    Field(
+        "retention_days",
+        "TEMPCTL_RETENTION_DAYS",
+        "retention_days",
+        "--retention-days",
+        "float",
+        0.0,
+        "Raw readings older than this (days) are folded into 1-minute aggregates; 0 = keep all.",
+        between(0, 3650, "days; 0 = keep all"),
+    ),
+    Field(
+        "alert_url",
+        "TEMPCTL_ALERT_URL",
+        "alert_url",
+        "--alert-url",
+        "url",
+        "",
+        "Webhook for alerts (ntfy-compatible); empty = off.",
+        _http_url_or_empty,
+    ),
+    Field(
+        "metrics_port",
+        "TEMPCTL_METRICS_PORT",
+        "metrics_port",
+        "--metrics-port",
+        "int",
+        0,
+        "Port of the Prometheus endpoint; 0 = off.",
+        between(0, 65535),
+    ),
+    Field(
+        "metrics_host",
+        "TEMPCTL_METRICS_HOST",
+        "metrics_host",
+        "--metrics-host",
+        "host",
+        "127.0.0.1",
+        "Address the Prometheus endpoint listens on.",
+        _host,
+    ),
+)
+
+BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
+
+
+def format_value(value: object) -> str:
+    """Render a value the way a user would type it: 400 not 400.0, true not True."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(getattr(d, "url", None) or format_value(d) for d in value)
+    if isinstance(value, str) and not value.isprintable():
+        return repr(value)  # keep the error on one line and show what was really there
+    return str(value)
+
+
+__all__ = ["BY_ATTR", "FIELDS", "Field", "format_value"]
