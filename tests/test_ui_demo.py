@@ -127,7 +127,8 @@ def _values(line: dict, html: str, axis: str, height: float) -> list[float]:
 
 def test_demo_dashboard_shows_the_throttle_and_recovery(demo_log, tmp_path):
     facts = _log_facts(demo_log)
-    assert facts["lowest_mhz"] == facts["second"], "the demo never reached SECOND_FREQUENCY"
+    # the heat wave's peak is too hot for SECOND_FREQUENCY: the model law goes below it
+    assert facts["lowest_mhz"] < facts["second"], "the demo never went below SECOND_FREQUENCY"
     srv = Server(demo_log, tmp_path / "datasette.log")
     try:
         dom, _shot = render(srv, tmp_path, "dashboard-demo")
@@ -146,7 +147,7 @@ def test_demo_dashboard_shows_the_throttle_and_recovery(demo_log, tmp_path):
     freq_html = dashboard.chart(dom, "frequency")
     [freq_line] = dashboard.marks(freq_html, "line")
     mhz = _values(freq_line, freq_html, "MHz", spec["frequency"]["display"]["spec"]["height"])
-    assert min(mhz) == pytest.approx(facts["second"], abs=1.0), min(mhz)
+    assert min(mhz) == pytest.approx(facts["lowest_mhz"], abs=1.0), min(mhz)
     assert max(mhz) == pytest.approx(facts["max_mhz"], abs=1.0), max(mhz)
     after = mhz[mhz.index(min(mhz)) :]
     assert max(after) == pytest.approx(facts["max_mhz"], abs=1.0)  # and back up
