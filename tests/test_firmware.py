@@ -13,7 +13,7 @@ from itertools import pairwise
 
 import pytest
 
-from tempctl.sim.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, parse_version
+from tempctl.sim.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, version_of
 from tempctl.sim.scenario import load_scenario
 
 CONSTANT = load_scenario("constant")  # Gamma, v2.15.0, 575 MHz / 1150 mV, fan 100 %, 28 °C
@@ -117,11 +117,11 @@ def test_number_formatting_per_generation():
     assert float(fan) != round(float(fan)) and len(fan.split(".")[1]) > 7  # unrounded in v2.14+
 
 
-def test_parse_version():
-    assert parse_version("v2.13.0-12-gabc") == (2, 13, 0)
-    assert parse_version("2.15.0") == (2, 15, 0)
+def test_version_of():
+    assert version_of("v2.13.0-12-gabc") == (2, 13, 0)
+    assert version_of("2.15.0") == (2, 15, 0)
     with pytest.raises(ValueError, match="not a firmware version"):
-        parse_version("latest")
+        version_of("latest")
 
 
 # --- frequency: ramp timing and live vs restart -----------------------------------------------

@@ -120,7 +120,7 @@ def emulate(
     import threading
 
     from tempctl.sim.emulator import Emulator, parse_faults
-    from tempctl.sim.firmware import parse_version
+    from tempctl.sim.firmware import version_of
     from tempctl.sim.scenario import ScenarioError, load_scenario
 
     if not allow_remote and not is_loopback(host):
@@ -135,7 +135,7 @@ def emulate(
         raise click.BadParameter(str(e), param_hint="--faults") from None
     if firmware is not None:
         try:
-            parse_version(firmware)
+            version_of(firmware)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--firmware") from None
     try:

@@ -1,6 +1,6 @@
 """The thermal plant of a Bitaxe: power, die and VR temperature, hashrate.
 
-Pure physics, no firmware and no HTTP: the emulator (``tempctl/firmware.py``)
+Pure physics, no firmware and no HTTP: the firmware model (``tempctl/sim/firmware``)
 puts AxeOS behaviour on top. Calibrated on the measured Gamma (BM1370) data in
 ``shared/data`` (cited below as data/README §n); ``tests/test_plant.py`` checks
 the fits against copies of those CSVs.
@@ -152,6 +152,12 @@ _PARAMS = {
     "BM1368": _SUPRA,
     "BM1366": replace(_SUPRA, asic="BM1366", k_w=0.0180 * 894 / 1276, small_cores=894),
     "BM1397": replace(_SUPRA, asic="BM1397", k_w=0.0180 * 672 / 1276, small_cores=672),
+    # BM1372/BM1373 (ESP-Miner master only, axeos-api §7): no data at all, so (estimate) the
+    # Gamma's calibration with the chip name changed: the same 2040 small cores and TPS546 board
+    # as the BM1370 whose option lists it shares (§7); its 327 MHz / 1000 mV default then draws
+    # ~10.7 W. Derived, not measured: do not fit anything to it.
+    "BM1372": replace(_GAMMA, asic="BM1372"),
+    "BM1373": replace(_GAMMA, asic="BM1373"),
 }
 
 
