@@ -335,8 +335,40 @@ def _transition(p: PlantParams, a: float, g: float, s: float, dt_s: float):
     return [row[:3] for row in m[:3]], [row[3] for row in m[:3]], [row[4] for row in m[:3]]
 
 
+@functools.lru_cache(maxsize=1024)
+def _affine(p: PlantParams, a: float, g: float, s: float, dt_s: float):
+    """The step as an affine map x' = Φ·x + c_b + ambient·c_e (cached per operating point
+    and step length: the firmware model repeats both), or None for coinciding modes."""
+    modes = _modes(p, a, g, s)
+    if modes is None:
+        return None
+    lams, V, Vi, b, e = modes
+    grow = [math.exp(lam * dt_s) for lam in lams]
+    # ∫0^dt e^{λτ} dτ, with the λ → 0 limit (exactly at the runaway boundary)
+    integ = [math.expm1(lam * dt_s) / lam if lam != 0.0 else dt_s for lam in lams]
+    phi = tuple(
+        tuple(sum(V[i][k] * grow[k] * Vi[k][j] for k in range(3)) for j in range(3))
+        for i in range(3)
+    )
+    gam = [
+        [sum(V[i][k] * integ[k] * Vi[k][j] for k in range(3)) for j in range(3)] for i in range(3)
+    ]
+    cb = tuple(sum(gam[i][j] * b[j] for j in range(3)) for i in range(3))
+    ce = tuple(sum(gam[i][j] * e[j] for j in range(3)) for i in range(3))
+    return phi, cb, ce
+
+
 def _advance(p: PlantParams, a: float, g: float, s: float, x, ambient_c: float, dt_s: float):
     """Exact solution of dx/dt = A·x + b + ambient·e over dt with the inputs held."""
+    step = _affine(p, a, g, s, dt_s)
+    if step is not None:
+        (p0, p1, p2), cb, ce = step
+        x0, x1, x2 = x
+        return [
+            p0[0] * x0 + p0[1] * x1 + p0[2] * x2 + cb[0] + ambient_c * ce[0],
+            p1[0] * x0 + p1[1] * x1 + p1[2] * x2 + cb[1] + ambient_c * ce[1],
+            p2[0] * x0 + p2[1] * x1 + p2[2] * x2 + cb[2] + ambient_c * ce[2],
+        ]
     modes = _modes(p, a, g, s)
     if modes is None:
         phi, b_col, e_col = _transition(p, a, g, s, dt_s)

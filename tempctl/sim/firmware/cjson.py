@@ -11,17 +11,20 @@ __all__ = ["dumps", "f32", "round7"]
 _F32 = struct.Struct("f")
 
 
-def f32(x: float) -> float:
+def f32(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
     """The double a C ``float`` becomes when cJSON prints it (the binary tail)."""
     try:
-        return _F32.unpack(_F32.pack(x))[0]
+        return _unpack(_pack(x))[0]
     except OverflowError:
         return x
 
 
-def round7(x: float) -> float:
+def round7(x: float, _pack=_F32.pack, _unpack=_F32.unpack) -> float:
     """v2.12+: cjson_utils.c rounds float telemetry to 7 decimal places."""
-    return round(f32(x), 7)
+    try:
+        return round(_unpack(_pack(x))[0], 7)
+    except OverflowError:
+        return round(x, 7)
 
 
 def _number(x: float) -> str:
