@@ -10,7 +10,7 @@ import functools
 import math
 import zlib
 
-__all__ = ["quantize", "smooth_noise", "step_noise", "unit"]
+__all__ = ["key_hash", "quantize", "smooth_noise", "step_noise", "step_noise_hashed", "unit"]
 
 _M64 = (1 << 64) - 1
 
@@ -24,14 +24,14 @@ def _mix(x: int) -> int:
 
 
 @functools.lru_cache(maxsize=4096)
-def _key_hash(seed: int, key: str) -> int:
-    # the (seed, key) part of ``unit`` is the same on every call: hash it once
+def key_hash(seed: int, key: str) -> int:
+    """The (seed, key) part of ``unit``: the same on every call, so callers may keep it."""
     return _mix(_mix(seed & _M64) ^ zlib.crc32(key.encode()))
 
 
 def unit(seed: int, key: str, k: int) -> float:
     """Deterministic value in [-1, 1) for (seed, key, k), independent of any call order."""
-    return _mix(_key_hash(seed, key) ^ (k & _M64)) / 2.0**63 - 1.0
+    return _mix(key_hash(seed, key) ^ (k & _M64)) / 2.0**63 - 1.0
 
 
 def smooth_noise(seed: int, key: str, t: float, period: float) -> float:
@@ -45,6 +45,11 @@ def smooth_noise(seed: int, key: str, t: float, period: float) -> float:
 def step_noise(seed: int, key: str, t: float, period: float) -> float:
     """Deterministic noise in [-1, 1), constant over each ``period`` s."""
     return unit(seed, key, math.floor(t / period))
+
+
+def step_noise_hashed(hashed: int, t: float, period: float) -> float:
+    """``step_noise`` with the key already hashed by ``key_hash`` (same values)."""
+    return _mix(hashed ^ (math.floor(t / period) & _M64)) / 2.0**63 - 1.0
 
 
 def quantize(x: float, step: float) -> float:

@@ -10,8 +10,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tempctl.sim.firmware.boards import ASIC_OPTIONS
-from tempctl.sim.firmware.cjson import dumps, f32, round7
-from tempctl.sim.firmware.noise import quantize, smooth_noise, step_noise
+from tempctl.sim.firmware.cjson import dumps, f32, f32_many, round7, round7_many
+from tempctl.sim.firmware.noise import (
+    key_hash,
+    quantize,
+    smooth_noise,
+    step_noise,
+    step_noise_hashed,
+)
 from tempctl.sim.firmware.states import BOOTING, COOLDOWN, DOWN, MINING, PAUSED, STOPPED
 from tempctl.sim.firmware.stats import StatsRing
 from tempctl.sim.firmware.trip import COOLDOWN_CHECK_S
@@ -138,8 +144,13 @@ class TelemetryMixin(_Base):
 
     @property
     def _fl(self):
-        """``_float`` without the version test per call (the info body calls it ~20 times)."""
+        """``_float`` without the version test per call."""
         return round7 if self.v >= (2, 12, 0) else f32
+
+    @property
+    def _fl_many(self):
+        """``_float`` of several values at once (one struct pack for the lot)."""
+        return round7_many if self.v >= (2, 12, 0) else f32_many
 
     def _fan_reported(self) -> float:
         if self.v < (2, 13, 0):
@@ -158,23 +169,34 @@ class TelemetryMixin(_Base):
         s = self.sample
         hashing = self._hashing()
         hashrate = self._hashrate_value()
-        fl = self._fl
+        power, voltage, current, temp, temp2, actual, expected, hashrate_fl = self._fl_many(
+            (
+                s.power,
+                s.voltage_mv,
+                s.current_ma,
+                s.temp,
+                s.temp2,
+                self.actual_mhz,
+                self._expected_hashrate(),
+                hashrate,
+            )
+        )
         # §9.3: v2.14+ reads a RAM copy that a poller practically never sees at 1
         overheat_visible = self.overheat_mode if self.v < (2, 14, 0) else 0
         fan_rpm = self.params.fan_rpm(self.fan_pct)
         values: dict[str, object] = {
-            "power": fl(s.power),
-            "voltage": fl(s.voltage_mv),
-            "current": fl(s.current_ma),
-            "temp": fl(s.temp),
-            "temp2": fl(s.temp2),
+            "power": power,
+            "voltage": voltage,
+            "current": current,
+            "temp": temp,
+            "temp2": temp2,
             "vrTemp": s.vr,
             "coreVoltage": self.nvs_mv,
             "coreVoltageActual": s.core_mv,
             "frequency": self.nvs_mhz if self.v >= (2, 10, 0) else int(self.nvs_mhz),
-            "actualFrequency": fl(self.actual_mhz),
-            "expectedHashrate": fl(self._expected_hashrate()),
-            "hashRate": fl(hashrate) if self.v >= (2, 12, 0) else hashrate,
+            "actualFrequency": actual,
+            "expectedHashrate": expected,
+            "hashRate": hashrate_fl if self.v >= (2, 12, 0) else hashrate,
             "fanspeed": self._fan_reported(),
             "fanrpm": fan_rpm,
             "fan2rpm": max(0, fan_rpm - 30) if self.board.fans > 1 else 0,
@@ -225,18 +247,31 @@ class TelemetryMixin(_Base):
             out[key] = fl(self._hr_avg[tau] / warm) if warm > 1e-6 else 0
         return out
 
+    def _monitor_keys(self) -> list[tuple[int, tuple[int, ...]]]:
+        keys = getattr(self, "_monitor_key_cache", None)
+        if keys is None:
+            seed = self.seed
+            keys = [
+                (key_hash(seed, f"chip{i}"), tuple(key_hash(seed, f"dom{i}.{d}") for d in range(4)))
+                for i in range(self.board.chips)
+            ]
+            self._monitor_key_cache = keys
+        return keys
+
     def _hashrate_monitor(self, hashrate: float) -> dict:
         asics = []
         chips = self.board.chips
-        fl, seed, t = self._fl, self.seed, self.t
-        for i in range(chips):
-            total = hashrate / chips * (1.0 + 0.01 * step_noise(seed, f"chip{i}", t, 1.0))
-            domains = [
-                fl(total / 4 * (1.0 + 0.01 * step_noise(seed, f"dom{i}.{d}", t, 1.0)))
-                for d in range(4)
-            ]
+        fl, t = self._fl_many, self.t
+        for i, (chip_key, dom_keys) in enumerate(self._monitor_keys()):
+            total = hashrate / chips * (1.0 + 0.01 * step_noise_hashed(chip_key, t, 1.0))
+            total_fl, *domains = fl(
+                (
+                    total,
+                    *(total / 4 * (1.0 + 0.01 * step_noise_hashed(k, t, 1.0)) for k in dom_keys),
+                )
+            )
             errors = int(self.shares * (0.05 + 0.01 * i))
-            asics.append({"total": fl(total), "errorCount": errors, "domains": domains})
+            asics.append({"total": total_fl, "errorCount": errors, "domains": domains})
         return {"asics": asics}
 
     def info_bytes(self, body: dict | None = None) -> bytes:
