@@ -350,3 +350,67 @@ def test_patch_200_still_empty_on_master():
         assert (r.status_code, r.text) == (200, "")
         with pytest.raises(MissingData):  # §3: the spec promises JSON, the firmware sends none
             MASTER.validate_response(RequestsOpenAPIRequest(r.request), RequestsOpenAPIResponse(r))
+
+
+# --- /api/ws/live (v2.14+, §3) -------------------------------------------------------------
+
+WS_KEY = base64.b64encode(b"0123456789abcdef").decode()
+
+
+def ws_connect(emu):
+    host, port = emu.urls[0].removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+    sock.sendall(
+        (
+            "GET /api/ws/live HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {WS_KEY}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    f = sock.makefile("rb")
+    status = f.readline()
+    headers = {}
+    while (line := f.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return sock, f, status, headers
+
+
+def ws_message(f):
+    b0, b1 = f.read(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(f.read(2), "big")
+    elif n == 127:
+        n = int.from_bytes(f.read(8), "big")
+    return b0 & 0x0F, f.read(n)
+
+
+def test_ws_live_sends_the_full_object_then_changes():
+    from tempctl.sim.emulator.live import accept_key
+
+    with emulator() as emu:
+        sock, f, status, headers = ws_connect(emu)
+        with sock:
+            assert status.startswith(b"HTTP/1.1 101")
+            assert headers["sec-websocket-accept"] == accept_key(WS_KEY)
+            opcode, payload = ws_message(f)
+            first = json.loads(payload)
+            assert opcode == 1 and first["event"] == "update"
+            assert first["data"]["version"] == "v2.15.0" and "temp" in first["data"]
+            advance(emu, 30)  # time moves: the next update carries only what changed
+            opcode, payload = ws_message(f)
+            update = json.loads(payload)["data"]
+            assert "uptimeSeconds" in update and "version" not in update
+            sock.sendall(bytes([0x88, 0x80, 0, 0, 0, 0]))  # masked close
+            while (msg := ws_message(f))[0] == 0x1:
+                pass  # an update may have been on its way
+            assert msg[0] == 0x8
+
+
+def test_ws_live_only_from_v214_and_only_as_an_upgrade():
+    with emulator("v2.13.2", asic="hex") as emu:
+        r = requests.get(emu.urls[0] + "/api/ws/live", timeout=TIMEOUT)
+        assert r.status_code == 404 and r.json() == {"error": "unknown route"}
+    with emulator() as emu:
+        assert requests.get(emu.urls[0] + "/api/ws/live", timeout=TIMEOUT).status_code == 400

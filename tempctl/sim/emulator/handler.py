@@ -13,6 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from tempctl.sim.emulator import live
 from tempctl.sim.emulator.faults import (
     GET_FAULTS,
     INFO_FAULTS,
@@ -131,6 +132,7 @@ class Handler(BaseHTTPRequestHandler):
             self._control(method, url.path, body)
             return
         d = self.server.device
+        self._live: dict | None = None
         with d.lock:
             fw = d.firmware
             fw.advance(self.emulator.device_time())
@@ -152,6 +154,8 @@ class Handler(BaseHTTPRequestHandler):
                 )
                 return
             self._route(d, method, url.path, parse_qs(url.query), body)
+        if self._live is not None:
+            live.stream(self, d, self._live)
 
     def _authorized(self, method: str, path: str) -> bool:
         emu = self.emulator
@@ -230,6 +234,9 @@ class Handler(BaseHTTPRequestHandler):
         elif path == "/api/system/identify" and method == "POST" and v >= (2, 12, 0):
             msg = {"message": 'The device says "Hi!" for 30 seconds.'}
             self._send(200, "application/json", dumps(msg, pretty=fw.pretty).encode())
+        elif path == "/api/ws/live" and method == "GET" and v >= (2, 14, 0):
+            if live.handshake(self):
+                self._live = fw.info()  # streamed after the device lock is released
         elif path == "/" and method == "GET":
             self._send(200, "text/html", INDEX_HTML, cors=False)
         else:
