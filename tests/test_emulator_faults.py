@@ -414,3 +414,57 @@ def test_ws_live_only_from_v214_and_only_as_an_upgrade():
         assert r.status_code == 404 and r.json() == {"error": "unknown route"}
     with emulator() as emu:
         assert requests.get(emu.urls[0] + "/api/ws/live", timeout=TIMEOUT).status_code == 400
+
+
+# --- the command line ------------------------------------------------------------------------
+
+
+def test_emulate_command_with_the_new_flags(tmp_path):
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    secret = tmp_path / "password"
+    secret.write_text("hunter2\n")
+    cmd = [sys.executable, "-m", "tempctl", "emulate", "--port", "0", "--asic", "BM1373"]
+    cmd += ["--version-label", "v2.16.0-dev", "--password-file", str(secret)]
+    cmd += ["--faults", "pool_down"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=HERE.parent, text=True
+    )
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 30)
+        assert ready, f"no URL within 30 s; stderr: {proc.stderr.read() if proc.poll() else ''}"
+        url = proc.stdout.readline().strip()
+        body = requests.get(url + "/api/system/info", timeout=TIMEOUT).json()
+        assert (body["ASICModel"], body["version"], body["hashRate"]) == (
+            "BM1373",
+            "v2.16.0-dev",
+            0,
+        )
+        data = json.dumps({"frequency": 400})
+        assert requests.patch(url + "/api/system", data=data, timeout=TIMEOUT).status_code == 401
+        r = requests.patch(url + "/api/system", data=data, timeout=TIMEOUT, headers=auth("hunter2"))
+        assert r.status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_emulate_help_names_every_fault_knob():
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+    from tempctl.sim.emulator import FAULT_NAMES
+
+    result = CliRunner().invoke(cli, ["emulate", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for name in FAULT_NAMES:
+        assert name in text, name
+    for flag in ("--version-label", "--password-file", "--auth-read-required", "BM1373"):
+        assert flag in text
