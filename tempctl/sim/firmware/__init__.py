@@ -3,7 +3,8 @@
 The pieces: ``versions`` (generations, key tables), ``boards`` (§10 boards, plant
 constants), ``bodies`` (info templates), ``cjson`` (the firmware's JSON printing),
 ``patch`` (PATCH validation), ``fan`` (the fan PID), ``ramp`` (frequency ramps),
-``trip`` (overheat protection), ``stats`` (the statistics ring), ``telemetry`` (samples
+``trip`` (overheat protection), ``stops`` (no pool, power and
+hardware faults), ``stats`` (the statistics ring), ``telemetry`` (samples
 and the info body) and ``device`` (``Firmware``, composing them).
 """
 

@@ -38,6 +38,7 @@ from tempctl.sim.firmware.states import (
     STOPPED,
 )
 from tempctl.sim.firmware.stats import StatsRing
+from tempctl.sim.firmware.stops import RESUME_S, StopsMixin
 from tempctl.sim.firmware.telemetry import AVERAGES, Sample, TelemetryMixin
 from tempctl.sim.firmware.trip import OverheatMixin
 from tempctl.sim.firmware.versions import loop_period_s, version_of
@@ -49,11 +50,7 @@ if TYPE_CHECKING:  # only the Scenario interface is used (fields + ambient(t))
 __all__ = ["Firmware"]
 
 RESTART_REPLY_S = 1.0  # §6: handler waits 1 s after replying, then esp_restart()
-RESUME_S = 3.0  # §3: resume re-init takes about 3 s
 PAUSE_FAN_PCT = 30.0  # §3 / §9.4: paused, and (v2.14+) no pool reachable (§14)
-# (estimate) fault texts: the reference names the keys, not their values
-POWER_FAULT_TEXT = "TPS546 fault: VOUT under-voltage"
-HARDWARE_FAULT_TEXT = "Peripheral fault: fan controller not responding"
 
 # Sub-stepping: fine steps keep PID/trip timing right; coarse steps make hour jumps cheap once the
 # device sits at equilibrium (the plant's discretisation is exact, so only the fan loop needs care).
@@ -65,7 +62,7 @@ INITIAL_UPTIME_S = 3600.0  # a fresh emulator has been mining for an hour
 SHARES_PER_GH_S = 1e9 / (1000 * 2**32)  # shares at pool difficulty 1000, per GH/s and second
 
 
-class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin):
+class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
     """One emulated Bitaxe. Deterministic: same seed + same call sequence -> same bodies.
 
     ``version_label`` is what ``version`` shows (e.g. "virtual" or a git hash) while the
@@ -431,49 +428,6 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin):
             self.target_mhz = self.nvs_mhz
             if self.applied_mv > 0:
                 self._start_ramp(start, self.nvs_mhz)
-
-    # -- stops that are not overheats (§14) ----------------------------------------------------
-
-    def _stop_reason(self) -> str | None:
-        if self.hardware_fault is not None and self.v >= (2, 14, 0):
-            return "hardware_fault"  # power_management_task.c ~l.154
-        if self.power_fault is not None and self.v >= (2, 6, 0):
-            return "power_fault"
-        if self.pool_down and self.v >= (2, 14, 0):
-            return "pool_down"  # power_management_task.c ~l.144
-        return None
-
-    def _stop_mining(self) -> None:
-        self.phase = STOPPED
-        self._ramp = None
-        self._after_ramp = None
-        self._apply_at = None
-        self.actual_mhz = self.target_mhz = BOOT_MHZ
-        self.applied_mv = 0
-
-    def set_conditions(
-        self,
-        *,
-        pool_down: bool | None = None,
-        power_fault: str | None | bool = None,
-        hardware_fault: str | None | bool = None,
-    ) -> None:
-        """Fault knobs: no pool reachable, a TPS546 fault, a peripheral fault (True = the
-        default text, False = cleared, None = unchanged). Mining stops while one lasts and
-        resumes (about 3 s of re-init, then the ramp) once all have cleared."""
-        if pool_down is not None:
-            self.pool_down = bool(pool_down)
-        if power_fault is not None:
-            self.power_fault = POWER_FAULT_TEXT if power_fault is True else (power_fault or None)
-        if hardware_fault is not None:
-            text = HARDWARE_FAULT_TEXT if hardware_fault is True else (hardware_fault or None)
-            self.hardware_fault = text
-        reason = self._stop_reason()
-        if reason is not None and self.phase == MINING:
-            self._stop_mining()
-        elif reason is None and self.phase == STOPPED:
-            self.phase = BOOTING
-            self._asic_at = self.t + RESUME_S
 
     # -- fan -----------------------------------------------------------------------------------
 
