@@ -49,6 +49,10 @@ class Sample:
 
 class TelemetryMixin(_Base):
     stats: StatsRing
+    # False: info() leaves hashrateMonitor and the hashRate_1m/10m/1h averages at their
+    # template values. For in-process users that read neither (``simulate``: parse_info
+    # does not), it saves a third of the cost of a body.
+    full_body = True
 
     # -- sampling (the power-management loop, §4.3) -----------------------------------------
 
@@ -224,14 +228,14 @@ class TelemetryMixin(_Base):
         for key, value in values.items():
             if key in body:
                 body[key] = value
-        if "hashRate_1m" in body:
+        if "hashRate_1m" in body and self.full_body:
             body.update(self._hashrate_averages())
         # §4.1 / §14: only present while the fault lasts (system_api_json.c ~l.111-116)
         if self.power_fault is not None and self.v >= (2, 6, 0):
             body["power_fault"] = self.power_fault
         if self.hardware_fault is not None and self.v >= (2, 14, 0):
             body["hardware_fault"] = self.hardware_fault
-        if "hashrateMonitor" in body:
+        if "hashrateMonitor" in body and self.full_body:
             if hashing or (self.v < (2, 14, 0) and self.phase != DOWN):
                 body["hashrateMonitor"] = self._hashrate_monitor(hashrate)
             else:
