@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,14 @@ class PlantParams:
     power_offset_w: float = 5.0  # TPS546 boards report Vout·Iout + 5 W (axeos-api §10)
     temp_step_c: float = 0.125  # sensor resolution: EMC2101 external 0.125, internal 1 °C
     hash_noise: float = 0.02
+
+    def __hash__(self) -> int:
+        # The plant's caches key on these params at every step: hash the ~25 fields once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
 
     def fan_scale(self, fan_pct: float) -> float:
         return self.fan_effect.scale(fan_pct, self.fan_ref_pct)

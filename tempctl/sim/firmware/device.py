@@ -15,6 +15,7 @@ Simplifications (documented, not hidden):
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import TYPE_CHECKING
 
@@ -60,6 +61,13 @@ FAN_QUANTUM_PCT = 0.25  # duty steps fed to the plant: the PWM register is coars
 # keeps the plant's cached transition matrices hot (a cache miss costs ~1 ms)
 INITIAL_UPTIME_S = 3600.0  # a fresh emulator has been mining for an hour
 SHARES_PER_GH_S = 1e9 / (1000 * 2**32)  # shares at pool difficulty 1000, per GH/s and second
+
+
+@functools.lru_cache(maxsize=256)
+def _ema_weights(dt: float) -> tuple[float, tuple[float, ...]]:
+    """EMA weights for a step of ``dt``: the slow hashRate lag, then the rolling averages
+    (sub-steps repeat a few lengths, so the exponentials are cached)."""
+    return 1.0 - math.exp(-dt / 60.0), tuple(1.0 - math.exp(-dt / tau) for tau, _ in AVERAGES)
 
 
 class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
@@ -300,12 +308,12 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
     def _account(self, dt: float, running: bool) -> None:
         true_hr = self._expected_true() if running else 0.0
         # <= v2.10: nonce-count estimate over ~2 min (§4.1 hashRate): a slow lag
-        a = 1.0 - math.exp(-dt / 60.0)
-        self._hr_slow += a * (true_hr - self._hr_slow)
+        a_slow, a_avg = _ema_weights(dt)
+        self._hr_slow += a_slow * (true_hr - self._hr_slow)
         self._hr_avg_age += dt
         avg = self._hr_avg
-        for tau in avg:
-            avg[tau] += (1.0 - math.exp(-dt / tau)) * (true_hr - avg[tau])
+        for (tau, value), a in zip(avg.items(), a_avg):
+            avg[tau] = value + a * (true_hr - value)
         if not self.pool_down:  # no pool, no shares
             self.shares += true_hr * SHARES_PER_GH_S * dt
 
