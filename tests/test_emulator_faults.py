@@ -22,6 +22,7 @@ from openapi_core.contrib.requests import RequestsOpenAPIRequest, RequestsOpenAP
 from openapi_core.validation.response.exceptions import InvalidData, MissingData
 
 from tempctl.core.clock import FakeClock
+from tempctl.device import parse_info
 from tempctl.sim.emulator import Emulator
 
 HERE = Path(__file__).parent
@@ -305,6 +306,9 @@ def test_each_trip_takes_another_100_and_the_second_on_a_gamma_stalls():
         # 950 mV is below the TPS546's 1.0 V minimum: answers, but no core power (§14)
         assert (body["frequency"], body["coreVoltage"]) == (375, 950)
         assert body["hashRate"] == 0 and body["temp"] == -1
+        # not the trip signature (§9.3): the PLL setting is not 50 and hashing is expected
+        assert body["actualFrequency"] == 375 and body["expectedHashrate"] == 765
+        assert parse_info(body, "d", 0).overheat is False
         st = state(emu)
         assert st["stalled"] and st["phase"] == "mining" and st["overheat_trips"] == 2
         # restoring a valid voltage brings it back

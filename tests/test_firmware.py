@@ -409,3 +409,19 @@ def test_asic_endpoint_by_version():
         "voltageOptions",
     ]
     assert (new["defaultFrequency"], new["frequencyOptions"][-1]) == (525, 625)
+
+
+def test_second_trip_stalls_a_gamma_on_v213_too():
+    # §9.2/§14: v2.11-v2.13 cut the core at once; 1150 -> 1050 -> 950 mV, below the TPS546's
+    # 1.0 V minimum, so the second recovery leaves the device answering but not hashing.
+    fw = Firmware(load_scenario("constant"), firmware="v2.13.2", asic="BM1370")
+    for trips in (1, 2):
+        assert fw.force_overheat()
+        fw.advance(fw.t + 60)
+        assert fw.overheat_trips == trips
+    body = fw.info()
+    assert (body["coreVoltage"], body["frequency"], body["hashRate"]) == (950, 375, 0)
+    assert fw.state()["stalled"] and fw.reachable()
+    assert fw.patch(b'{"coreVoltage": 1100}')[0] == 200
+    fw.advance(fw.t + 20)
+    assert fw.info()["hashRate"] > 0 and not fw.state()["stalled"]

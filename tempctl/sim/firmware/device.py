@@ -372,6 +372,8 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
 
         §14: the TPS546 refuses a setpoint below its minimum (main/power/vcore.c ~l.74,
         TPS546.c ~l.1028-1030); the rail was off, so it stays off and the device stalls.
+        (estimate) The firmware does not notice: it ramps ``actualFrequency`` to the setting
+        and reports the expected hashrate, but the chip hashes nothing and reads -1.
         """
         self._frozen_hashrate = None
         self._next_sample_at = self.t
@@ -382,8 +384,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         self.applied_mv = self._regulator(self.nvs_mv, self.applied_mv)
         self.actual_mhz = BOOT_MHZ
         self.target_mhz = self.nvs_mhz
-        if self.applied_mv > 0:
-            self._start_ramp(BOOT_MHZ, self.nvs_mhz)
+        self._start_ramp(BOOT_MHZ, self.nvs_mhz)
 
     def _start_ramp(self, start: float, target: float) -> None:
         self._ramp = Ramp(start, target, self.t)
@@ -434,8 +435,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
             if (2, 2, 0) <= self.v < (2, 6, 0) and self.board.asic != "BM1368":
                 start = 56.25  # §5.3: the shared BM1368 ramp starts from 56.25 MHz on other chips
             self.target_mhz = self.nvs_mhz
-            if self.applied_mv > 0:
-                self._start_ramp(start, self.nvs_mhz)
+            self._start_ramp(start, self.nvs_mhz)
 
     # -- fan -----------------------------------------------------------------------------------
 

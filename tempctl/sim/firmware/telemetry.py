@@ -138,8 +138,8 @@ class TelemetryMixin(_Base):
         return self._hr_slow * (1.0 + 0.07 * smooth_noise(self.seed, "hr", self.t, 30.0))
 
     def _expected_hashrate(self) -> float:
-        if not self._hashing() or self.phase != MINING:
-            return 0.0
+        if self.phase != MINING:
+            return 0.0  # §4.1: 0 while stopped (a stalled device still counts: it is MINING)
         f = self.target_mhz if self.v >= (2, 11, 0) else self.nvs_mhz  # §4.1 expectedHashrate
         return f * self.board.small_cores * self.board.chips / 1000.0
 
