@@ -24,7 +24,26 @@ realm="Bitaxe"``; writes always need it, reads only with ``auth_read_required``
 (the PR's ``authReadRequired``). Any user name is accepted (estimate).
 """
 
-from tempctl.sim.emulator.faults import FAULT_NAMES, FaultSpec, parse_faults
+from tempctl.sim.emulator.faults import (
+    CONDITION_FAULTS,
+    FAULT_NAMES,
+    GET_FAULTS,
+    INFO_FAULTS,
+    PATCH_FAULTS,
+    RESTART_FAULTS,
+    FaultSpec,
+    parse_faults,
+)
 from tempctl.sim.emulator.server import Emulator
 
-__all__ = ["FAULT_NAMES", "Emulator", "FaultSpec", "parse_faults"]
+__all__ = [
+    "CONDITION_FAULTS",
+    "FAULT_NAMES",
+    "GET_FAULTS",
+    "INFO_FAULTS",
+    "PATCH_FAULTS",
+    "RESTART_FAULTS",
+    "Emulator",
+    "FaultSpec",
+    "parse_faults",
+]
