@@ -13,7 +13,7 @@ from itertools import pairwise
 
 import pytest
 
-from tempctl.sim.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, parse_version
+from tempctl.sim.firmware import BODIES_DIR, TEMPLATES, Firmware, dumps, version_of
 from tempctl.sim.scenario import load_scenario
 
 CONSTANT = load_scenario("constant")  # Gamma, v2.15.0, 575 MHz / 1150 mV, fan 100 %, 28 °C
@@ -117,11 +117,11 @@ def test_number_formatting_per_generation():
     assert float(fan) != round(float(fan)) and len(fan.split(".")[1]) > 7  # unrounded in v2.14+
 
 
-def test_parse_version():
-    assert parse_version("v2.13.0-12-gabc") == (2, 13, 0)
-    assert parse_version("2.15.0") == (2, 15, 0)
+def test_version_of():
+    assert version_of("v2.13.0-12-gabc") == (2, 13, 0)
+    assert version_of("2.15.0") == (2, 15, 0)
     with pytest.raises(ValueError, match="not a firmware version"):
-        parse_version("latest")
+        version_of("latest")
 
 
 # --- frequency: ramp timing and live vs restart -----------------------------------------------
@@ -409,3 +409,19 @@ def test_asic_endpoint_by_version():
         "voltageOptions",
     ]
     assert (new["defaultFrequency"], new["frequencyOptions"][-1]) == (525, 625)
+
+
+def test_second_trip_stalls_a_gamma_on_v213_too():
+    # §9.2/§14: v2.11-v2.13 cut the core at once; 1150 -> 1050 -> 950 mV, below the TPS546's
+    # 1.0 V minimum, so the second recovery leaves the device answering but not hashing.
+    fw = Firmware(load_scenario("constant"), firmware="v2.13.2", asic="BM1370")
+    for trips in (1, 2):
+        assert fw.force_overheat()
+        fw.advance(fw.t + 60)
+        assert fw.overheat_trips == trips
+    body = fw.info()
+    assert (body["coreVoltage"], body["frequency"], body["hashRate"]) == (950, 375, 0)
+    assert fw.state()["stalled"] and fw.reachable()
+    assert fw.patch(b'{"coreVoltage": 1100}')[0] == 200
+    fw.advance(fw.t + 20)
+    assert fw.info()["hashRate"] > 0 and not fw.state()["stalled"]

@@ -48,14 +48,37 @@ from tempctl.cli.base import cli, is_loopback
     "--asic",
     metavar="MODEL",
     default=None,
-    help="BM1370, BM1368, BM1366, BM1397 or hex [default: the scenario's].",
+    help="BM1370, BM1368, BM1366, BM1397, BM1372, BM1373 (v2.15+) or hex "
+    "[default: the scenario's].",
+)
+@click.option(
+    "--version-label",
+    metavar="TEXT",
+    default=None,
+    help="Report TEXT as `version` (e.g. virtual, a git hash) while behaving as --firmware.",
+)
+@click.option(
+    "--password-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="HTTP Basic auth as in ESP-Miner PR #1750: the file's first line is the password; "
+    'requests without it get 401 {"authRequired":1}. Writes only, unless --auth-read-required.',
+)
+@click.option(
+    "--auth-read-required",
+    is_flag=True,
+    help="With --password-file: GETs need the password too (the PR's authReadRequired).",
 )
 @click.option(
     "--faults",
     metavar="SPEC",
     default=None,
     help="Fault injection: name=probability or bare name (always), comma-separated, "
-    "e.g. timeout=0.05,5xx=0.1,reboot=0.001.",
+    "e.g. timeout=0.05,5xx=0.1,reboot=0.001. Per request: timeout, 5xx, reboot, overheat, "
+    "sensor_m1, sensor_0, sensor_127, wrong_types, missing, mac_change, huge, truncated, "
+    "malformed, patch_ignored, patch_400, restart_fail. Lasting conditions that stop mining "
+    "(bare: while named; name=p: an info request starts one for 60 plant-s): pool_down "
+    "(v2.14+, fan 30 %), power_fault (v2.6+), hardware_fault (v2.14+).",
 )
 @click.option(
     "--seed",
@@ -97,6 +120,9 @@ def emulate(
     scale,
     firmware,
     asic,
+    version_label,
+    password_file,
+    auth_read_required,
     faults,
     seed,
     devices,
@@ -120,7 +146,7 @@ def emulate(
     import threading
 
     from tempctl.sim.emulator import Emulator, parse_faults
-    from tempctl.sim.firmware import parse_version
+    from tempctl.sim.firmware import version_of
     from tempctl.sim.scenario import ScenarioError, load_scenario
 
     if not allow_remote and not is_loopback(host):
@@ -135,9 +161,15 @@ def emulate(
         raise click.BadParameter(str(e), param_hint="--faults") from None
     if firmware is not None:
         try:
-            parse_version(firmware)
+            version_of(firmware)
         except ValueError as e:
             raise click.BadParameter(str(e), param_hint="--firmware") from None
+    password = None
+    if password_file is not None:
+        with open(password_file, encoding="utf-8") as fh:
+            password = fh.readline().rstrip("\r\n")
+        if not password:
+            raise click.BadParameter("the file's first line is empty", param_hint="--password-file")
     try:
         scn = load_scenario(scenario)
         emu = Emulator(
@@ -152,6 +184,9 @@ def emulate(
             seed=seed,
             start_hours=start_hours,
             private_ip_check=private_ip_check,
+            version_label=version_label,
+            password=password,
+            auth_read_required=auth_read_required,
         )
         emu.start()
     except (ScenarioError, ValueError, OSError) as e:

@@ -1,6 +1,6 @@
 """The thermal plant of a Bitaxe: power, die and VR temperature, hashrate.
 
-Pure physics, no firmware and no HTTP: the emulator (``tempctl/firmware.py``)
+Pure physics, no firmware and no HTTP: the firmware model (``tempctl/sim/firmware``)
 puts AxeOS behaviour on top. Calibrated on the measured Gamma (BM1370) data in
 ``shared/data`` (cited below as data/README §n); ``tests/test_plant.py`` checks
 the fits against copies of those CSVs.
@@ -26,7 +26,7 @@ from __future__ import annotations
 import functools
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,14 @@ class PlantParams:
     temp_step_c: float = 0.125  # sensor resolution: EMC2101 external 0.125, internal 1 °C
     hash_noise: float = 0.02
 
+    def __hash__(self) -> int:
+        # The plant's caches key on these params at every step: hash the ~25 fields once.
+        cached = self.__dict__.get("_hash")
+        if cached is None:
+            cached = hash(tuple(getattr(self, f.name) for f in fields(self)))
+            object.__setattr__(self, "_hash", cached)
+        return cached
+
     def fan_scale(self, fan_pct: float) -> float:
         return self.fan_effect.scale(fan_pct, self.fan_ref_pct)
 
@@ -152,6 +160,12 @@ _PARAMS = {
     "BM1368": _SUPRA,
     "BM1366": replace(_SUPRA, asic="BM1366", k_w=0.0180 * 894 / 1276, small_cores=894),
     "BM1397": replace(_SUPRA, asic="BM1397", k_w=0.0180 * 672 / 1276, small_cores=672),
+    # BM1372/BM1373 (ESP-Miner master only, axeos-api §7): no data at all, so (estimate) the
+    # Gamma's calibration with the chip name changed: the same 2040 small cores and TPS546 board
+    # as the BM1370 whose option lists it shares (§7); its 327 MHz / 1000 mV default then draws
+    # ~10.7 W. Derived, not measured: do not fit anything to it.
+    "BM1372": replace(_GAMMA, asic="BM1372"),
+    "BM1373": replace(_GAMMA, asic="BM1373"),
 }
 
 
@@ -329,8 +343,40 @@ def _transition(p: PlantParams, a: float, g: float, s: float, dt_s: float):
     return [row[:3] for row in m[:3]], [row[3] for row in m[:3]], [row[4] for row in m[:3]]
 
 
+@functools.lru_cache(maxsize=1024)
+def _affine(p: PlantParams, a: float, g: float, s: float, dt_s: float):
+    """The step as an affine map x' = Φ·x + c_b + ambient·c_e (cached per operating point
+    and step length: the firmware model repeats both), or None for coinciding modes."""
+    modes = _modes(p, a, g, s)
+    if modes is None:
+        return None
+    lams, V, Vi, b, e = modes
+    grow = [math.exp(lam * dt_s) for lam in lams]
+    # ∫0^dt e^{λτ} dτ, with the λ → 0 limit (exactly at the runaway boundary)
+    integ = [math.expm1(lam * dt_s) / lam if lam != 0.0 else dt_s for lam in lams]
+    phi = tuple(
+        tuple(sum(V[i][k] * grow[k] * Vi[k][j] for k in range(3)) for j in range(3))
+        for i in range(3)
+    )
+    gam = [
+        [sum(V[i][k] * integ[k] * Vi[k][j] for k in range(3)) for j in range(3)] for i in range(3)
+    ]
+    cb = tuple(sum(gam[i][j] * b[j] for j in range(3)) for i in range(3))
+    ce = tuple(sum(gam[i][j] * e[j] for j in range(3)) for i in range(3))
+    return phi, cb, ce
+
+
 def _advance(p: PlantParams, a: float, g: float, s: float, x, ambient_c: float, dt_s: float):
     """Exact solution of dx/dt = A·x + b + ambient·e over dt with the inputs held."""
+    step = _affine(p, a, g, s, dt_s)
+    if step is not None:
+        (p0, p1, p2), cb, ce = step
+        x0, x1, x2 = x
+        return [
+            p0[0] * x0 + p0[1] * x1 + p0[2] * x2 + cb[0] + ambient_c * ce[0],
+            p1[0] * x0 + p1[1] * x1 + p1[2] * x2 + cb[1] + ambient_c * ce[1],
+            p2[0] * x0 + p2[1] * x1 + p2[2] * x2 + cb[2] + ambient_c * ce[2],
+        ]
     modes = _modes(p, a, g, s)
     if modes is None:
         phi, b_col, e_col = _transition(p, a, g, s, dt_s)
