@@ -25,7 +25,7 @@ from ipaddress import ip_address
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
 
-from tempctl.device import normalize_url
+from tempctl.device import normalize_url, read_password_file
 
 DEFAULT_CONFIG_PATH = "/etc/tempctl/tempctl.toml"
 CONFIG_ENV = "TEMPCTL_CONFIG"
@@ -128,6 +128,16 @@ def _host(v: str) -> str | None:
     if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
         return None
     return "must be a host name or IP address"
+
+
+def _password_file_or_empty(v: str) -> str | None:
+    if not v:
+        return None
+    try:
+        read_password_file(v)  # the problem names the file, never the password
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _not_empty(v: str) -> str | None:
@@ -393,6 +403,18 @@ FIELDS: tuple[Field, ...] = (
         "Address the Prometheus endpoint listens on.",
         _host,
     ),
+    Field(
+        "device_password_file",
+        "TEMPCTL_DEVICE_PASSWORD_FILE",
+        "device_password_file",
+        "--device-password-file",
+        "path",
+        "",
+        "File holding the device's AxeOS password (HTTP Basic auth, ESP-Miner PR #1750); "
+        "empty = none. Only the path is ever shown.",
+        _password_file_or_empty,
+        per_device=True,
+    ),
 )
 
 BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
@@ -446,6 +468,7 @@ class Settings:
     alert_url: str = _DEFAULTS["alert_url"]
     metrics_port: int = _DEFAULTS["metrics_port"]
     metrics_host: str = _DEFAULTS["metrics_host"]
+    device_password_file: str = _DEFAULTS["device_password_file"]
     # attr -> "default" | "environment" | "command line" | file path | "devices[i] in <path>"
     sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     warnings: tuple[str, ...] = ()
