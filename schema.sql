@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS readings (
     asic TEXT,                     -- ASIC model, e.g. BM1370
     overheat INTEGER NOT NULL DEFAULT 0 CHECK (overheat IN (0, 1)),
     backfilled INTEGER NOT NULL DEFAULT 0 CHECK (backfilled IN (0, 1)),
-    error TEXT                     -- why the reading is not valid / what was wrong
+    error TEXT,                    -- why the reading is not valid / what was wrong
+    fault TEXT                     -- power_fault | hardware_fault | pool_down: mining stopped, not an overheat
 ) STRICT;
 
 -- The stable-window query reads one device's recent rows in time order.

@@ -24,8 +24,11 @@ from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+SCHEMA_VERSION = 2
+# version -> SQL taking the schema from version-1 to version
+MIGRATIONS: dict[int, str] = {
+    2: "ALTER TABLE readings ADD COLUMN fault TEXT;",  # issue 16 item 2
+}
 
 READING_COLUMNS = (
     "id",
@@ -50,6 +53,7 @@ READING_COLUMNS = (
     "overheat",
     "backfilled",
     "error",
+    "fault",
 )
 _INSERT_READING = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
@@ -108,9 +112,11 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
             f"database schema v{version} is newer than this tempctl "
             f"(v{SCHEMA_VERSION}); upgrade tempctl"
         )
-    conn.executescript(schema_path().read_text())
-    for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
+    # Migrate first: schema.sql is the newest schema, and a fresh file (version 0) gets
+    # it whole, so it needs no migration.
+    for v in range(version + 1 if version else SCHEMA_VERSION + 1, SCHEMA_VERSION + 1):
         conn.executescript(MIGRATIONS[v])
+    conn.executescript(schema_path().read_text())
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
 
@@ -220,6 +226,7 @@ class Log:
             int(r.overheat),
             int(r.backfilled),
             r.error,
+            r.fault,
         )
 
     def decision_ops(
