@@ -1,5 +1,6 @@
-"""tempctl.device (the AxeOS client) against real loopback HTTP servers (pytest-httpserver, plus a raw socket
-server for connections that drop), and the pure parsers against the reference bodies."""
+"""tempctl.device (the AxeOS client) against real loopback HTTP servers (pytest-httpserver,
+plus a raw socket server for connections that drop), and the parsers against the reference
+bodies."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import socket
 import struct
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +23,6 @@ from tempctl.device import (
     AuthRequired,
     AxeOSError,
     BadResponse,
-    Capabilities,
     Client,
     Rejected,
     Timeout,
@@ -497,22 +496,22 @@ def test_declared_body_over_the_cap(httpserver):
 
 
 def test_streamed_body_over_the_cap_stops_reading(httpserver):
-    chunk, chunks = b"x" * 65536, 1024  # 64 MiB offered, far more than socket buffers hold
-    sent = []
-
+    # An endless chunked body: only a client that stops at the cap can return at all, so
+    # nothing here depends on how much the kernel's socket buffers let the server push.
     def endless(_request: Request) -> Response:
         def generate():
-            for _ in range(chunks):
-                sent.append(1)
-                yield chunk
+            while True:
+                yield b"x" * 65536
 
         return Response(generate(), content_type="application/json")  # chunked, no length
 
     httpserver.expect_request(INFO).respond_with_handler(endless)
-    with make_client(httpserver) as client, pytest.raises(TooLarge, match="stopped reading"):
+    with (
+        make_client(httpserver) as client,
+        pytest.raises(TooLarge, match="stopped reading") as info,
+    ):
         client.fetch_info()
-    # The server can only have pushed what fits in the loopback socket buffers (a few MB).
-    assert len(sent) < chunks
+    assert info.value.kind == "too_large"
 
 
 @pytest.mark.parametrize("retries", [0, 1])
@@ -801,7 +800,8 @@ def test_parse_statistics_v211():
 
 def test_parse_statistics_v28_labels_and_unlabelled():
     labels = ["hashRate", "temp", "vrTemp", "power", "voltage", "current",
-              "coreVoltageActual", "fanspeed", "fanrpm", "wifiRSSI", "freeHeap", "timestamp"]  # fmt: skip
+              "coreVoltageActual", "fanspeed", "fanrpm", "wifiRSSI", "freeHeap",
+              "timestamp"]  # fmt: skip
     row = [612.4, 58.0, 0, 13.4, 5056.25, 2655, 1161, 63, 4730, -60, 8571204, 100_000]
     labelled = {"currentTimestamp": 130_000, "labels": labels, "statistics": [row]}
     (reading,) = parse_statistics(labelled, "supra", NOW, None)
@@ -826,14 +826,6 @@ def test_parse_statistics_v28_labels_and_unlabelled():
 )
 def test_parse_statistics_gives_nothing_for_unusable_bodies(stats):
     assert parse_statistics(stats, "d", NOW, None) == []
-
-
-def test_parse_info_is_fast():
-    info = body("v2.15.0_gamma-602_BM1370.json")
-    started = time.perf_counter()
-    for _ in range(1000):
-        parse_info(info, "d", 0)
-    assert time.perf_counter() - started < 1.0  # ~20 µs each; a poll loop calls it every 1–5 s
 
 
 def test_device_package_is_the_only_requests_user():
