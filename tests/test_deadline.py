@@ -100,10 +100,11 @@ def test_a_dripping_device_is_given_up_at_the_deadline(where, retries):
     assert server.sent < len(BODY)  # it stopped listening long before the end
 
 
-def test_default_deadline_is_the_read_timeout():
-    # The daemon builds Client(url, read_timeout=min(5, 0.8 x interval), retries=1): its
-    # total per request is then below the poll interval without further arguments.
+def test_default_deadline_is_the_larger_timeout():
+    # The daemon builds Client(url, read_timeout=min(5, 0.8 x interval), retries=1): at a
+    # 5 s interval its total per request is 4 s, below the interval, with no other argument.
     assert Client("127.0.0.1:9", read_timeout=4.0, retries=1).deadline_s == 4.0
+    assert Client("127.0.0.1:9", read_timeout=1.0).deadline_s == 3.05  # the connect timeout
     assert Client("127.0.0.1:9", read_timeout=4.0, deadline_s=2.5).deadline_s == 2.5
     with pytest.raises(ValueError, match="deadline_s"):
         Client("127.0.0.1:9", deadline_s=0)
@@ -115,6 +116,7 @@ def test_the_next_request_after_a_deadline_works():
         client = Client(f"127.0.0.1:{server.port}", read_timeout=5, retries=0, deadline_s=1)
         with pytest.raises(Timeout):
             client.fetch_info()
+
         def prompt(conn: socket.socket) -> None:
             with conn:
                 conn.recv(4096)

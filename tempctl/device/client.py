@@ -93,10 +93,11 @@ def read_password_file(path: str | Path) -> str:
 class Client:
     """One AxeOS device. Not thread-safe: use one Client per device and thread.
 
-    ``deadline_s`` bounds each call as a whole (retries included); by default it equals
-    ``read_timeout``, so a daemon that sets the read timeout below its poll interval gets a
-    total below the poll interval too. ``password`` turns on HTTP Basic auth (open
-    ESP-Miner PR #1750); it is never logged nor shown in errors or ``repr``.
+    ``deadline_s`` bounds each call as a whole (retries included); by default it is the
+    larger of the two timeouts, so a daemon that sets the read timeout below its poll
+    interval (and the interval above the connect timeout) gets a total below the interval.
+    ``password`` turns on HTTP Basic auth (open ESP-Miner PR #1750); it is never logged nor
+    shown in errors or ``repr``.
 
     Example:
         client = Client("http://bitaxe.local")
@@ -120,7 +121,8 @@ class Client:
         self.base_url = normalize_url(base_url)
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.deadline_s = read_timeout if deadline_s is None else deadline_s
+        self.deadline_s = max(read_timeout, connect_timeout) if deadline_s is None else deadline_s
+        self._effective = (connect_timeout, read_timeout)
         if not self.deadline_s > 0:
             raise ValueError(f"deadline_s={deadline_s!r}: must be > 0")
         self.max_body = max_body
@@ -308,12 +310,14 @@ class Client:
         return self.base_url + path
 
     def _timeouts(self) -> tuple[float, float]:
-        left = max(0.001, self._deadline.remaining())
-        return min(self.connect_timeout, left), min(self.read_timeout, left)
+        left = max(0.001, self._deadline.remaining() or self.deadline_s)
+        self._effective = (min(self.connect_timeout, left), min(self.read_timeout, left))
+        return self._effective
 
     def _transport_error(self, what: str, url: str, exc: BaseException) -> tuple[AxeOSError, bool]:
-        error, sent = map_error(what, url, exc, self.connect_timeout, self.read_timeout)
-        if self._deadline.expired:
+        error, sent = map_error(what, url, exc, *self._effective)
+        if self._deadline.expired and sent:  # (a connect timeout keeps its own message)
+            # The deadline shut the socket: the read broke because time ran out.
             error = Timeout(
                 f"{what}: no complete answer within the {self.deadline_s:g} s deadline", url=url
             )

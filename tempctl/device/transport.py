@@ -71,7 +71,10 @@ class Deadline:
             self._timer.daemon = True
             self._timer.start()
 
-    def remaining(self) -> float:
+    def remaining(self) -> float | None:
+        """Seconds left, or None when no exchange is running (no limit)."""
+        if self._timer is None:
+            return None
         return max(0.0, self._ends - time.monotonic())
 
     def stop(self) -> None:
@@ -110,6 +113,16 @@ class _WatchedConnection(HTTPConnection):
     deadline: Deadline  # set on the per-Client subclass
 
     def connect(self) -> None:
+        # A socket that is still connecting cannot be shut down from the timer, so a
+        # (re)connect gets only the time that is left.
+        left = self.deadline.remaining()
+        if left is not None:
+            if left <= 0 or self.deadline.expired:
+                raise ConnectTimeoutError(self, "the exchange ran past its deadline")
+            if self.timeout is None or not isinstance(self.timeout, (int, float)):
+                self.timeout = left
+            else:
+                self.timeout = min(self.timeout, left)
         super().connect()
         self.deadline.attach(self)
 
@@ -171,9 +184,9 @@ def map_error(
         cause = next((e for e in chain if isinstance(e, OSError)), None)
         return Unreachable(f"{what}: cannot connect ({cause or 'no route'})", url=url), False
     if has(ConnectTimeoutError, requests.ConnectTimeout):
-        return Timeout(f"{what}: connect timeout after {connect_timeout:g} s", url=url), False
+        return Timeout(f"{what}: connect timeout after {connect_timeout:.3g} s", url=url), False
     if has(ReadTimeoutError, requests.ReadTimeout, TimeoutError):
-        return Timeout(f"{what}: read timeout after {read_timeout:g} s", url=url), True
+        return Timeout(f"{what}: read timeout after {read_timeout:.3g} s", url=url), True
     if has(ProtocolError, http.client.HTTPException, ConnectionError):
         return Unreachable(f"{what}: connection closed or reset by the device", url=url), True
     return Unreachable(f"{what}: {exc}", url=url), True
