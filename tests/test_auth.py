@@ -13,6 +13,7 @@ import base64
 import json
 import logging
 import os
+import sqlite3
 
 import pytest
 from click.testing import CliRunner
@@ -144,3 +145,51 @@ def test_a_missing_password_file_exits_2_naming_the_field(tmp_path, monkeypatch)
     assert result.exit_code == 2
     assert "--device-password-file" in result.output or "device_password_file" in result.output
     assert str(missing) in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_password", [True, False])
+def test_the_daemon_sends_the_password_from_the_file(tmp_path, with_password):
+    """`tempctl run` (real subprocess) against a device that wants a password."""
+    import procs
+
+    with procs.fake_device() as dev:
+        original = dev._info
+
+        def guarded(request):
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Basic "):
+                if base64.b64decode(header[6:]).decode().partition(":")[2] == PASSWORD:
+                    return original(request)
+            return Response(
+                '{"authRequired":1}',
+                status=401,
+                content_type="application/json",
+                headers={"WWW-Authenticate": 'Basic realm="Bitaxe"'},
+            )
+
+        dev.server.clear_all_handlers()
+        dev.server.expect_request(INFO).respond_with_handler(guarded)
+        secret = tmp_path / "device-password"
+        secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o600)
+        extra = {"TEMPCTL_DEVICE_PASSWORD_FILE": str(secret)} if with_password else {}
+        db = tmp_path / "tempctl.db"
+        d = procs.start_daemon(dev.address, db, tmp_path, env_extra=extra)
+        v = procs.LogView(db)
+        try:
+            procs.wait_for(lambda: v.count("readings") >= 3, 30, "three polls", d)
+            procs.assert_clean_exit(d)
+        finally:
+            d.stop()
+    rows = v.readings()
+    if with_password:
+        assert all(r["valid"] == 1 for r in rows)
+    else:
+        assert all(r["valid"] == 0 for r in rows)
+        assert all(r["error"].startswith("auth: ") for r in rows)
+        assert all("set TEMPCTL_DEVICE_PASSWORD_FILE" in r["error"] for r in rows)
+    output = (tmp_path / "daemon.out").read_text()
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(conn.iterdump())
+    assert PASSWORD not in output and PASSWORD not in dump

@@ -836,3 +836,19 @@ def test_device_package_is_the_only_requests_user():
         if re.search(r"^\s*(import requests|from requests)", p.read_text(), re.MULTILINE)
     )
     assert users and all(u.startswith("device/") for u in users), users
+
+
+def test_device_package_is_small_modules_behind_one_facade():
+    import tempctl.device as facade
+
+    root = Path(facade.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in root.glob("*.py")}
+    assert all(n < 600 for n in sizes.values()), sizes
+    assert not (root / "axeos.py").exists()
+    for name in facade.__all__:
+        assert getattr(facade, name) is not None
+    # what the facade exported before the split still works
+    for name in ("AxeOSError", "BadResponse", "Capabilities", "Client", "Rejected", "Timeout",
+                 "TooLarge", "Unreachable", "capabilities", "normalize_url", "parse_info",
+                 "parse_statistics", "parse_version", "plausible_temp"):  # fmt: skip
+        assert name in facade.__all__

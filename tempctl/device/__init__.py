@@ -24,6 +24,7 @@ from tempctl.device.client import (
     PATCH_MAX_BYTES,
     STATS_MAX_BODY,
     Client,
+    password_from,
     read_password_file,
 )
 from tempctl.device.errors import (
@@ -63,6 +64,7 @@ __all__ = [
     "parse_info",
     "parse_statistics",
     "parse_version",
+    "password_from",
     "plausible_temp",
     "read_password_file",
 ]

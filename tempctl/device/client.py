@@ -52,6 +52,7 @@ __all__ = [
     "PATCH_MAX_BYTES",
     "STATS_MAX_BODY",
     "Client",
+    "password_from",
     "read_password_file",
 ]
 
@@ -88,6 +89,11 @@ def read_password_file(path: str | Path) -> str:
     if not first:
         raise ValueError(f"device password file {str(path)!r} is empty")
     return first
+
+
+def password_from(path: str | Path | None) -> str | None:
+    """``read_password_file(path)``, or None when no file is configured (empty path)."""
+    return read_password_file(path) if path else None
 
 
 class Client:
