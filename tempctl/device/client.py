@@ -316,7 +316,8 @@ class Client:
         return self.base_url + path
 
     def _timeouts(self) -> tuple[float, float]:
-        left = max(0.001, self._deadline.remaining() or self.deadline_s)
+        remaining = self._deadline.remaining()
+        left = max(0.001, self.deadline_s if remaining is None else remaining)
         self._effective = (min(self.connect_timeout, left), min(self.read_timeout, left))
         return self._effective
 
@@ -416,6 +417,15 @@ class Client:
                         status=status,
                     )
                 chunks.append(chunk)
+            if inflate is not None:
+                tail = inflate.flush(cap + 1 - size)
+                if size + len(tail) > cap:
+                    raise TooLarge(
+                        f"{what}: body is over the {cap}-byte cap once decompressed",
+                        url=url,
+                        status=status,
+                    )
+                chunks.append(tail)
         except zlib.error as exc:
             raise BadResponse(
                 f"{what}: bad {encoding} body ({exc})", url=url, status=status
