@@ -323,7 +323,8 @@ class Client:
 
     def _transport_error(self, what: str, url: str, exc: BaseException) -> tuple[AxeOSError, bool]:
         error, sent = map_error(what, url, exc, *self._effective)
-        if self._deadline.expired and sent:  # (a connect timeout keeps its own message)
+        # A connect timeout keeps its own message unless an earlier attempt got through.
+        if self._deadline.expired and (sent or self._deadline.connected):
             # The deadline shut the socket: the read broke because time ran out.
             error = Timeout(
                 f"{what}: no complete answer within the {self.deadline_s:g} s deadline", url=url

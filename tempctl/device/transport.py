@@ -60,11 +60,13 @@ class Deadline:
         self._timer: threading.Timer | None = None
         self._ends = 0.0
         self.expired = False
+        self.connected = False  # some attempt of this exchange got a connection
 
     def start(self, seconds: float) -> None:
         self.stop()
         with self._lock:
             self.expired = False
+            self.connected = False
             self._conn = None
             self._ends = time.monotonic() + seconds
             self._timer = threading.Timer(seconds, self._fire)
@@ -85,10 +87,18 @@ class Deadline:
             self._conn = None
 
     def attach(self, conn: Any) -> None:
+        """Watch ``conn``; raise when the time is already up (a retry after the deadline).
+
+        Not connected yet, that is a connect timeout (nothing was sent); else a read one.
+        """
         with self._lock:
             self._conn = conn
+            if getattr(conn, "sock", None) is not None:
+                self.connected = True
             if not self.expired:
                 return
+        if getattr(conn, "sock", None) is None:
+            raise ConnectTimeoutError(conn, "the exchange ran past its deadline")
         _shut(conn)
         raise TimeoutError("the exchange ran past its deadline")
 
