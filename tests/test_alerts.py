@@ -262,14 +262,3 @@ def test_a_fault_is_alerted_once_per_interval(receiver, fault, priority):
     ((path, sent),) = received(receiver)
     assert (sent["kind"], sent["priority"]) == ("fault", priority)
     assert sent["message"].startswith(f"{fault}: ") and "overheat" not in sent["tags"]
-
-
-def test_a_device_tempctl_will_not_write_to_is_alerted_at_once(receiver):
-    receiver.expect_request("/hooks/w", method="POST").respond_with_data("ok")
-    alerter = Alerter(receiver.url_for("/hooks/w"), clock=Clock())
-    d = device()
-    d.write_refused = "firmware 'virtual' is not a release number ...: not writing to it"
-    poll(alerter, d, Reading("gamma", T, temp=50.0, frequency=525.0, version="virtual"))
-    alerter.close()
-    ((_, sent),) = received(receiver)
-    assert sent["kind"] == "cannot_write" and "not controlling this miner" in sent["message"]

@@ -9,8 +9,6 @@ What is sent (``kind``; ntfy priority 1-5):
 - ``identity`` (4): a different device answers at the address (MAC/hostname changed);
 - ``fault`` (4; ``pool_down`` 3): the firmware stopped mining for a reason that is not an
   overheat (``power_fault``, ``hardware_fault``: needs a person; ``pool_down``);
-- ``cannot_write`` (4): tempctl will not write to this firmware (``Device.write_refused``,
-  e.g. an unknown firmware that may crash on a partial PATCH): the miner is unguarded;
 - ``alarm`` (4): any other alarm the controller raised (e.g. a frequency not applied).
 
 Format: JSON. When the URL is a topic URL, ``scheme://host[:port]/<topic>`` (one path
@@ -55,7 +53,6 @@ PRIORITY = {
     "command_failed": 4,
     "identity": 4,
     "fault": 4,
-    "cannot_write": 4,
     "alarm": 4,
     "reachable": 2,
 }
@@ -66,7 +63,6 @@ TAGS = {
     "command_failed": ["warning"],
     "identity": ["warning"],
     "fault": ["warning"],
-    "cannot_write": ["warning", "lock"],
     "alarm": ["warning"],
     "reachable": ["white_check_mark"],
 }
