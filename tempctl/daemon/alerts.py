@@ -196,11 +196,6 @@ class Alerter:
                 reading.ts_ms,
                 priority=3 if fault == "pool_down" else None,
             )
-        refused = getattr(device, "write_refused", None)
-        if refused:
-            self.alert(
-                name, "cannot_write", f"not controlling this miner: {refused}", reading.ts_ms
-            )
         critical = device.limits.critical
         if reading.temp is not None and reading.temp >= critical:
             self.alert(
