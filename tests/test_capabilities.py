@@ -12,7 +12,14 @@ import json
 
 import pytest
 
-from tempctl.device import capabilities, capabilities_of, key_floor, parse_info, parse_version
+from tempctl.device import (
+    capabilities,
+    capabilities_of,
+    key_floor,
+    parse_info,
+    parse_version,
+    reading_capabilities,
+)
 from tempctl.resources import PACKAGE_DIR
 
 BODIES = PACKAGE_DIR / "data" / "bodies"
@@ -116,3 +123,25 @@ def test_no_evidence_means_no_writes_with_the_reason():
     assert not caps.can_write and caps.basis == "none" and caps.partial_patch_crashes
     assert "'virtual' is not a release number" in caps.why_not
     assert "v2.0.0-v2.0.3 crash on a partial PATCH" in caps.why_not
+
+
+@pytest.mark.parametrize(
+    ("name", "version", "latches", "live"),
+    [
+        ("v2.10.1_gamma-601_BM1370.json", None, True, True),
+        ("v2.10.1_gamma-601_BM1370.json", "virtual", True, True),  # the keys say v2.10
+        ("v2.13.2_hex-302_6xBM1366.json", None, False, True),
+        ("v2.15.0_gamma-602_BM1370.json", "a1b2c3d", False, True),
+        ("v2.1.10_ultra-204_BM1366.json", None, True, False),
+    ],
+)
+def test_reading_capabilities_for_the_driver(name, version, latches, live):
+    info = body(name) if version is None else body(name, version=version)
+    caps = reading_capabilities(parse_info(info, "d", 0))
+    assert (caps.trip_latches, caps.live_frequency, caps.write_refused) == (latches, live, None)
+
+
+def test_reading_capabilities_refuses_with_the_reason():
+    info = body("v2.15.0_gamma-602_BM1370.json", version="v2.0.3")
+    caps = reading_capabilities(parse_info(info, "d", 0))
+    assert caps.write_refused and "v2.0.0-v2.0.3" in caps.write_refused

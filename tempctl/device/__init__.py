@@ -13,10 +13,12 @@ behind this facade may be split or renamed. They are:
 
 from tempctl.device.capabilities import (
     Capabilities,
+    DeviceCapabilities,
     capabilities,
     capabilities_of,
     key_floor,
     parse_version,
+    reading_capabilities,
 )
 from tempctl.device.client import (
     DEVICE_USER,
@@ -53,6 +55,7 @@ __all__ = [
     "BadResponse",
     "Capabilities",
     "Client",
+    "DeviceCapabilities",
     "Rejected",
     "Timeout",
     "TooLarge",
@@ -67,4 +70,5 @@ __all__ = [
     "password_from",
     "plausible_temp",
     "read_password_file",
+    "reading_capabilities",
 ]

@@ -16,12 +16,14 @@ from dataclasses import dataclass
 
 __all__ = [
     "Capabilities",
+    "DeviceCapabilities",
     "Version",
     "capabilities",
     "capabilities_of",
     "format_version",
     "key_floor",
     "parse_version",
+    "reading_capabilities",
 ]
 
 Version = tuple[int, int, int]
@@ -88,6 +90,12 @@ class Capabilities:
     fan_key: str  # PATCH key for the manual fan duty (§5.1)
     basis: str = "version"  # what decided: "version", "keys" (what the device shows), "none"
     why_not: str | None = None  # set when tempctl must not write: the reason, for alarm/alert
+    base: Version | None = None  # the release whose behaviour the flags follow
+
+    @property
+    def trip_latches(self) -> bool:
+        """v2.1.9-v2.10 latch the overheat trip at 50 MHz until someone writes (§9.2)."""
+        return self.base is not None and (2, 1, 9) <= self.base < (2, 11, 0)
 
     @property
     def can_write(self) -> bool:
@@ -154,7 +162,7 @@ def capabilities(
                 why_not=(
                     f"firmware version {version!r} is not a release number and the device "
                     "shows nothing newer than v2.0.3 (v2.0.0-v2.0.3 crash on a partial PATCH, "
-                    "axeos-api.md §5.2): not writing to it"
+                    "axeos-api.md §5.2)"
                 ),
             )
         parsed, release, basis = best, False, "keys"
@@ -179,9 +187,10 @@ def capabilities(
         partial_patch_crashes=crashes,
         fan_key="manualFanSpeed" if parsed >= (2, 11, 0) else "fanspeed",
         basis=basis,
+        base=parsed,
         why_not=(
             f"firmware {version!r} is v2.0.0-v2.0.3, which crashes on a partial PATCH "
-            "(axeos-api.md §5.2): not writing to it"
+            "(axeos-api.md §5.2)"
             if crashes
             else None
         ),
@@ -189,13 +198,32 @@ def capabilities(
 
 
 def capabilities_of(reading) -> Capabilities:
-    """``capabilities`` from everything a ``Reading`` carries (version, chip, evidence)."""
+    """``capabilities`` from everything a ``Reading`` carries (version, chip, evidence).
+
+    ``firmware_floor`` is not in the log, so a replay of an odd-version device decides
+    from ``actual_frequency`` alone; a live reading may know more (its info keys).
+    """
     return capabilities(
         reading.version,
         reading.asic_model,
         floor=getattr(reading, "firmware_floor", None),
         actual_frequency=reading.actual_frequency,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCapabilities:
+    """What the per-poll driver needs to know (core.driver.Capabilities), from one reading."""
+
+    live_frequency: bool
+    trip_latches: bool
+    write_refused: str | None
+
+
+def reading_capabilities(reading) -> DeviceCapabilities:
+    """The driver's view of ``capabilities_of(reading)``."""
+    caps = capabilities_of(reading)
+    return DeviceCapabilities(caps.live_frequency, caps.trip_latches, caps.why_not)
 
 
 def _as_version(value: str | Version | None) -> Version | None:
