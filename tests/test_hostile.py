@@ -263,3 +263,50 @@ def test_statistics_over_http_with_a_huge_clock(httpserver):
     with Client(f"http://127.0.0.1:{httpserver.port}", retries=0) as client:
         body = client.fetch_statistics()
     assert body is not None and parse_statistics(body, "gamma", NOW, None) == []
+
+
+# --- the real daemon ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_hostile_device_never_stops_the_daemon_nor_the_others(tmp_path):
+    """`tempctl run` with two devices: one sends hostile numbers, one runs hot. The daemon
+    keeps running, logs the hostile one's polls as invalid, and still throttles the other."""
+    import procs
+
+    hostile_bodies = [
+        gamma_with({"temp": BIG}),  # OverflowError in math.isfinite before the fix
+        gamma_with({"bestDiff": HUGE}),  # ValueError in json.loads before the fix
+        gamma_with({"uptimeSeconds": BIG, "frequency": BIG}),
+    ]
+    with procs.fake_device() as bad, procs.fake_device() as hot:
+        bad.info_raw = hostile_bodies[0]
+        hot.info["temp"] = 68.0  # above TEMP_THRESHOLD (63), below CRITICAL (70)
+        db = tmp_path / "tempctl.db"
+        d = procs.start_daemon([bad.address, hot.address], db, tmp_path, law="levels")
+        v = procs.LogView(db)
+        try:
+            for i, raw in enumerate(hostile_bodies):
+                bad.info_raw = raw
+                seen = v.count("readings", "device = ?", bad.address)
+                procs.wait_for(
+                    lambda n=seen: v.count("readings", "device = ?", bad.address) >= n + 3,
+                    30,
+                    f"polls of hostile body {i} logged",
+                    d,
+                )
+            procs.wait_for(
+                lambda: v.count("commands", "device = ?", hot.address) >= 1,
+                30,
+                "the hot device throttled",
+                d,
+            )
+            procs.assert_clean_exit(d)
+        finally:
+            d.stop()
+    bad_rows = v.readings("device = ?", bad.address)
+    assert bad_rows and all(r["error"] for r in bad_rows)  # each says what was wrong
+    assert any("too large" in r["error"] for r in bad_rows)
+    assert any("not JSON (ValueError" in r["error"] for r in bad_rows)
+    assert v.count("commands", "device = ?", bad.address) == 0
+    assert v.count("transitions", "device = ?", hot.address) >= 1
