@@ -54,7 +54,8 @@ CREATE TABLE IF NOT EXISTS readings (
     autofan INTEGER CHECK (autofan IN (0, 1)),  -- firmware fan PID on (schema v2)
     fault TEXT,                    -- mining stopped: power_fault | hardware_fault | pool_down (v2)
     mac TEXT,                      -- identity, to tell a swapped device at the same address (v2)
-    hostname TEXT
+    hostname TEXT,
+    firmware_floor TEXT            -- newest release whose info keys it shows (odd versions) (v2)
 ) STRICT;
 
 -- The stable-window query reads one device's recent rows in time order.

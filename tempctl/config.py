@@ -84,6 +84,7 @@ class Settings:
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
     restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
+    device_password_file: str = _DEFAULTS["device_password_file"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tempctl.core.limits import DEFAULTS
+from tempctl.device import read_password_file
 
 # Firmware limits behind the ranges below (shared/reference/axeos-api.md):
 # §5.2: the API accepts any frequency 1-65535 MHz, so "the daemon must enforce its own
@@ -90,6 +91,16 @@ def _http_url_or_empty(v: str) -> str | None:
     parts = urlsplit(v)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return "must be an http:// or https:// URL (or empty)"
+    return None
+
+
+def _password_file_or_empty(v: str) -> str | None:
+    if not v:
+        return None
+    try:
+        read_password_file(v)  # the problem names the file, never the password
+    except ValueError as exc:
+        return str(exc)
     return None
 
 
@@ -389,6 +400,18 @@ FIELDS: tuple[Field, ...] = (
         "127.0.0.1",
         "Address the Prometheus endpoint listens on.",
         _host,
+    ),
+    Field(
+        "device_password_file",
+        "TEMPCTL_DEVICE_PASSWORD_FILE",
+        "device_password_file",
+        "--device-password-file",
+        "path",
+        "",
+        "File holding the device's AxeOS password (HTTP Basic auth, ESP-Miner PR #1750); "
+        "empty = none. Only the path is ever shown.",
+        _password_file_or_empty,
+        per_device=True,
     ),
 )
 

@@ -248,3 +248,34 @@ def test_second_frequency_not_holding_is_an_alert(receiver):
     assert "alarm" in kinds and "critical" in kinds
     msg = next(m["message"] for _, m in received(receiver) if m["kind"] == "alarm")
     assert "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD" in msg
+
+
+def test_a_redirect_is_a_failure_and_never_followed(receiver, caplog, status):
+    # Issue 13 item 14: an alert goes only where it was configured to go.
+    receiver.expect_request("/hooks/a", method="POST").respond_with_data(
+        "moved", status=status, headers={"Location": receiver.url_for("/elsewhere")}
+    )
+    receiver.expect_request("/elsewhere").respond_with_data("stolen")
+    alerter = Alerter(receiver.url_for("/hooks/a"))
+    poll(alerter, device(), Reading("gamma", T, temp=75.0, frequency=575.0))
+    alerter.close()
+    assert [req.path for req, _ in receiver.log] == ["/hooks/a"]
+    assert alerter.failed == 1 and alerter.sent == 0
+    assert f"HTTP Error {status}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("fault", "priority"), [("power_fault", 4), ("hardware_fault", 4), ("pool_down", 3)]
+)
+
+
+def test_a_fault_is_alerted_once_per_interval(receiver, fault, priority):
+    receiver.expect_request("/hooks/f", method="POST").respond_with_data("ok")
+    alerter = Alerter(receiver.url_for("/hooks/f"), clock=Clock())
+    d = device()
+    for i in range(3):
+        poll(alerter, d, Reading("gamma", T + i, temp=50.0, frequency=525.0, fault=fault))
+    alerter.close()
+    ((path, sent),) = received(receiver)
+    assert (sent["kind"], sent["priority"]) == ("fault", priority)
+    assert sent["message"].startswith(f"{fault}: ") and "overheat" not in sent["tags"]

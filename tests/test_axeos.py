@@ -1,5 +1,6 @@
-"""tempctl.device.axeos against real loopback HTTP servers (pytest-httpserver, plus a raw socket
-server for connections that drop), and the pure parsers against the reference bodies."""
+"""tempctl.device (the AxeOS client) against real loopback HTTP servers (pytest-httpserver,
+plus a raw socket server for connections that drop), and the parsers against the reference
+bodies."""
 
 from __future__ import annotations
 
@@ -11,18 +12,17 @@ import socket
 import struct
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from tempctl.device.axeos import (
+from tempctl.device import (
     STATS_COLUMNS,
+    AuthRequired,
     AxeOSError,
     BadResponse,
-    Capabilities,
     Client,
     Rejected,
     Timeout,
@@ -354,12 +354,19 @@ CAPS = [
 ]
 
 
-@pytest.mark.parametrize(("version", "asic", *Capabilities.__dataclass_fields__), CAPS)
+FLAGS = ("generation", "live_frequency", "actual_frequency", "statistics",
+         "partial_patch_crashes", "fan_key")  # fmt: skip
+
+
+@pytest.mark.parametrize(("version", "asic", *FLAGS), CAPS)
 def test_capabilities(version, asic, generation, live_frequency, actual_frequency, statistics,
                       partial_patch_crashes, fan_key):  # fmt: skip
-    assert capabilities(version, asic) == Capabilities(
+    caps = capabilities(version, asic)
+    assert tuple(getattr(caps, f) for f in FLAGS) == (
         generation, live_frequency, actual_frequency, statistics, partial_patch_crashes, fan_key
-    )
+    )  # fmt: skip
+    assert caps.can_write is not partial_patch_crashes
+    assert (caps.why_not is None) is not partial_patch_crashes
 
 
 # --- URLs ------------------------------------------------------------------------------
@@ -439,7 +446,7 @@ def test_401_explains_the_private_network_check(httpserver):
     httpserver.expect_request(INFO).respond_with_data(
         "Unauthorized", status=401, content_type="text/html"
     )
-    with make_client(httpserver) as client, pytest.raises(BadResponse, match="private-range"):
+    with make_client(httpserver) as client, pytest.raises(AuthRequired, match="private-range"):
         client.fetch_info()
 
 
@@ -489,22 +496,22 @@ def test_declared_body_over_the_cap(httpserver):
 
 
 def test_streamed_body_over_the_cap_stops_reading(httpserver):
-    chunk, chunks = b"x" * 65536, 1024  # 64 MiB offered, far more than socket buffers hold
-    sent = []
-
+    # An endless chunked body: only a client that stops at the cap can return at all, so
+    # nothing here depends on how much the kernel's socket buffers let the server push.
     def endless(_request: Request) -> Response:
         def generate():
-            for _ in range(chunks):
-                sent.append(1)
-                yield chunk
+            while True:
+                yield b"x" * 65536
 
         return Response(generate(), content_type="application/json")  # chunked, no length
 
     httpserver.expect_request(INFO).respond_with_handler(endless)
-    with make_client(httpserver) as client, pytest.raises(TooLarge, match="stopped reading"):
+    with (
+        make_client(httpserver) as client,
+        pytest.raises(TooLarge, match="stopped reading") as info,
+    ):
         client.fetch_info()
-    # The server can only have pushed what fits in the loopback socket buffers (a few MB).
-    assert len(sent) < chunks
+    assert info.value.kind == "too_large"
 
 
 @pytest.mark.parametrize("retries", [0, 1])
@@ -518,18 +525,17 @@ def test_read_timeout(httpserver, retries):
         return Response("{}", content_type="application/json")
 
     httpserver.expect_request(INFO).respond_with_handler(slow)
-    started = time.monotonic()
     try:
         expected = r"GET http://127\.0\.0\.1:\d+/api/system/info: read timeout after 0\.3 s"
+        # A deadline far above the read timeouts, so the retry fits in it.
         with (
-            make_client(httpserver, read_timeout=0.3, retries=retries) as client,
+            make_client(httpserver, read_timeout=0.3, retries=retries, deadline_s=30) as client,
             pytest.raises(Timeout, match=expected) as info,
         ):
             client.fetch_info()
     finally:
         release.set()
     assert info.value.kind == "timeout"
-    assert time.monotonic() - started < 0.3 * (retries + 1) + 1.5
     assert len(calls) == retries + 1  # a GET read timeout is retried like any read error
 
 
@@ -794,7 +800,8 @@ def test_parse_statistics_v211():
 
 def test_parse_statistics_v28_labels_and_unlabelled():
     labels = ["hashRate", "temp", "vrTemp", "power", "voltage", "current",
-              "coreVoltageActual", "fanspeed", "fanrpm", "wifiRSSI", "freeHeap", "timestamp"]  # fmt: skip
+              "coreVoltageActual", "fanspeed", "fanrpm", "wifiRSSI", "freeHeap",
+              "timestamp"]  # fmt: skip
     row = [612.4, 58.0, 0, 13.4, 5056.25, 2655, 1161, 63, 4730, -60, 8571204, 100_000]
     labelled = {"currentTimestamp": 130_000, "labels": labels, "statistics": [row]}
     (reading,) = parse_statistics(labelled, "supra", NOW, None)
@@ -821,14 +828,6 @@ def test_parse_statistics_gives_nothing_for_unusable_bodies(stats):
     assert parse_statistics(stats, "d", NOW, None) == []
 
 
-def test_parse_info_is_fast():
-    info = body("v2.15.0_gamma-602_BM1370.json")
-    started = time.perf_counter()
-    for _ in range(1000):
-        parse_info(info, "d", 0)
-    assert time.perf_counter() - started < 1.0  # ~20 µs each; a poll loop calls it every 1–5 s
-
-
 def test_device_package_is_the_only_requests_user():
     root = Path(__file__).resolve().parents[1] / "tempctl"
     users = sorted(
@@ -837,3 +836,19 @@ def test_device_package_is_the_only_requests_user():
         if re.search(r"^\s*(import requests|from requests)", p.read_text(), re.MULTILINE)
     )
     assert users and all(u.startswith("device/") for u in users), users
+
+
+def test_device_package_is_small_modules_behind_one_facade():
+    import tempctl.device as facade
+
+    root = Path(facade.__file__).parent
+    sizes = {p.name: len(p.read_text().splitlines()) for p in root.glob("*.py")}
+    assert all(n < 600 for n in sizes.values()), sizes
+    assert not (root / "axeos.py").exists()
+    for name in facade.__all__:
+        assert getattr(facade, name) is not None
+    # what the facade exported before the split still works
+    for name in ("AxeOSError", "BadResponse", "Capabilities", "Client", "Rejected", "Timeout",
+                 "TooLarge", "Unreachable", "capabilities", "normalize_url", "parse_info",
+                 "parse_statistics", "parse_version", "plausible_temp"):  # fmt: skip
+        assert name in facade.__all__

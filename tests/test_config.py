@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import tempfile
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -23,6 +25,10 @@ from tempctl.config import (
     parse_assignment,
     validate,
 )
+
+# The device password file must exist to be valid (its contents are never shown).
+_PASSWORD_FILE = Path(tempfile.mkdtemp(prefix="tempctl-test-")) / "device-password"
+_PASSWORD_FILE.write_text("sample-password\n")
 
 # One valid, non-default value per setting, as text (env / flag) and as the parsed value.
 SAMPLES = {
@@ -54,6 +60,7 @@ SAMPLES = {
     "alert_url": ("https://ntfy.sh/my-bitaxe", "https://ntfy.sh/my-bitaxe"),
     "metrics_port": ("9101", 9101),
     "metrics_host": ("::1", "::1"),
+    "device_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
 }
 BY_ATTR = {f.attr: f for f in FIELDS}
 

@@ -390,11 +390,12 @@ def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
                 return original(request)
 
             def body():
+                # Endless: a poll that returns at all stopped reading. No assertion on how
+                # much the server pushed (that is the kernel's socket buffers, not tempctl).
                 yield b'{"temp": 58, "_padding": "'
-                for _ in range(1024):  # 1 MiB if anyone read it all
+                while True:
                     sent["chunks"] += 1
                     yield b"x" * 1024
-                yield b'"}'
 
             return Response(body(), content_type="application/json")  # chunked
 
@@ -407,11 +408,10 @@ def test_streamed_body_over_the_cap_is_not_read(tmp_path, fault):
             inject=lambda: big.update(on=True),
             clear=lambda: big.update(on=False),
         )
-    per_poll_kib = sent["chunks"] / max(1, len(w.invalid))
-    row.observed = w.describe() + f"; ~{per_poll_kib:.0f} KiB sent per poll of a 1 MiB body"
-    assert all("too_large" in r["error"] and "stopped reading" in r["error"] for r in w.invalid)
-    # the server may run ahead of the reader by socket buffers, not by the whole body
-    assert per_poll_kib < 512
+    row.observed = w.describe() + "; each poll of an endless body ended at the cap"
+    assert w.invalid
+    assert all(r["error"].startswith("too_large: ") for r in w.invalid)
+    assert all("stopped reading" in r["error"] for r in w.invalid)
 
 
 WRONG = [

@@ -35,7 +35,12 @@ class Reading:
     raw_temp: float | None = None  # what the device said, even when implausible
     error: str | None = None  # why the reading (or its temperature) is not valid
     backfilled: bool = False  # taken from /api/system/statistics after downtime
-    fault: str | None = None  # mining stopped: power_fault | hardware_fault | pool_down
+    # A stop of mining that is not an overheat: "power_fault", "hardware_fault" (the
+    # firmware's own keys, system_api_json.c) or "pool_down" (v2.14+ stops without a pool).
+    fault: str | None = None
+    # The newest release whose info keys the device shows (e.g. "v2.14.0"): evidence for
+    # capabilities when the version string is no release number. Not logged.
+    firmware_floor: str | None = None
 
     @property
     def valid(self) -> bool:

@@ -7,6 +7,8 @@ What is sent (``kind``; ntfy priority 1-5):
   ``reachable`` (2) follows once it answers again;
 - ``command_failed`` (4): a PATCH or restart failed;
 - ``identity`` (4): a different device answers at the address (MAC/hostname changed);
+- ``fault`` (4; ``pool_down`` 3): the firmware stopped mining for a reason that is not an
+  overheat (``power_fault``, ``hardware_fault``: needs a person; ``pool_down``);
 - ``alarm`` (4): any other alarm the controller raised (e.g. a frequency not applied).
 
 Format: JSON. When the URL is a topic URL, ``scheme://host[:port]/<topic>`` (one path
@@ -16,6 +18,9 @@ URL (more segments, a trailing slash, a query) is a generic webhook: the same fi
 without ``topic``, plus ``device``, ``kind``, ``ts_ms`` and ``suppressed``, POSTed to
 the URL as given. So ``https://ntfy.sh/my-miners`` works with ntfy as is, and
 ``http://127.0.0.1:9000/hooks/tempctl`` receives the full record.
+
+A redirect (3xx) is a failure, never followed: an alert goes only where it was configured
+to go (issue 13 item 14).
 
 Rate limit: one alert per (device, kind) per ``min_interval_s``; the next one says how
 many were held back. Delivery: the observer only puts the alert on a bounded queue
@@ -47,6 +52,7 @@ PRIORITY = {
     "unreachable": 4,
     "command_failed": 4,
     "identity": 4,
+    "fault": 4,
     "alarm": 4,
     "reachable": 2,
 }
@@ -56,9 +62,25 @@ TAGS = {
     "unreachable": ["warning"],
     "command_failed": ["warning"],
     "identity": ["warning"],
+    "fault": ["warning"],
     "alarm": ["warning"],
     "reachable": ["white_check_mark"],
 }
+FAULT_TEXT = {
+    "power_fault": "the voltage regulator reports a fault and mining stopped; check the device",
+    "hardware_fault": "the firmware reports a hardware fault and mining stopped; check the device",
+    "pool_down": "no pool is reachable, so the firmware stopped mining (not an overheat)",
+}
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Refuse every redirect: urllib then raises HTTPError for the 3xx, a failed POST."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 @dataclass(frozen=True)
@@ -68,6 +90,7 @@ class Alert:
     message: str
     ts_ms: int
     suppressed: int = 0  # alerts of this device and kind held back since the last one
+    priority: int | None = None  # None: the kind's priority
 
     @property
     def title(self) -> str:
@@ -90,7 +113,7 @@ def body(alert: Alert, topic: str | None) -> dict:
     out = {
         "title": alert.title,
         "message": message,
-        "priority": PRIORITY.get(alert.kind, 3),
+        "priority": alert.priority or PRIORITY.get(alert.kind, 3),
         "tags": TAGS.get(alert.kind, []),
     }
     if topic is not None:
@@ -163,6 +186,16 @@ class Alerter:
                 + (f" (frequency {reading.frequency:g} MHz)" if reading.frequency else ""),
                 reading.ts_ms,
             )
+        fault = getattr(reading, "fault", None)
+        if fault:
+            text = FAULT_TEXT.get(fault, f"the firmware reports {fault}")
+            self.alert(
+                name,
+                "fault",
+                f"{fault}: {text}",
+                reading.ts_ms,
+                priority=3 if fault == "pool_down" else None,
+            )
         critical = device.limits.critical
         if reading.temp is not None and reading.temp >= critical:
             self.alert(
@@ -185,7 +218,9 @@ class Alerter:
             device.name, "command_failed", f"{what} failed: {error}", int(time.time() * 1000)
         )
 
-    def alert(self, device: str, kind: str, message: str, ts_ms: int) -> bool:
+    def alert(
+        self, device: str, kind: str, message: str, ts_ms: int, *, priority: int | None = None
+    ) -> bool:
         """Rate-limit and enqueue; True when queued. Never blocks."""
         key = (device, kind)
         now = self.clock()
@@ -196,7 +231,8 @@ class Alerter:
             return False
         self._last[key] = now
         try:
-            self.queue.put_nowait(Alert(device, kind, message, ts_ms, self._held.pop(key, 0)))
+            held = self._held.pop(key, 0)
+            self.queue.put_nowait(Alert(device, kind, message, ts_ms, held, priority))
         except queue.Full:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 100 == 0:
@@ -221,7 +257,7 @@ class Alerter:
             headers={"Content-Type": "application/json", "User-Agent": f"tempctl/{__version__}"},
         )
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with _OPENER.open(req, timeout=self.timeout_s) as resp:
                 resp.read()
             self.sent += 1
         except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors

@@ -26,7 +26,13 @@ from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
-from tempctl.device import AxeOSError, Client, parse_statistics, reading_capabilities
+from tempctl.device import (
+    AxeOSError,
+    Client,
+    parse_statistics,
+    password_from,
+    reading_capabilities,
+)
 from tempctl.store.eventlog import Log
 from tempctl.store.writer import Writer
 
@@ -104,7 +110,12 @@ class Daemon:
             # One retry at most, and a read timeout within the poll interval (3-5 s on a
             # real device: its single-threaded server can be busy, axeos-api.md §11.5).
             timeout = min(5.0, max(1.0, 0.8 * self.interval))
-            client_factory = lambda url: Client(url, read_timeout=timeout, retries=1)  # noqa: E731
+            # The device password (TEMPCTL_DEVICE_PASSWORD_FILE, per device) is read here,
+            # once; it is never logged.
+            per_url = {d.url: settings.for_device(d).device_password_file for d in settings.devices}
+            client_factory = lambda url: Client(  # noqa: E731
+                url, read_timeout=timeout, retries=1, password=password_from(per_url.get(url))
+            )
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)

@@ -1,67 +1,74 @@
 """Talking to a Bitaxe: the AxeOS HTTP client, parsing of its answers, capabilities.
 
 Import from here (``from tempctl.device import Client, parse_info``): the modules
-behind this facade may be split or renamed.
+behind this facade may be split or renamed. They are:
+
+* ``errors``: the ``AxeOSError`` family;  ``urls``: ``normalize_url``;
+* ``values``: checked access to untrusted JSON values (``plausible_temp``);
+* ``parse``: info body → ``Reading`` (overheat signature, faults);
+* ``statistics``: statistics ring → backfilled readings;
+* ``capabilities``: what a firmware can do, ``parse_version`` (the project's only one);
+* ``transport`` and ``client``: HTTP, retries, deadline, body caps, Basic auth.
 """
 
-from dataclasses import dataclass
-
-from tempctl.device.axeos import (
+from tempctl.device.capabilities import (
+    Capabilities,
+    DeviceCapabilities,
+    capabilities,
+    capabilities_of,
+    key_floor,
+    parse_version,
+    reading_capabilities,
+)
+from tempctl.device.client import (
+    DEVICE_USER,
+    MAX_BODY,
+    PATCH_MAX_BYTES,
+    STATS_MAX_BODY,
+    Client,
+    password_from,
+    read_password_file,
+)
+from tempctl.device.errors import (
+    AuthRequired,
     AxeOSError,
     BadResponse,
-    Capabilities,
-    Client,
     Rejected,
     Timeout,
     TooLarge,
     Unreachable,
-    capabilities,
-    normalize_url,
-    parse_info,
-    parse_statistics,
-    parse_version,
-    plausible_temp,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceCapabilities:
-    """What the driver needs to know (core.driver.Capabilities), from one reading."""
-
-    live_frequency: bool
-    trip_latches: bool
-    write_refused: str | None
-
-
-def reading_capabilities(reading) -> DeviceCapabilities:
-    caps = capabilities(reading.version, reading.asic_model)
-    parsed, _ = parse_version(reading.version)
-    refused = None
-    if caps.partial_patch_crashes:
-        refused = (
-            f"firmware {reading.version!r} is unknown or v2.0.0-v2.0.3 (a partial PATCH "
-            "crashes those)"
-        )
-    # v2.1.9-v2.10 latch the overheat trip at 50 MHz until someone writes (axeos-api.md §9.2)
-    latches = parsed is not None and (2, 1, 9) <= parsed < (2, 11, 0)
-    return DeviceCapabilities(caps.live_frequency, latches, refused)
-
+from tempctl.device.parse import FAULTS, parse_info
+from tempctl.device.statistics import STATS_COLUMNS, parse_statistics
+from tempctl.device.urls import normalize_url
+from tempctl.device.values import plausible_temp
 
 __all__ = [
-    "DeviceCapabilities",
-    "reading_capabilities",
+    "DEVICE_USER",
+    "FAULTS",
+    "MAX_BODY",
+    "PATCH_MAX_BYTES",
+    "STATS_COLUMNS",
+    "STATS_MAX_BODY",
+    "AuthRequired",
     "AxeOSError",
     "BadResponse",
     "Capabilities",
     "Client",
+    "DeviceCapabilities",
     "Rejected",
     "Timeout",
     "TooLarge",
     "Unreachable",
     "capabilities",
+    "capabilities_of",
+    "key_floor",
     "normalize_url",
     "parse_info",
     "parse_statistics",
     "parse_version",
+    "password_from",
     "plausible_temp",
+    "read_password_file",
+    "reading_capabilities",
 ]

@@ -33,7 +33,8 @@ MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-
     2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
     "ALTER TABLE readings ADD COLUMN fault TEXT;"
     "ALTER TABLE readings ADD COLUMN mac TEXT;"
-    "ALTER TABLE readings ADD COLUMN hostname TEXT;",
+    "ALTER TABLE readings ADD COLUMN hostname TEXT;"
+    "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
 }
 
 READING_COLUMNS = (
@@ -63,6 +64,7 @@ READING_COLUMNS = (
     "fault",
     "mac",
     "hostname",
+    "firmware_floor",
 )
 _INSERT_READING = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
@@ -354,6 +356,7 @@ class Log:
             r.fault,
             r.mac,
             r.hostname,
+            r.firmware_floor,
         )
 
     def decision_ops(

@@ -34,8 +34,9 @@ READING_COLUMNS = (
     "fault",
     "mac",
     "hostname",
+    "firmware_floor",
 )
-V2_COLUMNS = ("autofan", "fault", "mac", "hostname")
+V2_COLUMNS = ("autofan", "fault", "mac", "hostname", "firmware_floor")
 
 
 def reading_sql(conn: sqlite3.Connection) -> str:
@@ -71,3 +72,4 @@ class LoggedReading(NamedTuple):
     fault: str | None
     mac: str | None
     hostname: str | None
+    firmware_floor: str | None
