@@ -84,7 +84,6 @@ class Settings:
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
     restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
-    device_password_file: str = _DEFAULTS["device_password_file"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]
@@ -94,6 +93,7 @@ class Settings:
     alert_url: str = _DEFAULTS["alert_url"]
     metrics_port: int = _DEFAULTS["metrics_port"]
     metrics_host: str = _DEFAULTS["metrics_host"]
+    device_password_file: str = _DEFAULTS["device_password_file"]
     # attr -> "default" | "environment" | "command line" | file path | "devices[i] in <path>"
     sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     warnings: tuple[str, ...] = ()

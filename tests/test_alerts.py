@@ -250,6 +250,7 @@ def test_second_frequency_not_holding_is_an_alert(receiver):
     assert "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD" in msg
 
 
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
 def test_a_redirect_is_a_failure_and_never_followed(receiver, caplog, status):
     # Issue 13 item 14: an alert goes only where it was configured to go.
     receiver.expect_request("/hooks/a", method="POST").respond_with_data(
@@ -267,8 +268,6 @@ def test_a_redirect_is_a_failure_and_never_followed(receiver, caplog, status):
 @pytest.mark.parametrize(
     ("fault", "priority"), [("power_fault", 4), ("hardware_fault", 4), ("pool_down", 3)]
 )
-
-
 def test_a_fault_is_alerted_once_per_interval(receiver, fault, priority):
     receiver.expect_request("/hooks/f", method="POST").respond_with_data("ok")
     alerter = Alerter(receiver.url_for("/hooks/f"), clock=Clock())

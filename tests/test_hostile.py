@@ -308,5 +308,7 @@ def test_a_hostile_device_never_stops_the_daemon_nor_the_others(tmp_path):
     assert bad_rows and all(r["error"] for r in bad_rows)  # each says what was wrong
     assert any("too large" in r["error"] for r in bad_rows)
     assert any("not JSON (ValueError" in r["error"] for r in bad_rows)
-    assert v.count("commands", "device = ?", bad.address) == 0
+    assert v.count("commands", "device = ?", bad.address) == 0, [
+        (c["kind"], c["frequency"], c["reason"]) for c in v.commands()
+    ]
     assert v.count("transitions", "device = ?", hot.address) >= 1

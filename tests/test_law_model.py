@@ -384,7 +384,7 @@ def test_status_says_what_the_law_is_doing_in_words(tmp_path):
 
 @pytest.mark.parametrize(
     "fault, level",
-    [("power_fault", "alarm"), ("hardware_fault", "alarm"), ("pool_down", "warning")],
+    [("power_fault", "warning"), ("hardware_fault", "warning"), ("pool_down", "warning")],
 )
 def test_a_mining_stop_is_never_commanded_on(fault, level):
     c = Controller(replace(LIM, stable_timeframe=0.01, settle=30), "d")

@@ -328,6 +328,7 @@ def test_logged_reading_has_what_the_controller_reads():
         None,
         "aa:bb",
         "gamma",
+        None,
     )
     r = LoggedReading._make(row)
     full = Reading(

@@ -142,6 +142,8 @@ class Controller:
         # flag is a signal of its own and does.
         if not self.started or not (reading.valid or reading.overheat):
             return decision
+        if reading.frequency is None and not reading.overheat:
+            return decision  # no (plausible) frequency: what would a change be relative to?
         if reading.fault:  # mining stopped, not an overheat: never command on it (issue 16.2)
             self._fault_note(reading.fault, decision)
             return decision
@@ -283,7 +285,7 @@ class Controller:
                     "fault",
                     f"mining stopped: {fault} reported by the device; "
                     "not an overheat, needs a person",
-                    level="alarm",
+                    level="warning",  # the alerter sends its own "fault" alert
                     origin="device",
                 )
             )

@@ -82,8 +82,12 @@ class Driver:
         ctl = self.controller
         alarm = None
         if self._capabilities is not None and (reading.version or reading.asic_model):
-            key = (reading.version, reading.asic_model, reading.firmware_floor,
-                   reading.actual_frequency is not None)
+            key = (
+                reading.version,
+                reading.asic_model,
+                reading.firmware_floor,
+                reading.actual_frequency is not None,
+            )
             if key != self._caps_key:
                 self._caps_key = key
                 caps = self._capabilities(reading)

@@ -51,7 +51,6 @@ def require_matplotlib() -> None:
         ) from None
 
 
-
 class SimFirmware(Firmware):
     """The emulator's device, plus the exact hash work it did (GH, since start).
 
