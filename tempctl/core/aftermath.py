@@ -61,7 +61,12 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> None:
                 Event("trip", "before trip " + dumps(c), level="warning", origin="firmware")
             )
         return
-    if r.temp is None or getattr(r, "fault", None):
+    if getattr(r, "fault", None):
+        return
+    if r.temp is None:
+        # an unpowered core reads -1 too: the stall is the one thing to act on then
+        if c.before_trip is not None and _stalled(r):
+            _restore(c, r, now_ms, d)
         return
     if c.before_trip is None:
         if r.hashrate and (r.uptime_s is None or r.uptime_s >= 60):
@@ -73,13 +78,8 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> None:
 def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
     lim, before = c.limits, c.before_trip
     bv, ba, bfan = before.get("core_voltage"), before.get("autofan"), before.get("fan")
-    stalled = (
-        r.hashrate is not None
-        and r.hashrate <= 0
-        and r.core_voltage is not None
-        and r.core_voltage < REGULATOR_MIN_MV
-    )
-    cool = r.temp <= lim.temp_threshold - lim.hysteresis
+    stalled = _stalled(r)
+    cool = r.temp is not None and r.temp <= lim.temp_threshold - lim.hysteresis
     want: dict = {}
     if stalled:
         want["coreVoltage"] = max(int(bv or REGULATOR_MIN_MV), REGULATOR_MIN_MV)
@@ -131,6 +131,16 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         else "restore the settings the firmware's trip took away"
     )
     d.commands.append(Command("set_fields", why, fields=tuple(sorted(want.items()))))
+
+
+def _stalled(r: Reading) -> bool:
+    """0 hashrate with a set voltage below what the regulator can give (axeos-api.md §14)."""
+    return (
+        r.hashrate is not None
+        and r.hashrate <= 0
+        and r.core_voltage is not None
+        and r.core_voltage < REGULATOR_MIN_MV
+    )
 
 
 def _restored(r: Reading, before: dict) -> bool:

@@ -138,28 +138,34 @@ class Controller:
         decision = Decision()
         self._now = now_ms
         observe.observe(self, reading, now_ms, decision)
-        # Invalid readings never move the law on their own; the firmware's overheat
-        # flag is a signal of its own and does.
-        if not self.started or not (reading.valid or reading.overheat):
+        if not self.started:
             return decision
-        if reading.frequency is None and not reading.overheat:
-            return decision  # no (plausible) frequency: what would a change be relative to?
-        if reading.fault:  # mining stopped, not an overheat: never command on it (issue 16.2)
+        if reading.fault:
+            # mining stopped, not an overheat: never command on it (issue 16.2)
             self._fault_note(reading.fault, decision)
             return decision
-        self._notes.discard("fault")
-        calm = not is_critical(reading, self.limits) and not is_hot(reading, self.limits)
-        if not (calm and self._quiet(now_ms)):
-            facts = Facts(self, reading, now_ms, window)
-            found = self._first_match(facts, calm)
-            if found is not None:
-                i, row = found
-                self._facts, self._fired, self._decision = facts, row, decision
-                self._from_state = self.current
-                getattr(self, f"row_{i}")()
-                self._facts = self._fired = self._decision = None
-        aftermath.check(self, reading, now_ms, decision)
+        if reading.valid:
+            self._notes.discard("fault")
+        # Invalid readings never move the law on their own; the firmware's overheat flag is
+        # a signal of its own and does. Without a (plausible) frequency there is nothing a
+        # change could be relative to.
+        if (reading.valid and reading.frequency is not None) or reading.overheat:
+            self._law(reading, now_ms, window, decision)
+        aftermath.check(self, reading, now_ms, decision)  # a stalled core reads -1 too
         return decision
+
+    def _law(self, reading: Reading, now_ms: int, window, decision: Decision) -> None:
+        calm = not is_critical(reading, self.limits) and not is_hot(reading, self.limits)
+        if calm and self._quiet(now_ms):
+            return
+        facts = Facts(self, reading, now_ms, window)
+        found = self._first_match(facts, calm)
+        if found is not None:
+            i, row = found
+            self._facts, self._fired, self._decision = facts, row, decision
+            self._from_state = self.current
+            getattr(self, f"row_{i}")()
+            self._facts = self._fired = self._decision = None
 
     def command_result(
         self, command: Command, ok: bool, now_ms: int, error: str | None = None
