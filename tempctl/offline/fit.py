@@ -43,6 +43,7 @@ SHARE_GRID = tuple(i / 20 for i in range(19))  # fast share 0 .. 0.9
 TAU_FAST_S = 1.0  # below the refresh period of every log we have (README §4: "< 1 s")
 LP_BLOCK = 60.0  # low-pass blocks span at most this many time constants (e^60 is safe)
 LOAD_CHUNK = 20_000  # rows fetched at a time
+LP_CHUNK = 65_536  # rows per pass of the low-pass (bounds its temporaries)
 
 
 class FitError(Exception):
@@ -129,7 +130,7 @@ def load(
     )
     where = "FROM readings WHERE device = ? AND ts_ms >= ? AND ts_ms <= ?"
     n = conn.execute(f"SELECT count(*) {where}", args).fetchone()[0]
-    data = np.empty((n, 7), dtype=float)
+    cols = [np.empty(n) for _ in range(7)]
     cur = conn.execute(
         "SELECT ts_ms, temp, power, frequency, coalesce(core_voltage, core_voltage_actual) "
         f"* 1e-3, vr_temp, uptime_s {where} ORDER BY ts_ms, id",
@@ -140,13 +141,14 @@ def load(
         rows = cur.fetchmany(LOAD_CHUNK)
         if not rows:
             break
-        data[i : i + len(rows)] = np.array(rows, dtype=float)  # None becomes nan
+        chunk = np.array(rows, dtype=float)  # None becomes nan
+        for j, col in enumerate(cols):
+            col[i : i + len(rows)] = chunk[:, j]
         i += len(rows)
-    data = data[:i]
     asic = conn.execute(
         f"SELECT asic {where} AND asic IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1", args
     ).fetchone()
-    return Series(*(np.ascontiguousarray(data[:, j]) for j in range(7)), asic and asic[0])
+    return Series(*(c[:i] for c in cols), asic and asic[0])
 
 
 def _segments(ts: np.ndarray, uptime: np.ndarray, gap_s: float = GAP_S) -> np.ndarray:
@@ -254,33 +256,39 @@ def lowpass(ts: np.ndarray, u: np.ndarray, seg: np.ndarray, tau_s: float) -> np.
 
     The recurrence ``y[i] = e[i]·y[i-1] + g[i]`` is solved in closed form over blocks
     of at most ``LP_BLOCK`` time constants (so the scale factors stay far from
-    overflow), one numpy pass per block instead of a Python step per row.
+    overflow): one numpy pass per block instead of a Python step per row, and the
+    temporaries are only ``LP_CHUNK`` rows long.
     """
     n = len(u)
     y = np.empty(n)
-    if n == 0:
-        return y
     tau = float(tau_s)
-    dt = np.diff(ts, prepend=ts[:1]) / 1000.0
-    start = np.ones(n, dtype=bool)
-    start[1:] = seg[1:] != seg[:-1]
-    e = np.exp(-dt / tau)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frac = np.where(dt > 0, 1.0 - tau * (1.0 - e) / np.where(dt > 0, dt, 1.0), 0.0)
-    prev = np.concatenate([u[:1], u[:-1]])
-    g = np.where(start, u, (1.0 - e) * prev + (u - prev) * frac)
-    c = np.cumsum(np.where(start, 0.0, dt / tau))  # elapsed time constants
-    first = np.maximum.accumulate(np.where(start, np.arange(n), 0))
-    cut = start.copy()
-    cut[1:] |= np.diff(np.floor((c - c[first]) / LP_BLOCK)) != 0
-    edges = np.concatenate([np.flatnonzero(cut), [n]])
-    for a, b in zip(edges[:-1], edges[1:]):
-        if start[a]:
-            ref, carry = c[a], 0.0
-        else:
-            ref, carry = c[a - 1], y[a - 1]
-        w = np.exp(c[a:b] - ref)
-        y[a:b] = (carry + np.cumsum(g[a:b] * w)) / w
+    c_end = 0.0  # elapsed time constants at the end of the previous chunk
+    for lo in range(0, n, LP_CHUNK):
+        hi = min(n, lo + LP_CHUNK)
+        p = max(lo - 1, 0)
+        dt = np.diff(ts[p:hi]) / 1000.0
+        start = seg[p + 1 : hi] != seg[p : hi - 1]
+        prev = u[p : hi - 1]
+        if lo == 0:
+            dt, start = np.concatenate([[0.0], dt]), np.concatenate([[True], start])
+            prev = np.concatenate([u[:1], prev])
+        e = np.exp(-dt / tau)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            frac = np.where(dt > 0, 1.0 - tau * (1.0 - e) / dt, 0.0)
+        g = np.where(start, u[lo:hi], (1.0 - e) * prev + (u[lo:hi] - prev) * frac)
+        c = c_end + np.cumsum(np.where(start, 0.0, dt / tau))
+        cut = start.copy()
+        cut[0] = True
+        cut[1:] |= np.diff(np.floor(c / LP_BLOCK)) != 0
+        edges = np.concatenate([np.flatnonzero(cut), [hi - lo]])
+        for a, b in zip(edges[:-1], edges[1:]):
+            if start[a]:
+                ref, carry = c[a], 0.0
+            else:
+                ref, carry = (c[a - 1] if a else c_end), y[lo + a - 1]
+            w = np.exp(c[a:b] - ref)
+            y[lo + a : lo + b] = (carry + np.cumsum(g[a:b] * w)) / w
+        c_end = float(c[-1])
     return y
 
 
@@ -324,29 +332,48 @@ class Baseline:
 
 
 class _Projector:
-    """Least squares on the baseline basis restricted to ``rows`` (a boolean mask)."""
+    """Least squares on the baseline basis restricted to ``rows`` (a boolean mask).
+
+    Vectors are over all rows of the basis; rows outside the mask carry zero weight
+    (no copies per row set), and residuals there are zero.
+    """
 
     def __init__(self, base: Baseline, rows: np.ndarray):
         self.rows = rows
-        self.l, self.r = base.left[rows], base.right[rows]
-        self.wl, self.wr = base.wl[rows], base.wr[rows]
+        self.l, self.r = base.left, base.right
+        self.wl, self.wr = base.wl * rows, base.wr * rows
         k = len(base.knots)
         self.k = k
         diag = np.bincount(self.l, self.wl**2, k) + np.bincount(self.r, self.wr**2, k)
         off = np.bincount(self.l, self.wl * self.wr, k)[:-1]  # (j, j+1): rows between them
         self.supported = diag > 0
         diag = np.where(self.supported, diag, 1.0)  # a knot without rows: coefficient 0
-        gram = np.diag(diag) + np.diag(off, 1) + np.diag(off, -1)
-        self.inv = np.linalg.inv(gram)  # k is hours + stretches: small, and reused per τ
+        # the Gram matrix is tridiagonal and positive definite: factor it once (LDLᵀ)
+        d, m = diag.tolist(), off.tolist()
+        for j in range(1, k):
+            m[j - 1] /= d[j - 1]
+            d[j] -= m[j - 1] * m[j - 1] * d[j - 1]
+        self.d, self.m = d, m
 
     def coef(self, v: np.ndarray) -> np.ndarray:
         """Basis coefficients of the least-squares fit of ``v`` (values on the rows)."""
-        bt = np.bincount(self.l, self.wl * v, self.k) + np.bincount(self.r, self.wr * v, self.k)
-        return self.inv @ bt
+        b = (
+            np.bincount(self.l, self.wl * v, self.k) + np.bincount(self.r, self.wr * v, self.k)
+        ).tolist()
+        d, m, k = self.d, self.m, self.k
+        for j in range(1, k):
+            b[j] -= m[j - 1] * b[j - 1]
+        b[k - 1] /= d[k - 1]
+        for j in range(k - 2, -1, -1):
+            b[j] = b[j] / d[j] - m[j] * b[j + 1]
+        return np.array(b)
 
     def resid(self, v: np.ndarray) -> np.ndarray:
         c = self.coef(v)
-        return v - (c[self.l] * self.wl + c[self.r] * self.wr)
+        out = v - c[self.l] * self.wl
+        out -= c[self.r] * self.wr
+        out *= self.rows
+        return out
 
 
 def _grid_sse(yy, a, b, ff, fs, ss) -> tuple[float, float]:
@@ -401,14 +428,14 @@ def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
     fast = filtered(TAU_FAST_S)
     proj = {}
     for name, p in fits.items():
-        my, mf = p.resid(y[p.rows]), p.resid(fast[p.rows])
+        my, mf = p.resid(y), p.resid(fast)
         proj[name] = (my, mf, float(my @ my), float(mf @ my), float(mf @ mf))
     best: dict[str, tuple] = {}
     for tau in TAU_SLOW_GRID:
         slow = filtered(tau)
         for name, p in fits.items():
             my, mf, yy, a, ff = proj[name]
-            ms = p.resid(slow[p.rows])
+            ms = p.resid(slow)
             sse, phi = _grid_sse(yy, a, float(ms @ my), ff, float(mf @ ms), float(ms @ ms))
             if name not in best or sse < best[name][0]:
                 best[name] = (sse, tau, phi)
@@ -418,9 +445,9 @@ def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
         _, tau, phi = best[name]
         p = fits[name]
         x = phi * fast + (1 - phi) * filtered(tau)
-        mx, my = p.resid(x[p.rows]), proj[name][0]
+        mx, my = p.resid(x), proj[name][0]
         r = float(mx @ my) / float(mx @ mx) if float(mx @ mx) > 0 else 0.0
-        return r, p.coef(y[p.rows] - r * x[p.rows]), x, tau, phi
+        return r, p.coef(y - r * x), x, tau, phi
 
     quality = Quality(int(warm.sum()), None, 0.0)
     if "train" in fits:  # the whole procedure on the other blocks, then predict these
