@@ -66,6 +66,7 @@ class PowerFit:
     k_w: float  # W per MHz·V²
     leak_per_c: float | None
     quality: Quality
+    k_leak_w: float | None = None  # k of the leakage variant (the one to use with leak_per_c)
 
 
 @dataclass
@@ -238,14 +239,14 @@ def fit_power(s: Series) -> PowerFit:
         err = s.power[test] - (bt[0] + bt[1] * x[test])
         quality.heldout_n, quality.heldout_rmse = int(test.sum()), _rmse(err)
         quality.heldout_mae = float(np.mean(np.abs(err)))
-    leak = None
+    leak = k_leak = None
     tuse = use & np.isfinite(s.temp)
     if tuse.sum() >= 5 and np.ptp(s.temp[tuse]) > 1.0:
         XL = np.column_stack([np.ones(tuse.sum()), x[tuse], x[tuse] * (s.temp[tuse] - 60.0)])
         bl, _ = _ols(XL, s.power[tuse])
         if bl[1] > 0:
-            leak = float(bl[2] / bl[1])
-    return PowerFit(float(beta[0]), float(beta[1]), leak, quality)
+            leak, k_leak = float(bl[2] / bl[1]), float(bl[1])
+    return PowerFit(float(beta[0]), float(beta[1]), leak, quality, k_leak)
 
 
 # --- dynamics ----------------------------------------------------------------------------

@@ -442,16 +442,12 @@ class Response:
 
     r_c_per_w: float
     k_w: float
-    leak_w_per_c: float  # extra W per °C at the operating point (leakage feedback)
+    leak_per_c: float  # leakage: power grows by this fraction per °C above 60 °C
     fast_share: float
     tau_fast_s: float
     tau_slow_s: float
     vr_c_per_w: float
     source: str
-
-    @property
-    def loop_gain(self) -> float:
-        return 1.0 / max(0.2, 1.0 - self.r_c_per_w * self.leak_w_per_c)
 
 
 def response_from_fit(fit, asic: str | None = None) -> Response:
@@ -469,7 +465,6 @@ def response_from_fit(fit, asic: str | None = None) -> Response:
         p = params_for(asic or (fit.asic if fit else None) or "BM1370")
     except ValueError:
         p = params_for("BM1370")
-    volt = fit.core_v if fit and fit.core_v else 1.15
     r, phi, tf, ts_, k = p.r_c_per_w_fixed, p.fast_share, p.tau_fast_s, p.tau_slow_s, p.k_w
     leak = p.leak_per_c
     sources = []
@@ -490,13 +485,12 @@ def response_from_fit(fit, asic: str | None = None) -> Response:
     pw = fit.power if fit else None
     if pw and 0.005 <= pw.k_w <= 0.05:
         k = pw.k_w
-        if pw.leak_per_c is not None and 0 <= pw.leak_per_c <= 0.05:
-            leak = pw.leak_per_c
+        if pw.leak_per_c is not None and 0 <= pw.leak_per_c <= 0.05 and pw.k_leak_w:
+            # the leakage variant's own k: the plain fit's k absorbs part of the leakage
+            k, leak = pw.k_leak_w, pw.leak_per_c
         sources.append("power fit")
     vr = fit.vr_c_per_w if fit and fit.vr_c_per_w and 0.3 <= fit.vr_c_per_w <= 5 else p.vr_c_per_w
-    # W per °C at a typical operating point (575 MHz): leak·k·f·V²
-    leak_w = leak * k * 575.0 * volt * volt
-    return Response(r, k, leak_w, phi, tf, ts_, vr, ", ".join(sources))
+    return Response(r, k, leak, phi, tf, ts_, vr, ", ".join(sources))
 
 
 def counterfactual(
@@ -585,7 +579,7 @@ def _counterfactual_one(
                 dt = max(0.0, (ts - last_ts) / 1000.0)
                 a_f = 1.0 - math.exp(-dt / resp.tau_fast_s)
                 a_s = 1.0 - math.exp(-dt / resp.tau_slow_s)
-                gain = resp.r_c_per_w * resp.loop_gain * d_power
+                gain = resp.r_c_per_w * d_power
                 e_fast += (resp.fast_share * gain - e_fast) * a_f
                 e_slow += ((1.0 - resp.fast_share) * gain - e_slow) * a_s
             last_ts = ts
@@ -622,7 +616,15 @@ def _counterfactual_one(
                 ctl.command_result(cmd, True, ts)
             volt = (core_mv or 1150) / 1000.0
             if f_rec is not None and f_cf is not None:
-                d_power = resp.k_w * volt * volt * (f_cf - f_rec)
+                # P = p0 + k·f·V²·(1 + leak·(T − 60)) on both sides (fit.py's power model):
+                # the frequency difference at the recorded temperature, plus the leakage
+                # of the counterfactual's own temperature difference
+                t_rec = r.temp if r.temp is not None else 60.0
+                kv = resp.k_w * volt * volt
+                d_power = kv * (
+                    (f_cf - f_rec) * (1.0 + resp.leak_per_c * (t_rec - 60.0))
+                    + f_cf * resp.leak_per_c * delta
+                )
         rec.restarts += conn.execute(
             "SELECT count(*) FROM commands WHERE run_id = ? AND device = ? AND kind = 'restart' "
             "AND ts_ms >= ? AND ts_ms <= ?",
