@@ -502,8 +502,13 @@ def counterfactual(
     since_ms: int | None = None,
     until_ms: int | None = None,
     response: Response | None = None,
+    also: tuple[float, ...] = (),
 ) -> dict:
-    """Recorded vs what ``overrides`` would have done, per device (JSON-ready)."""
+    """Recorded vs what ``overrides`` would have done, per device (JSON-ready).
+
+    ``also``: more thresholds to report time above (``above`` in each side's metrics),
+    beside the recorded and the counterfactual TEMP_THRESHOLD.
+    """
     from tempctl.offline.fit import FitError, fit_device
 
     runs = select_runs(conn, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms)
@@ -519,18 +524,28 @@ def counterfactual(
                 fit = None
             resp = response_from_fit(fit)
         out["devices"][dev] = _counterfactual_one(
-            conn, dev, dev_runs, overrides, resp, since_ms, until_ms
+            conn, dev, dev_runs, overrides, resp, since_ms, until_ms, also
         )
     return out
 
 
 def _counterfactual_one(
-    conn, device: str, runs: list[Run], overrides: dict, resp: Response, since_ms, until_ms
+    conn,
+    device: str,
+    runs: list[Run],
+    overrides: dict,
+    resp: Response,
+    since_ms,
+    until_ms,
+    also: tuple[float, ...] = (),
 ) -> dict:
     base = settings_for(runs[0].config, device)
     threshold = base.temp_threshold
-    rec = Tally(threshold, max_gap_s=MAX_GAP_S)
-    cf = Tally(threshold, max_gap_s=MAX_GAP_S)
+    cf_threshold = settings_for(runs[-1].config, device, overrides).temp_threshold
+    # both sides are judged against the recorded threshold, and also against the
+    # counterfactual's own (the report names which is which)
+    rec = Tally(threshold, max_gap_s=MAX_GAP_S, also=(cf_threshold, *also))
+    cf = Tally(threshold, max_gap_s=MAX_GAP_S, also=(cf_threshold, *also))
     caps = _Caps()
     lo = since_ms if since_ms is not None else -(2**62)
     hi = until_ms if until_ms is not None else 2**62
@@ -633,6 +648,7 @@ def _counterfactual_one(
     settings = settings_for(runs[-1].config, device, overrides)
     return {
         "threshold": threshold,
+        "counterfactual_threshold": cf_threshold,
         "plant": vars(resp),
         "recorded": rec.result(),
         "counterfactual": cf.result(),
@@ -709,6 +725,14 @@ def format_check(result: CheckResult) -> str:
     return text
 
 
+def _other_threshold(rep: dict) -> tuple[float, str, str] | None:
+    """The counterfactual threshold for report.table, or None when it is the recorded one."""
+    cf = rep.get("counterfactual_threshold", rep["threshold"])
+    if cf == rep["threshold"]:
+        return None
+    return (cf, "counterfactual TEMP_THRESHOLD", "recorded TEMP_THRESHOLD")
+
+
 def format_counterfactual(report: dict) -> str:
     from tempctl.offline.report import table
 
@@ -724,6 +748,7 @@ def format_counterfactual(report: dict) -> str:
             + table(
                 {"recorded": rep["recorded"], "counterfactual": rep["counterfactual"]},
                 threshold=rep["threshold"],
+                other=_other_threshold(rep),
             )
         )
     return "\n\n".join(parts) if parts else "no readings in range"
