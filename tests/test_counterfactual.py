@@ -1,0 +1,62 @@
+"""The counterfactual replay against ground truth (issue 14): predict a setting from a
+recorded run on the emulator's plant, run that setting for real on the same plant (same
+scenario and seed), compare hash, peak and time above the thresholds."""
+
+from __future__ import annotations
+
+import pytest
+
+from tempctl.config import Settings
+from tempctl.offline.truth import (
+    HASH_RATIO_TOL,
+    MINUTES_ABS_TOL,
+    MINUTES_REL_TOL,
+    PEAK_TOL_C,
+    cases,
+    compare,
+    markdown,
+    record,
+)
+from tempctl.sim.scenario import load_scenario
+
+BASE = Settings(check_interval=5.0)
+SCENARIO = load_scenario("heatwave")
+CASES = cases(BASE)
+MIN_FREQ = next(c for c in CASES if "MIN_FREQUENCY" in c.name)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("truth")
+    return workdir, record(SCENARIO, BASE, workdir / "recorded.db")
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        c
+        if c is not MIN_FREQ
+        else pytest.param(
+            c,
+            marks=pytest.mark.xfail(
+                reason="TEMPCTL_MIN_FREQUENCY is read only by the model law of issue 12, "
+                "which is not on main yet: the setting changes nothing",
+                strict=False,
+            ),
+        )
+        for c in CASES
+    ],
+    ids=[c.name for c in CASES],
+)
+def test_prediction_matches_the_real_run(recorded, case):
+    workdir, db = recorded
+    r = compare(SCENARIO, BASE, case, workdir, db)
+    table = markdown([r], BASE)
+    # the case must matter, or the comparison proves nothing
+    assert r["real_differs"], "the real run decided exactly as the recorded one\n" + table
+    assert abs(r["hash_ratio"]["error"]) <= HASH_RATIO_TOL, table
+    assert abs(r["peak_c"]["error"]) <= PEAK_TOL_C, table
+    assert len(r["minutes_above"]) == (2 if "TEMP_THRESHOLD" in case.name else 1)
+    for m in r["minutes_above"].values():
+        assert abs(m["error"]) <= max(MINUTES_ABS_TOL, MINUTES_REL_TOL * m["measured"]), table
+    assert r["ok"]
