@@ -50,7 +50,11 @@ CREATE TABLE IF NOT EXISTS readings (
     asic TEXT,                     -- ASIC model, e.g. BM1370
     overheat INTEGER NOT NULL DEFAULT 0 CHECK (overheat IN (0, 1)),
     backfilled INTEGER NOT NULL DEFAULT 0 CHECK (backfilled IN (0, 1)),
-    error TEXT                     -- why the reading is not valid / what was wrong
+    error TEXT,                    -- why the reading is not valid / what was wrong
+    autofan INTEGER CHECK (autofan IN (0, 1)),  -- firmware fan PID on (schema v2)
+    fault TEXT,                    -- mining stopped: power_fault | hardware_fault | pool_down (v2)
+    mac TEXT,                      -- identity, to tell a swapped device at the same address (v2)
+    hostname TEXT
 ) STRICT;
 
 -- The stable-window query reads one device's recent rows in time order.

@@ -30,10 +30,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tempctl.config import Settings
+from tempctl.config import Settings, config_dict
 from tempctl.core.reading import Reading
-from tempctl.daemon.loop import _config_dict
-from tempctl.offline.replay import READING_SQL, check, select_runs
+from tempctl.offline.replay import check, reading_sql, select_runs
 from tempctl.sim.plant import params_for, steady_die
 from tempctl.sim.policies import TempctlPolicy
 from tempctl.sim.simulate import SIM_EPOCH_MS, LogSink
@@ -97,7 +96,7 @@ def build(path: str, readings: int) -> float:
     started = time.perf_counter()
     log = Log(path)
     settings = Settings(check_interval=POLL_S)
-    log.start_run(_config_dict(settings), {}, kind="simulation", ts_ms=SIM_EPOCH_MS)
+    log.start_run(config_dict(settings), {}, kind="simulation", ts_ms=SIM_EPOCH_MS)
     sink = LogSink(log)
     dev = SynthDevice("bench")
     policy = TempctlPolicy(settings, dev.name, sink)
@@ -113,7 +112,7 @@ def scan(conn: sqlite3.Connection) -> tuple[float, int]:
     started = time.perf_counter()
     n = 0
     run = select_runs(conn)[0]
-    for _ in conn.execute(READING_SQL + run.reading_sql + "ORDER BY id", (run.id, "bench")):
+    for _ in conn.execute(reading_sql(conn) + run.reading_sql + "ORDER BY id", (run.id, "bench")):
         n += 1
     return time.perf_counter() - started, n
 

@@ -20,7 +20,7 @@ import os
 import stat
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from ipaddress import ip_address
 from typing import Any, BinaryIO
 from urllib.parse import urlsplit
@@ -296,7 +296,7 @@ FIELDS: tuple[Field, ...] = (
         "law",
         "--law",
         "choice",
-        "levels",
+        "model",
         "Control law: model (learned device model) or levels (the fixed FIRST/SECOND levels of "
         "tempctl 0.1).",
         choices=("model", "levels"),
@@ -894,3 +894,8 @@ __all__ = [
     "parse_assignment",
     "validate",
 ]
+
+
+def config_dict(settings: Settings) -> dict:
+    """The effective settings as the JSON a run row keeps (``runs.config``)."""
+    return {k: v for k, v in asdict(settings).items() if k != "sources"}

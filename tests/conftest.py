@@ -19,7 +19,7 @@ def free_port() -> int:
 @pytest.fixture
 def limits() -> Limits:
     # Compressed time, as in the end-to-end tests: 1 s polls, 10 s settle, 60 s window.
-    return Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600)
+    return Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600, law="levels")
 
 
 @pytest.fixture

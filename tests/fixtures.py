@@ -26,10 +26,9 @@ from pathlib import Path
 
 import click
 
-from tempctl.config import Device, Settings
+from tempctl.config import Device, Settings, config_dict
 from tempctl.core.controller import Command, Controller, Limits
 from tempctl.core.reading import Reading
-from tempctl.daemon.loop import _config_dict
 from tempctl.store.eventlog import Log
 
 HOUR_MS = 3_600_000
@@ -151,7 +150,7 @@ def build_log(path: str | Path) -> FixtureLog:
     try:
         poll = 0
         for start, end in RUNS:
-            log.start_run(_config_dict(SETTINGS), {"devices": "fixture"}, ts_ms=start)
+            log.start_run(config_dict(SETTINGS), {"devices": "fixture"}, ts_ms=start)
             controllers = {
                 d: Controller(lim, d, snapshot=log.restore(d)) for d, lim in limits.items()
             }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from harness import Harness
 
-from tempctl.core.controller import LAW, Limits, Snapshot, State
+from tempctl.core.controller import Limits, Snapshot, State
 
 
 def run(limits, rows, frequency=575.0, snapshot=None):
@@ -142,10 +142,12 @@ def test_never_above_max_or_below_second(limits):
 
 
 def test_critical_floor_is_the_only_way_below_second():
-    lim = Limits(check_interval=1, settle=10, stable_timeframe=60 / 3600, critical_floor=300)
+    lim = Limits(
+        check_interval=1, settle=10, stable_timeframe=60 / 3600, critical_floor=300, law="levels"
+    )
     h = run(lim, [(0, 60), (1, 72), (5, 72), (12, 72)])
     assert freqs(h) == [400, 300]
-    assert any(e.kind == "alarm" and "FLOOR" in e.message for e in h.events)
+    assert any(e.kind == "alarm" and "MIN_FREQUENCY" in e.message for e in h.events)
 
 
 def test_firmware_overheat_penalty_is_logged_as_firmware(limits):
@@ -205,7 +207,9 @@ def test_auto_mode_restarts_only_when_firmware_cannot_change_live(limits):
 
 
 def test_dry_run_decides_without_the_device_changing():
-    lim = Limits(check_interval=1, settle=10, stable_timeframe=60 / 3600, dry_run=True)
+    lim = Limits(
+        check_interval=1, settle=10, stable_timeframe=60 / 3600, dry_run=True, law="levels"
+    )
     h = Harness(lim)
     h.obey = False
     for t, temp in [(0, 60), (1, 64), (12, 64)]:
@@ -231,24 +235,43 @@ def test_reboot_is_detected_from_uptime(limits):
     assert [e.origin for e in h.events if e.kind == "reboot"] == ["device"]
 
 
-def test_identity_change_is_an_alarm(limits):
+def test_identity_change_is_an_alarm_and_a_fresh_start(limits):
     from tempctl.core.reading import Reading
 
     h = Harness(limits)
     d1 = h.ctl.step(Reading("dev", 0, temp=60, frequency=575, mac="AA", hostname="a"), 0)
-    d2 = h.ctl.step(Reading("dev", 1000, temp=60, frequency=575, mac="BB", hostname="b"), 1000)
-    assert not d1.events and d2.events[0].kind == "identity" and d2.events[0].level == "alarm"
+    h.ctl.step(Reading("dev", 1000, temp=64, frequency=575, mac="AA", hostname="a"), 1000)
+    assert h.ctl.current is State.THROTTLED_1  # the old device's state
+    d2 = h.ctl.step(Reading("dev", 2000, temp=60, frequency=490, mac="BB", hostname="b"), 2000)
+    # first sight: an info event that the log keeps (restore reads it back), no alarm
+    assert [(e.kind, e.level) for e in d1.events] == [("device", "info")]
+    assert d2.events[0].kind == "identity" and d2.events[0].level == "alarm"
+    assert '"mac": "BB"' in d2.events[1].message
+    # the new device starts with no history: below MAX -> RECOVERING at what it runs
+    assert d2.transition.reason.startswith("start: no history")
+    assert h.ctl.current is State.RECOVERING and h.ctl.frequency == 490
 
 
-def test_law_is_data_and_every_row_reachable():
-    # Every state has a way out of throttling and every condition names a Facts property.
-    from tempctl.core.controller import CONDITIONS, Facts
+def test_a_swap_across_a_restart_is_seen_from_the_persisted_identity(limits):
+    from tempctl.core.reading import Reading
 
-    for row in LAW:
-        for c in row["conditions"]:
-            assert c in CONDITIONS and isinstance(getattr(Facts, c), property)
-    dests = {row["dest"] for row in LAW}
-    assert dests == set(State)
+    snap = Snapshot(State.THROTTLED_2, 400.0, last_change_ms=0, identity=("AA", "a"))
+    h = Harness(limits, 400, snap)
+    d = h.ctl.step(Reading("dev", 5000, temp=60, frequency=400, mac="BB", hostname="b"), 5000)
+    assert d.events[0].kind == "identity" and d.events[0].level == "alarm"
+    assert h.ctl.current is State.RECOVERING  # not THROTTLED_2 from the other device's log
+
+
+@pytest.mark.parametrize("law", ["levels", "model"])
+def test_law_is_data_and_every_row_reachable(law):
+    # Every condition names a Facts property; every state is some row's destination.
+    from tempctl.core.law import LAWS, Facts
+
+    rows = LAWS[law]
+    for row in rows:
+        for c in row.when:
+            assert isinstance(getattr(Facts, c), property), c
+    assert {row.dest for row in rows} == set(State)
 
 
 def test_hot_first_poll_keeps_one_row_with_the_start(limits):

@@ -26,6 +26,7 @@ LIM = Limits(
     critical_floor=300,
     apply="auto",
     max_restarts_per_hour=3,
+    law="levels",
 )
 
 

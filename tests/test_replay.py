@@ -12,17 +12,17 @@ from click.testing import CliRunner
 from fixtures import build_log
 
 from tempctl.cli import cli
-from tempctl.config import Device, Settings
+from tempctl.config import Device, Settings, config_dict
 from tempctl.core.clock import FakeClock
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.reading import Reading
-from tempctl.daemon.loop import Daemon, _config_dict
+from tempctl.daemon.loop import Daemon
 from tempctl.offline.replay import (
-    READING_SQL,
     LoggedReading,
     check,
     counterfactual,
     parse_time,
+    reading_sql,
     select_runs,
     settings_for,
 )
@@ -76,7 +76,7 @@ def fixture_log(tmp_path_factory):
 @pytest.fixture(scope="module")
 def simulated(tmp_path_factory):
     db = tmp_path_factory.mktemp("sim") / "sim.db"
-    simulate(AFTERNOON, ["tempctl"], Settings(), poll_s=5, db=str(db))
+    simulate(AFTERNOON, ["tempctl", "levels"], Settings(), poll_s=5, db=str(db))
     return db
 
 
@@ -208,14 +208,14 @@ def _record(path: Path, backfill_hot: bool, cut_off: bool = False) -> list[tuple
     limits = Limits.from_settings(LIM_SETTINGS)
     log = Log(path)
     freq = 575.0
-    log.start_run(_config_dict(LIM_SETTINGS), {}, ts_ms=0)
+    log.start_run(config_dict(LIM_SETTINGS), {}, ts_ms=0)
     ctl = Controller(limits, "dev")
     for t in range(41):
         temp = 64.0 if t < 12 else 58.0
         _daemon_poll(log, ctl, _reading(t, temp, freq))
         freq = ctl.frequency
     # the daemon stops at 41 s and starts again at 60 s; backfill fills 42..59 from statistics
-    log.start_run(_config_dict(LIM_SETTINGS), {}, ts_ms=60_000)
+    log.start_run(config_dict(LIM_SETTINGS), {}, ts_ms=60_000)
     ctl = Controller(limits, "dev", snapshot=log.restore("dev"))
     log.transaction(
         [
@@ -273,7 +273,7 @@ def test_counterfactual_with_the_recorded_settings_is_the_recording(simulated):
 
 def test_lower_threshold_shows_fewer_degree_minutes_and_less_hash(simulated):
     conn = sqlite3.connect(simulated)
-    rep = counterfactual(conn, {"temp_threshold": 61.0})["devices"]["sim-tempctl"]
+    rep = counterfactual(conn, {"temp_threshold": 61.0})["devices"]["sim-levels"]
     rec, cf = rep["recorded"], rep["counterfactual"]
     assert rep["threshold"] == 63.0  # both judged against the recorded threshold
     assert set(METRIC_KEYS) <= set(rec) and set(METRIC_KEYS) <= set(cf)
@@ -307,7 +307,28 @@ def test_settings_for_applies_device_overrides(fixture_log):
 
 
 def test_logged_reading_has_what_the_controller_reads():
-    row = (1000, 61.5, 50.0, 575.0, 10, "v2.15.0", "BM1370", 0, 0, 7, 1)
+    row = (
+        1000,
+        61.5,
+        50.0,
+        575.0,
+        10,
+        "v2.15.0",
+        "BM1370",
+        0,
+        0,
+        7,
+        1,
+        574.0,
+        1150,
+        600.0,
+        18.5,
+        100.0,
+        0,
+        None,
+        "aa:bb",
+        "gamma",
+    )
     r = LoggedReading._make(row)
     full = Reading(
         "d",
@@ -318,6 +339,13 @@ def test_logged_reading_has_what_the_controller_reads():
         uptime_s=10,
         version="v2.15.0",
         asic_model="BM1370",
+        actual_frequency=574.0,
+        core_voltage=1150,
+        hashrate=600.0,
+        power=18.5,
+        fan_pct=100.0,
+        mac="aa:bb",
+        hostname="gamma",
     )
     for name in (
         "ts_ms",
@@ -332,16 +360,25 @@ def test_logged_reading_has_what_the_controller_reads():
         "mac",
         "hostname",
         "valid",
+        "actual_frequency",
+        "core_voltage",
+        "hashrate",
+        "power",
+        "fan_pct",
+        "fault",
     ):
         assert getattr(r, name) == getattr(full, name), name
     conn = sqlite3.connect(":memory:")
+    # a log of schema v1 (no autofan, fault, mac, hostname columns) reads them as NULL
     conn.execute(
         "CREATE TABLE readings (ts_ms, temp, vr_temp, frequency, uptime_s, firmware, "
-        "asic, overheat, backfilled, id)"
+        "asic, overheat, backfilled, id, actual_frequency, core_voltage, hashrate, power, fan)"
     )
-    conn.execute("INSERT INTO readings VALUES (1, NULL, NULL, NULL, NULL, NULL, NULL, 1, 0, 1)")
-    conn.execute("INSERT INTO readings VALUES (2, 60.5, NULL, NULL, NULL, NULL, NULL, 0, 0, 2)")
-    rows = conn.execute(READING_SQL + "ORDER BY id").fetchall()
+    conn.execute("INSERT INTO readings (ts_ms, overheat, backfilled, id) VALUES (1, 1, 0, 1)")
+    conn.execute(
+        "INSERT INTO readings (ts_ms, temp, overheat, backfilled, id) VALUES (2, 60.5, 0, 0, 2)"
+    )
+    rows = conn.execute(reading_sql(conn) + "ORDER BY id").fetchall()
     assert [LoggedReading._make(r).valid for r in rows] == [0, 1]
 
 
@@ -361,7 +398,7 @@ def test_parse_time(text, ms):
 def test_cli(simulated, tmp_path):
     runner = CliRunner()
     res = runner.invoke(cli, ["replay", str(simulated)])
-    assert res.exit_code == 0 and res.output.startswith("ok: 1 run(s)")
+    assert res.exit_code == 0 and res.output.startswith("ok: 2 run(s)")
     res = runner.invoke(cli, ["replay", str(simulated), "--check", "--json"])
     assert res.exit_code == 0 and json.loads(res.output)["ok"] is True
     res = runner.invoke(

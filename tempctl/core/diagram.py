@@ -1,4 +1,4 @@
-"""The state machine as a Mermaid diagram, generated from controller.LAW.
+"""The state machine as a Mermaid diagram, generated from the law table (law.MODEL).
 
 The README embeds the output between markers; tests/test_docs.py keeps it in
 sync. Regenerate with ``python -m tempctl.core.diagram``.
@@ -6,20 +6,22 @@ sync. Regenerate with ``python -m tempctl.core.diagram``.
 
 from __future__ import annotations
 
-from tempctl.core.controller import LAW, State
+from tempctl.core.decision import State
+from tempctl.core.law import LAWS
+
+__all__ = ["mermaid"]
 
 
-def mermaid() -> str:
+def mermaid(law: str = "model") -> str:
     lines = [
         "stateDiagram-v2",
         f"    [*] --> {State.NORMAL.value}: start at or above MAX",
         f"    [*] --> {State.RECOVERING.value}: start below MAX",
     ]
-    for row in LAW:
-        sources = row["source"] if isinstance(row["source"], list) else [row["source"]]
-        label = " & ".join(row["conditions"]) + f" / {row['action']}"
-        for src in sources:
-            lines.append(f"    {src.value} --> {row['dest'].value}: {label}")
+    for row in LAWS[law]:
+        label = " & ".join(row.when) + f" / {row.action}"
+        for src in row.source:
+            lines.append(f"    {src.value} --> {row.dest.value}: {label}")
     return "\n".join(lines) + "\n"
 
 

@@ -35,6 +35,7 @@ class Reading:
     raw_temp: float | None = None  # what the device said, even when implausible
     error: str | None = None  # why the reading (or its temperature) is not valid
     backfilled: bool = False  # taken from /api/system/statistics after downtime
+    fault: str | None = None  # mining stopped: power_fault | hardware_fault | pool_down
 
     @property
     def valid(self) -> bool:

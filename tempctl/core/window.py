@@ -10,7 +10,8 @@ the valid readings with ts in (now-W-G, now] are examined in time order. A row
 *breaks the streak* if it comes more than G after the previous valid row, or
 its temp is above TEMP_THRESHOLD, or its vr_temp is above TEMPCTL_VR_THRESHOLD.
 A reading flagged with the firmware's overheat trip breaks it too, even with
-no valid temperature.
+no valid temperature. Under the model law a reading that is not evidence (``evidence.py``:
+booting, not hashing, ramping) breaks it too.
 The streak starts at the latest breaking row (else the first row examined);
 if the newest valid row is older than G, the streak is empty (a dead sensor
 never looks cool). Temperatures of rows in (now-W, now] are summed in integer
@@ -21,17 +22,21 @@ from __future__ import annotations
 
 from collections import deque
 
-from tempctl.core.controller import Limits, WindowStats
+from tempctl.core.evidence import BOOT_GRACE_S, RAMP_TOLERANCE
+from tempctl.core.limits import Limits, WindowStats
 
 WINDOW_SQL = """
 WITH w AS (
   SELECT ts_ms, temp, vr_temp, overheat,
+         :strict AND (uptime_s < :boot OR hashrate <= 0
+                      OR abs(actual_frequency - frequency) > :ramp) AS suspect,
          ts_ms - LAG(ts_ms) OVER (ORDER BY ts_ms, id) AS dt
   FROM readings
   WHERE device = :device AND ts_ms > :lo AND ts_ms <= :now AND (valid = 1 OR overheat = 1)
 )
 SELECT
-  max(CASE WHEN dt > :gap OR temp > :thr OR vr_temp > :vr OR overheat = 1 THEN ts_ms END),
+  max(CASE WHEN dt > :gap OR temp > :thr OR vr_temp > :vr OR overheat = 1 OR suspect
+      THEN ts_ms END),
   min(ts_ms),
   max(ts_ms),
   count(CASE WHEN ts_ms > :start AND temp IS NOT NULL THEN 1 END),
@@ -73,6 +78,9 @@ def query_window(conn, device: str, now_ms: int, limits: Limits) -> WindowStats:
             "gap": g,
             "thr": limits.temp_threshold,
             "vr": limits.vr_threshold,
+            "strict": int(limits.law == "model"),
+            "boot": BOOT_GRACE_S,
+            "ramp": RAMP_TOLERANCE,
         },
     ).fetchone()
     last_bad, first, last, count, sum_mc = row
@@ -94,6 +102,7 @@ class StableWindow:
         "_n",
         "_prev",
         "_last_bad",
+        "_strict",
     )
 
     def __init__(self, limits: Limits):
@@ -106,15 +115,23 @@ class StableWindow:
         self._n = 0
         self._prev: int | None = None
         self._last_bad: int | None = None
+        self._strict = limits.law == "model"
 
     def add(
-        self, ts_ms: int, temp: float | None, vr_temp: float | None, overheat: bool = False
+        self,
+        ts_ms: int,
+        temp: float | None,
+        vr_temp: float | None,
+        overheat: bool = False,
+        suspect: bool = False,
     ) -> None:
+        """``suspect``: not evidence (``suspect()``); only the model law's window counts it."""
         if temp is None and not overheat:
             return  # invalid readings are holes, nothing more
         prev = self._prev
         if (
             overheat
+            or (suspect and self._strict)
             or (prev is not None and ts_ms - prev > self._g)
             or temp > self._thr
             or (vr_temp is not None and vr_temp > self._vr)
@@ -144,3 +161,16 @@ class StableWindow:
         last = recent[-1][0] if recent else (older[-1] if older else None)
         last_bad = self._last_bad if self._last_bad is not None and self._last_bad > lo else None
         return _stats(now_ms, self._g, last_bad, first, last, self._n, self._sum)
+
+
+def suspect(uptime_s, hashrate, frequency, actual_frequency) -> bool:
+    """The SQL's ``suspect`` column for one reading (the evidence rules the window applies)."""
+    return (
+        (uptime_s is not None and uptime_s < BOOT_GRACE_S)
+        or (hashrate is not None and hashrate <= 0)
+        or (
+            frequency is not None
+            and actual_frequency is not None
+            and abs(actual_frequency - frequency) > RAMP_TOLERANCE
+        )
+    )

@@ -18,13 +18,16 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
+from tempctl.config import config_dict
 from tempctl.core.clock import SystemClock
-from tempctl.core.controller import FREQ_EPS, Command, Controller, Decision, Limits
+from tempctl.core.controller import Command, Controller, Decision, Limits
+from tempctl.core.decision import Outcome
+from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
 from tempctl.daemon.notify import Notifier
-from tempctl.device import AxeOSError, Client, capabilities, parse_statistics
+from tempctl.device import AxeOSError, Client, parse_statistics, reading_capabilities
 from tempctl.store.eventlog import Log
 
 log = logging.getLogger("tempctl")
@@ -41,15 +44,18 @@ class Device:
     url: str
     limits: Limits
     client: object
-    controller: Controller
+    driver: Driver
     busy: Future | None = None
     polls: int = 0
     missed: int = 0
     errors: int = 0
     last_error: str | None = None
     last_reading: Reading | None = None
-    write_refused: str | None = None
     lateness_s: float | None = None  # how late the last poll started after its slot
+
+    @property
+    def controller(self) -> Controller:
+        return self.driver.controller
 
 
 class Daemon:
@@ -93,8 +99,8 @@ class Daemon:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
             snap = log_.restore(dev.name)
-            ctl = Controller(limits, dev.name, snapshot=snap)
-            self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), ctl))
+            driver = Driver(Controller(limits, dev.name, snapshot=snap), reading_capabilities)
+            self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), driver))
         workers = min(64, 2 * len(self.devices) + 2)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tempctl-io")
 
@@ -103,7 +109,7 @@ class Daemon:
     def run(self, max_polls: int | None = None) -> int:
         s = self.settings
         now = self.clock.now_ms()
-        self.log.start_run(_config_dict(s), dict(s.sources), ts_ms=now)
+        self.log.start_run(config_dict(s), dict(s.sources), ts_ms=now)
         for d in self.devices:
             snap = d.controller.snapshot() if d.controller.restored else None
             msg = (
@@ -256,26 +262,7 @@ class Daemon:
         return ("reading", d, reading)
 
     def _send(self, d: Device, jobs: list[tuple[int, Command]]):
-        results = []
-        for cid, cmd in jobs:
-            outcome, status, error, latency = "ok", None, None, None
-            try:
-                if cmd.kind == "set_frequency":
-                    _check_safe(cmd.frequency, d.limits)
-                    latency = d.client.set_frequency(cmd.frequency)
-                elif cmd.kind == "restart":
-                    if results and results[-1][2] != "ok":
-                        outcome, error = "skipped", "the frequency change before it failed"
-                    else:
-                        latency = d.client.restart()
-            except (AxeOSError, UnsafeCommand) as exc:
-                outcome, error = "failed", f"{getattr(exc, 'kind', 'unsafe')}: {exc}"
-                status = getattr(exc, "status", None)
-            results.append((cid, cmd, outcome, status, error, latency))
-            if outcome != "ok" and cmd.kind == "set_frequency":
-                # Don't restart to apply a change that was not accepted.
-                continue
-        return ("results", d, results)
+        return ("results", d, d.driver.carry_out(jobs, d.client))
 
     # -- main thread: SQLite and the controller ----------------------------------
 
@@ -283,8 +270,8 @@ class Daemon:
         if res[0] == "reading":
             _, d, reading = res
             return self._on_reading(d, reading)
-        _, d, results = res
-        self._on_results(d, results)
+        _, d, outcomes = res
+        self._on_results(d, outcomes)
         return set()
 
     def _on_reading(self, d: Device, r: Reading) -> set[Future]:
@@ -305,18 +292,8 @@ class Daemon:
                 r.frequency,
                 r.hashrate,
             )
-        if r.version or r.asic_model:
-            caps = capabilities(r.version, r.asic_model)
-            d.controller.live_capable = caps.live_frequency
-            d.write_refused = (
-                f"firmware {r.version!r} is unknown or v2.0.0-v2.0.3 (a partial "
-                "PATCH crashes those): not writing to it"
-                if caps.partial_patch_crashes
-                else None
-            )
         self._write([self.log.reading_op(r)])
-        ctl = d.controller
-        decision = ctl.step(r, r.ts_ms, window=lambda: self.log.window(d.name, r.ts_ms, d.limits))
+        decision = d.driver.step(r, window=lambda: self.log.window(d.name, r.ts_ms, d.limits))
         for obs in self.observers:
             obs.on_reading(d, r, decision)
         return self._act(d, r.ts_ms, decision)
@@ -329,48 +306,42 @@ class Daemon:
         _log_decision(d.name, decision)
         if not jobs:
             return set()
-        if self.settings.dry_run or d.write_refused:
-            outcome = "dry_run" if self.settings.dry_run else "skipped"
-            results = [(cid, c, outcome, None, d.write_refused, None) for cid, c in jobs]
-            self._on_results(d, results)
+        known = d.driver.preset(jobs)
+        if known is not None:
+            self._on_results(d, known)
             return set()
         fut = self.pool.submit(self._send, d, jobs)
         self.sending[fut] = jobs
         d.busy = fut
         return {fut}
 
-    def _on_results(self, d: Device, results) -> None:
+    def _on_results(self, d: Device, outcomes: list[Outcome]) -> None:
         now = self.clock.now_ms()
         ops = []
-        for cid, cmd, outcome, status, error, latency in results:
+        for o in outcomes:
+            latency = None if o.latency_s is None else o.latency_s * 1000
             ops.append(
                 self.log.result_op(
-                    cid,
-                    now,
-                    outcome,
-                    status=status,
-                    error=error,
-                    latency_ms=None if latency is None else latency * 1000,
+                    o.command_id, now, o.outcome, status=o.status, error=o.error, latency_ms=latency
                 )
             )
-            level = logging.INFO if outcome in ("ok", "dry_run") else logging.WARNING
+            cmd = o.command
             log.log(
-                level,
+                logging.INFO if o.ok else logging.WARNING,
                 "%s: %s %s -> %s%s",
                 d.name,
                 cmd.kind,
                 f"{cmd.frequency:g} MHz" if cmd.frequency else "",
-                outcome,
-                f" ({error})" if error else "",
+                o.outcome,
+                f" ({o.error})" if o.error else "",
             )
-            ok = outcome in ("ok", "dry_run")
-            follow = d.controller.command_result(cmd, ok, now, error)
-            if follow:
-                f_ops, _ = self.log.decision_ops(d.name, now, follow)
-                ops.extend(f_ops)
-                _log_decision(d.name, follow)
             for obs in self.observers:
-                obs.on_result(d, cmd, outcome, error)
+                obs.on_result(d, cmd, o.outcome, o.error)
+        follow = d.driver.results(outcomes, now)
+        if follow:
+            f_ops, _ = self.log.decision_ops(d.name, now, follow)
+            ops.extend(f_ops)
+            _log_decision(d.name, follow)
         self._write(ops)
 
     def _write(self, ops: list[tuple[str, tuple]]) -> None:
@@ -432,18 +403,6 @@ class Daemon:
         return "; ".join(parts)
 
 
-class UnsafeCommand(Exception):
-    kind = "unsafe"
-
-
-def _check_safe(freq: float | None, limits: Limits) -> None:
-    """Last line of defence at the edge: never send a frequency outside the allowed range."""
-    if freq is None or not (limits.lowest - FREQ_EPS <= freq <= limits.max_frequency + FREQ_EPS):
-        raise UnsafeCommand(
-            f"refusing to set {freq} MHz: outside [{limits.lowest:g}, {limits.max_frequency:g}]"
-        )
-
-
 def _log_decision(device: str, decision: Decision) -> None:
     t = decision.transition
     if t is not None:
@@ -466,12 +425,3 @@ def _log_decision(device: str, decision: Decision) -> None:
             f"{c.frequency:g} MHz" if c.frequency else "",
             c.reason,
         )
-
-
-def _config_dict(settings) -> dict:
-    out = {}
-    for k, v in asdict(settings).items():
-        if k == "sources":
-            continue
-        out[k] = v
-    return out

@@ -31,19 +31,46 @@ from typing import NamedTuple
 
 from tempctl.config import FIELDS, Device, Settings, validate
 from tempctl.core.controller import Controller, Limits
-from tempctl.core.window import StableWindow
-from tempctl.device import capabilities
+from tempctl.core.decision import Outcome
+from tempctl.core.driver import Driver
+from tempctl.core.window import StableWindow, suspect
+from tempctl.device import reading_capabilities
 from tempctl.offline.report import Tally
 from tempctl.store.eventlog import restore
 
-# The columns the controller reads, in LoggedReading's order (counterfactuals add three).
-READING_SQL = (
-    "SELECT ts_ms, temp, vr_temp, frequency, uptime_s, firmware, asic, overheat, "
-    "backfilled, id, temp IS NOT NULL FROM readings "
-)  # + Run.reading_sql
-CF_READING_SQL = READING_SQL.replace(
-    " FROM readings", ", hashrate, core_voltage, power FROM readings"
+# The columns the controller reads, in LoggedReading's order. Logs older than schema v2
+# lack the last four (autofan, fault, mac, hostname): ``reading_sql`` reads NULL for them.
+READING_COLUMNS = (
+    "ts_ms",
+    "temp",
+    "vr_temp",
+    "frequency",
+    "uptime_s",
+    "firmware",
+    "asic",
+    "overheat",
+    "backfilled",
+    "id",
+    "temp IS NOT NULL",
+    "actual_frequency",
+    "core_voltage",
+    "hashrate",
+    "power",
+    "fan",
+    "autofan",
+    "fault",
+    "mac",
+    "hostname",
 )
+V2_COLUMNS = ("autofan", "fault", "mac", "hostname")
+
+
+def reading_sql(conn: sqlite3.Connection) -> str:
+    have = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
+    cols = [c if c not in V2_COLUMNS or c in have else f"NULL AS {c}" for c in READING_COLUMNS]
+    return f"SELECT {', '.join(cols)} FROM readings "
+
+
 MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last temperature
 # Firmware timings for a restart (firmware.py: 1 s reply, 7 s down, 8 s boot, ~6 s ramp)
 RESTART_DOWN_S = 22.0
@@ -67,9 +94,15 @@ class LoggedReading(NamedTuple):
     backfilled: int
     id: int
     valid: int  # temp IS NOT NULL, computed by SQLite (a field reads faster than a property)
-
-    mac = None
-    hostname = None
+    actual_frequency: float | None
+    core_voltage: int | None
+    hashrate: float | None
+    power: float | None
+    fan_pct: float | None
+    autofan: int | None
+    fault: str | None
+    mac: str | None
+    hostname: str | None
 
 
 _make = LoggedReading._make
@@ -189,6 +222,7 @@ def settings_for(config: dict, device: str, overrides: dict | None = None) -> Se
         for f in FIELDS
         if f.attr in config and f.attr != "devices" and config[f.attr] is not None
     }
+    values.setdefault("law", "levels")  # logs written before the model law (tempctl 0.1)
     devices = tuple(
         Device(d["name"], d["url"], d.get("overrides") or {}, d.get("where", ""))
         for d in config.get("devices") or ()
@@ -208,20 +242,6 @@ def limits_for(config: dict, device: str, overrides: dict | None = None) -> Limi
 
 
 # --- check --------------------------------------------------------------------------------
-
-
-class _Caps:
-    """capabilities(version, asic).live_frequency, memoised (the daemon asks every poll)."""
-
-    def __init__(self):
-        self._memo: dict = {}
-
-    def live(self, version, asic) -> bool:
-        key = (version, asic)
-        value = self._memo.get(key)
-        if value is None:
-            value = self._memo[key] = capabilities(version, asic).live_frequency
-        return value
 
 
 class _Probe:
@@ -245,17 +265,24 @@ class _Window:
 
     def _fill(self, lo_ts: int, upto_id: int, strict: bool) -> None:
         op = "<" if strict else "<="
-        for ts, temp, vr, oh in self.conn.execute(
-            f"SELECT ts_ms, temp, vr_temp, overheat FROM readings WHERE device = ? "
-            f"AND ts_ms > ? AND id {op} ? ORDER BY ts_ms, id",
+        for ts, temp, vr, oh, up, hr, f, live in self.conn.execute(
+            "SELECT ts_ms, temp, vr_temp, overheat, uptime_s, hashrate, frequency, "
+            f"actual_frequency FROM readings WHERE device = ? AND ts_ms > ? AND id {op} ? "
+            "ORDER BY ts_ms, id",
             (self.device, lo_ts, upto_id),
         ):
-            self.win.add(ts, temp, vr, oh)
+            self.win.add(ts, temp, vr, oh, suspect(up, hr, f, live))
             self.last_ts = ts
 
     def add(self, r: LoggedReading) -> None:
         if r.ts_ms >= self.last_ts:
-            self.win.add(r.ts_ms, r.temp, r.vr_temp, r.overheat)
+            self.win.add(
+                r.ts_ms,
+                r.temp,
+                r.vr_temp,
+                r.overheat,
+                suspect(r.uptime_s, r.hashrate, r.frequency, r.actual_frequency),
+            )
             self.last_ts = r.ts_ms
             return
         # out of time order (a backfilled row): rebuild as the SQL query would see it
@@ -289,26 +316,29 @@ def check(
 ) -> CheckResult:
     """Re-drive every tempctl run in range; stops at the first divergence."""
     result = CheckResult()
-    caps = _Caps()
+    sql = reading_sql(conn)
     for run in select_runs(
         conn, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms
     ):
-        if run.kind == "import" or run.policy != "tempctl":
+        if run.kind == "import" or run.policy not in ("tempctl", "levels"):
             why = "imported, no decisions" if run.kind == "import" else f"policy {run.policy}"
             result.skipped.append(f"run {run.id} ({why})")
             continue
         result.runs += 1
         for dev in run.devices:
-            div = _check_one(conn, run, dev, caps, result)
+            div = _check_one(conn, run, dev, sql, result)
             if div is not None:
                 result.divergence = div
                 return result
     return result
 
 
-def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) -> Divergence | None:
+def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Divergence | None:
     limits = limits_for(run.config, device)
-    ctl = Controller(limits, device, snapshot=restore(conn, device, before_ms=run.ts_ms))
+    driver = Driver(
+        Controller(limits, device, snapshot=restore(conn, device, before_ms=run.ts_ms)),
+        reading_capabilities,
+    )
     rec_t = conn.execute(
         "SELECT ts_ms, from_state, to_state, reason, frequency FROM transitions "
         "WHERE run_id = ? AND device = ? ORDER BY id",
@@ -327,7 +357,7 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
             (run.id, device),
         )
     }
-    cur = conn.execute(READING_SQL + run.reading_sql + "ORDER BY id", (run.id, device))
+    cur = conn.execute(sql + run.reading_sql + "ORDER BY id", (run.id, device))
     first = conn.execute(
         "SELECT ts_ms, id FROM readings WHERE run_id = ? AND device = ? ORDER BY id LIMIT 1",
         (run.id, device),
@@ -349,11 +379,9 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
     pending: list[tuple] = []  # (ts, result id, command, ok, error), fed in order
     next_p = big
     ts = first[0]
-    live = caps.live
-    step = ctl.step
+    step = driver.step
     probe = _Probe()
     win_add, probe.stats, last_ts = window.win.add, window.win.stats, window.last_ts
-    applied = (None, None)  # (firmware, asic) behind ctl.live_capable
     new, cls = tuple.__new__, LoggedReading
     count = 0
 
@@ -367,7 +395,7 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
         ts = row[0]
         count += 1
         if ts >= last_ts:
-            win_add(ts, row[1], row[2], row[7])
+            win_add(ts, row[1], row[2], row[7], suspect(row[4], row[13], row[3], row[11]))
             last_ts = ts
         else:  # a row older than the last one (backfill): rebuild the window as SQL sees it
             window.last_ts = last_ts
@@ -376,14 +404,10 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
         if row[8]:  # backfilled: feeds the window only
             continue
         if next_p <= ts:
-            _feed(ctl, pending, ts)
+            _feed(driver, pending, ts)
             next_p = pending[0][0] if pending else big
-        version, asic = row[5], row[6]
-        if (version or asic) and (version != applied[0] or asic != applied[1]):
-            ctl.live_capable = live(version, asic)
-            applied = (version, asic)
         probe.now = ts
-        d = step(r, ts, probe)
+        d = step(r, probe)
         t = d.transition
         if t is not None:
             mine = (ts, t.from_state, t.to_state, t.reason, t.frequency)
@@ -409,14 +433,14 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
                 got = outcomes.get(rec_c[ci][0])
                 if got is not None:
                     rts, rid, outcome, error = got
-                    pending.append((rts, rid, cmd, outcome in ("ok", "dry_run"), error))
+                    pending.append((rts, rid, Outcome(rid, cmd, outcome, error=error)))
                     pending.sort(key=lambda p: (p[0], p[1]))
                     next_p = pending[0][0]
                 ci += 1
             next_c = rec_c[ci][1] if ci < n_c else big
         elif next_c <= ts:
             return diverged("command", _command_dict(*rec_c[ci][1:]), None)
-    _feed(ctl, pending, big)
+    _feed(driver, pending, big)
     if ti < n_t:
         return diverged("transition", _transition_dict(*rec_t[ti]), None)
     if ci < n_c:
@@ -427,10 +451,10 @@ def _check_one(conn, run: Run, device: str, caps: _Caps, result: CheckResult) ->
     return None
 
 
-def _feed(ctl: Controller, pending: list, upto_ts: int) -> None:
+def _feed(driver: Driver, pending: list, upto_ts: int) -> None:
     while pending and pending[0][0] <= upto_ts:
-        rts, _, cmd, ok, error = pending.pop(0)
-        ctl.command_result(cmd, ok, rts, error)
+        rts, _, outcome = pending.pop(0)
+        driver.results([outcome], rts)
 
 
 # --- counterfactual -------------------------------------------------------------------------
@@ -546,7 +570,7 @@ def _counterfactual_one(
     # counterfactual's own (the report names which is which)
     rec = Tally(threshold, max_gap_s=MAX_GAP_S, also=(cf_threshold, *also))
     cf = Tally(threshold, max_gap_s=MAX_GAP_S, also=(cf_threshold, *also))
-    caps = _Caps()
+    sql = reading_sql(conn)
     lo = since_ms if since_ms is not None else -(2**62)
     hi = until_ms if until_ms is not None else 2**62
     ctl: Controller | None = None
@@ -562,6 +586,7 @@ def _counterfactual_one(
         limits = limits_for(run.config, device, overrides)
         snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_ms=run.ts_ms)
         ctl = Controller(limits, device, snapshot=snap)
+        driver = Driver(ctl, reading_capabilities)
         first = conn.execute(
             "SELECT ts_ms, id FROM readings WHERE run_id = ? AND device = ? "
             "AND ts_ms >= ? ORDER BY id LIMIT 1",
@@ -574,11 +599,11 @@ def _counterfactual_one(
         states = _recorded_states(conn, run.id, device)
         si, rec_state = 0, None
         for row in conn.execute(
-            CF_READING_SQL + run.reading_sql + "AND ts_ms >= ? AND ts_ms <= ? ORDER BY id",
+            sql + run.reading_sql + "AND ts_ms >= ? AND ts_ms <= ? ORDER BY id",
             (run.id, device, lo, hi),
         ):
-            r = _make(row[:11])
-            hash_rec, core_mv = row[11], row[12]
+            r = _make(row)
+            hash_rec, core_mv = r.hashrate, r.core_voltage
             if r.backfilled:
                 window.add(r)
                 continue
@@ -608,18 +633,24 @@ def _counterfactual_one(
             hash_cf = None
             if hash_rec is not None and f_rec and f_cf is not None:
                 hash_cf = 0.0 if ts < down_until else hash_rec * f_cf / f_rec
-            mine = r._replace(temp=temp, vr_temp=vr, frequency=f_cf if f_rec is not None else None)
+            power = None if r.power is None else r.power + d_power
+            mine = r._replace(
+                temp=temp,
+                vr_temp=vr,
+                power=power,
+                frequency=f_cf if f_rec is not None else None,
+                actual_frequency=None,
+                hashrate=hash_cf,
+            )
             rec.add(ts, r.temp, hash_rec, rec_state, f_rec)
             if prev_rec_f is not None and f_rec is not None and abs(f_rec - prev_rec_f) > 0.5:
                 rec.frequency_changes += 1
             if f_rec is not None:
                 prev_rec_f = f_rec
-            if r.version or r.asic_model:
-                ctl.live_capable = caps.live(r.version, r.asic_model)
             window.add(mine)
             probe.stats, probe.now = window.win.stats, ts
             cf.add(ts, temp, hash_cf, ctl.current.value, f_cf)
-            d = ctl.step(mine, ts, window=probe)
+            d = driver.step(mine, window=probe)
             for cmd in d.commands:
                 if cmd.kind == "set_frequency" and not limits.dry_run:
                     if abs(cmd.frequency - f_cf) > 0.5:

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Protocol
 
 from tempctl.core.controller import Command, Controller, Decision, Limits
+from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
-from tempctl.core.window import StableWindow
-from tempctl.daemon.loop import UnsafeCommand, _check_safe
-from tempctl.device import capabilities
+from tempctl.core.window import StableWindow, suspect
+from tempctl.device import capabilities, reading_capabilities
 
 
 class Device(Protocol):
@@ -34,6 +35,7 @@ class Device(Protocol):
     def info(self) -> dict | None: ...
     def read(self) -> Reading: ...
     def set_frequency(self, mhz: float) -> tuple[str, int | None, str | None]: ...
+    def set_fields(self, fields: dict) -> tuple[str, int | None, str | None]: ...
     def restart(self) -> tuple[str, int | None, str | None]: ...
 
 
@@ -80,81 +82,90 @@ class Policy:
         raise NotImplementedError
 
 
+class CommandFailed(Exception):
+    """A simulated device refused or dropped a command (what axeos.Client would raise)."""
+
+    kind = "failed"
+
+    def __init__(self, status: int | None, error: str | None):
+        super().__init__(error or "failed")
+        self.status = status
+
+
+class SimActuator:
+    """core.driver.Actuator over a simulated device's (outcome, status, error) answers."""
+
+    def __init__(self, dev: Device):
+        self.dev = dev
+
+    def _check(self, answer: tuple[str, int | None, str | None]) -> None:
+        outcome, status, error = answer
+        if outcome != "ok":
+            raise CommandFailed(status, error)
+
+    def set_frequency(self, mhz: float) -> None:
+        self._check(self.dev.set_frequency(mhz))
+
+    def set_fields(self, fields) -> None:
+        self._check(self.dev.set_fields(fields))
+
+    def restart(self) -> None:
+        self._check(self.dev.restart())
+
+
 class TempctlPolicy(Policy):
-    """The daemon's per-poll sequence (daemon.Daemon._on_reading/_act/_send/_on_results),
-    minus threads and HTTP: read -> log -> step -> log the decision -> send -> results.
+    """The daemon's per-poll sequence through the same ``Driver``, minus threads and HTTP:
+    read -> log -> step -> log the decision -> carry out -> log the outcomes -> feed back.
 
     Commands are answered at once (latency 0), so their results carry the poll's
     timestamp; ``tempctl replay --check`` re-drives such a log to the same decisions.
     """
 
-    def __init__(self, settings, name: str, sink: Sink, snapshot=None):
-        self.spec = "tempctl"
+    def __init__(self, settings, name: str, sink: Sink, snapshot=None, spec: str = "tempctl"):
+        self.spec = spec
         self.name = name
         self.sink = sink
-        self.dry_run = bool(settings.dry_run)
+        self.settings = settings  # what the run row records (replay re-reads it)
         self.limits = Limits.from_settings(settings)
         self.poll_s = float(settings.check_interval)
-        self.ctl = Controller(self.limits, name, snapshot=snapshot)
+        self.driver = Driver(Controller(self.limits, name, snapshot=snapshot), reading_capabilities)
+        self.ctl = self.driver.controller
         self.window = StableWindow(self.limits)
-        self.write_refused: str | None = None
 
     @property
     def state(self) -> str:
         return self.ctl.current.value
 
     def run(self, dev: Device) -> Iterator[float]:
+        actuator = SimActuator(dev)
         while True:
-            self.poll(dev)
+            self.poll(dev, actuator)
             yield self.poll_s
 
-    def poll(self, dev: Device) -> None:
+    def poll(self, dev: Device, actuator: SimActuator | None = None) -> None:
         r = dev.read()
-        ctl, window, sink = self.ctl, self.window, self.sink
-        if r.version or r.asic_model:
-            caps = capabilities(r.version, r.asic_model)
-            ctl.live_capable = caps.live_frequency
-            self.write_refused = (
-                f"firmware {r.version!r} is unknown or v2.0.0-v2.0.3 (a partial "
-                "PATCH crashes those): not writing to it"
-                if caps.partial_patch_crashes
-                else None
-            )
+        window, sink, driver = self.window, self.sink, self.driver
         sink.reading(r)
         ts = r.ts_ms
-        window.add(ts, r.temp, r.vr_temp, r.overheat)
-        decision = ctl.step(r, ts, window=lambda: window.stats(ts))
+        window.add(
+            ts,
+            r.temp,
+            r.vr_temp,
+            r.overheat,
+            suspect(r.uptime_s, r.hashrate, r.frequency, r.actual_frequency),
+        )
+        decision = driver.step(r, window=lambda: window.stats(ts))
         if not decision:
             return
         jobs = sink.decision(self.name, ts, decision)
         if not jobs:
             return
-        for cid, cmd, outcome, status, error in self._send(dev, jobs):
-            sink.result(cid, ts, outcome, status, error)
-            follow = ctl.command_result(cmd, outcome in ("ok", "dry_run"), ts, error)
-            if follow:
-                sink.decision(self.name, ts, follow)
-
-    def _send(self, dev: Device, jobs):
-        if self.dry_run or self.write_refused:
-            outcome = "dry_run" if self.dry_run else "skipped"
-            return [(cid, c, outcome, None, self.write_refused) for cid, c in jobs]
-        results = []
-        for cid, cmd in jobs:
-            outcome, status, error = "ok", None, None
-            if cmd.kind == "set_frequency":
-                try:
-                    _check_safe(cmd.frequency, self.limits)
-                    outcome, status, error = dev.set_frequency(cmd.frequency)
-                except UnsafeCommand as exc:
-                    outcome, error = "failed", f"unsafe: {exc}"
-            elif cmd.kind == "restart":
-                if results and results[-1][2] != "ok":
-                    outcome, error = "skipped", "the frequency change before it failed"
-                else:
-                    outcome, status, error = dev.restart()
-            results.append((cid, cmd, outcome, status, error))
-        return results
+        outcomes = driver.carry_out(jobs, actuator or SimActuator(dev))
+        for o in outcomes:
+            sink.result(o.command_id, ts, o.outcome, o.status, o.error)
+        follow = driver.results(outcomes, ts)
+        if follow:
+            sink.decision(self.name, ts, follow)
 
 
 class SeedPolicy(Policy):
@@ -319,7 +330,7 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
     """'tempctl' | 'seed' | 'seed:S' | 'fixed:MHZ' -> (kind, number). ValueError if not."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
-    if kind == "tempctl" and not arg:
+    if kind in ("tempctl", "levels") and not arg:
         return kind, None
     if kind in ("seed", "fixed"):
         if kind == "seed" and not arg:
@@ -332,7 +343,9 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
             what = "seconds" if kind == "seed" else "MHz"
             raise ValueError(f"{spec}: expected {kind}:<{what} > 0>")
         return kind, value
-    raise ValueError(f"{spec}: unknown policy (use tempctl, seed, seed:SECONDS or fixed:MHZ)")
+    raise ValueError(
+        f"{spec}: unknown policy (use tempctl, levels, seed, seed:SECONDS or fixed:MHZ)"
+    )
 
 
 def canonical(spec: str, check_interval: float) -> str:
@@ -347,6 +360,9 @@ def make_policy(spec: str, settings, sink: Sink, snapshot=None) -> Policy:
     kind, value = parse_spec(spec)
     if kind == "tempctl":
         return TempctlPolicy(settings, device_name("tempctl"), sink, snapshot=snapshot)
+    if kind == "levels":  # the law of tempctl 0.1 (issue 4), for side-by-side comparison
+        levels = replace(settings, law="levels")
+        return TempctlPolicy(levels, device_name("levels"), sink, snapshot=snapshot, spec="levels")
     if kind == "seed":
         interval = value if value is not None else float(settings.check_interval)
         policy = SeedPolicy(settings, "", sink, interval)

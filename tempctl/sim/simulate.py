@@ -23,9 +23,8 @@ import marshal
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
-from tempctl.config import Settings, validate
+from tempctl.config import Settings, config_dict, validate
 from tempctl.core.reading import Reading
-from tempctl.daemon.loop import _config_dict
 from tempctl.offline.report import Tally
 from tempctl.sim.firmware import Firmware, plant_params
 from tempctl.sim.plant import oracle_frequency
@@ -101,6 +100,16 @@ class SimDevice:
         if status == 200:
             if abs(self.fw.nvs_mhz - before) > 1e-9:
                 self.changes += 1
+            return "ok", 200, None
+        if status == 0:
+            return "failed", None, "unreachable: connection dropped"
+        return "failed", status, f"rejected: HTTP {status} {reply[:200]!r}"
+
+    def set_fields(self, fields: dict) -> tuple[str, int | None, str | None]:
+        if not self.fw.reachable():
+            return "failed", None, "unreachable: connection refused"
+        status, _, reply = self.fw.patch(json.dumps(dict(fields), separators=(",", ":")).encode())
+        if status == 200:
             return "ok", 200, None
         if status == 0:
             return "failed", None, "unreachable: connection dropped"
@@ -337,7 +346,10 @@ def simulate(
                 if snap is not None:
                     policy = make_policy(spec, settings, sink, snapshot=snap)
                 config = dict(
-                    _config_dict(settings), policy=policy.spec, scenario=scenario.name, seed=seed
+                    config_dict(getattr(policy, "settings", settings)),
+                    policy=policy.spec,
+                    scenario=scenario.name,
+                    seed=seed,
                 )
                 log.start_run(config, {"policy": "simulate"}, kind="simulation", ts_ms=epoch)
                 sink.event(

@@ -24,8 +24,13 @@ from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, str] = {}  # version -> SQL taking the schema from version-1 to version
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
+    2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
+    "ALTER TABLE readings ADD COLUMN fault TEXT;"
+    "ALTER TABLE readings ADD COLUMN mac TEXT;"
+    "ALTER TABLE readings ADD COLUMN hostname TEXT;",
+}
 
 READING_COLUMNS = (
     "id",
@@ -50,6 +55,10 @@ READING_COLUMNS = (
     "overheat",
     "backfilled",
     "error",
+    "autofan",
+    "fault",
+    "mac",
+    "hostname",
 )
 _INSERT_READING = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
@@ -108,9 +117,11 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
             f"database schema v{version} is newer than this tempctl "
             f"(v{SCHEMA_VERSION}); upgrade tempctl"
         )
+    fresh = version == 0
+    if not fresh:  # bring an older log up to date before schema.sql (which is the newest)
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            conn.executescript(MIGRATIONS[v])
     conn.executescript(schema_path().read_text())
-    for v in range(max(version, 1) + 1, SCHEMA_VERSION + 1):
-        conn.executescript(MIGRATIONS[v])
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
 
@@ -220,6 +231,10 @@ class Log:
             int(r.overheat),
             int(r.backfilled),
             r.error,
+            None if r.autofan is None else int(r.autofan),
+            r.fault,
+            r.mac,
+            r.hostname,
         )
 
     def decision_ops(
@@ -267,7 +282,7 @@ class Log:
         ids = []
         for c in decision.commands:
             cid = self._id("commands")
-            payload = json.dumps({"frequency": c.frequency}) if c.kind == "set_frequency" else None
+            payload = json.dumps(c.payload, sort_keys=True) if c.kind != "restart" else None
             ops.append(
                 (
                     "INSERT INTO commands (id, run_id, device, ts_ms, kind, frequency, payload, reason, "
@@ -394,6 +409,22 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
         )
     )
     changes = [t for t in (ts, last_cmd) if t is not None]
+    model = identity = before_trip = None
+    for kind, message in conn.execute(
+        "SELECT kind, message FROM events WHERE id IN (SELECT max(id) FROM events "
+        "WHERE device = ? AND kind IN ('model', 'device', 'trip') AND ts_ms < ? GROUP BY kind)",
+        (device, before),
+    ):
+        if kind == "model":
+            model = message.partition("model=")[2] or None
+        elif kind == "device" and message.startswith("identity "):
+            try:
+                data = json.loads(message[len("identity ") :])
+                identity = (data.get("mac"), data.get("hostname"))
+            except (ValueError, AttributeError):
+                identity = None
+        elif kind == "trip" and message.startswith("before trip "):
+            before_trip = message[len("before trip ") :]
     return Snapshot(
         State(state),
         freq,
@@ -403,4 +434,7 @@ def restore(conn: sqlite3.Connection, device: str, before_ms: int | None = None)
         last_good,
         max(changes) if changes else None,
         restarts,
+        model,
+        identity,
+        before_trip,
     )

@@ -1,0 +1,249 @@
+"""The control laws as data: one table per law, read top to bottom, first match wins.
+
+Each row names the states it may fire from, the state it leads to, the facts that
+must all hold (``Facts`` properties, computed at most once per poll) and the action
+that picks the new frequency (``Controller._act_<action>``). ``MODEL`` is the law of
+tempctl 0.2 (targets from the learned device model, ``model.py``); ``LEVELS`` is the
+law of tempctl 0.1 (fixed FIRST/SECOND levels, +STEP restores), kept so that old logs
+replay to the same decisions and for side-by-side comparison.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tempctl.core.decision import State
+from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
+from tempctl.core.reading import Reading
+
+__all__ = ["LAWS", "LEVELS", "MODEL", "Facts", "Row", "is_critical", "is_hot"]
+
+N, T1, T2, R = State.NORMAL, State.THROTTLED_1, State.THROTTLED_2, State.RECOVERING
+ALL = (N, T1, T2, R)
+
+MARGIN_C = 0.3  # model targets aim this far below TEMP_THRESHOLD (sensor noise ~0.06 °C
+# plus the EMC2101's 0.125 °C steps, plant.py; ~11 MHz on a Gamma at 575 MHz)
+ACT_NOW_C = 1.0  # this far above the threshold, act before the last change has settled
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    source: tuple[State, ...]
+    dest: State
+    when: tuple[str, ...]  # Facts properties that must all be true
+    action: str
+    reason: str
+
+
+def row(source, dest, when, action, reason) -> Row:
+    src = tuple(source) if isinstance(source, (tuple, list)) else (source,)
+    return Row(src, dest, tuple(when), action, reason)
+
+
+LEVELS: tuple[Row, ...] = (
+    # At or above TEMPCTL_CRITICAL, or the firmware's own overheat trip: straight to SECOND.
+    row((N, T1, R), T2, ["critical"], "to_second", "critical"),
+    row(
+        T2,
+        T2,
+        ["critical", "settled", "floor_available"],
+        "to_floor",
+        "still critical at SECOND_FREQUENCY",
+    ),
+    row(T2, T2, ["critical", "above_second"], "to_second", "critical"),
+    # Above TEMP_THRESHOLD (or the VR above TEMPCTL_VR_THRESHOLD).
+    row(N, T1, ["hot", "above_first"], "to_first", "above threshold"),
+    row(N, T2, ["hot"], "to_second", "above threshold, already at or below FIRST_FREQUENCY"),
+    row(T1, T2, ["hot", "settled"], "to_second", "still above threshold after settling"),
+    # Overheated right after a restore step: back to the last frequency that held.
+    row(R, R, ["hot", "just_raised"], "back_off", "overheated after a restore step"),
+    row(R, T1, ["hot", "settled", "above_first"], "to_first", "above threshold while recovering"),
+    row(R, T2, ["hot", "settled"], "to_second", "above threshold while recovering"),
+    # Stable for STABLE_TIMEFRAME (a query over the persisted log): start restoring.
+    row((T1, T2), R, ["settled", "stable"], "step_up", "stable for STABLE_TIMEFRAME"),
+    row(R, N, ["at_max", "settled", "not_hot"], "hold", "restored to MAX_FREQUENCY"),
+    row(R, R, ["cool", "settled", "can_step"], "step_up", "cool after settling"),
+)
+
+MODEL: tuple[Row, ...] = (
+    # A latched trip (v2.1.9-v2.10: 50 MHz until someone writes, axeos-api.md §9.2), now cool.
+    row(ALL, T2, ["latched_cool"], "clear_latch", "latched overheat trip, chip cool again"),
+    # At or above TEMPCTL_CRITICAL, or the firmware's trip: down at once, never up.
+    row(ALL, T2, ["critical", "critical_due"], "to_safe", "critical"),
+    # Overheated right after a predicted-safe step: back to what held, remember the ceiling.
+    row(R, R, ["hot", "just_raised"], "back_off", "overheated after a restore step"),
+    # Above TEMP_THRESHOLD, or predicted to be over it before a change could settle:
+    # to the highest frequency the model predicts holds the threshold (minus a margin).
+    row(
+        ALL,
+        T2,
+        ["over", "act_now", "target_below_second"],
+        "throttle",
+        "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD at this ambient",
+    ),
+    row(ALL, T1, ["over", "act_now"], "throttle", "above threshold"),
+    # Held for STABLE_TIMEFRAME (evidence only, a query over the persisted log): climb.
+    row((T1, T2), R, ["settled", "stable", "headroom"], "climb", "stable for STABLE_TIMEFRAME"),
+    row(R, N, ["at_max", "settled", "not_hot"], "hold", "restored to MAX_FREQUENCY"),
+    row(R, R, ["settled", "headroom", "not_hot"], "climb", "predicted to hold the threshold"),
+)
+
+LAWS: dict[str, tuple[Row, ...]] = {"levels": LEVELS, "model": MODEL}
+
+
+# -- predicates shared by Facts and the controller's fast path --------------------------------
+
+
+def is_critical(r: Reading, lim: Limits) -> bool:
+    return r.overheat or (r.temp is not None and r.temp >= lim.critical)
+
+
+def is_hot(r: Reading, lim: Limits) -> bool:
+    if r.temp is None:  # only reached with the firmware overheat flag set
+        return True
+    return r.temp > lim.temp_threshold or (r.vr_temp is not None and r.vr_temp > lim.vr_threshold)
+
+
+class Facts:
+    """The conditions of one poll, computed lazily and at most once each."""
+
+    __slots__ = ("_c", "_r", "_now", "_window", "_stable", "_target", "temp", "vr")
+
+    def __init__(
+        self, controller, reading: Reading, now_ms: int, window: Callable[[], WindowStats] | None
+    ):
+        self._c = controller
+        self._r = reading
+        self._now = now_ms
+        self._window = window
+        self._stable: bool | None = None
+        self._target: float | None = None
+        self.temp = reading.temp
+        self.vr = reading.vr_temp
+
+    # -- temperature ------------------------------------------------------------------------
+
+    @property
+    def critical(self) -> bool:
+        return is_critical(self._r, self._c.limits)
+
+    @property
+    def hot(self) -> bool:
+        return is_hot(self._r, self._c.limits)
+
+    @property
+    def not_hot(self) -> bool:
+        return not self.hot
+
+    @property
+    def cool(self) -> bool:
+        lim = self._c.limits
+        return (
+            self.temp is not None
+            and self.temp <= lim.temp_threshold - lim.hysteresis
+            and not self.hot
+        )
+
+    @property
+    def over(self) -> bool:
+        """Above the threshold now, or predicted above it by the time a change settles."""
+        if self.hot:
+            return True
+        pred = self._c.predicted(self._c.frequency, self._c.horizon_s)
+        return pred is not None and pred > self._c.limits.temp_threshold
+
+    @property
+    def act_now(self) -> bool:
+        c = self._c
+        if self.settled or c.current is State.NORMAL:
+            return True
+        return self.temp is not None and self.temp > c.limits.temp_threshold + ACT_NOW_C
+
+    @property
+    def critical_due(self) -> bool:
+        """Critical: at most SECOND_FREQUENCY at once; lower only once that has settled."""
+        return self.above_second or self.settled
+
+    @property
+    def latched_cool(self) -> bool:
+        c = self._c
+        return (
+            c.trip_latches
+            and self._r.overheat
+            and self.temp is not None
+            and self.temp <= c.limits.temp_threshold - c.limits.hysteresis
+        )
+
+    # -- frequency ----------------------------------------------------------------------------
+
+    @property
+    def settled(self) -> bool:
+        c = self._c
+        return c.last_change_ms is None or self._now - c.last_change_ms >= c.limits.settle * 1000
+
+    @property
+    def floor_available(self) -> bool:
+        lim = self._c.limits
+        return lim.lowest < lim.second_frequency and self._c.frequency > lim.lowest + FREQ_EPS
+
+    @property
+    def above_second(self) -> bool:
+        return self._c.frequency > self._c.limits.second_frequency + FREQ_EPS
+
+    @property
+    def above_first(self) -> bool:
+        return self._c.frequency > self._c.limits.first_frequency + FREQ_EPS
+
+    @property
+    def at_max(self) -> bool:
+        return self._c.frequency >= self._c.limits.max_frequency - FREQ_EPS
+
+    @property
+    def just_raised(self) -> bool:
+        c = self._c
+        return c.last_good is not None and c.frequency > c.last_good + FREQ_EPS and c.raised
+
+    @property
+    def can_step(self) -> bool:
+        return self._c.next_step(self._now) is not None
+
+    @property
+    def target(self) -> float:
+        """Where a throttle goes: the model's pick, never above the current frequency."""
+        if self._target is None:
+            self._target = self._c.throttle_target()
+        return self._target
+
+    @property
+    def target_below_second(self) -> bool:
+        return self.target < self._c.limits.second_frequency - FREQ_EPS
+
+    @property
+    def headroom(self) -> bool:
+        """The model predicts at least one PLL step more still holds the threshold."""
+        up = self._c.climb_target(self._now)
+        return up is not None and up >= self._c.frequency + PLL_STEP - FREQ_EPS
+
+    @property
+    def stable(self) -> bool:
+        if self._stable is None:
+            c = self._c
+            lim = c.limits
+            if self._window is None:
+                self._stable = False
+            elif lim.law == "levels":
+                self._stable = self._window().ok(lim)
+            else:
+                # Held: no hot, unrepresentative or missing reading for STABLE_TIMEFRAME, all
+                # of it after the last change had settled (readings within settle of a change
+                # are not evidence of the new level). No average test: the model aims just
+                # below the threshold on purpose.
+                ws = self._window()
+                since = None if c.last_change_ms is None else c.last_change_ms + lim.settle * 1000
+                self._stable = (
+                    ws.count > 0
+                    and ws.stable_ms >= lim.window_ms
+                    and (since is None or self._now - since >= lim.window_ms)
+                )
+        return self._stable

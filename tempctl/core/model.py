@@ -1,0 +1,320 @@
+"""The device's thermal response, learned online from its own readings. Pure: no I/O, no clock.
+
+It is the plant of ``tempctl/sim/plant.py`` (the model ``tempctl fit`` estimates offline),
+linearised at the operating point and updated incrementally:
+
+    P  = p0 + k·f·V²·(1 + leak·(T − 60))       board power, W
+    T∞ = Ta + s(duty)·R·P                        steady die temperature, °C
+    s(duty) = ((100 + 10) / (duty + 10))^0.55    fan effect (mtab3000 autofan fit, plant.py)
+    T(t) = T∞ − (1 − share)·ΔT∞·e^(−t/τ)         after a step (the fast part settles in ~1 s)
+
+so dT∞/df = s·R·k·V²·(1 + leak·(T − 60)) / (1 − s·R·k·f·V²·leak). ``R`` (°C/W at 100 % fan)
+and ``k`` (W per MHz·V²) are learned from the device's own frequency steps; ``τ`` from the
+transient after each step; ``Ta`` (the effective ambient) and its trend from every
+representative reading. With autofan below saturation the firmware's PID holds ``temptarget``
+(axeos-api.md §9.4), so only the fan-at-100 % response can push the die above it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, replace
+
+__all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
+
+FAN_REF, FAN_STILL, FAN_EXP = 100.0, 10.0, 0.55  # plant.FanEffect (mtab3000 traces)
+P0_SHARE = 0.28  # static share of board power: Gamma 5.14 W of ~18.4 W at 575 MHz (plant.py)
+SMOOTH_S = 90.0  # time constant of the smoothed steady-state estimate
+TREND_S = 1800.0  # the ambient trend is a least-squares slope over this long
+TREND_MAX_C_PER_S = 10.0 / 3600  # clamp: no room warms faster than 10 °C/h
+AUTOFAN_SATURATED = 98.0  # % duty: above this the PID has no headroom left
+LEARN_MIN_DF = 10.0  # MHz: smaller steps say too little about R and k
+LEARN_MIN_DP = 0.3  # W
+LEARN_GAIN = 0.4  # weight of one step's observation
+
+
+def fan_scale(duty: float | None) -> float:
+    d = 100.0 if duty is None else min(max(duty, 0.0), 100.0)
+    return ((FAN_REF + FAN_STILL) / (d + FAN_STILL)) ** FAN_EXP
+
+
+@dataclass(frozen=True, slots=True)
+class ModelParams:
+    r: float  # °C/W at 100 % fan
+    k: float  # W per MHz·V² (0 = not known yet: estimated from the first reading)
+    leak: float = 0.0093  # per °C (jojo4751 Gammas, plant.py)
+    share: float = 0.50  # fast share of a step (pmcochrane 1 Hz trace, data/README §4)
+    tau_s: float = 48.0  # slow time constant (data/README §4)
+    steps: int = 0  # frequency steps learned from
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str | None, fallback: ModelParams) -> ModelParams:
+        try:
+            data = json.loads(text or "")
+            out = replace(
+                fallback, **{k: float(data[k]) for k in ("r", "k", "leak", "share", "tau_s")}
+            )
+            out = replace(out, steps=int(data.get("steps", 0)))
+        except (ValueError, TypeError, KeyError):
+            return fallback
+        ok = 0.05 <= out.r <= 10 and 0 <= out.k <= 1 and 10 <= out.tau_s <= 600
+        return out if ok else fallback
+
+
+# °C/W at full fan per ASIC family: BM1370 (Gamma) is measured (data/README §4: 1.14 and 1.05,
+# plant.py 1.10); BM1368 from the adammwest Supra fit (1.84, data/README §4); the rest are
+# taken as the Supra's (no data). Multi-chip boards start from these too and learn their own.
+PRIORS = {"BM1370": 1.10, "BM1368": 1.84, "BM1366": 1.84, "BM1397": 1.84}
+
+
+def prior_for(asic: str | None) -> ModelParams:
+    return ModelParams(r=PRIORS.get((asic or "").upper(), 1.10), k=0.0)
+
+
+@dataclass(slots=True)
+class _Step:
+    """A frequency change being watched, to learn R, k and τ from its response."""
+
+    ts_ms: int
+    f_from: float
+    f_to: float
+    t_before: float
+    p_before: float
+    duty: float | None
+    slope: float  # ambient trend at the step, °C/s
+    t_pred: float  # predicted ΔT∞
+    n: int = 0
+    t_sum: float = 0.0
+    p_sum: float = 0.0
+    ts_sum: float = 0.0
+    transient: tuple[tuple[float, float], ...] = ()
+
+
+class ThermalModel:
+    """One device's learned response. Feed ``observe`` every representative reading."""
+
+    def __init__(self, params: ModelParams):
+        self.params = params
+        self.t_ss: float | None = None  # smoothed steady-state die estimate at the current f
+        self.p: float | None = None  # smoothed power, W
+        self.f: float | None = None
+        self.mv: float | None = None
+        self.duty: float | None = None
+        self.autofan = False
+        self.last_ts: int | None = None
+        self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
+        self._step: _Step | None = None
+        # ambient trend: least squares over (t, Ta) with running sums, t relative to _t0
+        self._trend: list[tuple[float, float]] = []
+        self._head = 0
+        self._t0: float | None = None
+        self._sums = [0.0, 0.0, 0.0, 0.0, 0]  # Σt, ΣTa, Σt², ΣtTa, n
+
+    # -- what the law asks --------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.t_ss is not None
+            and self.p is not None
+            and self.f
+            and self.mv
+            and self.params.k > 0
+        )
+
+    def ambient(self) -> float | None:
+        """Effective ambient: what T∞ would be with no power."""
+        if not self.ready:
+            return None
+        return self.t_ss - fan_scale(self.duty) * self.params.r * self.p
+
+    def slope(self) -> float:
+        """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
+        st, sa, stt, sta, n = self._sums
+        if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600:
+            return 0.0
+        den = n * stt - st * st
+        if den <= 0:
+            return 0.0
+        s = (n * sta - st * sa) / den
+        return max(-TREND_MAX_C_PER_S, min(TREND_MAX_C_PER_S, s))
+
+    def dt_df(self, duty: float | None = None) -> float:
+        """°C of steady die per MHz at the operating point (leakage feedback included)."""
+        p = self.params
+        v2 = (self.mv / 1000.0) ** 2
+        sr = fan_scale(self.duty if duty is None else duty) * p.r
+        t = self.t_ss
+        gain = 1.0 - sr * p.k * self.f * v2 * p.leak
+        return sr * p.k * v2 * (1.0 + p.leak * (t - 60.0)) / max(gain, 0.2)
+
+    def predict(self, f: float, horizon_s: float = 0.0) -> float | None:
+        """Steady die temperature at frequency ``f``, for the ambient ``horizon_s`` from now."""
+        if not self.ready:
+            return None
+        drift = self.slope() * horizon_s
+        if self.autofan and (self.duty or 0) < AUTOFAN_SATURATED:
+            # the PID holds the die where it is until the fan reaches 100 %
+            full = self.t_ss - (fan_scale(self.duty) - 1.0) * self.params.r * self.p
+            return max(self.t_ss, full + self.dt_df(100.0) * (f - self.f)) + drift
+        return self.t_ss + self.dt_df() * (f - self.f) + drift
+
+    def highest(
+        self, target_c: float, lo: float, hi: float, horizon_s: float = 0.0, grid: float = 6.25
+    ) -> float | None:
+        """The highest frequency on the PLL grid in [lo, hi] predicted to hold ``target_c``."""
+        if not self.ready:
+            return None
+        if self.predict(hi, horizon_s) <= target_c:
+            return hi
+        base = self.predict(self.f, horizon_s)
+        autofan = self.autofan and (self.duty or 0) < AUTOFAN_SATURATED
+        slope = self.dt_df(100.0 if autofan else None)
+        if autofan:
+            full = self.t_ss - (fan_scale(self.duty) - 1.0) * self.params.r * self.p
+            base = full + self.slope() * horizon_s
+        if slope <= 0:
+            return lo
+        f = self.f + (target_c - base) / slope
+        f = math.floor(f / grid + 1e-9) * grid
+        return max(lo, min(hi, f))
+
+    # -- learning ---------------------------------------------------------------------------------
+
+    def note_change(self, ts_ms: int, f_to: float) -> None:
+        """A frequency change took effect (ours, the firmware's or a user's)."""
+        if self.ready:
+            pred = self.dt_df() * (f_to - self.f)
+            self.change = (ts_ms, pred)
+            self._step = _Step(
+                ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred
+            )
+            self.t_ss += pred  # the smoothed estimate now stands for the new frequency
+            self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
+        else:
+            self.change, self._step = None, None
+        self.f = f_to
+
+    def forget_transient(self) -> None:
+        """A reboot or a stop: what was being smoothed no longer holds."""
+        self.t_ss = self.p = None
+        self.change = self._step = None
+
+    def observe(
+        self,
+        ts_ms: int,
+        temp: float,
+        power: float | None,
+        freq: float | None,
+        mv: float | None,
+        duty: float | None,
+        autofan: bool | None,
+    ) -> str | None:
+        """A representative reading. Returns a note when the learned parameters changed."""
+        if freq is None or power is None or mv is None or power <= 0 or mv <= 0:
+            return None
+        p = self.params
+        if self.f is None or abs(freq - self.f) > 0.5:
+            self.note_change(ts_ms, freq)
+        self.mv, self.duty, self.autofan = float(mv), duty, bool(autofan)
+        if p.k <= 0:  # first reading: the dynamic share of this board's power
+            v2 = (mv / 1000.0) ** 2
+            self.params = p = replace(
+                p, k=(1 - P0_SHARE) * power / (freq * v2 * (1 + p.leak * (temp - 60)))
+            )
+        # lag-corrected steady-state estimate of this reading
+        est = temp
+        if self.change is not None:
+            age = (ts_ms - self.change[0]) / 1000.0
+            if age < 8 * p.tau_s:
+                est = temp + (1 - p.share) * self.change[1] * math.exp(-age / p.tau_s)
+        dt = 0.0 if self.last_ts is None else max(0.0, (ts_ms - self.last_ts) / 1000.0)
+        self.last_ts = ts_ms
+        if self.t_ss is None or self.p is None:
+            self.t_ss, self.p = est, power
+        else:
+            a = 1.0 - math.exp(-dt / SMOOTH_S)
+            self.t_ss += a * (est - self.t_ss)
+            self.p += a * (power - self.p)
+        self._add_trend(ts_ms / 1000.0, self.t_ss - fan_scale(duty) * p.r * self.p)
+        return self._learn(ts_ms, temp, power)
+
+    def _add_trend(self, t: float, ta: float) -> None:
+        if self._t0 is None:
+            self._t0 = t
+        x = t - self._t0
+        tr, s = self._trend, self._sums
+        tr.append((x, ta))
+        s[0] += x
+        s[1] += ta
+        s[2] += x * x
+        s[3] += x * ta
+        s[4] += 1
+        while tr[-1][0] - tr[self._head][0] > TREND_S:
+            ox, oa = tr[self._head]
+            self._head += 1
+            s[0] -= ox
+            s[1] -= oa
+            s[2] -= ox * ox
+            s[3] -= ox * oa
+            s[4] -= 1
+        if self._head > 512:
+            del tr[: self._head]
+            self._head = 0
+
+    def _learn(self, ts_ms: int, temp: float, power: float) -> str | None:
+        st = self._step
+        if st is None:
+            return None
+        p = self.params
+        age = (ts_ms - st.ts_ms) / 1000.0
+        if age < 4 * p.tau_s:
+            if len(st.transient) < 24:
+                st.transient += ((age, temp),)
+            return None
+        st.n += 1
+        st.t_sum += temp
+        st.p_sum += power
+        st.ts_sum += age
+        if age < 6 * p.tau_s or st.n < 2:
+            return None
+        self._step = None
+        df = st.f_to - st.f_from
+        t_after, p_after = st.t_sum / st.n, st.p_sum / st.n
+        d_t = t_after - st.t_before - st.slope * (st.ts_sum / st.n)
+        d_p = p_after - st.p_before
+        fixed_fan = not self.autofan and st.duty == self.duty
+        if abs(df) < LEARN_MIN_DF or abs(d_p) < LEARN_MIN_DP or not fixed_fan:
+            return None
+        s = fan_scale(self.duty)
+        r_obs = min(max(d_t / (s * d_p), p.r / 3), p.r * 3)
+        v2 = (self.mv / 1000.0) ** 2
+        denom = v2 * (df * (1 + p.leak * (t_after - 60)) + st.f_to * p.leak * d_t)
+        k_obs = d_p / denom if denom else p.k
+        k_obs = min(max(k_obs, p.k / 3), p.k * 3)
+        tau = p.tau_s
+        taus = []
+        tr = st.transient
+        for (a1, t1), (a2, t2) in zip(tr, tr[1:]):
+            r1, r2 = t1 - t_after, t2 - t_after
+            if abs(r1) > 0.25 and r1 * r2 > 0 and 0.05 < r2 / r1 < 0.95 and a2 > a1:
+                taus.append((a2 - a1) / -math.log(r2 / r1))
+        if taus:
+            taus.sort()
+            tau = min(max(taus[len(taus) // 2], 10.0), 300.0)
+        g = LEARN_GAIN
+        self.params = replace(
+            p,
+            r=p.r + g * (r_obs - p.r),
+            k=p.k + g * (k_obs - p.k),
+            tau_s=p.tau_s + g * (tau - p.tau_s),
+            steps=p.steps + 1,
+        )
+        return (
+            f"learned from {st.f_from:g} -> {st.f_to:g} MHz: {self.params.r:.3f} °C/W, "
+            f"k {self.params.k:.5f} W/(MHz·V²), tau {self.params.tau_s:.0f} s"
+        )
