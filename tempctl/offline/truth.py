@@ -41,8 +41,14 @@ def cases(base: Settings) -> list[Case]:
         Case("TEMP_THRESHOLD +2 °C", {"temp_threshold": base.temp_threshold + 2}),
         Case("STABLE_TIMEFRAME halved", {"stable_timeframe": base.stable_timeframe / 2}),
         Case("MAX_FREQUENCY -50 MHz", {"max_frequency": base.max_frequency - 50}),
-        Case("TEMPCTL_MIN_FREQUENCY lowered", {"min_frequency": 150.0}),
+        Case("TEMPCTL_MIN_FREQUENCY -50 MHz", {"min_frequency": _floor(base) - 50}),
     ]
+
+
+def _floor(base: Settings) -> float:
+    from tempctl.core.limits import auto_min_frequency
+
+    return base.min_frequency or auto_min_frequency(base.max_frequency)
 
 
 def record(scenario, settings: Settings, db: Path, *, seed: int = 0, poll_s: float = 5.0):
