@@ -389,7 +389,7 @@ def _grid_sse(yy, a, b, ff, fs, ss) -> tuple[float, float]:
     return best
 
 
-def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
+def fit_thermal(s: Series, asic: str | None = None, progress=None) -> ThermalFit:
     """Die temperature against measured power, as README §4's 2-node fit.
 
     The low-pass runs over every row with a power (also the reboot rows without a
@@ -399,6 +399,7 @@ def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
     six inner products, so its cost does not grow with the grid or with restarts.
     Caveat: over hours, leakage makes power follow temperature (README §3), which the
     hourly baseline absorbs only in part; the held-out error shows how well it worked.
+    ``progress``: called with 1 per τ of the grid.
     """
     has_p = np.isfinite(s.power) & (s.power > 0)
     ts_all, pw = s.ts[has_p], s.power[has_p]
@@ -440,6 +441,8 @@ def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
             sse, phi = _grid_sse(yy, a, float(ms @ my), ff, float(mf @ ms), float(ms @ ms))
             if name not in best or sse < best[name][0]:
                 best[name] = (sse, tau, phi)
+        if progress is not None:
+            progress(1)
 
     def solve(name: str) -> tuple[float, np.ndarray, np.ndarray, float, float]:
         """R, baseline coefficients and the regressor for the best (τ, φ) on a row set."""
@@ -513,10 +516,20 @@ def fit_vr(s: Series) -> float | None:
     return float(beta[1])
 
 
+FIT_STEPS = len(TAU_SLOW_GRID) + 1  # progress units of one fit_device
+
+
 def fit_device(
-    conn: sqlite3.Connection, device: str, since_ms: int | None = None, until_ms: int | None = None
+    conn: sqlite3.Connection,
+    device: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    progress=None,
 ) -> PlantFit:
-    """Every fit that the data allow; what could not be fitted is explained in ``notes``."""
+    """Every fit that the data allow; what could not be fitted is explained in ``notes``.
+
+    ``progress``: called with counts that add up to ``FIT_STEPS`` (a progress bar).
+    """
     s = load(conn, device, since_ms, until_ms)
     if len(s.ts) == 0:
         raise FitError(f"no readings for device {device!r}")
@@ -528,12 +541,24 @@ def fit_device(
         s.asic,
         float(np.median(volt)) if len(volt) else None,
     )
+    done = 1
+    if progress is not None:
+        progress(1)
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(n)
+
     for name, fn in (("power", fit_power), ("thermal", fit_thermal), ("steady", fit_steady)):
         try:
-            setattr(out, name, fn(s))
+            setattr(out, name, fn(s, progress=step) if name == "thermal" else fn(s))
         except FitError as e:
             out.notes.append(str(e))
     out.vr_c_per_w = fit_vr(s)
+    if progress is not None and done < FIT_STEPS:
+        progress(FIT_STEPS - done)
     return out
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
@@ -71,6 +72,7 @@ def reading_sql(conn: sqlite3.Connection) -> str:
     return f"SELECT {', '.join(cols)} FROM readings "
 
 
+PROGRESS_ROWS = 8192  # readings between progress reports
 MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last temperature
 # Firmware timings for a restart (firmware.py: 1 s reply, 7 s down, 8 s boot, ~6 s ramp)
 RESTART_DOWN_S = 22.0
@@ -313,8 +315,12 @@ def check(
     run_id: int | None = None,
     since_ms: int | None = None,
     until_ms: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CheckResult:
-    """Re-drive every tempctl run in range; stops at the first divergence."""
+    """Re-drive every tempctl run in range; stops at the first divergence.
+
+    ``progress``: called with the number of readings done, every ``PROGRESS_ROWS``.
+    """
     result = CheckResult()
     sql = reading_sql(conn)
     for run in select_runs(
@@ -323,17 +329,31 @@ def check(
         if run.kind == "import" or run.policy not in ("tempctl", "levels"):
             why = "imported, no decisions" if run.kind == "import" else f"policy {run.policy}"
             result.skipped.append(f"run {run.id} ({why})")
+            if progress is not None:  # its readings count as done
+                progress(_run_rows(conn, run, device, since_ms, until_ms))
             continue
         result.runs += 1
         for dev in run.devices:
-            div = _check_one(conn, run, dev, sql, result)
+            div = _check_one(conn, run, dev, sql, result, progress)
             if div is not None:
                 result.divergence = div
                 return result
     return result
 
 
-def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Divergence | None:
+def _run_rows(conn, run: Run, device, since_ms, until_ms) -> int:
+    sql = "SELECT count(*) FROM readings WHERE run_id = ? AND ts_ms >= ? AND ts_ms <= ?"
+    args: list = [run.id, -(2**62) if since_ms is None else since_ms]
+    args.append(2**62 if until_ms is None else until_ms)
+    if device is not None:
+        sql += " AND device = ?"
+        args.append(device)
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def _check_one(
+    conn, run: Run, device: str, sql: str, result: CheckResult, progress=None
+) -> Divergence | None:
     limits = limits_for(run.config, device)
     driver = Driver(
         Controller(limits, device, snapshot=restore(conn, device, before_ms=run.ts_ms)),
@@ -384,6 +404,7 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
     win_add, probe.stats, last_ts = window.win.add, window.win.stats, window.last_ts
     new, cls = tuple.__new__, LoggedReading
     count = 0
+    tick = PROGRESS_ROWS if progress is not None else -1
 
     def diverged(what, recorded, replayed):
         result.readings += count
@@ -394,6 +415,9 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
         r = new(cls, row)
         ts = row[0]
         count += 1
+        if count == tick:
+            progress(PROGRESS_ROWS)
+            tick += PROGRESS_ROWS
         if ts >= last_ts:
             win_add(ts, row[1], row[2], row[7], suspect(row[4], row[13], row[3], row[11]))
             last_ts = ts
@@ -448,6 +472,8 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
     result.readings += count
     result.transitions += n_t
     result.commands += n_c
+    if progress is not None:
+        progress(count % PROGRESS_ROWS)
     return None
 
 
@@ -527,11 +553,13 @@ def counterfactual(
     until_ms: int | None = None,
     response: Response | None = None,
     also: tuple[float, ...] = (),
+    progress: Callable[[int], None] | None = None,
 ) -> dict:
     """Recorded vs what ``overrides`` would have done, per device (JSON-ready).
 
     ``also``: more thresholds to report time above (``above`` in each side's metrics),
-    beside the recorded and the counterfactual TEMP_THRESHOLD.
+    beside the recorded and the counterfactual TEMP_THRESHOLD. ``progress``: called
+    with the number of readings done, every ``PROGRESS_ROWS``.
     """
     from tempctl.offline.fit import FitError, fit_device
 
@@ -548,7 +576,7 @@ def counterfactual(
                 fit = None
             resp = response_from_fit(fit)
         out["devices"][dev] = _counterfactual_one(
-            conn, dev, dev_runs, overrides, resp, since_ms, until_ms, also
+            conn, dev, dev_runs, overrides, resp, since_ms, until_ms, also, progress
         )
     return out
 
@@ -562,6 +590,7 @@ def _counterfactual_one(
     since_ms,
     until_ms,
     also: tuple[float, ...] = (),
+    progress=None,
 ) -> dict:
     base = settings_for(runs[0].config, device)
     threshold = base.temp_threshold
@@ -582,6 +611,7 @@ def _counterfactual_one(
     down_until = -(2**62)  # cf device restarting: no hash
     prev_rec_f = None
     probe = _Probe()
+    count = 0
     for run in runs:
         limits = limits_for(run.config, device, overrides)
         snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_ms=run.ts_ms)
@@ -603,6 +633,9 @@ def _counterfactual_one(
             (run.id, device, lo, hi),
         ):
             r = _make(row)
+            count += 1
+            if progress is not None and count % PROGRESS_ROWS == 0:
+                progress(PROGRESS_ROWS)
             hash_rec, core_mv = r.hashrate, r.core_voltage
             if r.backfilled:
                 window.add(r)
@@ -676,6 +709,8 @@ def _counterfactual_one(
             "AND ts_ms >= ? AND ts_ms <= ?",
             (run.id, device, lo, hi),
         ).fetchone()[0]
+    if progress is not None:
+        progress(count % PROGRESS_ROWS)
     settings = settings_for(runs[-1].config, device, overrides)
     return {
         "threshold": threshold,

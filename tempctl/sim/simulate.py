@@ -240,8 +240,11 @@ def run_policy(
     epoch_ms: int,
     grid_s: float,
     trace: Trace | None = None,
+    progress=None,
 ) -> tuple[Tally, SimFirmware, SimDevice]:
-    """Drive one policy through the scenario; truth is sampled every ``grid_s`` seconds."""
+    """Drive one policy through the scenario; truth is sampled every ``grid_s`` seconds.
+
+    ``progress``: called with 1 per simulated hour (a progress bar's update)."""
     fw = SimFirmware(scenario, seed=seed)
     dev = SimDevice(fw, policy.name, epoch_ms)
     tally = Tally(threshold=threshold)
@@ -250,6 +253,7 @@ def run_policy(
     tally.add(epoch_ms, temp=fw.plant.die_c, state=policy.state, frequency=fw.actual_mhz)
     last_work = work0
     next_poll, next_grid = 0.0, grid_s
+    next_hour = 3600.0
     while True:
         if next_poll <= duration_s and next_poll < next_grid:
             fw.advance(next_poll)
@@ -265,6 +269,9 @@ def run_policy(
                 trace.mhz.append(fw.actual_mhz)
                 trace.state.append(policy.state)
             next_grid += grid_s
+            if progress is not None and fw.t >= next_hour - 1e-9:
+                progress(1)
+                next_hour += 3600.0
         else:
             break
     gen.close()
@@ -284,6 +291,7 @@ def simulate(
     db: str | None = None,
     plot_path: str | None = None,
     threshold: float | None = None,
+    progress=None,
 ) -> dict:
     """Run each policy spec through the scenario; returns the JSON-ready report.
 
@@ -291,6 +299,7 @@ def simulate(
     CHECK_INTERVAL. ``plot_path``: write the PNG there. ``threshold``: the temperature the
     metrics and the oracle are judged against (default TEMP_THRESHOLD); tune keeps it at
     the baseline's so that candidates with other thresholds compare fairly.
+    ``progress``: called with 1 per simulated hour of each policy (a progress bar).
     """
     names = [canonical(spec, poll_s) for spec in specs]
     if len(set(names)) != len(names):
@@ -369,6 +378,7 @@ def simulate(
                 epoch_ms=epoch,
                 grid_s=grid_s,
                 trace=trace,
+                progress=progress,
             )
             if traces is not None:
                 traces[policy.spec] = trace
