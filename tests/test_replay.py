@@ -17,10 +17,10 @@ from tempctl.core.clock import FakeClock
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.reading import Reading
 from tempctl.daemon.loop import Daemon
+from tempctl.offline.counterfactual import counterfactual
 from tempctl.offline.replay import (
     LoggedReading,
     check,
-    counterfactual,
     parse_time,
     reading_sql,
     select_runs,

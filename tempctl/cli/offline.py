@@ -112,6 +112,7 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
     """
     import json
 
+    from tempctl.offline import counterfactual as cfr
     from tempctl.offline import replay as rp
 
     if check and assignments:
@@ -140,7 +141,7 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
             sys.exit(0 if result.ok else 1)
         _, overrides = _with_sets(Settings(), assignments)
         with _bar(total, "replay --set") as update:
-            report = rp.counterfactual(
+            report = cfr.counterfactual(
                 conn,
                 overrides,
                 device=device,
@@ -153,7 +154,7 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
         raise SettingsError(str(e)) from None
     finally:
         conn.close()
-    click.echo(json.dumps(report, indent=2) if as_json else rp.format_counterfactual(report))
+    click.echo(json.dumps(report, indent=2) if as_json else cfr.format_counterfactual(report))
 
 
 @cli.command()
@@ -398,8 +399,9 @@ def _tune_source(db, scenario, assignments, device, days, poll, seed):
         return Source(
             settings, scenario=scn, days=days, poll_s=poll, seed=seed, base_overrides=overrides
         )
+    from tempctl.offline.counterfactual import response_from_fit
     from tempctl.offline.fit import FitError, fit_device
-    from tempctl.offline.replay import response_from_fit, select_runs, settings_for
+    from tempctl.offline.replay import select_runs, settings_for
 
     conn = _read_log(db)
     try:

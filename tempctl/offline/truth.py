@@ -1,7 +1,7 @@
 """Ground truth for the counterfactual replay: predict a setting, then run it for real.
 
 1. Record a run on the emulator's plant with the base settings (``simulate`` with a log).
-2. Predict another setting from that log (``replay.counterfactual``, plant fitted from it).
+2. Predict another setting from that log (``counterfactual.counterfactual``, plant fitted from it).
 3. Run the other setting for real on the same plant: same scenario, seed and poll.
 4. Compare, each side's metrics computed from its log the same way (``report.Tally``):
 
@@ -31,7 +31,7 @@ MINUTES_ABS_TOL = 2.0
 @dataclass
 class Case:
     name: str
-    overrides: dict  # attribute names, as replay.counterfactual takes them
+    overrides: dict  # attribute names, as counterfactual() takes them
 
 
 def cases(base: Settings) -> list[Case]:
@@ -64,7 +64,7 @@ def compare(
     scenario, base: Settings, case: Case, workdir: Path, recorded_db: Path, *, seed: int = 0
 ) -> dict:
     """Predicted vs really measured for one case (JSON-ready), with the errors."""
-    from tempctl.offline.replay import counterfactual
+    from tempctl.offline.counterfactual import counterfactual
 
     with sqlite3.connect(recorded_db) as conn:
         pred = counterfactual(conn, case.overrides)

@@ -114,7 +114,7 @@ def _evaluate(task: tuple) -> dict:
     _, db, device, overrides, response = task
     import sqlite3
 
-    from tempctl.offline.replay import counterfactual
+    from tempctl.offline.counterfactual import counterfactual
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
