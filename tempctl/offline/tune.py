@@ -118,7 +118,7 @@ def _evaluate(task: tuple) -> dict:
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        out = counterfactual(conn, overrides, device=device, response=response)
+        out = counterfactual(conn, overrides, device=device, response=response, recorded=False)
     finally:
         conn.close()
     return out["devices"][device]["counterfactual"]
