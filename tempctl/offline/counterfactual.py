@@ -393,3 +393,13 @@ def format_counterfactual(report: dict) -> str:
             )
         )
     return "\n\n".join(parts) if parts else "no readings in range"
+
+
+__all__ = [
+    "MAX_GAP_S",
+    "RESTART_DOWN_S",
+    "Response",
+    "counterfactual",
+    "format_counterfactual",
+    "response_from_fit",
+]
