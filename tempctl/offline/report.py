@@ -192,3 +192,6 @@ def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
     return str(v)
+
+
+__all__ = ["LABELS", "METRIC_KEYS", "Tally", "table"]

@@ -282,3 +282,16 @@ def format_tune(report: dict) -> str:
     for s in report["skipped"]:
         out.append(f"skipped {s['settings']}: {s['error']}")
     return "\n".join(out)
+
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "Axis",
+    "Source",
+    "candidates",
+    "format_tune",
+    "pareto",
+    "parse_grid",
+    "recommend",
+    "tune",
+]
