@@ -303,6 +303,17 @@ FIELDS: tuple[Field, ...] = (
         per_device=True,
     ),
     Field(
+        "restore_after_trip",
+        "TEMPCTL_RESTORE_AFTER_TRIP",
+        "restore_after_trip",
+        "--restore-after-trip",
+        "bool",
+        True,
+        "After a firmware overheat trip, once cool, restore the autofan, fan and core voltage "
+        "the trip took away.",
+        per_device=True,
+    ),
+    Field(
         "step",
         "TEMPCTL_STEP",
         "step",
@@ -437,6 +448,7 @@ class Settings:
     critical_floor: float = _DEFAULTS["critical_floor"]
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
+    restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

@@ -11,6 +11,7 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Response
 
 from tempctl.core.controller import Command, Controller, Limits
+from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
 from tempctl.daemon.alerts import Alerter, body, target
 from tempctl.daemon.loop import Device
@@ -46,9 +47,9 @@ def received(server) -> list[tuple[str, dict]]:
 
 
 def device(name="gamma", limits=None) -> Device:
-    limits = limits or Limits()
+    limits = limits or Limits(law="levels")  # fixed levels: these tests count alerts exactly
     return Device(
-        name, "http://127.0.0.1:1", limits, client=None, controller=Controller(limits, name)
+        name, "http://127.0.0.1:1", limits, client=None, driver=Driver(Controller(limits, name))
     )
 
 
@@ -177,7 +178,7 @@ def test_identity_change_and_other_alarms(receiver):
             hostname="other",
         ),
     )
-    assert [e.kind for e in decision.events] == ["identity"]
+    assert [e.kind for e in decision.events] == ["identity", "device"]  # alarm, then the new id
     alerter.close()
     ((_, got),) = received(receiver)
     assert got["kind"] == "identity" and "a different device answers" in got["message"]
@@ -232,3 +233,18 @@ def test_body_without_topic_for_generic_urls():
 
     b = body(Alert("a", "reachable", "ok again", T, suppressed=0), None)
     assert b["priority"] == 2 and "topic" not in b and b["kind"] == "reachable"
+
+
+def test_second_frequency_not_holding_is_an_alert(receiver):
+    # the model law going below SECOND_FREQUENCY says so once, as an alarm the alerter sends
+    receiver.expect_request("/h/x", method="POST").respond_with_data("ok")
+    alerter = Alerter(receiver.url_for("/h/x"))
+    d = device(limits=Limits())
+    poll(alerter, d, Reading("gamma", T, temp=60.0, frequency=400.0))
+    decision = poll(alerter, d, Reading("gamma", T + 30_000, temp=71.0, frequency=400.0))
+    assert any(e.kind == "floor" and e.level == "alarm" for e in decision.events)
+    alerter.close()
+    kinds = [m["kind"] for _, m in received(receiver)]
+    assert "alarm" in kinds and "critical" in kinds
+    msg = next(m["message"] for _, m in received(receiver) if m["kind"] == "alarm")
+    assert "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD" in msg

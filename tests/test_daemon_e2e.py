@@ -82,6 +82,7 @@ def daemon_env(url: str, db: Path, interval: str = "0.5") -> dict:
         FIRST_FREQUENCY="490",
         SECOND_FREQUENCY="400",
         MAX_FREQUENCY="575",
+        TEMPCTL_LAW="levels",  # the fixed levels of tempctl 0.1; test_model_e2e.py: the model law
     )
     return env
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from tempctl.cli import cli
+from tempctl.cli import cli, docs
 from tempctl.config import FIELDS
 from tempctl.core.controller import State
 from tempctl.core.diagram import mermaid
@@ -40,6 +40,38 @@ def test_state_diagram_is_in_sync():
     )
     assert block, "mermaid block markers missing"
     assert block.group(1) == mermaid(), "run: python -m tempctl.core.diagram and paste into README"
+
+
+def test_settings_table_is_in_sync():
+    block = re.search(re.escape(docs.START) + r"\n(.*?)" + re.escape(docs.END), README, re.S)
+    assert block, "settings table markers missing"
+    assert block.group(1) == docs.settings_table(), (
+        "run: python -m tempctl.cli.docs --write README.md"
+    )
+
+
+def test_settings_table_has_a_row_per_field_with_its_default():
+    rows = docs.settings_table().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [f"| `{f.env}`" for f in FIELDS]
+    by_env = {r.split(" | ")[0][3:-1]: r.split(" | ") for r in rows}
+    assert by_env["TEMP_THRESHOLD"][3:5] == ["63", "yes"]
+    assert by_env["BITAXE_IP"][3] == "(required)" and by_env["TEMPCTL_DRY_RUN"][3] == "false"
+    assert "`live`" in by_env["TEMPCTL_APPLY"][5]  # choices the help does not name are listed
+
+
+def test_settings_generator_rewrites_the_block(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{docs.START}\n| stale |\n{docs.END}\nrest\n")
+    runner = CliRunner()
+    first = runner.invoke(docs.main, ["--write", str(readme)])
+    assert first.exit_code == 0 and "updated" in first.output
+    assert readme.read_text() == f"intro\n{docs.START}\n{docs.settings_table()}{docs.END}\nrest\n"
+    again = runner.invoke(docs.main, ["--write", str(readme)])
+    assert again.exit_code == 0 and "already up to date" in again.output
+    printed = runner.invoke(docs.main, [])
+    assert printed.output == docs.settings_table()
+    readme.write_text("no markers\n")
+    assert runner.invoke(docs.main, ["--write", str(readme)]).exit_code == 1
 
 
 @pytest.mark.parametrize("state", list(State))

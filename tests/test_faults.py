@@ -42,7 +42,8 @@ from procs import (
 )
 from werkzeug import Response
 
-from tempctl.core.controller import VERIFY_RETRIES, Controller, Limits
+from tempctl.core.controller import Controller, Limits
+from tempctl.core.observe import VERIFY_RETRIES
 from tempctl.core.reading import Reading
 from tempctl.device import parse_info
 from tempctl.sim.emulator import Emulator
@@ -811,7 +812,7 @@ def test_a_different_device_answers(tmp_path, fault):
 
 # --- the same regressions at the unit level (fast: no process, no network) ---------------------
 
-UNIT = Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600)
+UNIT = Limits(check_interval=1.0, settle=10.0, stable_timeframe=60 / 3600, law="levels")
 
 
 def drive(

@@ -31,23 +31,15 @@ def _ro(name: str) -> sqlite3.Connection:
 @pytest.fixture(scope="module")
 def heatwave_log(tmp_path_factory):
     db = tmp_path_factory.mktemp("fit") / "hw.db"
-    # the levels law's 85-90 MHz steps excite the plant well; the model law's small steps
-    # while the room ramps leave R less separable from the baseline (R comes out ~1.01)
-    simulate(
-        load_scenario("heatwave"),
-        ["tempctl"],
-        Settings(law="levels"),
-        days=0.3,
-        poll_s=5,
-        db=str(db),
-    )
+    # the levels law's big steps excite the plant more than the model law's fine ones
+    simulate(load_scenario("heatwave"), ["levels"], Settings(), days=0.3, poll_s=5, db=str(db))
     return db
 
 
 def test_recovers_the_simulators_own_plant(heatwave_log):
     """A log from the emulated Gamma: the fit must give back plant.py's constants."""
     truth = PlantParams()
-    f = fit_device(sqlite3.connect(heatwave_log), "sim-tempctl")
+    f = fit_device(sqlite3.connect(heatwave_log), "sim-levels")
     t = f.thermal
     assert t.r_c_per_w == pytest.approx(truth.r_c_per_w_fixed, rel=0.08)
     assert 36 <= t.tau_slow_s <= 65  # truth 48 s; the residual is flat around it

@@ -190,9 +190,12 @@ def test_one_daemon_guards_many_devices(tmp_path, servers):
         ).fetchone()
         for name in healthy
     }
-    assert last[hot] == ("THROTTLED_1", 490.0), last
+    # the model law picks the hot miner's frequency from its own response: below MAX, at
+    # or above SECOND (this room does not need less)
+    state, mhz = last[hot]
+    assert state == "THROTTLED_1" and 400 <= mhz < 575, last
     assert last[cool] == last[mild] == ("NORMAL", 575.0), last
-    assert [s["frequency_mhz"] for s in states] == [575, 575, 490]  # what the miners run
+    assert [s["frequency_mhz"] for s in states] == [575, 575, mhz]  # what the miners run
 
     # Retention ran: the retired miner's three-day-old readings are now minute rows.
     assert conn.execute("SELECT count(*) FROM readings WHERE device = 'retired'").fetchone() == (0,)

@@ -11,6 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tempctl.config import Device as DeviceConfig
 from tempctl.config import Settings
 from tempctl.core.controller import Command, Controller, Limits
+from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
 from tempctl.daemon.loop import Daemon, Device
 from tempctl.daemon.metrics import Metrics
@@ -45,7 +46,11 @@ def value(samples: dict, name: str, **labels) -> float:
 
 def device(name: str, limits: Limits) -> Device:
     return Device(
-        name, f"http://127.0.0.1:1/{name}", limits, client=None, controller=Controller(limits, name)
+        name,
+        f"http://127.0.0.1:1/{name}",
+        limits,
+        client=None,
+        driver=Driver(Controller(limits, name)),
     )
 
 

@@ -8,9 +8,26 @@ import pytest
 
 from tempctl.resources import scenarios_dir
 from tempctl.sim.plant import oracle_frequency, params_for, steady_die
-from tempctl.sim.scenario import Scenario, ScenarioError, load_scenario, scenario_names
+from tempctl.sim.scenario import (
+    Faults,
+    Scenario,
+    ScenarioError,
+    load_scenario,
+    scenario_names,
+)
 
-SHIPPED = ["autofan", "closet", "constant", "daynight", "heatwave"]
+SHIPPED = [
+    "autofan",
+    "closet",
+    "constant",
+    "daynight",
+    "heatwave",
+    "heatwave_faults",
+    "steady_30_8",
+    "steady_31_5",
+    "steady_33_0",
+    "week",
+]
 
 GOOD = """\
 description = "test"
@@ -78,6 +95,81 @@ def test_heatwave_drives_the_gamma_over_63_and_back():
         for a in (28, 38, 30)
     }
     assert oracle[28] == oracle[30] == 575 and 250 < oracle[38] < 320
+
+
+def _gamma_die(s: Scenario, mhz: float, t: float) -> float:
+    return steady_die(params_for(s.asic), mhz, s.core_voltage_mv, s.ambient(t), s.fan_pct)
+
+
+def _oracle(s: Scenario, t: float) -> float:
+    p = params_for(s.asic)
+    return oracle_frequency(p, s.ambient(t), 63.0, s.fan_pct, s.core_voltage_mv, 575.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "ambient", "oracle"),
+    [("steady_30_8", 30.8, 568.3), ("steady_31_5", 31.5, 540.7), ("steady_33_0", 33.0, 481.7)],
+)
+def test_steady_rooms_have_their_oracle_between_second_and_max(name, ambient, oracle):
+    s = load_scenario(name)
+    assert {s.ambient(t) for t in range(0, int(s.duration_s) + 1, 600)} == {ambient}
+    assert (s.frequency_mhz, s.fan_mode, s.fan_pct, s.ambient_noise_c) == (575, "fixed", 100, 0)
+    assert _gamma_die(s, 575, 0) > 63.0  # MAX is too hot, so a law has work to do
+    assert 400 < _oracle(s, 0) < 575
+    assert _oracle(s, 0) == pytest.approx(oracle, abs=0.1)  # the number in the header
+    assert f"{oracle} MHz" in s.description
+
+
+def test_closet_stays_too_hot_for_second_frequency():
+    s = load_scenario("closet")
+    after = range(5 * 3600, int(s.duration_s) + 1, 300)
+    # noise included: 400 MHz (SECOND) is over 63 °C from hour 5 to the end
+    assert all(_gamma_die(s, 400, t) > 63.0 for t in after)
+    assert _gamma_die(s, 400, s.duration_s) > 66.0 and _oracle(s, s.duration_s) < 300
+    assert all(_gamma_die(s, 400, t) < 63.0 for t in range(0, 4 * 3600, 300))
+
+
+def test_week_is_seven_different_days():
+    s = load_scenario("week")
+    assert s.duration_s == 7 * 86400 and not s.repeat
+    peaks = [max(s.ambient(d * 86400 + h * 600) for h in range(144)) for d in range(7)]
+    assert len({round(p) for p in peaks}) >= 5
+    assert min(peaks) < 30.6 < max(peaks)  # one day never needs a throttle, others do
+    assert max(peaks) > 34.5  # and one needs about SECOND_FREQUENCY
+
+
+def test_heatwave_faults_is_the_heatwave_plus_faults():
+    s, base = load_scenario("heatwave_faults"), load_scenario("heatwave")
+    assert s.ambient_points == base.ambient_points and s.firmware == base.firmware
+    assert s.faults.reboot_s == (7 * 3600.0,)
+    names = {item.split("=")[0] for item in s.faults.requests.split(",")}
+    assert names == {"timeout", "5xx", "truncated", "sensor_m1", "sensor_127"}
+    assert not base.faults and s.faults
+
+
+def test_faults_table(tmp_path):
+    text = GOOD + '\n[faults]\nrequests = "timeout=0.1, 5xx"\nreboot_h = [1.5, 0.5]\n'
+    s = load_scenario(str(write(tmp_path, text)))
+    assert s.faults == Faults("timeout=0.1,5xx", (1800.0, 5400.0))
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "match"),
+    [
+        ('requests = "tornado=0.1"', "faults.requests", "unknown fault"),
+        ('requests = "timeout=2"', "faults.requests", "within 0..1"),
+        ('requests = "huge=0.1"', "faults.requests", "not simulated"),
+        ("requests = 0.1", "faults.requests", "must be a string"),
+        ("reboot_h = [3]", "faults.reboot_h[0]", "within 0..2"),
+        ("reboot_h = 1", "faults.reboot_h", "list of hours"),
+        ("reboots = [1]", "faults.reboots", "unknown key"),
+    ],
+)
+def test_bad_faults_name_file_and_key(tmp_path, table, key, match):
+    path = write(tmp_path, GOOD + "\n[faults]\n" + table + "\n")
+    with pytest.raises(ScenarioError, match=match) as err:
+        load_scenario(str(path))
+    assert str(err.value).startswith(f"{path}: {key}: "), str(err.value)
 
 
 def test_autofan_scenario_saturates_the_fan():

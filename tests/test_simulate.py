@@ -114,6 +114,33 @@ def test_seed_quirks_440_and_a_restart_after_every_patch(sim):
             assert k2 == "restart"
 
 
+def test_a_run_with_faults_logs_them_and_replays(tmp_path):
+    db = tmp_path / "faults.db"
+    report = simulate(
+        load_scenario("heatwave_faults"),
+        ["tempctl", "levels", "seed"],
+        Settings(),
+        days=7.5 / 24,  # past the reboot at hour 7
+        poll_s=30,
+        db=str(db),
+    )
+    for m in report["policies"].values():
+        assert m["faults_applied"].get("5xx", 0) > 0 and m["restarts"] >= 1
+        assert m["firmware_trips"] >= m["firmware_trips_injected"]
+    conn = sqlite3.connect(db)
+    errors = dict(
+        conn.execute(
+            "SELECT substr(error, 1, instr(error, ':') - 1) AS kind, count(*) FROM readings "
+            "WHERE device = 'sim-tempctl' AND valid = 0 GROUP BY kind"
+        ).fetchall()
+    )
+    assert {"timeout", "bad_response", "unreachable"} <= set(errors)
+    assert errors.get("temp=-1", 0) > 0  # the -1 °C sensor values
+    result = check(conn)
+    assert result.ok, result.divergence and result.divergence.describe()
+    assert result.runs == 2  # tempctl and levels; the seed port is not replayable
+
+
 def test_constant_room_nothing_happens():
     report = simulate(load_scenario("constant"), ["tempctl"], Settings(), days=1 / 24, poll_s=5)
     m = report["policies"]["tempctl"]
@@ -151,6 +178,7 @@ def test_appending_to_a_log_starts_after_what_is_there(afternoon, tmp_path):
     "spec, want",
     [
         ("tempctl", ("tempctl", None)),
+        ("levels", ("levels", None)),
         ("seed", ("seed", None)),
         ("seed:300", ("seed", 300.0)),
         ("fixed:500", ("fixed", 500.0)),
@@ -160,7 +188,9 @@ def test_policy_specs(spec, want):
     assert parse_spec(spec) == want
 
 
-@pytest.mark.parametrize("spec", ["pid", "fixed", "fixed:abc", "fixed:-5", "seed:0", "tempctl:1"])
+@pytest.mark.parametrize(
+    "spec", ["pid", "fixed", "fixed:abc", "fixed:-5", "seed:0", "tempctl:1", "levels:5"]
+)
 def test_bad_policy_specs(spec):
     with pytest.raises(ValueError):
         parse_spec(spec)

@@ -21,9 +21,11 @@ from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 
+import dashboard
 import pytest
 import requests
 from click.testing import CliRunner
+from dashboard import Server, free_port, render
 from fixtures import build_log
 
 from tempctl.cli import cli
@@ -33,23 +35,6 @@ from tempctl.store.status import device_status
 from tempctl.ui import server as ui
 
 DAY_MS = 86_400_000
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _utc(ms: int) -> str:
@@ -58,42 +43,6 @@ def _utc(ms: int) -> str:
 
 def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-class Server:
-    """A running `python -m tempctl.ui.server` child and what it printed."""
-
-    def __init__(self, db: Path, out: Path, env: dict | None = None):
-        self.db, self.out = db, out
-        self.port = _free_port()
-        self.url = ui.base_url("127.0.0.1", self.port)
-        self._fh = open(out, "wb")  # noqa: SIM115 - open while the server runs
-        self.proc = ui.start_ui(
-            db, "127.0.0.1", self.port, stdout=self._fh, stderr=subprocess.STDOUT, env=env
-        )
-        try:
-            ui.wait_until_ready(self.url, self.proc, timeout=30)
-        except ui.UIError as e:
-            self.stop()
-            pytest.fail(f"{e}\n--- Datasette output ---\n{self.output()}")
-
-    def output(self) -> str:
-        return self.out.read_text(errors="replace")
-
-    def get(self, path: str, **params) -> requests.Response:
-        return requests.get(self.url + path, params=params, timeout=30)
-
-    def query(self, name: str, **params) -> list[dict]:
-        r = self.get(f"/{ui.db_name(self.db)}/{name}.json", _shape="array", **params)
-        assert r.status_code == 200, f"{name}: {r.status_code} {r.text[:500]}\n{self.output()}"
-        return r.json()
-
-    def sql(self, sql: str, **params) -> requests.Response:
-        return self.get(f"/{ui.db_name(self.db)}.json", sql=sql, _shape="objects", **params)
-
-    def stop(self) -> None:
-        ui.stop_ui(self.proc)
-        self._fh.close()
 
 
 @pytest.fixture(scope="session")
@@ -341,6 +290,10 @@ def test_render_metadata_names_the_database():
     assert {c["db"] for c in charts.values() if "db" in c} == {"my log"}
     assert "../../my+log/current_state" in charts["about"]["display"]
     assert ui.DB_TOKEN not in json.dumps(md)
+    # the shared range SQL is pasted into every chart query, and its holder dropped
+    assert ui.FRAGMENTS_KEY not in md and "__RANGE__" not in json.dumps(md)
+    queries = [c["query"] for c in charts.values() if "query" in c]
+    assert len(queries) >= 5 and all("bucket_ms" in q and "widths(ms)" in q for q in queries)
 
 
 # --- the dashboard ---------------------------------------------------------------------------
@@ -391,50 +344,31 @@ def test_dashboard_loads_and_charts_stay_small(server, fixture_log):
 
 @pytest.mark.slow
 def test_dashboard_renders_charts_in_chromium(server, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium binary (Debian: apt-get install chromium)")
-    shot = tmp_path / "dashboard.png"
-    cmd = [
-        chromium,
-        *CHROMIUM_FLAGS,
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--window-size=1400,2100",
-        "--virtual-time-budget=15000",
-        f"--screenshot={shot}",
-        "--dump-dom",
-        server.url + ui.DASHBOARD_PATH,
-    ]
-    res = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=90)
-    dom = res.stdout
-    assert res.returncode == 0 and shot.exists(), res.stderr[-3000:]
-    ARTIFACTS.mkdir(exist_ok=True)
-    shutil.copy(shot, ARTIFACTS / "dashboard.png")
-    (ARTIFACTS / "dashboard.html").write_text(dom)
-
-    def chart(slug: str) -> str:
-        start = dom.index(f'id="chart-{slug}"')
-        end = dom.find('class="dashboard-card"', start)
-        return dom[start : end if end > 0 else len(dom)]
-
-    for slug, marks in (
+    dom, shot = render(server, tmp_path, "dashboard")
+    for slug, kinds in (
         ("temperature", ("mark-rect", "mark-line", "mark-rule")),
         ("frequency", ("mark-rect", "mark-line", "mark-rule")),
         ("time_in_state", ("mark-rect",)),
     ):
-        html = chart(slug)
+        html = dashboard.chart(dom, slug)
         assert "<svg" in html and 'class="marks"' in html, f"{slug}: no vega-embed SVG"
-        for mark in marks:
-            assert mark in html, f"{slug}: no {mark}"
+        for kind in kinds:
+            assert kind in html, f"{slug}: no {kind}"
         assert "garage" in html and "office" in html, f"{slug}: a device is missing"
-    assert " h</p>" in chart("throttled") and " %</p>" in chart("lost")
+    # The figures say what the drawing shows (both devices, MAX_FREQUENCY 575).
+    throttled_ms, lost_pct = dashboard.figures_from_marks(dom, 575.0)
+    shown, half_digit = dashboard.duration_ms(dashboard.metric(dom, "throttled"))
+    assert dashboard.metric(dom, "throttled").endswith(" h") and throttled_ms > 3_600_000
+    assert shown == pytest.approx(throttled_ms, abs=half_digit + 5)
+    lost_shown = float(dashboard.metric(dom, "lost").removesuffix(" %"))
+    assert lost_shown == pytest.approx(lost_pct, abs=0.01) and lost_pct > 1
     # The picture really has the state bands: the RECOVERING blue at 22 % over white.
     import numpy as np
     from PIL import Image
 
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     blue = int((np.abs(px - (205, 226, 249)) <= (12, 12, 10)).all(axis=2).sum())
-    assert blue > 5000, f"only {blue} band pixels; see {ARTIFACTS / 'dashboard.png'}"
+    assert blue > 5000, f"only {blue} band pixels; see {shot}"
 
 
 # --- the allow-list really unloads an installed write plugin -----------------------------------
@@ -556,7 +490,7 @@ def test_missing_views_are_reported(fixture_log, tmp_path):
 def test_cli_serves_the_live_log_until_sigterm(fixture_log, tmp_path):
     db = tmp_path / "live.db"
     shutil.copy(fixture_log.path, db)
-    port = _free_port()
+    port = free_port()
     (tmp_path / "empty.toml").write_text("")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE_"))}
     env["TEMPCTL_CONFIG"] = str(tmp_path / "empty.toml")

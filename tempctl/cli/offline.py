@@ -169,9 +169,9 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
     "--policy",
     "policies",
     multiple=True,
-    metavar="tempctl|seed|fixed:MHZ",
-    help="Who sets the frequency (repeatable; default tempctl). seed:S polls the "
-    "original script every S seconds.",
+    metavar="tempctl|levels|seed|fixed:MHZ",
+    help="Who sets the frequency (repeatable; default tempctl). levels is tempctl with "
+    "TEMPCTL_LAW=levels; seed:S polls the original script every S seconds.",
 )
 @click.option(
     "--set",
@@ -230,7 +230,7 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
     import math
 
     from tempctl.sim.scenario import ScenarioError, load_scenario
-    from tempctl.sim.simulate import format_report
+    from tempctl.sim.simulate import PlotUnavailable, format_report
     from tempctl.sim.simulate import simulate as run_simulation
     from tempctl.store.eventlog import LogError
 
@@ -251,6 +251,8 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
                 plot_path=plot,
                 progress=update,
             )
+    except PlotUnavailable as e:
+        raise click.BadParameter(str(e), param_hint="--plot") from None
     except (ScenarioError, LogError, ValueError) as e:
         raise click.ClickException(str(e)) from None
     except ConfigError as e:

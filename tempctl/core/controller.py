@@ -16,6 +16,7 @@ reconciliation is ``reconcile.py``; restoring the settings a firmware trip took 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 from transitions import Machine
 
@@ -44,7 +45,7 @@ __all__ = [
 LAW = LAWS["levels"]  # the issue-4 table, for old callers and the README diagram of it
 
 MAX_BACKOFF_S = 24 * 3600.0
-RISING_LOOKAHEAD_S = 600.0  # a throttle while the room warms aims for the ambient this far ahead
+RISING_LOOKAHEAD_S = 300.0  # a throttle while the room warms aims for the ambient this far ahead
 # Lowest frequencyOptions entry per ASIC (axeos-api.md §7): below it the firmware's UI warns.
 LOWEST_OPTION = {
     "BM1370": 400.0,
@@ -73,7 +74,8 @@ class Controller:
         self.restarts_ms: list[int] = []
         self.live_capable = True  # set by the driver from the device's capabilities
         self.trip_latches = False  # v2.1.9-v2.10: the firmware's trip latches (driver sets it)
-        self.model = ThermalModel(prior_for(None))
+        self.time_scale = limits.settle / 180.0 if limits.settle > 0 else 1.0
+        self.model = ThermalModel(prior_for(None), self.time_scale)
         self.model_asic: str | None = None
         self.horizon_s = limits.settle + limits.check_interval
         self._notes: set[str] = set()  # one-per-episode notices already given
@@ -140,6 +142,10 @@ class Controller:
         # flag is a signal of its own and does.
         if not self.started or not (reading.valid or reading.overheat):
             return decision
+        if reading.fault:  # mining stopped, not an overheat: never command on it (issue 16.2)
+            self._fault_note(reading.fault, decision)
+            return decision
+        self._notes.discard("fault")
         calm = not is_critical(reading, self.limits) and not is_hot(reading, self.limits)
         if not (calm and self._quiet(now_ms)):
             facts = Facts(self, reading, now_ms, window)
@@ -176,14 +182,13 @@ class Controller:
 
     def reset(self) -> None:
         """A different device answers at this address: start over as with no history."""
-        lim = self.limits
-        self.machine.set_state(State.NORMAL)
+        lim = self.limits  # the state stays until reconcile moves it (the chain stays whole)
         self.frequency = lim.max_frequency
         self.last_change_ms = self.ceiling = self.ceiling_until_ms = self.last_good = None
         self.backoff_s = 0.0
         self.raised = False
         self.restored = False
-        self.model = ThermalModel(prior_for(self.model_asic))
+        self.model = ThermalModel(prior_for(self.model_asic), self.time_scale)
         self._notes.clear()
         observe.init(self, keep_identity=True)
         aftermath.init(self)
@@ -195,14 +200,23 @@ class Controller:
             return None
         return self.model.predict(freq, horizon_s)
 
-    def throttle_target(self) -> float:
+    def lookahead_s(self) -> float:
+        """How far ahead a throttle looks: past the settle, and further while the room warms."""
+        rising = RISING_LOOKAHEAD_S * self.time_scale if self.model.slope() > 0 else 0.0
+        return self.horizon_s + rising
+
+    def throttle_target(self, temp: float | None = None) -> float:
         """Highest frequency predicted to hold TEMP_THRESHOLD - margin, at least one PLL step
         below the current one, never below the floor. Without a model yet: the old levels."""
         lim, f = self.limits, self.frequency
         target = None
         if lim.law == "model" and self.model.ready:
-            ahead = self.horizon_s + (RISING_LOOKAHEAD_S if self.model.slope() > 0 else 0.0)
-            target = self.model.highest(lim.temp_threshold - MARGIN_C, lim.lowest, f, ahead)
+            ahead = self.lookahead_s()
+            # Already above the threshold: aim lower by the excess, so that the fast part of
+            # the drop (about half of it within seconds) brings the die under at once.
+            excess = max(0.0, temp - lim.temp_threshold) if temp is not None else 0.0
+            aim = lim.temp_threshold - MARGIN_C - excess
+            target = self.model.highest(aim, lim.lowest, f, ahead)
         if target is None:
             if f > lim.first_frequency + FREQ_EPS:
                 target = lim.first_frequency
@@ -247,6 +261,32 @@ class Controller:
         return observe.explain(self)
 
     # -- evaluation ------------------------------------------------------------------------------
+
+    def _fault_note(self, fault: str, d: Decision) -> None:
+        if "fault" in self._notes:
+            return
+        self._notes.add("fault")
+        if fault == "pool_down":
+            d.events.append(
+                Event(
+                    "fault",
+                    "mining stopped (pool_down): no pool reachable (the firmware "
+                    "stops the ASIC, fan at 30 %); not an overheat, nothing to do "
+                    "here",
+                    level="warning",
+                    origin="device",
+                )
+            )
+        else:
+            d.events.append(
+                Event(
+                    "fault",
+                    f"mining stopped: {fault} reported by the device; "
+                    "not an overheat, needs a person",
+                    level="alarm",
+                    origin="device",
+                )
+            )
 
     def _ceiling_holds(self, now_ms: int) -> bool:
         return (
@@ -299,6 +339,7 @@ class Controller:
 
     def _act_throttle(self) -> None:
         self._set(self._facts.target)
+        self._predicted_note()
 
     def _act_clear_latch(self) -> None:
         aftermath.clear_latch(self)
@@ -325,6 +366,19 @@ class Controller:
         target = self.climb_target(self._now)
         self.last_good = self.frequency
         self._set(target, raised=True)
+        self._predicted_note()
+
+    def _predicted_note(self) -> None:
+        """Say in the transition why this frequency: what the model predicts for it."""
+        pred = self.predicted(self.frequency, self.horizon_s)
+        t = self._decision.transition
+        if pred is not None and t is not None:
+            amb = self.model.ambient()
+            self._decision.transition = replace(
+                t,
+                reason=f"{t.reason}: {self.frequency:g} MHz predicted {pred:.1f} °C "
+                f"(effective ambient {amb:.1f} °C)",
+            )
 
     def _act_hold(self) -> None:
         self.ceiling = self.ceiling_until_ms = None
@@ -472,7 +526,8 @@ class Controller:
         self.last_change_ms = snap.last_change_ms
         self.restarts_ms = list(snap.restarts_ms)
         if snap.model:
-            self.model = ThermalModel(ModelParams.from_json(snap.model, self.model.params))
+            params = ModelParams.from_json(snap.model, self.model.params)
+            self.model = ThermalModel(params, self.time_scale)
             self.model.f = self.frequency
         if snap.identity:
             self.identity = tuple(snap.identity)

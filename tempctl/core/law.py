@@ -22,7 +22,7 @@ __all__ = ["LAWS", "LEVELS", "MODEL", "Facts", "Row", "is_critical", "is_hot"]
 N, T1, T2, R = State.NORMAL, State.THROTTLED_1, State.THROTTLED_2, State.RECOVERING
 ALL = (N, T1, T2, R)
 
-MARGIN_C = 0.3  # model targets aim this far below TEMP_THRESHOLD (sensor noise ~0.06 °C
+MARGIN_C = 0.2  # model targets aim this far below TEMP_THRESHOLD (sensor noise ~0.06 °C
 # plus the EMC2101's 0.125 °C steps, plant.py; ~11 MHz on a Gamma at 575 MHz)
 ACT_NOW_C = 1.0  # this far above the threshold, act before the last change has settled
 
@@ -150,7 +150,7 @@ class Facts:
         """Above the threshold now, or predicted above it by the time a change settles."""
         if self.hot:
             return True
-        pred = self._c.predicted(self._c.frequency, self._c.horizon_s)
+        pred = self._c.predicted(self._c.frequency, self._c.lookahead_s())
         return pred is not None and pred > self._c.limits.temp_threshold
 
     @property
@@ -212,7 +212,7 @@ class Facts:
     def target(self) -> float:
         """Where a throttle goes: the model's pick, never above the current frequency."""
         if self._target is None:
-            self._target = self._c.throttle_target()
+            self._target = self._c.throttle_target(self.temp)
         return self._target
 
     @property

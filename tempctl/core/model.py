@@ -95,9 +95,18 @@ class _Step:
 
 
 class ThermalModel:
-    """One device's learned response. Feed ``observe`` every representative reading."""
+    """One device's learned response. Feed ``observe`` every representative reading.
 
-    def __init__(self, params: ModelParams):
+    ``time_scale`` is TEMPCTL_SETTLE / 180 s: the model's own time constants (smoothing,
+    trend window) scale with it, and τ stays below settle / 2 (the user's word that a change
+    has shown its effect by then), so compressed-time runs (tests, the demo) behave like
+    real time.
+    """
+
+    def __init__(self, params: ModelParams, time_scale: float = 1.0):
+        self.ts = max(time_scale, 1e-3)
+        self.tau_max = 90.0 * self.ts
+        params = replace(params, tau_s=min(params.tau_s, self.tau_max / 2))
         self.params = params
         self.t_ss: float | None = None  # smoothed steady-state die estimate at the current f
         self.p: float | None = None  # smoothed power, W
@@ -135,13 +144,14 @@ class ThermalModel:
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
         st, sa, stt, sta, n = self._sums
-        if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600:
+        if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600 * self.ts:
             return 0.0
         den = n * stt - st * st
         if den <= 0:
             return 0.0
         s = (n * sta - st * sa) / den
-        return max(-TREND_MAX_C_PER_S, min(TREND_MAX_C_PER_S, s))
+        cap = TREND_MAX_C_PER_S / self.ts
+        return max(-cap, min(cap, s))
 
     def dt_df(self, duty: float | None = None) -> float:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
@@ -237,7 +247,7 @@ class ThermalModel:
         if self.t_ss is None or self.p is None:
             self.t_ss, self.p = est, power
         else:
-            a = 1.0 - math.exp(-dt / SMOOTH_S)
+            a = 1.0 - math.exp(-dt / (SMOOTH_S * self.ts))
             self.t_ss += a * (est - self.t_ss)
             self.p += a * (power - self.p)
         self._add_trend(ts_ms / 1000.0, self.t_ss - fan_scale(duty) * p.r * self.p)
@@ -254,7 +264,7 @@ class ThermalModel:
         s[2] += x * x
         s[3] += x * ta
         s[4] += 1
-        while tr[-1][0] - tr[self._head][0] > TREND_S:
+        while tr[-1][0] - tr[self._head][0] > TREND_S * self.ts:
             ox, oa = tr[self._head]
             self._head += 1
             s[0] -= ox
@@ -305,7 +315,7 @@ class ThermalModel:
                 taus.append((a2 - a1) / -math.log(r2 / r1))
         if taus:
             taus.sort()
-            tau = min(max(taus[len(taus) // 2], 10.0), 300.0)
+            tau = min(max(taus[len(taus) // 2], self.tau_max / 40), self.tau_max)
         g = LEARN_GAIN
         self.params = replace(
             p,

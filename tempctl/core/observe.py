@@ -20,6 +20,7 @@ __all__ = ["command_result", "explain", "init", "observe"]
 
 VERIFY_RETRIES = 2  # PATCH re-sent at most twice when the read-back disagrees, then an alarm
 VERIFY_POLLS = 2  # polls a read-back may lag before it counts as a mismatch
+RAMP_POLLS = 2  # more polls for the PLL to reach a setting the device already shows
 RESTART_CONFIRM_MS = 120_000  # uptime must drop within this long after a restart request
 
 
@@ -118,11 +119,13 @@ def _uptime(c, r: Reading, now_ms: int, d: Decision) -> None:
 def _verify(c, r: Reading, now_ms: int, d: Decision) -> None:
     observed = r.frequency
     if c.pending is not None:
+        # v2.14+: actualFrequency is the PLL's truth during a ramp (axeos-api.md §4.1); it only
+        # says something while the chip hashes (a trip's cool-down or a boot holds it at 50).
         live = r.actual_frequency
-        applied = abs(observed - c.pending) <= FREQ_EPS and (
-            live is None or abs(live - c.pending) <= PLL_STEP / 2
-        )  # §4.1: actualFrequency, v2.14+
-        if applied:
+        if live is not None and evidence.exclusion(r) in ("tripped", "booting", "not hashing"):
+            live = None
+        setting_ok = abs(observed - c.pending) <= FREQ_EPS
+        if setting_ok and (live is None or abs(live - c.pending) <= PLL_STEP / 2):
             c.pending = None
             return
         if observed < c.pending and _firmware_penalty(c, observed):
@@ -132,7 +135,7 @@ def _verify(c, r: Reading, now_ms: int, d: Decision) -> None:
             adopt(c, r, observed, now_ms, d, origin="firmware")
             return
         c.pending_polls += 1
-        if c.pending_polls < VERIFY_POLLS:
+        if c.pending_polls < VERIFY_POLLS + (RAMP_POLLS if setting_ok else 0):
             return
         shown = observed if live is None or abs(observed - c.pending) > FREQ_EPS else live
         if c.pending_attempt <= VERIFY_RETRIES:
@@ -159,10 +162,9 @@ def _verify(c, r: Reading, now_ms: int, d: Decision) -> None:
             )
         )
         c.pending = None
+        # Not adopted back either (refused_at): the law would send the same change every
+        # poll, a loop. Changes that cannot be applied at all are not sent (_commands_for).
         c.refused_at = observed
-        if abs(observed - c.frequency) > FREQ_EPS:
-            c.frequency = observed  # never believe a change that did not happen (issue 13.9)
-            c.last_change_ms = now_ms
         return
     if abs(observed - c.frequency) <= FREQ_EPS:
         c.refused_at = None
@@ -217,7 +219,7 @@ def _feed_model(c, r: Reading, now_ms: int, d: Decision) -> None:
         first = c.model_asic is None
         c.model_asic = r.asic_model
         if first and c.model.params.steps == 0 and not c.model.ready:
-            c.model = ThermalModel(prior_for(r.asic_model))
+            c.model = ThermalModel(prior_for(r.asic_model), c.time_scale)
     if evidence.exclusion(r) is not None:
         return
     note = c.model.observe(
@@ -282,19 +284,17 @@ def explain(c) -> str:
     if lim.law != "model" or not m.ready:
         what = {State.NORMAL: "running at MAX_FREQUENCY", State.RECOVERING: "restoring"}
         return f"{what.get(state, 'throttled')} at {f:g} MHz"
-    amb = m.ambient()
+    trend = m.slope() * 3600 / m.ts
+    room = f"effective ambient {m.ambient():.1f} °C (the die with no load), " + (
+        "steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"
+    )
     if f >= lim.max_frequency - FREQ_EPS:
-        pred = m.predict(f)
-        return (
-            f"running at MAX_FREQUENCY {f:g} MHz: predicted {pred:.1f} °C at "
-            f"{amb:.1f} °C effective ambient"
-        )
+        return f"running at MAX_FREQUENCY {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
     pred = m.predict(up, c.horizon_s)
-    verb = "holding" if state is not State.NORMAL else "running"
     return (
-        f"{verb} {f:g} MHz: {up:g} predicted {pred:.1f} °C at {amb:.1f} °C effective "
-        f"ambient (threshold {lim.temp_threshold:g} °C)"
+        f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
+        f"(threshold {lim.temp_threshold:g} °C); {room}"
     )
 
 

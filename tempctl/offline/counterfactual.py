@@ -31,18 +31,17 @@ from tempctl.core.driver import Driver
 from tempctl.device import reading_capabilities
 from tempctl.offline.replay import (
     PROGRESS_ROWS,
-    LoggedReading,
     ReplayWindow,
     Run,
     WindowProbe,
     limits_for,
-    reading_sql,
     select_runs,
     settings_for,
 )
 from tempctl.offline.report import Tally
 from tempctl.store.eventlog import restore
 from tempctl.store.retention import folded_readings
+from tempctl.store.rows import LoggedReading, reading_sql
 
 MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last temperature
 # Firmware timings for a restart (firmware.py: 1 s reply, 7 s down, 8 s boot, ~6 s ramp)

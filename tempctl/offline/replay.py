@@ -22,7 +22,6 @@ import json
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import NamedTuple
 
 from tempctl.config import FIELDS, Device, Settings, validate
 from tempctl.core.controller import Controller, Limits
@@ -31,70 +30,9 @@ from tempctl.core.driver import Driver
 from tempctl.core.window import StableWindow, suspect
 from tempctl.device import reading_capabilities
 from tempctl.store.eventlog import restore
-
-# The columns the controller reads, in LoggedReading's order. Logs older than schema v2
-# lack the last four (autofan, fault, mac, hostname): ``reading_sql`` reads NULL for them.
-READING_COLUMNS = (
-    "ts_ms",
-    "temp",
-    "vr_temp",
-    "frequency",
-    "uptime_s",
-    "firmware",
-    "asic",
-    "overheat",
-    "backfilled",
-    "id",
-    "temp IS NOT NULL",
-    "actual_frequency",
-    "core_voltage",
-    "hashrate",
-    "power",
-    "fan",
-    "autofan",
-    "fault",
-    "mac",
-    "hostname",
-)
-V2_COLUMNS = ("autofan", "fault", "mac", "hostname")
-
-
-def reading_sql(conn: sqlite3.Connection) -> str:
-    have = {r[1] for r in conn.execute("PRAGMA table_info(readings)")}
-    cols = [c if c not in V2_COLUMNS or c in have else f"NULL AS {c}" for c in READING_COLUMNS]
-    return f"SELECT {', '.join(cols)} FROM readings "
-
+from tempctl.store.rows import LoggedReading, reading_sql
 
 PROGRESS_ROWS = 8192  # readings between progress reports
-
-
-class LoggedReading(NamedTuple):
-    """A reading row as the controller reads it (same attribute names as ``Reading``).
-
-    A tuple is built ~10x faster than the frozen ``Reading`` dataclass, and replay
-    builds one per row. Fields the log does not keep (mac, hostname) are None.
-    """
-
-    ts_ms: int
-    temp: float | None
-    vr_temp: float | None
-    frequency: float | None
-    uptime_s: int | None
-    version: str | None
-    asic_model: str | None
-    overheat: int
-    backfilled: int
-    id: int
-    valid: int  # temp IS NOT NULL, computed by SQLite (a field reads faster than a property)
-    actual_frequency: float | None
-    core_voltage: int | None
-    hashrate: float | None
-    power: float | None
-    fan_pct: float | None
-    autofan: int | None
-    fault: str | None
-    mac: str | None
-    hostname: str | None
 
 
 _make = LoggedReading._make
@@ -525,7 +463,6 @@ __all__ = [
     "Divergence",
     "LoggedReading",
     "PROGRESS_ROWS",
-    "READING_COLUMNS",
     "ReplayWindow",
     "Run",
     "WindowProbe",

@@ -5,7 +5,10 @@ device at the current (fake) time and yields how many seconds to sleep before it
 acts again. Everything it reads and sends goes to a sink (the SQLite log, or
 nowhere), in the daemon's log format.
 
-* ``tempctl``  - the Controller, driven poll by poll exactly as ``daemon.py`` does.
+* ``tempctl``  - the Controller, driven poll by poll exactly as ``daemon.py`` does, with
+  the law the settings select (TEMPCTL_LAW).
+* ``levels``   - the same with TEMPCTL_LAW=levels: the fixed FIRST/SECOND levels of issue 4,
+  kept for comparison with the model law (issue 12).
 * ``seed``     - a port of the script tempctl descends from (``seed:S`` polls every S s).
 * ``fixed:MHZ``- set MHZ once, then only watch.
 """
@@ -327,7 +330,7 @@ def device_name(spec: str) -> str:
 
 
 def parse_spec(spec: str) -> tuple[str, float | None]:
-    """'tempctl' | 'seed' | 'seed:S' | 'fixed:MHZ' -> (kind, number). ValueError if not."""
+    """'tempctl' | 'levels' | 'seed' | 'seed:S' | 'fixed:MHZ' -> (kind, number), or ValueError."""
     kind, _, arg = spec.strip().partition(":")
     kind = kind.lower()
     if kind in ("tempctl", "levels") and not arg:

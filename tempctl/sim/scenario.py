@@ -28,13 +28,53 @@ TEMPTARGET_RANGE = (35.0, 66.0)
 # Ambient noise: random knots this far apart, linearly joined (drafts, doors, sun).
 NOISE_KNOT_S = 120.0
 
-_TOP_KEYS = {"description", "duration_h", "ambient", "repeat", "ambient_noise_c", "device", "fan"}
+_TOP_KEYS = {
+    "description",
+    "duration_h",
+    "ambient",
+    "repeat",
+    "ambient_noise_c",
+    "device",
+    "fan",
+    "faults",
+}
 _DEVICE_KEYS = {"asic", "firmware", "frequency_mhz", "core_voltage_mv"}
 _FAN_KEYS = {"mode", "pct", "temptarget_c"}
+_FAULT_KEYS = {"requests", "reboot_h"}
+# The emulator's faults (emulator.FAULT_NAMES) that `tempctl simulate` reproduces without HTTP
+# (tempctl.sim.faults); the others need a real socket or a JSON body to mangle.
+SIMULATED_FAULTS = (
+    "timeout",
+    "5xx",
+    "reboot",
+    "overheat",
+    "sensor_m1",
+    "sensor_0",
+    "sensor_127",
+    "truncated",
+    "malformed",
+    "patch_400",
+    "restart_fail",
+)
 
 
 class ScenarioError(Exception):
     """A scenario file is missing, unreadable or invalid. ``str()`` names file and key."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """What goes wrong besides the weather: per-request faults and spontaneous reboots.
+
+    ``requests`` uses the emulator's fault syntax (``"timeout=0.01,5xx=0.02"``,
+    ``emulator.parse_faults``): each name is a probability per request.
+    """
+
+    requests: str = ""
+    reboot_s: tuple[float, ...] = ()  # the firmware crash-reboots at these times
+
+    def __bool__(self) -> bool:
+        return bool(self.requests or self.reboot_s)
 
 
 @dataclass(frozen=True)
@@ -52,6 +92,7 @@ class Scenario:
     core_voltage_mv: int
     ambient_noise_c: float = 0.0
     repeat: bool = False  # repeat the points with period = last point's time
+    faults: Faults = Faults()
 
     def ambient(self, t_s: float) -> float:
         """Ambient °C at t_s seconds: the points joined linearly, plus noise if set.
@@ -191,6 +232,8 @@ def parse_scenario(data: dict[str, Any], *, name: str, source: str = "<scenario>
         hi=TEMPTARGET_RANGE[1],
     )
 
+    faults = _faults(data.get("faults"), duration_h, fail, check_keys)
+
     return Scenario(
         name=name,
         description=description.strip(),
@@ -205,7 +248,41 @@ def parse_scenario(data: dict[str, Any], *, name: str, source: str = "<scenario>
         core_voltage_mv=int(mv),
         ambient_noise_c=noise,
         repeat=repeat,
+        faults=faults,
     )
+
+
+def _faults(raw: Any, duration_h: float, fail, check_keys) -> Faults:
+    """The optional [faults] table -> Faults, checked."""
+    if raw is None:
+        return Faults()
+    if not isinstance(raw, dict):
+        raise fail("faults", "must be a table")
+    check_keys(raw, _FAULT_KEYS, "faults.")
+    requests = raw.get("requests", "")
+    if not isinstance(requests, str):
+        raise fail("faults.requests", f"must be a string like 'timeout=0.01', got {requests!r}")
+    from tempctl.sim.emulator import parse_faults  # the emulator imports this module
+
+    try:
+        spec = parse_faults(requests)
+    except ValueError as exc:
+        raise fail("faults.requests", str(exc)) from None
+    for name, _ in spec.probabilities:
+        if name not in SIMULATED_FAULTS:
+            raise fail(
+                "faults.requests",
+                f"{name!r} is not simulated; use {', '.join(SIMULATED_FAULTS)}",
+            )
+    reboots = raw.get("reboot_h", [])
+    if not isinstance(reboots, list):
+        raise fail("faults.reboot_h", f"must be a list of hours, got {reboots!r}")
+    times = []
+    for i, h in enumerate(reboots):
+        if isinstance(h, bool) or not isinstance(h, int | float) or not 0 <= h <= duration_h:
+            raise fail(f"faults.reboot_h[{i}]", f"must be an hour within 0..{duration_h:g}")
+        times.append(float(h) * 3600.0)
+    return Faults(str(spec), tuple(sorted(times)))
 
 
 def _ambient_points(raw: Any, repeat: bool, fail) -> tuple[tuple[float, float], ...]:
@@ -233,3 +310,15 @@ def _ambient_points(raw: Any, repeat: bool, fail) -> tuple[tuple[float, float], 
     if repeat and len(points) < 2:
         raise fail("repeat", "needs at least two ambient points (the period is the last time)")
     return tuple(points)
+
+
+__all__ = [
+    "FAN_MODES",
+    "Faults",
+    "SIMULATED_FAULTS",
+    "Scenario",
+    "ScenarioError",
+    "load_scenario",
+    "parse_scenario",
+    "scenario_names",
+]

@@ -26,14 +26,30 @@ from functools import lru_cache
 from tempctl.config import Settings, config_dict, validate
 from tempctl.core.reading import Reading
 from tempctl.offline.report import Tally
+from tempctl.sim.faults import FaultyDevice
 from tempctl.sim.firmware import Firmware, plant_params
 from tempctl.sim.plant import oracle_frequency
 from tempctl.sim.policies import NullSink, Policy, canonical, make_policy
 from tempctl.sim.scenario import Scenario
 from tempctl.store.eventlog import Log
 
+PLOT_INSTALL = "pip install 'tempctl[plot]'"  # matplotlib is an extra (pyproject.toml)
 SIM_EPOCH_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: simulated logs start here
 FLUSH_OPS = 20_000  # statements per transaction when writing a simulated log
+
+
+class PlotUnavailable(Exception):
+    """A plot was asked for but matplotlib, the ``plot`` extra, is not installed."""
+
+
+def require_matplotlib() -> None:
+    """Fail before any simulating when the plot cannot be drawn (the base install lacks it)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotUnavailable(
+            f"the plot needs matplotlib; install it with: {PLOT_INSTALL}"
+        ) from None
 
 
 class _Template(dict):
@@ -69,6 +85,7 @@ class SimDevice:
         self.name = name
         self.epoch_ms = epoch_ms
         self.changes = 0  # accepted PATCHes that changed the frequency setting
+        self.first_cut_t: float | None = None  # when a PATCH first lowered the setting
 
     @property
     def t(self) -> float:
@@ -100,6 +117,8 @@ class SimDevice:
         if status == 200:
             if abs(self.fw.nvs_mhz - before) > 1e-9:
                 self.changes += 1
+                if self.fw.nvs_mhz < before and self.first_cut_t is None:
+                    self.first_cut_t = self.fw.t
             return "ok", 200, None
         if status == 0:
             return "failed", None, "unreachable: connection dropped"
@@ -241,23 +260,37 @@ def run_policy(
     grid_s: float,
     trace: Trace | None = None,
     progress=None,
-) -> tuple[Tally, SimFirmware, SimDevice]:
+    settle_s: float | None = None,
+) -> tuple[Tally, SimFirmware, SimDevice | FaultyDevice]:
     """Drive one policy through the scenario; truth is sampled every ``grid_s`` seconds.
 
-    ``progress``: called with 1 per simulated hour (a progress bar's update)."""
+    With the scenario's [faults], the policy talks to a ``FaultyDevice`` and the firmware
+    crash-reboots at ``reboot_h``. ``settle_s``: measure after the first settle (``Tally``).
+    ``progress``: called with 1 per simulated hour (a progress bar's update).
+    """
     fw = SimFirmware(scenario, seed=seed)
-    dev = SimDevice(fw, policy.name, epoch_ms)
-    tally = Tally(threshold=threshold)
+    dev: SimDevice | FaultyDevice = SimDevice(fw, policy.name, epoch_ms)
+    if scenario.faults.requests:
+        dev = FaultyDevice(dev, scenario.faults, seed)
+    reboots = [t for t in scenario.faults.reboot_s if t <= duration_s]
+    tally = Tally(threshold=threshold, settle_s=settle_s)
     gen = policy.run(dev)
     work0, restarts0 = fw.work_gh, fw.restarts
     tally.add(epoch_ms, temp=fw.plant.die_c, state=policy.state, frequency=fw.actual_mhz)
     last_work = work0
     next_poll, next_grid = 0.0, grid_s
     next_hour = 3600.0
+    cut_seen = False
     while True:
-        if next_poll <= duration_s and next_poll < next_grid:
+        if reboots and reboots[0] <= min(next_poll, next_grid):
+            fw.advance(reboots.pop(0))
+            fw.crash()  # a spontaneous reboot: brown-out or panic
+        elif next_poll <= duration_s and next_poll < next_grid:
             fw.advance(next_poll)
             next_poll = fw.t + next(gen)
+            if not cut_seen and dev.first_cut_t is not None:
+                cut_seen = True
+                tally.start_settle(epoch_ms + round(dev.first_cut_t * 1000))
         elif next_grid <= duration_s + 1e-9:
             fw.advance(next_grid)
             tally.add_work(fw.work_gh - last_work)
@@ -301,6 +334,8 @@ def simulate(
     the baseline's so that candidates with other thresholds compare fairly.
     ``progress``: called with 1 per simulated hour of each policy (a progress bar).
     """
+    if plot_path:
+        require_matplotlib()
     names = [canonical(spec, poll_s) for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError("each --policy may be given once")
@@ -337,6 +372,8 @@ def simulate(
                 "TEMPCTL_STEP",
                 "TEMPCTL_CRITICAL",
                 "TEMPCTL_APPLY",
+                "TEMPCTL_MIN_FREQUENCY",
+                "TEMPCTL_LAW",
             )
         },
         "oracle": {
@@ -346,12 +383,17 @@ def simulate(
         "policies": {},
         "db": db,
     }
+    if scenario.faults:
+        report["faults"] = {
+            "requests": scenario.faults.requests,
+            "reboot_h": [round(t / 3600.0, 4) for t in scenario.faults.reboot_s],
+        }
     try:
         for spec in specs:
             sink = NullSink() if log is None else LogSink(log)
             policy = make_policy(spec, settings, sink)
             if log is not None:
-                snap = log.restore(policy.name) if spec == "tempctl" else None
+                snap = log.restore(policy.name) if policy.spec in ("tempctl", "levels") else None
                 if snap is not None:
                     policy = make_policy(spec, settings, sink, snapshot=snap)
                 config = dict(
@@ -379,6 +421,7 @@ def simulate(
                 grid_s=grid_s,
                 trace=trace,
                 progress=progress,
+                settle_s=settings.settle,
             )
             if traces is not None:
                 traces[policy.spec] = trace
@@ -387,6 +430,12 @@ def simulate(
                 sink.flush()
             result = tally.result(oracle_gh_hours=orc.gh_hours)
             result.update(device=policy.name, firmware_trips=fw.overheat_trips)
+            if isinstance(dev, FaultyDevice):
+                # trips the injected faults caused (a 127 °C sensor value, "overheat")
+                result.update(
+                    firmware_trips_injected=dev.injected_trips,
+                    faults_applied=dict(sorted(dev.applied.items())),
+                )
             report["policies"][policy.spec] = result
     finally:
         if log is not None:

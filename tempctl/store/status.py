@@ -7,8 +7,13 @@ import sqlite3
 from dataclasses import fields
 from datetime import UTC
 
-from tempctl.core.controller import Limits
+from tempctl.core.controller import Controller, Limits
+from tempctl.core.evidence import exclusion
 from tempctl.core.window import query_window
+from tempctl.store.eventlog import restore
+from tempctl.store.rows import LoggedReading, reading_sql
+
+EXPLAIN_WINDOW_MS = 3_600_000  # readings that warm the model's estimate for `doing`
 
 
 def run_limits(conn: sqlite3.Connection, device: str | None = None) -> Limits:
@@ -43,6 +48,7 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
         (device,),
     ).fetchone()
+    doing = explain(conn, device, limits)
     # Judge the window as of the last reading, as the daemon did.
     at = r[0] if r else now_ms
     w = query_window(conn, device, at, limits)
@@ -61,6 +67,7 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         "window_avg": round(w.sum_mc / w.count / 1000, 2) if w.count else None,
         "stable_ok": w.ok(limits),
         "last_command": None,
+        "doing": doing,
     }
     if r:
         out["last_reading"] = {
@@ -85,6 +92,28 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
     return out
 
 
+def explain(conn: sqlite3.Connection, device: str, limits: Limits) -> str | None:
+    """What the law is doing, in words: the controller restored from the log (state,
+    frequency, learned model), its model warmed on the last hour of evidence."""
+    snap = restore(conn, device)
+    if snap is None:
+        return None
+    ctl = Controller(limits, device, snapshot=snap)
+    last = conn.execute("SELECT max(ts_ms) FROM readings WHERE device = ?", (device,)).fetchone()[0]
+    if last is None:
+        return ctl.explain()
+    for row in conn.execute(
+        reading_sql(conn) + "WHERE device = ? AND ts_ms > ? ORDER BY ts_ms, id",
+        (device, last - EXPLAIN_WINDOW_MS),
+    ):
+        r = LoggedReading._make(row)
+        if not r.backfilled and exclusion(r) is None:
+            ctl.model.observe(
+                r.ts_ms, r.temp, r.power, r.frequency, r.core_voltage, r.fan_pct, r.autofan
+            )
+    return ctl.explain()
+
+
 def format_status(s: dict) -> str:
     from datetime import datetime
 
@@ -95,6 +124,8 @@ def format_status(s: dict) -> str:
     if s["state"]:
         lines.append(f"  state      {s['state']} since {when(s['since_ms'])} ({s['reason']})")
         lines.append(f"  frequency  {s['frequency']:g} MHz (target)")
+        if s.get("doing"):
+            lines.append(f"  doing      {s['doing']}")
     else:
         lines.append("  state      (no decision logged yet)")
     r = s["last_reading"]

@@ -2,7 +2,7 @@
 
 Datasette runs as a child process, ``python -m tempctl.ui.server <datasette serve args>``,
 which is ``datasette serve`` with two differences: only the plugins in
-``ALLOWED_PLUGINS`` are loaded, and the metadata (tempctl/datasette/metadata.yaml
+``ALLOWED_PLUGINS`` are loaded, and the metadata (tempctl/ui/metadata.yaml
 rendered for this database) arrives on stdin (``--metadata -``), so nothing is
 written to disk.
 
@@ -36,6 +36,7 @@ from tempctl.store.eventlog import LogError, check_file
 
 METADATA_TEMPLATE = PACKAGE_DIR / "ui" / "metadata.yaml"
 DB_TOKEN = "__DB__"  # the database's name in the metadata template
+FRAGMENTS_KEY = "sql_fragments"  # SQL pasted into the queries at their __NAME__, then dropped
 DASHBOARD_PATH = "/-/dashboards/tempctl-history"  # the slug in metadata.yaml
 
 # Read-only plugins: the dashboards and the two it depends on (maps, markdown cells).
@@ -45,9 +46,10 @@ ALLOWED_PLUGINS = frozenset(
 
 # Datasette settings (docs.datasette.io/en/0.65.x/settings.html). A dashboard chart
 # gets about 700 reading buckets plus the state periods in its range (see
-# metadata.yaml), well inside max_returned_rows; the limit only trims long listings. A query over a long log on a small
-# board (a Raspberry Pi) needs more than the default 1 s. Facet suggestions run a query
-# per column on every table page: too slow for a readings table of millions of rows.
+# metadata.yaml), well inside max_returned_rows; the limit only trims long listings.
+# A query over a long log on a small board (a Raspberry Pi) needs more than the
+# default 1 s. Facet suggestions run a query per column on every table page: too slow
+# for a readings table of millions of rows.
 SETTINGS = {
     "max_returned_rows": 5000,
     "sql_time_limit_ms": 5000,
@@ -67,10 +69,11 @@ def db_name(db: str | Path) -> str:
 
 
 def render_metadata(name: str) -> dict:
-    """The packaged metadata with the template's database name replaced by ``name``."""
+    """The packaged metadata for database ``name``: its name and the SQL fragments filled in."""
     from datasette.utils import tilde_encode
 
     data = yaml.safe_load(METADATA_TEMPLATE.read_text(encoding="utf-8"))
+    fragments = data.pop(FRAGMENTS_KEY, {})
     url_name = tilde_encode(name)
 
     def walk(node):
@@ -81,6 +84,8 @@ def render_metadata(name: str) -> dict:
         if node == DB_TOKEN:
             return name
         if isinstance(node, str):
+            for token, sql in fragments.items():
+                node = node.replace(token, sql)
             return node.replace(DB_TOKEN, url_name)
         return node
 
