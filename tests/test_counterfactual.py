@@ -45,3 +45,19 @@ def test_prediction_matches_the_real_run(recorded, case):
     for m in r["minutes_above"].values():
         assert abs(m["error"]) <= max(MINUTES_ABS_TOL, MINUTES_REL_TOL * m["measured"]), table
     assert r["ok"]
+
+
+def test_the_recorded_settings_predict_the_recording_exactly(recorded):
+    """No change, no difference: the same commands at the same polls (the device's report of
+    a change may lag a poll; both sides lag alike), so every metric is the recorded one."""
+    import sqlite3
+
+    from tempctl.offline.counterfactual import counterfactual
+
+    _, db = recorded
+    with sqlite3.connect(db) as conn:
+        rep = counterfactual(conn, {})["devices"]["sim-tempctl"]
+    rec, cf = rep["recorded"], rep["counterfactual"]
+    assert rec["frequency_changes"] > 20  # the model law moved a lot in the heatwave
+    for key in ("gh_hours", "frequency_changes", "minutes_above", "max_temp", "mean_frequency"):
+        assert cf[key] == rec[key], key

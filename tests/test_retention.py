@@ -384,7 +384,9 @@ def test_counterfactual_replays_folded_history(tmp_path):
         x, y = a[side], b[side]
         assert y["hours"] == pytest.approx(x["hours"], abs=2 / 60)  # the folded hours count
         assert y["gh_hours"] == pytest.approx(x["gh_hours"], rel=0.01)
-        assert y["max_temp"] == pytest.approx(x["max_temp"], abs=0.5)
+        # a folded minute puts its hottest reading last, so a decision can come up to a
+        # minute later than in the raw replay: the peak may differ by a little more
+        assert y["max_temp"] == pytest.approx(x["max_temp"], abs=1.0)
         for t in ("63", "61"):
             assert y["above"][t]["minutes"] == pytest.approx(x["above"][t]["minutes"], abs=5)
     # the counterfactual still throttled earlier than the recording in the folded part

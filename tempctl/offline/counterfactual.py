@@ -46,6 +46,8 @@ from tempctl.store.rows import LoggedReading, reading_sql
 MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last temperature
 # Firmware timings for a restart (firmware.py: 1 s reply, 7 s down, 8 s boot, ~6 s ramp)
 RESTART_DOWN_S = 22.0
+FOLLOW_MS = 60_000  # a reported frequency this long unexplained by a command is adopted
+MAX_FOLLOW_UPS = 3  # re-sends the driver may ask for right after an outcome
 
 
 @dataclass
@@ -173,7 +175,9 @@ def _counterfactual_one(
     window: ReplayWindow | None = None
     e_fast = e_slow = 0.0  # Δ°C carried by the fast and slow node
     last_ts: int | None = None
-    f_cf: float | None = None
+    f_cf: float | None = None  # the counterfactual's frequency setting
+    f_rec_set: float | None = None  # the recorded one
+    last_cmd_ts = -(2**62)
     d_power = 0.0  # ΔW held since the previous reading
     down_until = -(2**62)  # cf device restarting: no hash
     prev_rec_f = None
@@ -185,13 +189,14 @@ def _counterfactual_one(
         resp.leak_per_c,
         resp.vr_c_per_w / resp.r_c_per_w,
     )
+    device_cf = _Imaginary()
     decay_dt, a_f, a_s = None, 0.0, 0.0  # the decay factors of the last spacing (usually fixed)
     new, cls = tuple.__new__, LoggedReading
     for run in runs:
         limits = limits_for(run.config, device, overrides)
         snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_ms=run.ts_ms)
         ctl = Controller(limits, device, snapshot=snap)
-        driver = Driver(ctl, reading_capabilities)
+        driver = Driver(ctl, _writable)
         rows = _rows(conn, sql, run, device, lo, hi)
         first = next(rows, None)
         if first is None:
@@ -202,6 +207,14 @@ def _counterfactual_one(
             )
         states = _recorded_states(conn, run.id, device)
         si, rec_state = 0, None
+        rec_cmds = conn.execute(
+            "SELECT c.ts_ms, c.frequency FROM commands c JOIN command_results r "
+            "ON r.command_id = c.id WHERE c.run_id = ? AND c.device = ? "
+            "AND c.kind = 'set_frequency' AND r.outcome = 'ok' ORDER BY c.id",
+            (run.id, device),
+        ).fetchall()
+        rec_cmds.append((2**62, None))
+        ci = 0
         next_state = states[0][0] if states else 2**62
         for row in _chain(first, rows):
             count += 1
@@ -216,8 +229,22 @@ def _counterfactual_one(
                 si += 1
                 next_state = states[si][0] if si < len(states) else 2**62
             f_rec, t_rec, hash_rec = row[3], row[1], row[13]
+            # Both sides as settings: the recorded one changes with its accepted commands
+            # (stamped at the poll that sent them), the counterfactual's with its own. The
+            # device's reported frequency may lag a change by a poll or two; the imaginary
+            # device reports the recorded frequency moved by the settings' difference, so
+            # the same command at the same time makes no difference at all.
+            while rec_cmds[ci][0] < ts:
+                last_cmd_ts, f_rec_set = rec_cmds[ci]
+                ci += 1
+            if f_rec is not None and (
+                f_rec_set is None or (f_rec != f_rec_set and ts - last_cmd_ts > FOLLOW_MS)
+            ):
+                f_rec_set = f_rec  # set outside tempctl (an import, a user): follow it
             if f_cf is None:
-                f_cf = f_rec
+                f_cf = f_rec_set
+            offset = 0.0 if f_cf is None or f_rec_set is None else f_cf - f_rec_set
+            f_act = None if f_rec is None else f_rec + offset
             # the plant's answer to the frequency difference, held since the last reading
             if last_ts is not None:
                 dt = ts - last_ts
@@ -234,8 +261,8 @@ def _counterfactual_one(
             temp = None if t_rec is None else t_rec + delta
             vr = None if row[2] is None else row[2] + delta * vr_ratio
             hash_cf = None
-            if hash_rec is not None and f_rec and f_cf is not None:
-                hash_cf = 0.0 if ts < down_until else hash_rec * f_cf / f_rec
+            if hash_rec is not None and f_rec:
+                hash_cf = 0.0 if ts < down_until else hash_rec * f_act / f_rec
             power = None if row[14] is None else row[14] + d_power
             mine = new(
                 cls,
@@ -243,9 +270,9 @@ def _counterfactual_one(
                     ts,
                     temp,
                     vr,
-                    f_cf if f_rec is not None else None,
+                    f_act,
                     *row[4:11],
-                    None,  # actualFrequency: the imaginary device is never ramping
+                    None if row[11] is None else row[11] + offset,  # actualFrequency
                     row[12],
                     hash_cf,
                     power,
@@ -260,18 +287,29 @@ def _counterfactual_one(
                     prev_rec_f = f_rec
             window.add(mine)
             probe.stats, probe.now = window.win.stats, ts
-            cf.add(ts, temp, hash_cf, ctl.current.value, f_cf)
+            cf.add(ts, temp, hash_cf, ctl.current.value, f_act)
             d = driver.step(mine, window=probe)
-            for cmd in d.commands:
-                if cmd.kind == "set_frequency" and not limits.dry_run:
-                    if abs(cmd.frequency - f_cf) > 0.5:
-                        cf.frequency_changes += 1
-                    f_cf = cmd.frequency
-                elif cmd.kind == "restart":
+            if d.commands:
+                # through the driver, as the daemon and simulate do: safety check, the
+                # order of a change and its restart, the outcomes fed back at once
+                device_cf.mhz, device_cf.restarted = f_cf, False
+                jobs = [(None, c) for c in d.commands]
+                for _ in range(MAX_FOLLOW_UPS):
+                    follow = driver.results(driver.carry_out(jobs, device_cf), ts)
+                    jobs = [(None, c) for c in follow.commands]
+                    if not jobs:
+                        break
+                if abs(device_cf.mhz - f_cf) > 0.5:
+                    cf.frequency_changes += 1
+                f_cf = device_cf.mhz
+                if device_cf.restarted:
                     cf.restarts += 1
                     down_until = ts + int(RESTART_DOWN_S * 1000)
-                ctl.command_result(cmd, True, ts)
-            if f_rec is not None and f_cf is not None:
+            while rec_cmds[ci][0] <= ts:  # what the recorded run sent at this poll
+                last_cmd_ts, f_rec_set = rec_cmds[ci]
+                ci += 1
+            offset = 0.0 if f_cf is None or f_rec_set is None else f_cf - f_rec_set
+            if f_rec is not None:
                 # P = p0 + k·f·V²·(1 + leak·(T − 60)) on both sides (fit.py's power model):
                 # the frequency difference at the recorded temperature, plus the leakage
                 # of the counterfactual's own temperature difference
@@ -281,8 +319,8 @@ def _counterfactual_one(
                     * volt
                     * volt
                     * (
-                        (f_cf - f_rec) * (1.0 + leak * ((60.0 if t_rec is None else t_rec) - 60.0))
-                        + f_cf * leak * delta
+                        offset * (1.0 + leak * ((60.0 if t_rec is None else t_rec) - 60.0))
+                        + (f_rec + offset) * leak * delta
                     )
                 )
         rec.restarts += conn.execute(
@@ -301,6 +339,39 @@ def _counterfactual_one(
         "counterfactual": cf.result(),
         "settings": {f.env: settings.as_env()[f.env] for f in FIELDS if f.attr in overrides},
     }
+
+
+@dataclass(frozen=True)
+class _Caps:
+    live_frequency: bool
+    trip_latches: bool
+    write_refused: str | None = None
+
+
+def _writable(reading) -> _Caps:
+    """The device's capabilities, except that the imaginary device always takes commands
+    (tempctl would refuse to write to an unknown firmware; a what-if asks what it would do)."""
+    caps = reading_capabilities(reading)
+    return _Caps(caps.live_frequency, getattr(caps, "trip_latches", False))
+
+
+class _Imaginary:
+    """The counterfactual's device (a ``driver.Actuator``): it does what it is told, at once."""
+
+    def __init__(self):
+        self.mhz: float | None = None
+        self.restarted = False
+
+    def set_frequency(self, mhz: float) -> float:
+        self.mhz = mhz
+        return 0.0
+
+    def set_fields(self, fields) -> float:
+        return 0.0
+
+    def restart(self) -> float:
+        self.restarted = True
+        return 0.0
 
 
 def _chain(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
