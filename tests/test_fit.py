@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from tempctl.cli import cli
 from tempctl.config import Settings
+from tempctl.offline.counterfactual import response_from_fit
 from tempctl.offline.fit import FitError, fit_device, fit_thermal, import_trace, load
-from tempctl.offline.replay import response_from_fit
 from tempctl.sim.plant import PlantParams
 from tempctl.sim.scenario import load_scenario
 from tempctl.sim.simulate import simulate

@@ -17,10 +17,10 @@ from tempctl.core.clock import FakeClock
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.reading import Reading
 from tempctl.daemon.loop import Daemon
+from tempctl.offline.counterfactual import counterfactual
 from tempctl.offline.replay import (
     LoggedReading,
     check,
-    counterfactual,
     parse_time,
     reading_sql,
     select_runs,
@@ -410,10 +410,19 @@ def test_cli(simulated, tmp_path):
     res = runner.invoke(cli, ["replay", str(simulated), "--set", "TEMP_THRESHOLD=61"])
     assert res.exit_code == 0
     assert "recorded" in res.output and "counterfactual" in res.output
-    assert "°C·min above 63 °C" in res.output
+    # time above each threshold, each labelled with whose it is
+    assert "°C·min above 63 °C (recorded TEMP_THRESHOLD)" in res.output
+    assert "minutes above 61 °C (counterfactual TEMP_THRESHOLD)" in res.output
+    assert "°C·min above 61 °C (counterfactual TEMP_THRESHOLD)" in res.output
     res = runner.invoke(cli, ["replay", str(simulated), "--set", "TEMP_THRESHOLD=61", "--json"])
     data = json.loads(res.output)["devices"]["sim-tempctl"]
     assert data["settings"] == {"TEMP_THRESHOLD": "61"}
+    assert (data["threshold"], data["counterfactual_threshold"]) == (63.0, 61.0)
+    for side in ("recorded", "counterfactual"):
+        above = data[side]["above"]
+        assert set(above) == {"63", "61"}
+        assert above["63"]["minutes"] == data[side]["minutes_above"]
+        assert above["61"]["minutes"] >= above["63"]["minutes"]
     res = runner.invoke(cli, ["replay", str(simulated), "--check", "--set", "TEMP_THRESHOLD=61"])
     assert res.exit_code == 2
     res = runner.invoke(cli, ["replay", str(simulated), "--set", "NO_SUCH=1"])

@@ -353,3 +353,63 @@ def test_retention_and_vacuum_write_through_the_log():
     for path in (root / "store" / "retention.py", root / "cli" / "daemon.py"):  # prune
         text = path.read_text()
         assert not [w for w in words if w in text], path
+
+
+def test_counterfactual_replays_folded_history(tmp_path):
+    """``replay --set`` over a log whose first hours retention folded into readings_1m:
+    those hours are replayed from the minute rows, close to the raw replay."""
+    from tempctl.config import Settings
+    from tempctl.offline.counterfactual import counterfactual, response_from_fit
+    from tempctl.offline.fit import fit_device
+    from tempctl.sim.scenario import parse_scenario
+    from tempctl.sim.simulate import SIM_EPOCH_MS, simulate
+
+    hot = parse_scenario(
+        {
+            "description": "test: room 27 -> 33 -> 27 °C",
+            "duration_h": 4,
+            "ambient": [[0, 27], [0.5, 27], [1.5, 33], [2.5, 33], [3.5, 27], [4, 27]],
+            "device": {
+                "asic": "BM1370",
+                "firmware": "v2.15.0",
+                "frequency_mhz": 575,
+                "core_voltage_mv": 1150,
+            },
+            "fan": {"mode": "fixed", "pct": 100},
+        },
+        name="afternoon",
+    )
+    raw_db, folded_db = tmp_path / "raw.db", tmp_path / "folded.db"
+    simulate(hot, ["tempctl"], Settings(law="levels"), poll_s=5, db=str(raw_db))
+    shutil.copy(raw_db, folded_db)
+    log = Log(folded_db)
+    try:  # fold the first two hours (the throttling starts in them)
+        prune(log, 1, SIM_EPOCH_MS + 2 * 3_600_000 + DAY_MS, min_keep_ms=0)
+    finally:
+        log.close()
+    raw, folded = sqlite3.connect(raw_db), sqlite3.connect(folded_db)
+    kept = folded.execute("SELECT count(*) FROM readings").fetchone()[0]
+    assert 0 < kept < raw.execute("SELECT count(*) FROM readings").fetchone()[0] * 0.6
+    resp = response_from_fit(fit_device(raw, "sim-tempctl"))  # the same plant for both
+    a = counterfactual(raw, {"temp_threshold": 61.0}, response=resp)["devices"]["sim-tempctl"]
+    b = counterfactual(folded, {"temp_threshold": 61.0}, response=resp)["devices"]["sim-tempctl"]
+    for side in ("recorded", "counterfactual"):
+        x, y = a[side], b[side]
+        assert y["hours"] == pytest.approx(x["hours"], abs=2 / 60)  # the folded hours count
+        assert y["gh_hours"] == pytest.approx(x["gh_hours"], rel=0.01)
+        # a folded minute puts its hottest reading last, so a decision can come up to a
+        # minute later than in the raw replay: the peak may differ by a little more
+        assert y["max_temp"] == pytest.approx(x["max_temp"], abs=1.0)
+        for t in ("63", "61"):
+            assert y["above"][t]["minutes"] == pytest.approx(x["above"][t]["minutes"], abs=5)
+    # the counterfactual still throttled earlier than the recording in the folded part
+    assert b["counterfactual"]["gh_hours"] < b["recorded"]["gh_hours"]
+    # a run whose raw rows are all gone is found by its span and replayed from the minutes
+    log = Log(folded_db)
+    try:
+        prune(log, 1, SIM_EPOCH_MS + 5 * 3_600_000 + DAY_MS, min_keep_ms=0)
+    finally:
+        log.close()
+    assert folded.execute("SELECT count(*) FROM readings WHERE overheat = 0").fetchone()[0] == 0
+    c = counterfactual(folded, {"temp_threshold": 61.0}, response=resp)["devices"]["sim-tempctl"]
+    assert c["recorded"]["hours"] == pytest.approx(a["recorded"]["hours"], abs=2 / 60)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from contextlib import contextmanager
+
 import click
 
 from tempctl.cli.base import SettingsError, cli
@@ -21,6 +24,35 @@ def _with_sets(settings, assignments):
         return validate(replace(settings, **values)), values
     except ConfigError as e:
         raise SettingsError(str(e)) from None
+
+
+@contextmanager
+def _bar(length: int, label: str):
+    """A progress bar's ``update`` on a terminal (stderr), else a no-op; nothing is printed
+    when stderr is not a TTY, so pipes and --json output stay clean."""
+    if not sys.stderr.isatty() or length <= 0:
+        yield lambda n: None
+        return
+    with click.progressbar(
+        length=length, label=label, file=sys.stderr, show_pos=True, show_percent=True
+    ) as bar:
+        yield bar.update
+
+
+def _count_readings(conn, device, run_id, since_ms, until_ms) -> int:
+    """Readings in range, the length of the replay's progress bar."""
+    sql = "SELECT count(*) FROM readings WHERE ts_ms >= ? AND ts_ms <= ?"
+    args: list = [
+        since_ms if since_ms is not None else -(2**62),
+        until_ms if until_ms is not None else 2**62,
+    ]
+    if device is not None:
+        sql += " AND device = ?"
+        args.append(device)
+    if run_id is not None:
+        sql += " AND run_id = ?"
+        args.append(run_id)
+    return conn.execute(sql, args).fetchone()[0]
 
 
 def _read_log(path):
@@ -79,8 +111,8 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
         tempctl replay tempctl.db --set TEMP_THRESHOLD=61 --set STABLE_TIMEFRAME=0.5
     """
     import json
-    import sys
 
+    from tempctl.offline import counterfactual as cfr
     from tempctl.offline import replay as rp
 
     if check and assignments:
@@ -92,23 +124,37 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
         raise click.BadParameter(str(e), param_hint="--since/--until") from None
     conn = _read_log(db)
     try:
+        total = _count_readings(conn, device, run_id, since_ms, until_ms)
         if not assignments:
-            result = rp.check(
-                conn, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms
-            )
+            with _bar(total, "replay --check") as update:
+                result = rp.check(
+                    conn,
+                    device=device,
+                    run_id=run_id,
+                    since_ms=since_ms,
+                    until_ms=until_ms,
+                    progress=update,
+                )
             click.echo(
                 json.dumps(result.to_dict(), indent=2) if as_json else rp.format_check(result)
             )
             sys.exit(0 if result.ok else 1)
         _, overrides = _with_sets(Settings(), assignments)
-        report = rp.counterfactual(
-            conn, overrides, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms
-        )
+        with _bar(total, "replay --set") as update:
+            report = cfr.counterfactual(
+                conn,
+                overrides,
+                device=device,
+                run_id=run_id,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                progress=update,
+            )
     except ConfigError as e:
         raise SettingsError(str(e)) from None
     finally:
         conn.close()
-    click.echo(json.dumps(report, indent=2) if as_json else rp.format_counterfactual(report))
+    click.echo(json.dumps(report, indent=2) if as_json else cfr.format_counterfactual(report))
 
 
 @cli.command()
@@ -181,6 +227,7 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
         tempctl simulate --scenario daynight --days 1 --policy fixed:500
     """
     import json
+    import math
 
     from tempctl.sim.scenario import ScenarioError, load_scenario
     from tempctl.sim.simulate import PlotUnavailable, format_report
@@ -190,16 +237,20 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
     settings, _ = _with_sets(Settings(), assignments)
     try:
         scn = load_scenario(scenario)
-        report = run_simulation(
-            scn,
-            list(policies) or ["tempctl"],
-            settings,
-            days=days,
-            poll_s=poll,
-            seed=seed,
-            db=db,
-            plot_path=plot,
-        )
+        specs = list(policies) or ["tempctl"]
+        hours = math.floor((days * 24.0) if days else scn.duration_s / 3600.0)
+        with _bar(hours * len(specs), "simulated hours") as update:
+            report = run_simulation(
+                scn,
+                specs,
+                settings,
+                days=days,
+                poll_s=poll,
+                seed=seed,
+                db=db,
+                plot_path=plot,
+                progress=update,
+            )
     except PlotUnavailable as e:
         raise click.BadParameter(str(e), param_hint="--plot") from None
     except (ScenarioError, LogError, ValueError) as e:
@@ -239,12 +290,10 @@ def fit(db, device, since, until, as_json):
             if device
             else [r[0] for r in conn.execute("SELECT DISTINCT device FROM readings ORDER BY 1")]
         )
-        fits = [
-            ft.fit_device(
-                conn, d, parse_time(since) if since else None, parse_time(until) if until else None
-            )
-            for d in devices
-        ]
+        lo = parse_time(since) if since else None
+        hi = parse_time(until) if until else None
+        with _bar(ft.FIT_STEPS * len(devices), "fit") as update:
+            fits = [ft.fit_device(conn, d, lo, hi, progress=update) for d in devices]
     except ft.FitError as e:
         raise click.ClickException(str(e)) from None
     except ValueError as e:
@@ -322,7 +371,6 @@ def tune(db, scenario, grids, random_n, jobs, assignments, device, days, poll, s
         tempctl tune tempctl.db --grid "TEMP_THRESHOLD=60,61,62" --random 2 --json
     """
     import json
-    import sys
 
     from tempctl.offline import tune as tn
 
@@ -334,10 +382,8 @@ def tune(db, scenario, grids, random_n, jobs, assignments, device, days, poll, s
     except ConfigError as e:
         raise SettingsError(str(e)) from None
     source = _tune_source(db, scenario, assignments, device, days, poll, seed)
-    with click.progressbar(
-        length=len(cands) + 1, label="candidates", file=sys.stderr, show_pos=True
-    ) as bar:
-        report = tn.tune(source, cands, jobs=jobs, progress=bar.update)
+    with _bar(len(cands) + 1, "candidates") as update:
+        report = tn.tune(source, cands, jobs=jobs, progress=update)
     click.echo(json.dumps(report, indent=2) if as_json else tn.format_tune(report))
 
 
@@ -355,8 +401,9 @@ def _tune_source(db, scenario, assignments, device, days, poll, seed):
         return Source(
             settings, scenario=scn, days=days, poll_s=poll, seed=seed, base_overrides=overrides
         )
+    from tempctl.offline.counterfactual import response_from_fit
     from tempctl.offline.fit import FitError, fit_device
-    from tempctl.offline.replay import response_from_fit, select_runs, settings_for
+    from tempctl.offline.replay import select_runs, settings_for
 
     conn = _read_log(db)
     try:

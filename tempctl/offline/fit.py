@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tempctl.offline.dynamics import Baseline, best_share, lowpass
+
 GAP_S = 600.0  # a hole longer than this starts a new segment (README §1 uses 10 min too)
 STEADY_DROP_S = 300.0  # README §1: first 300 s of a settings segment dropped
 STEADY_MIN_SAMPLES = 5
@@ -41,7 +43,7 @@ KNOT_S = 3600.0  # baseline knots: ambient drifts slower than the die's ~48 s re
 TAU_SLOW_GRID = (5, 10, 15, 20, 25, 30, 36, 42, 48, 55, 65, 80, 100, 130, 170, 220, 300, 420, 600)
 SHARE_GRID = tuple(i / 20 for i in range(19))  # fast share 0 .. 0.9
 TAU_FAST_S = 1.0  # below the refresh period of every log we have (README §4: "< 1 s")
-MAX_ROWS = 60_000  # longer logs are thinned evenly before the grid search
+LOAD_CHUNK = 20_000  # rows fetched at a time
 
 
 class FitError(Exception):
@@ -64,6 +66,7 @@ class PowerFit:
     k_w: float  # W per MHz·V²
     leak_per_c: float | None
     quality: Quality
+    k_leak_w: float | None = None  # k of the leakage variant (the one to use with leak_per_c)
 
 
 @dataclass
@@ -120,53 +123,80 @@ class Series:
 def load(
     conn: sqlite3.Connection, device: str, since_ms: int | None = None, until_ms: int | None = None
 ) -> Series:
-    rows = conn.execute(
-        "SELECT ts_ms, temp, power, frequency, coalesce(core_voltage, core_voltage_actual), "
-        "vr_temp, uptime_s, asic FROM readings WHERE device = ? AND ts_ms >= ? AND ts_ms <= ? "
-        "ORDER BY ts_ms, id",
-        (
-            device,
-            since_ms if since_ms is not None else -(2**62),
-            until_ms if until_ms is not None else 2**62,
-        ),
-    ).fetchall()
-    asic = next((r[7] for r in reversed(rows) if r[7]), None)
-
-    def col(i: int, scale: float = 1.0) -> np.ndarray:
-        return np.array([np.nan if r[i] is None else r[i] * scale for r in rows], dtype=float)
-
-    return Series(col(0), col(1), col(2), col(3), col(4, 1e-3), col(5), col(6), asic)
+    """The device's rows as float arrays, read in chunks (never a list of every row)."""
+    args = (
+        device,
+        since_ms if since_ms is not None else -(2**62),
+        until_ms if until_ms is not None else 2**62,
+    )
+    where = "FROM readings WHERE device = ? AND ts_ms >= ? AND ts_ms <= ?"
+    n = conn.execute(f"SELECT count(*) {where}", args).fetchone()[0]
+    cols = [np.empty(n) for _ in range(7)]
+    cur = conn.execute(
+        "SELECT ts_ms, temp, power, frequency, coalesce(core_voltage, core_voltage_actual) "
+        f"* 1e-3, vr_temp, uptime_s {where} ORDER BY ts_ms, id",
+        args,
+    )
+    i = 0
+    while i < n:
+        rows = cur.fetchmany(LOAD_CHUNK)
+        if not rows:
+            break
+        chunk = np.array(rows, dtype=float)  # None becomes nan
+        for j, col in enumerate(cols):
+            col[i : i + len(rows)] = chunk[:, j]
+        i += len(rows)
+    asic = conn.execute(
+        f"SELECT asic {where} AND asic IS NOT NULL ORDER BY ts_ms DESC, id DESC LIMIT 1", args
+    ).fetchone()
+    return Series(*(c[:i] for c in cols), asic and asic[0])
 
 
 def _segments(ts: np.ndarray, uptime: np.ndarray, gap_s: float = GAP_S) -> np.ndarray:
-    """Segment number per row: a new one after a long gap or an uptime drop (restart)."""
+    """Segment number per row: a new one after a long gap or an uptime drop (restart).
+
+    The uptime is compared with the last known one, so the unreachable rows of a
+    reboot (no uptime) do not hide the drop.
+    """
     if len(ts) == 0:
         return np.zeros(0, dtype=int)
-    dt = np.diff(ts) / 1000.0
+    brk = _gaps(ts, gap_s)
+    last = np.maximum.accumulate(np.where(np.isfinite(uptime), np.arange(len(ts)), 0))
     with np.errstate(invalid="ignore"):
-        reboot = np.diff(uptime) < 0
-    brk = (dt > gap_s) | reboot
+        brk |= np.diff(uptime[last]) < 0
     return np.concatenate([[0], np.cumsum(brk)])
+
+
+def _gaps(ts: np.ndarray, gap_s: float = GAP_S) -> np.ndarray:
+    """Per row after the first: True where the hole before it is longer than ``gap_s``."""
+    return np.diff(ts) / 1000.0 > gap_s
+
+
+def _since_change(ts: np.ndarray, change: np.ndarray) -> np.ndarray:
+    """Milliseconds since the last row flagged in ``change`` (row 0 counts as flagged)."""
+    idx = np.where(change, np.arange(len(ts)), 0)
+    return ts - ts[np.maximum.accumulate(idx)]
+
+
+def _changed(a: np.ndarray) -> np.ndarray:
+    """Per row: differs from the previous row (two nans are equal; row 0 is True)."""
+    out = np.ones(len(a), dtype=bool)
+    out[1:] = (a[1:] != a[:-1]) & ~(np.isnan(a[1:]) & np.isnan(a[:-1]))
+    return out
 
 
 # --- power -----------------------------------------------------------------------------
 
 
 def _settled(s: Series, seconds: float = SETTLED_S) -> np.ndarray:
-    """Rows whose frequency and voltage have held for ``seconds`` (and no restart since)."""
-    ok = np.zeros(len(s.ts), dtype=bool)
+    """Rows whose frequency and voltage have held for ``seconds`` (and no restart since).
+
+    A row without a frequency or voltage never counts as settled.
+    """
     seg = _segments(s.ts, s.uptime)
-    since = None
-    for i in range(len(s.ts)):
-        if (
-            i == 0
-            or seg[i] != seg[i - 1]
-            or s.freq[i] != s.freq[i - 1]
-            or s.volt[i] != s.volt[i - 1]
-        ):
-            since = s.ts[i]
-        ok[i] = s.ts[i] - since >= seconds * 1000
-    return ok
+    change = _changed(s.freq) | _changed(s.volt) | _changed(seg.astype(float))
+    known = np.isfinite(s.freq) & np.isfinite(s.volt)
+    return known & (_since_change(s.ts, change) >= seconds * 1000)
 
 
 def _heldout_mask(ts: np.ndarray) -> np.ndarray:
@@ -209,116 +239,97 @@ def fit_power(s: Series) -> PowerFit:
         err = s.power[test] - (bt[0] + bt[1] * x[test])
         quality.heldout_n, quality.heldout_rmse = int(test.sum()), _rmse(err)
         quality.heldout_mae = float(np.mean(np.abs(err)))
-    leak = None
+    leak = k_leak = None
     tuse = use & np.isfinite(s.temp)
     if tuse.sum() >= 5 and np.ptp(s.temp[tuse]) > 1.0:
         XL = np.column_stack([np.ones(tuse.sum()), x[tuse], x[tuse] * (s.temp[tuse] - 60.0)])
         bl, _ = _ols(XL, s.power[tuse])
         if bl[1] > 0:
-            leak = float(bl[2] / bl[1])
-    return PowerFit(float(beta[0]), float(beta[1]), leak, quality)
+            leak, k_leak = float(bl[2] / bl[1]), float(bl[1])
+    return PowerFit(float(beta[0]), float(beta[1]), leak, quality, k_leak)
 
 
 # --- dynamics ----------------------------------------------------------------------------
 
 
-def lowpass(ts: np.ndarray, u: np.ndarray, seg: np.ndarray, tau_s: float) -> np.ndarray:
-    """First-order low-pass of ``u`` (linear between samples), restarted at each segment."""
-    y = np.empty(len(u))
-    dt = np.diff(ts, prepend=ts[:1]) / 1000.0
-    tau = float(tau_s)
-    prev_u = prev_y = 0.0
-    for i in range(len(u)):
-        if i == 0 or seg[i] != seg[i - 1]:
-            prev_y = prev_u = u[i]
-        else:
-            d = dt[i]
-            e = math.exp(-d / tau)
-            frac = 1.0 - tau * (1.0 - e) / d if d > 0 else 0.0
-            prev_y = e * prev_y + (1.0 - e) * prev_u + (u[i] - prev_u) * frac
-            prev_u = u[i]
-        y[i] = prev_y
-    return y
-
-
-def _baseline_basis(
-    ts: np.ndarray, seg: np.ndarray, knot_s: float = KNOT_S
-) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """Hat functions, knots every ``knot_s`` within each segment: the slow baseline."""
-    cols, knots = [], []
-    for g in np.unique(seg):
-        idx = np.nonzero(seg == g)[0]
-        t0, t1 = ts[idx[0]], ts[idx[-1]]
-        n = max(1, math.ceil((t1 - t0) / (knot_s * 1000)))
-        points = np.linspace(t0, t1, n + 1) if t1 > t0 else np.array([t0])
-        for kp in points:
-            col = np.zeros(len(ts))
-            t = ts[idx]
-            if len(points) == 1:
-                col[idx] = 1.0
-            else:
-                width = points[1] - points[0]
-                col[idx] = np.clip(1.0 - np.abs(t - kp) / width, 0.0, 1.0)
-            cols.append(col)
-            knots.append((int(g), int(kp)))
-    return np.column_stack(cols), knots
-
-
-def fit_thermal(s: Series, asic: str | None = None) -> ThermalFit:
+def fit_thermal(s: Series, asic: str | None = None, progress=None) -> ThermalFit:
     """Die temperature against measured power, as README §4's 2-node fit.
 
-    Rows in the first ``STEADY_DROP_S`` of a segment (after a restart or a gap) are left
-    out of the regression: the die starts cold there and the filters start at rest.
+    The low-pass runs over every row with a power (also the reboot rows without a
+    temperature), restarted only after a long gap; rows in the first ``STEADY_DROP_S``
+    after such a gap are left out of the regression (the filters start at rest there).
+    The grid search projects the baseline out once per τ and scores every (τ, φ) from
+    six inner products, so its cost does not grow with the grid or with restarts.
     Caveat: over hours, leakage makes power follow temperature (README §3), which the
     hourly baseline absorbs only in part; the held-out error shows how well it worked.
+    ``progress``: called with 1 per τ of the grid.
     """
-    use = np.isfinite(s.temp) & np.isfinite(s.power) & (s.power > 0) & (s.temp > 0)
-    if use.sum() < 20:
+    has_p = np.isfinite(s.power) & (s.power > 0)
+    ts_all, pw = s.ts[has_p], s.power[has_p]
+    temp = s.temp[has_p]
+    valid = np.isfinite(temp) & (temp > 0)
+    if valid.sum() < 20:
         raise FitError("dynamics: needs at least 20 readings with temperature and power")
-    ts, temp, pw = s.ts[use], s.temp[use], s.power[use]
-    seg = _segments(ts, s.uptime[use])
-    if len(ts) > MAX_ROWS:  # thin evenly; the low-pass handles any spacing
-        keep = np.linspace(0, len(ts) - 1, MAX_ROWS).astype(int)
-        ts, temp, pw, seg = ts[keep], temp[keep], pw[keep], seg[keep]
-    if np.ptp(pw) < 0.5:
+    if np.ptp(pw[valid]) < 0.5:
         raise FitError("dynamics: power never changed by 0.5 W; R cannot be told from ambient")
-    starts = np.array([ts[seg == g][0] for g in seg])
-    warm = (ts - starts) >= STEADY_DROP_S * 1000
-    if len(np.unique(seg)) == 1:
-        warm[:] = True  # one segment: the log starts mid-run, nothing to drop
-    basis, knots = _baseline_basis(ts, seg)
-    test = _heldout_mask(ts) & warm
-    train = ~_heldout_mask(ts) & warm
-    if train.sum() <= basis.shape[1] + 1:
+    gaps = _gaps(ts_all)
+    seg = np.concatenate([[0], np.cumsum(gaps)])
+    warm = valid & (_since_change(ts_all, _changed(seg.astype(float))) >= STEADY_DROP_S * 1000)
+    if seg[-1] == 0:
+        warm = valid.copy()  # one stretch: the log starts mid-run, nothing to drop
+    # from here on, arrays are over the valid rows; warm and held are masks on them
+    ts, y, warm = ts_all[valid], temp[valid], warm[valid]
+    base = Baseline(ts, _gaps(ts), KNOT_S)
+    held = _heldout_mask(ts)
+    if warm.sum() <= len(base.knots) + 1:
         raise FitError("dynamics: too few readings for the baseline knots")
-    fast = lowpass(ts, pw, seg, TAU_FAST_S)
-    slows = {tau: lowpass(ts, pw, seg, tau) for tau in TAU_SLOW_GRID}
+    fits = {"warm": base.solver(warm)}
+    if (held & warm).any() and (warm & ~held).sum() > len(base.knots) + 1:
+        fits["train"] = base.solver(warm & ~held)
 
-    def search(rows: np.ndarray) -> tuple[float, float]:
-        best = None
-        for tau, slow in slows.items():
-            for phi in SHARE_GRID:
-                X = np.column_stack([basis[rows], phi * fast[rows] + (1 - phi) * slow[rows]])
-                _, resid = _ols(X, temp[rows])
-                sse = float(np.sum(resid**2))
-                if best is None or sse < best[0]:
-                    best = (sse, tau, phi)
-        return best[1], best[2]
+    def filtered(tau: float) -> np.ndarray:
+        return lowpass(ts_all, pw, seg, tau)[valid]
+
+    fast = filtered(TAU_FAST_S)
+    proj = {}
+    for name, p in fits.items():
+        my, mf = p.resid(y), p.resid(fast)
+        proj[name] = (my, mf, float(my @ my), float(mf @ my), float(mf @ mf))
+    best: dict[str, tuple] = {}
+    for tau in TAU_SLOW_GRID:
+        slow = filtered(tau)
+        for name, p in fits.items():
+            my, mf, yy, a, ff = proj[name]
+            ms = p.resid(slow)
+            sse, phi = best_share(
+                yy, a, float(ms @ my), ff, float(mf @ ms), float(ms @ ms), SHARE_GRID
+            )
+            if name not in best or sse < best[name][0]:
+                best[name] = (sse, tau, phi)
+        if progress is not None:
+            progress(1)
+
+    def solve(name: str) -> tuple[float, np.ndarray, np.ndarray, float, float]:
+        """R, baseline coefficients and the regressor for the best (τ, φ) on a row set."""
+        _, tau, phi = best[name]
+        p = fits[name]
+        x = phi * fast + (1 - phi) * filtered(tau)
+        mx, my = p.resid(x), proj[name][0]
+        r = float(mx @ my) / float(mx @ mx) if float(mx @ mx) > 0 else 0.0
+        return r, p.coef(y - r * x), x, tau, phi
 
     quality = Quality(int(warm.sum()), None, 0.0)
-    if test.any():  # the whole procedure on the other blocks, then predict these
-        tau, phi = search(train)
-        X = np.column_stack([basis, phi * fast + (1 - phi) * slows[tau]])
-        bt, _ = _ols(X[train], temp[train])
-        err = temp[test] - X[test] @ bt
+    if "train" in fits:  # the whole procedure on the other blocks, then predict these
+        r, coef, x, _, _ = solve("train")
+        test = held & warm
+        err = y[test] - (base.at(coef, test) + r * x[test])
         quality.heldout_n = int(test.sum())
         quality.heldout_rmse, quality.heldout_mae = _rmse(err), float(np.mean(np.abs(err)))
-    tau, phi = search(warm)
-    X = np.column_stack([basis, phi * fast + (1 - phi) * slows[tau]])
-    beta, resid = _ols(X[warm], temp[warm])
-    quality.r2, quality.rmse = _r2(temp[warm], resid), _rmse(resid)
-    r = float(beta[-1])
-    baseline = [(t, round(float(b), 3)) for (_, t), b in zip(knots, beta[:-1])]
+    r, coef, x, tau, phi = solve("warm")
+    resid = y[warm] - (base.at(coef, warm) + r * x[warm])
+    quality.r2, quality.rmse = _r2(y[warm], resid), _rmse(resid)
+    keep = fits["warm"].supported
+    baseline = [(int(t), round(float(b), 3)) for t, b, k in zip(base.knots, coef, keep) if k]
     case_offset, power_offset = _plant_offsets(asic or s.asic)
     ambient = [(t, round(b - case_offset + r * power_offset, 3)) for t, b in baseline]
     return ThermalFit(r, phi, TAU_FAST_S, float(tau), quality, baseline, ambient)
@@ -339,30 +350,27 @@ def _plant_offsets(asic: str | None) -> tuple[float, float]:
 
 def fit_steady(s: Series) -> SteadyFit:
     seg = _segments(s.ts, s.uptime)
-    means = []
-    start = 0
-    n = len(s.ts)
-    for i in range(1, n + 1):
-        if (
-            i == n
-            or seg[i] != seg[i - 1]
-            or s.freq[i] != s.freq[i - 1]
-            or (
-                s.volt[i] != s.volt[i - 1] and not (np.isnan(s.volt[i]) and np.isnan(s.volt[i - 1]))
-            )
-        ):
-            idx = np.arange(start, i)
-            idx = idx[(s.ts[idx] - s.ts[start]) >= STEADY_DROP_S * 1000]
-            idx = idx[np.isfinite(s.temp[idx]) & np.isfinite(s.power[idx]) & (s.temp[idx] > 0)]
-            if len(idx) >= STEADY_MIN_SAMPLES:
-                means.append((float(np.mean(s.power[idx])), float(np.mean(s.temp[idx]))))
-            start = i
-    if len(means) < 3 or np.ptp([m[0] for m in means]) < 0.3:
-        raise FitError(f"steady state: {len(means)} settings segments; needs 3 at different power")
-    p = np.array([m[0] for m in means])
-    t = np.array([m[1] for m in means])
+    # a new settings segment at a restart, a gap, any frequency change (a missing
+    # frequency included) or a voltage change (two missing voltages are the same)
+    change = _changed(seg.astype(float)) | _changed(s.volt)
+    change[1:] |= s.freq[1:] != s.freq[:-1]
+    change[0] = True
+    group = np.cumsum(change) - 1
+    keep = (
+        (_since_change(s.ts, change) >= STEADY_DROP_S * 1000)
+        & np.isfinite(s.temp)
+        & np.isfinite(s.power)
+        & (s.temp > 0)
+    )
+    n = np.bincount(group[keep], minlength=int(group[-1]) + 1 if len(group) else 0)
+    sum_p = np.bincount(group[keep], s.power[keep], minlength=len(n))
+    sum_t = np.bincount(group[keep], s.temp[keep], minlength=len(n))
+    ok = n >= STEADY_MIN_SAMPLES
+    p, t = sum_p[ok] / n[ok], sum_t[ok] / n[ok]
+    if len(p) < 3 or np.ptp(p) < 0.3:
+        raise FitError(f"steady state: {len(p)} settings segments; needs 3 at different power")
     beta, resid = _ols(np.column_stack([np.ones(len(p)), p]), t)
-    return SteadyFit(float(beta[1]), float(beta[0]), len(means), _r2(t, resid))
+    return SteadyFit(float(beta[1]), float(beta[0]), len(p), _r2(t, resid))
 
 
 def fit_vr(s: Series) -> float | None:
@@ -373,10 +381,20 @@ def fit_vr(s: Series) -> float | None:
     return float(beta[1])
 
 
+FIT_STEPS = len(TAU_SLOW_GRID) + 1  # progress units of one fit_device
+
+
 def fit_device(
-    conn: sqlite3.Connection, device: str, since_ms: int | None = None, until_ms: int | None = None
+    conn: sqlite3.Connection,
+    device: str,
+    since_ms: int | None = None,
+    until_ms: int | None = None,
+    progress=None,
 ) -> PlantFit:
-    """Every fit that the data allow; what could not be fitted is explained in ``notes``."""
+    """Every fit that the data allow; what could not be fitted is explained in ``notes``.
+
+    ``progress``: called with counts that add up to ``FIT_STEPS`` (a progress bar).
+    """
     s = load(conn, device, since_ms, until_ms)
     if len(s.ts) == 0:
         raise FitError(f"no readings for device {device!r}")
@@ -388,12 +406,24 @@ def fit_device(
         s.asic,
         float(np.median(volt)) if len(volt) else None,
     )
+    done = 1
+    if progress is not None:
+        progress(1)
+
+    def step(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(n)
+
     for name, fn in (("power", fit_power), ("thermal", fit_thermal), ("steady", fit_steady)):
         try:
-            setattr(out, name, fn(s))
+            setattr(out, name, fn(s, progress=step) if name == "thermal" else fn(s))
         except FitError as e:
             out.notes.append(str(e))
     out.vr_c_per_w = fit_vr(s)
+    if progress is not None and done < FIT_STEPS:
+        progress(FIT_STEPS - done)
     return out
 
 
@@ -532,3 +562,24 @@ def format_fit(fit: PlantFit) -> str:
         lines.append(f"  VR       {fit.vr_c_per_w:.2f} °C/W")
     lines.extend(f"  note: {n}" for n in fit.notes)
     return "\n".join(lines)
+
+
+__all__ = [
+    "FIT_STEPS",
+    "FitError",
+    "PlantFit",
+    "PowerFit",
+    "Quality",
+    "Series",
+    "SteadyFit",
+    "ThermalFit",
+    "fit_device",
+    "fit_power",
+    "fit_steady",
+    "fit_thermal",
+    "fit_vr",
+    "format_fit",
+    "import_trace",
+    "load",
+    "lowpass",
+]

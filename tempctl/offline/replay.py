@@ -13,19 +13,14 @@ after it; the log cannot tell these apart, and replay takes the stamps' order.) 
 (ts, from, to, reason, frequency) and commands (ts, kind, frequency, attempt) must
 match one for one; the first difference is reported with both sides.
 
-``counterfactual`` answers "what if these settings had been in force": the same
-readings, with each temperature moved by what the plant fitted from this very
-history (``fit.py``) says the frequency difference would have done, through a
-controller with the new settings that the (imaginary) device obeys at once. Both
-sides are summarised with the metrics of ``metrics_report`` against the recorded
-threshold, so a lower threshold shows up as fewer °C·min above it and less hash.
+The counterfactual replay (``--set``) is in ``counterfactual.py``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tempctl.config import FIELDS, Device, Settings, validate
@@ -34,13 +29,10 @@ from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
 from tempctl.core.window import StableWindow, suspect
 from tempctl.device import reading_capabilities
-from tempctl.offline.report import Tally
 from tempctl.store.eventlog import restore
 from tempctl.store.rows import LoggedReading, reading_sql
 
-MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last temperature
-# Firmware timings for a restart (firmware.py: 1 s reply, 7 s down, 8 s boot, ~6 s ramp)
-RESTART_DOWN_S = 22.0
+PROGRESS_ROWS = 8192  # readings between progress reports
 
 
 _make = LoggedReading._make
@@ -54,6 +46,8 @@ class Run:
     config: dict
     devices: list[str]
     device_count: int = 1  # devices with readings in the run (before any --device filter)
+    end_ms: int | None = None  # the next run's start: the end of this one's span
+    folded: bool = False  # also replay minutes folded into readings_1m (counterfactual)
 
     @property
     def reading_sql(self) -> str:
@@ -125,14 +119,28 @@ def select_runs(
     run_id: int | None = None,
     since_ms: int | None = None,
     until_ms: int | None = None,
+    folded: bool = False,
 ) -> list[Run]:
-    """Runs with readings in range (a run overlapping the range is taken whole)."""
+    """Runs with readings in range (a run overlapping the range is taken whole).
+
+    ``folded``: also runs and devices with minutes in ``readings_1m`` within the run's
+    span (from its start to the next run's), where retention removed the raw rows.
+    """
     lo = since_ms if since_ms is not None else -(2**62)
     hi = until_ms if until_ms is not None else 2**62
     out = []
-    for rid, ts, kind, config in conn.execute(
+    all_runs = conn.execute(
         "SELECT id, ts_ms, kind, config FROM runs ORDER BY ts_ms, id"
-    ):
+    ).fetchall()
+    ends = [r[1] for r in all_runs[1:]] + [None]
+    if folded:
+        folded = bool(
+            conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'readings_1m' "
+                "AND EXISTS (SELECT 1 FROM readings_1m)"
+            ).fetchone()
+        )
+    for (rid, ts, kind, config), end in zip(all_runs, ends):
         if run_id is not None and rid != run_id:
             continue
         sql = "SELECT DISTINCT device FROM readings WHERE run_id = ? AND ts_ms >= ? AND ts_ms <= ?"
@@ -140,7 +148,18 @@ def select_runs(
         if device is not None:
             sql += " AND device = ?"
             args.append(device)
-        devices = sorted(r[0] for r in conn.execute(sql, args))
+        devices = {r[0] for r in conn.execute(sql, args)}
+        if folded:
+            fsql = (
+                "SELECT DISTINCT device FROM readings_1m WHERE minute_ms >= ? AND minute_ms < ? "
+                "AND minute_ms <= ?"
+            )
+            fargs: list = [max(lo // 60_000 * 60_000, ts // 60_000 * 60_000), end or 2**62, hi]
+            if device is not None:
+                fsql += " AND device = ?"
+                fargs.append(device)
+            devices.update(r[0] for r in conn.execute(fsql, fargs))
+        devices = sorted(devices)
         if devices:
             count = (
                 len(devices)
@@ -149,7 +168,8 @@ def select_runs(
                     "SELECT count(DISTINCT device) FROM readings WHERE run_id = ?", (rid,)
                 ).fetchone()[0]
             )
-            out.append(Run(rid, ts, kind, json.loads(config or "{}"), devices, count))
+            run = Run(rid, ts, kind, json.loads(config or "{}"), devices, count, end, folded)
+            out.append(run)
     return out
 
 
@@ -182,7 +202,7 @@ def limits_for(config: dict, device: str, overrides: dict | None = None) -> Limi
 # --- check --------------------------------------------------------------------------------
 
 
-class _Probe:
+class WindowProbe:
     """The ``window`` callable handed to ``Controller.step``: stats as of ``now``."""
 
     __slots__ = ("now", "stats")
@@ -191,7 +211,7 @@ class _Probe:
         return self.stats(self.now)
 
 
-class _Window:
+class ReplayWindow:
     """A StableWindow fed in (ts, id) order, rebuilt from the log if a row arrives late."""
 
     def __init__(self, conn: sqlite3.Connection, device: str, limits: Limits, first: tuple):
@@ -251,8 +271,12 @@ def check(
     run_id: int | None = None,
     since_ms: int | None = None,
     until_ms: int | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> CheckResult:
-    """Re-drive every tempctl run in range; stops at the first divergence."""
+    """Re-drive every tempctl run in range; stops at the first divergence.
+
+    ``progress``: called with the number of readings done, every ``PROGRESS_ROWS``.
+    """
     result = CheckResult()
     sql = reading_sql(conn)
     for run in select_runs(
@@ -261,17 +285,31 @@ def check(
         if run.kind == "import" or run.policy not in ("tempctl", "levels"):
             why = "imported, no decisions" if run.kind == "import" else f"policy {run.policy}"
             result.skipped.append(f"run {run.id} ({why})")
+            if progress is not None:  # its readings count as done
+                progress(_run_rows(conn, run, device, since_ms, until_ms))
             continue
         result.runs += 1
         for dev in run.devices:
-            div = _check_one(conn, run, dev, sql, result)
+            div = _check_one(conn, run, dev, sql, result, progress)
             if div is not None:
                 result.divergence = div
                 return result
     return result
 
 
-def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Divergence | None:
+def _run_rows(conn, run: Run, device, since_ms, until_ms) -> int:
+    sql = "SELECT count(*) FROM readings WHERE run_id = ? AND ts_ms >= ? AND ts_ms <= ?"
+    args: list = [run.id, -(2**62) if since_ms is None else since_ms]
+    args.append(2**62 if until_ms is None else until_ms)
+    if device is not None:
+        sql += " AND device = ?"
+        args.append(device)
+    return conn.execute(sql, args).fetchone()[0]
+
+
+def _check_one(
+    conn, run: Run, device: str, sql: str, result: CheckResult, progress=None
+) -> Divergence | None:
     limits = limits_for(run.config, device)
     driver = Driver(
         Controller(limits, device, snapshot=restore(conn, device, before_ms=run.ts_ms)),
@@ -308,7 +346,7 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
             "retention: not replayable exactly)"
         )
         return None
-    window = _Window(conn, device, limits, first)
+    window = ReplayWindow(conn, device, limits, first)
     n_t, n_c = len(rec_t), len(rec_c)
     big = 2**62
     ti = ci = 0
@@ -318,10 +356,11 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
     next_p = big
     ts = first[0]
     step = driver.step
-    probe = _Probe()
+    probe = WindowProbe()
     win_add, probe.stats, last_ts = window.win.add, window.win.stats, window.last_ts
     new, cls = tuple.__new__, LoggedReading
     count = 0
+    tick = PROGRESS_ROWS if progress is not None else -1
 
     def diverged(what, recorded, replayed):
         result.readings += count
@@ -332,6 +371,9 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
         r = new(cls, row)
         ts = row[0]
         count += 1
+        if count == tick:
+            progress(PROGRESS_ROWS)
+            tick += PROGRESS_ROWS
         if ts >= last_ts:
             win_add(ts, row[1], row[2], row[7], suspect(row[4], row[13], row[3], row[11]))
             last_ts = ts
@@ -386,6 +428,8 @@ def _check_one(conn, run: Run, device: str, sql: str, result: CheckResult) -> Di
     result.readings += count
     result.transitions += n_t
     result.commands += n_c
+    if progress is not None:
+        progress(count % PROGRESS_ROWS)
     return None
 
 
@@ -393,237 +437,6 @@ def _feed(driver: Driver, pending: list, upto_ts: int) -> None:
     while pending and pending[0][0] <= upto_ts:
         rts, _, outcome = pending.pop(0)
         driver.results([outcome], rts)
-
-
-# --- counterfactual -------------------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    """How the die answers a change of frequency: °C per W, W per MHz·V², two time constants."""
-
-    r_c_per_w: float
-    k_w: float
-    leak_w_per_c: float  # extra W per °C at the operating point (leakage feedback)
-    fast_share: float
-    tau_fast_s: float
-    tau_slow_s: float
-    vr_c_per_w: float
-    source: str
-
-    @property
-    def loop_gain(self) -> float:
-        return 1.0 / max(0.2, 1.0 - self.r_c_per_w * self.leak_w_per_c)
-
-
-def response_from_fit(fit, asic: str | None = None) -> Response:
-    """The plant for counterfactuals: the fits where they are credible, else plant defaults.
-
-    Credible: the dynamic fit's °C/W within 0.2-2.5 (README §4 spans 0.24 for a 4-chip
-    board to 1.84 for a Supra) with a held-out RMSE under 1 °C. Over long logs the room
-    drifts and leakage makes power follow temperature (README §3), which can inflate the
-    dynamic °C/W; when a steady-state fit (R² >= 0.3) disagrees by more than 1.5x, its
-    slope is used instead (with the dynamic time constants).
-    """
-    from tempctl.sim.plant import params_for
-
-    try:
-        p = params_for(asic or (fit.asic if fit else None) or "BM1370")
-    except ValueError:
-        p = params_for("BM1370")
-    volt = fit.core_v if fit and fit.core_v else 1.15
-    r, phi, tf, ts_, k = p.r_c_per_w_fixed, p.fast_share, p.tau_fast_s, p.tau_slow_s, p.k_w
-    leak = p.leak_per_c
-    sources = []
-    th = fit.thermal if fit else None
-    st = fit.steady if fit else None
-    steady_ok = st is not None and 0.2 <= st.r_c_per_w <= 2.5 and (st.r2 or 0) >= 0.3
-    if th and 0.2 <= th.r_c_per_w <= 2.5 and (th.quality.heldout_rmse or 99) < 1.0:
-        r, phi, tf, ts_ = th.r_c_per_w, th.fast_share, th.tau_fast_s, th.tau_slow_s
-        sources.append("thermal fit")
-        if steady_ok and not 1 / 1.5 <= th.r_c_per_w / st.r_c_per_w <= 1.5:
-            r = st.r_c_per_w
-            sources[-1] = "steady-state slope, thermal fit time constants"
-    elif steady_ok:
-        r = st.r_c_per_w
-        sources.append("steady-state fit")
-    else:
-        sources.append(f"plant °C/W and time constants ({p.asic})")
-    pw = fit.power if fit else None
-    if pw and 0.005 <= pw.k_w <= 0.05:
-        k = pw.k_w
-        if pw.leak_per_c is not None and 0 <= pw.leak_per_c <= 0.05:
-            leak = pw.leak_per_c
-        sources.append("power fit")
-    vr = fit.vr_c_per_w if fit and fit.vr_c_per_w and 0.3 <= fit.vr_c_per_w <= 5 else p.vr_c_per_w
-    # W per °C at a typical operating point (575 MHz): leak·k·f·V²
-    leak_w = leak * k * 575.0 * volt * volt
-    return Response(r, k, leak_w, phi, tf, ts_, vr, ", ".join(sources))
-
-
-def counterfactual(
-    conn: sqlite3.Connection,
-    overrides: dict,
-    *,
-    device: str | None = None,
-    run_id: int | None = None,
-    since_ms: int | None = None,
-    until_ms: int | None = None,
-    response: Response | None = None,
-) -> dict:
-    """Recorded vs what ``overrides`` would have done, per device (JSON-ready)."""
-    from tempctl.offline.fit import FitError, fit_device
-
-    runs = select_runs(conn, device=device, run_id=run_id, since_ms=since_ms, until_ms=until_ms)
-    devices = sorted({d for r in runs for d in r.devices})
-    out: dict = {"overrides": {k: v for k, v in overrides.items()}, "devices": {}}
-    for dev in devices:
-        dev_runs = [r for r in runs if dev in r.devices]
-        resp = response
-        if resp is None:
-            try:
-                fit = fit_device(conn, dev, since_ms, until_ms)
-            except FitError:
-                fit = None
-            resp = response_from_fit(fit)
-        out["devices"][dev] = _counterfactual_one(
-            conn, dev, dev_runs, overrides, resp, since_ms, until_ms
-        )
-    return out
-
-
-def _counterfactual_one(
-    conn, device: str, runs: list[Run], overrides: dict, resp: Response, since_ms, until_ms
-) -> dict:
-    base = settings_for(runs[0].config, device)
-    threshold = base.temp_threshold
-    rec = Tally(threshold, max_gap_s=MAX_GAP_S)
-    cf = Tally(threshold, max_gap_s=MAX_GAP_S)
-    sql = reading_sql(conn)
-    lo = since_ms if since_ms is not None else -(2**62)
-    hi = until_ms if until_ms is not None else 2**62
-    ctl: Controller | None = None
-    window: _Window | None = None
-    e_fast = e_slow = 0.0  # Δ°C carried by the fast and slow node
-    last_ts: int | None = None
-    f_cf: float | None = None
-    d_power = 0.0  # ΔW held since the previous reading
-    down_until = -(2**62)  # cf device restarting: no hash
-    prev_rec_f = None
-    probe = _Probe()
-    for run in runs:
-        limits = limits_for(run.config, device, overrides)
-        snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_ms=run.ts_ms)
-        ctl = Controller(limits, device, snapshot=snap)
-        driver = Driver(ctl, reading_capabilities)
-        first = conn.execute(
-            "SELECT ts_ms, id FROM readings WHERE run_id = ? AND device = ? "
-            "AND ts_ms >= ? ORDER BY id LIMIT 1",
-            (run.id, device, lo),
-        ).fetchone()
-        if first is None:
-            continue
-        if window is None or window.limits != limits:
-            window = _Window(conn, device, limits, first)
-        states = _recorded_states(conn, run.id, device)
-        si, rec_state = 0, None
-        for row in conn.execute(
-            sql + run.reading_sql + "AND ts_ms >= ? AND ts_ms <= ? ORDER BY id",
-            (run.id, device, lo, hi),
-        ):
-            r = _make(row)
-            hash_rec, core_mv = r.hashrate, r.core_voltage
-            if r.backfilled:
-                window.add(r)
-                continue
-            ts = r.ts_ms
-            while si < len(states) and states[si][0] < ts:  # the state the interval had
-                rec_state = states[si][1]
-                si += 1
-            f_rec = r.frequency
-            if f_cf is None:
-                f_cf = f_rec
-            # the plant's answer to the frequency difference, held since the last reading
-            if last_ts is not None:
-                dt = max(0.0, (ts - last_ts) / 1000.0)
-                a_f = 1.0 - math.exp(-dt / resp.tau_fast_s)
-                a_s = 1.0 - math.exp(-dt / resp.tau_slow_s)
-                gain = resp.r_c_per_w * resp.loop_gain * d_power
-                e_fast += (resp.fast_share * gain - e_fast) * a_f
-                e_slow += ((1.0 - resp.fast_share) * gain - e_slow) * a_s
-            last_ts = ts
-            delta = e_fast + e_slow
-            temp = None if r.temp is None else round(r.temp + delta, 3)
-            vr = (
-                None
-                if r.vr_temp is None
-                else round(r.vr_temp + delta / resp.r_c_per_w * resp.vr_c_per_w, 1)
-            )
-            hash_cf = None
-            if hash_rec is not None and f_rec and f_cf is not None:
-                hash_cf = 0.0 if ts < down_until else hash_rec * f_cf / f_rec
-            power = None if r.power is None else r.power + d_power
-            mine = r._replace(
-                temp=temp,
-                vr_temp=vr,
-                power=power,
-                frequency=f_cf if f_rec is not None else None,
-                actual_frequency=None,
-                hashrate=hash_cf,
-            )
-            rec.add(ts, r.temp, hash_rec, rec_state, f_rec)
-            if prev_rec_f is not None and f_rec is not None and abs(f_rec - prev_rec_f) > 0.5:
-                rec.frequency_changes += 1
-            if f_rec is not None:
-                prev_rec_f = f_rec
-            window.add(mine)
-            probe.stats, probe.now = window.win.stats, ts
-            cf.add(ts, temp, hash_cf, ctl.current.value, f_cf)
-            d = driver.step(mine, window=probe)
-            for cmd in d.commands:
-                if cmd.kind == "set_frequency" and not limits.dry_run:
-                    if abs(cmd.frequency - f_cf) > 0.5:
-                        cf.frequency_changes += 1
-                    f_cf = cmd.frequency
-                elif cmd.kind == "restart":
-                    cf.restarts += 1
-                    down_until = ts + int(RESTART_DOWN_S * 1000)
-                ctl.command_result(cmd, True, ts)
-            volt = (core_mv or 1150) / 1000.0
-            if f_rec is not None and f_cf is not None:
-                d_power = resp.k_w * volt * volt * (f_cf - f_rec)
-        rec.restarts += conn.execute(
-            "SELECT count(*) FROM commands WHERE run_id = ? AND device = ? AND kind = 'restart' "
-            "AND ts_ms >= ? AND ts_ms <= ?",
-            (run.id, device, lo, hi),
-        ).fetchone()[0]
-    settings = settings_for(runs[-1].config, device, overrides)
-    return {
-        "threshold": threshold,
-        "plant": vars(resp),
-        "recorded": rec.result(),
-        "counterfactual": cf.result(),
-        "settings": {f.env: settings.as_env()[f.env] for f in FIELDS if f.attr in overrides},
-    }
-
-
-def _recorded_states(conn, run_id: int, device: str) -> list[tuple[int, str]]:
-    """(ts, state) from the run's transitions, starting with the state restored before it."""
-    out = []
-    before = conn.execute(
-        "SELECT to_state FROM transitions WHERE device = ? AND run_id < ? "
-        "ORDER BY ts_ms DESC, id DESC LIMIT 1",
-        (device, run_id),
-    ).fetchone()
-    if before:
-        out.append((-(2**62), before[0]))
-    out.extend(
-        conn.execute(
-            "SELECT ts_ms, to_state FROM transitions WHERE run_id = ? AND device = ? ORDER BY id",
-            (run_id, device),
-        ).fetchall()
-    )
-    return out
 
 
 def _iso(ts_ms: int) -> str:
@@ -649,13 +462,14 @@ __all__ = [
     "CheckResult",
     "Divergence",
     "LoggedReading",
-    "Response",
+    "PROGRESS_ROWS",
+    "ReplayWindow",
     "Run",
+    "WindowProbe",
     "check",
-    "counterfactual",
     "limits_for",
     "parse_time",
-    "response_from_fit",
+    "reading_sql",
     "select_runs",
     "settings_for",
 ]
@@ -674,23 +488,3 @@ def format_check(result: CheckResult) -> str:
     if result.skipped:
         text += "\nskipped: " + "; ".join(result.skipped)
     return text
-
-
-def format_counterfactual(report: dict) -> str:
-    from tempctl.offline.report import table
-
-    parts = []
-    for dev, rep in report["devices"].items():
-        plant = rep["plant"]
-        changes = ", ".join(f"{k}={v}" for k, v in rep["settings"].items())
-        parts.append(
-            f"{dev}: recorded vs {changes or 'the recorded settings'}\n"
-            f"plant ({plant['source']}): {plant['r_c_per_w']:.2f} °C/W, "
-            f"{plant['k_w'] * 1000:.1f} mW per MHz·V², τ {plant['tau_slow_s']:g} s "
-            f"(fast share {plant['fast_share']:g})\n"
-            + table(
-                {"recorded": rep["recorded"], "counterfactual": rep["counterfactual"]},
-                threshold=rep["threshold"],
-            )
-        )
-    return "\n\n".join(parts) if parts else "no readings in range"

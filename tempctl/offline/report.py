@@ -13,7 +13,9 @@ neither, ``settle_s`` after the first sample. Before it, a law has not yet had t
 to act (the run may start hot); after it, every excursion counts.
 
 Every report is a flat dict with the keys in ``METRIC_KEYS`` (JSON-ready); the
-``oracle`` bound and ``hash_ratio`` are added when an oracle is known.
+``oracle`` bound and ``hash_ratio`` are added when an oracle is known. A tally given
+``also`` (other thresholds, e.g. a counterfactual's own TEMP_THRESHOLD) adds
+``above``: minutes and °C·min above each of them, keyed by the threshold.
 """
 
 from __future__ import annotations
@@ -75,6 +77,8 @@ class Tally:
     frequency_changes: int = 0
     restarts: int = 0
     state_seconds: dict[str, float] = field(default_factory=dict)
+    also: tuple[float, ...] = ()  # more thresholds to count time above
+    _above: dict[float, list[float]] = field(default_factory=dict)  # t: [s, °C·s]
     settle_s: float | None = None  # measure after the first settle (see the module doc)
     settled_ms: int | None = None  # when the first settle ends
     settled_seconds_above: float = 0.0
@@ -125,6 +129,12 @@ class Tally:
                 after = min(dt, (ts_ms - self.settled_ms) / 1000.0)
                 self.settled_seconds_above += after
                 self.settled_degree_seconds += (temp - self.threshold) * after
+        if self.also and temp is not None:
+            for t in self.also:
+                if temp > t:
+                    acc = self._above.setdefault(t, [0.0, 0.0])
+                    acc[0] += dt
+                    acc[1] += (temp - t) * dt
         if hashrate is not None and not self._exact_work:
             self.gh_seconds += hashrate * dt
         if frequency is not None:
@@ -189,11 +199,25 @@ class Tally:
         }
         if oracle_gh_hours is not None:
             out["oracle_gh_hours"] = round(oracle_gh_hours, 3)
+        if self.also:
+            out["above"] = {f"{self.threshold:g}": _above(self.seconds_above, self.degree_seconds)}
+            for t in self.also:
+                out["above"].setdefault(f"{t:g}", _above(*self._above.get(t, (0.0, 0.0))))
         return out
 
 
-def table(columns: dict[str, dict], *, threshold: float | None = None) -> str:
-    """A side-by-side table for people: one column per report (policy, recorded, ...)."""
+def table(
+    columns: dict[str, dict],
+    *,
+    threshold: float | None = None,
+    other: tuple[float, str, str] | None = None,
+) -> str:
+    """A side-by-side table for people: one column per report (policy, recorded, ...).
+
+    ``other`` = (threshold, its name, the name of ``threshold``): the rows above a
+    threshold are given for both, each labelled with its temperature and whose it is,
+    from the reports' ``above``.
+    """
     from tabulate import tabulate
 
     names = list(columns)
@@ -201,10 +225,22 @@ def table(columns: dict[str, dict], *, threshold: float | None = None) -> str:
     for key, label in LABELS.items():
         if threshold is not None and "threshold" in label:
             label = label.replace("threshold", f"{threshold:g} °C")
+            if other is not None:
+                label += f" ({other[2]})"
         values = [columns[n].get(key) for n in names]
         if all(v is None for v in values):
             continue
         rows.append([label] + ["-" if v is None else _fmt(v) for v in values])
+        if other is not None and key in ("minutes_above", "degree_minutes_above"):
+            sub = "minutes" if key == "minutes_above" else "degree_minutes"
+            head = "minutes" if key == "minutes_above" else "°C·min"
+            rows.append(
+                [f"{head} above {other[0]:g} °C ({other[1]})"]
+                + [
+                    _fmt((columns[n].get("above") or {}).get(f"{other[0]:g}", {}).get(sub, "-"))
+                    for n in names
+                ]
+            )
     states = sorted({s for n in names for s in (columns[n].get("state_minutes") or {})})
     for s in states:
         rows.append(
@@ -219,7 +255,14 @@ def table(columns: dict[str, dict], *, threshold: float | None = None) -> str:
     return tabulate(rows, headers=["metric"] + names, disable_numparse=True)
 
 
+def _above(seconds: float, degree_seconds: float) -> dict:
+    return {"minutes": round(seconds / 60.0, 3), "degree_minutes": round(degree_seconds / 60.0, 3)}
+
+
 def _fmt(v: object) -> str:
     if isinstance(v, float):
         return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
     return str(v)
+
+
+__all__ = ["LABELS", "METRIC_KEYS", "Tally", "table"]

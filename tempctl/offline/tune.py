@@ -114,11 +114,11 @@ def _evaluate(task: tuple) -> dict:
     _, db, device, overrides, response = task
     import sqlite3
 
-    from tempctl.offline.replay import counterfactual
+    from tempctl.offline.counterfactual import counterfactual
 
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        out = counterfactual(conn, overrides, device=device, response=response)
+        out = counterfactual(conn, overrides, device=device, response=response, recorded=False)
     finally:
         conn.close()
     return out["devices"][device]["counterfactual"]
@@ -282,3 +282,16 @@ def format_tune(report: dict) -> str:
     for s in report["skipped"]:
         out.append(f"skipped {s['settings']}: {s['error']}")
     return "\n".join(out)
+
+
+__all__ = [
+    "MAX_CANDIDATES",
+    "Axis",
+    "Source",
+    "candidates",
+    "format_tune",
+    "pareto",
+    "parse_grid",
+    "recommend",
+    "tune",
+]

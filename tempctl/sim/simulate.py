@@ -253,12 +253,14 @@ def run_policy(
     epoch_ms: int,
     grid_s: float,
     trace: Trace | None = None,
+    progress=None,
     settle_s: float | None = None,
 ) -> tuple[Tally, SimFirmware, SimDevice | FaultyDevice]:
     """Drive one policy through the scenario; truth is sampled every ``grid_s`` seconds.
 
     With the scenario's [faults], the policy talks to a ``FaultyDevice`` and the firmware
     crash-reboots at ``reboot_h``. ``settle_s``: measure after the first settle (``Tally``).
+    ``progress``: called with 1 per simulated hour (a progress bar's update).
     """
     fw = SimFirmware(scenario, seed=seed)
     dev: SimDevice | FaultyDevice = SimDevice(fw, policy.name, epoch_ms)
@@ -271,6 +273,7 @@ def run_policy(
     tally.add(epoch_ms, temp=fw.plant.die_c, state=policy.state, frequency=fw.actual_mhz)
     last_work = work0
     next_poll, next_grid = 0.0, grid_s
+    next_hour = 3600.0
     cut_seen = False
     while True:
         if reboots and reboots[0] <= min(next_poll, next_grid):
@@ -293,6 +296,9 @@ def run_policy(
                 trace.mhz.append(fw.actual_mhz)
                 trace.state.append(policy.state)
             next_grid += grid_s
+            if progress is not None and fw.t >= next_hour - 1e-9:
+                progress(1)
+                next_hour += 3600.0
         else:
             break
     gen.close()
@@ -312,6 +318,7 @@ def simulate(
     db: str | None = None,
     plot_path: str | None = None,
     threshold: float | None = None,
+    progress=None,
 ) -> dict:
     """Run each policy spec through the scenario; returns the JSON-ready report.
 
@@ -319,6 +326,7 @@ def simulate(
     CHECK_INTERVAL. ``plot_path``: write the PNG there. ``threshold``: the temperature the
     metrics and the oracle are judged against (default TEMP_THRESHOLD); tune keeps it at
     the baseline's so that candidates with other thresholds compare fairly.
+    ``progress``: called with 1 per simulated hour of each policy (a progress bar).
     """
     if plot_path:
         require_matplotlib()
@@ -406,6 +414,7 @@ def simulate(
                 epoch_ms=epoch,
                 grid_s=grid_s,
                 trace=trace,
+                progress=progress,
                 settle_s=settings.settle,
             )
             if traces is not None:
