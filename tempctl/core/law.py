@@ -108,7 +108,7 @@ def is_hot(r: Reading, lim: Limits) -> bool:
 class Facts:
     """The conditions of one poll, computed lazily and at most once each."""
 
-    __slots__ = ("_c", "_r", "_now", "_window", "_stable", "_target", "temp", "vr")
+    __slots__ = ("_c", "_r", "_now", "_window", "_stable", "_target", "_over", "temp", "vr")
 
     def __init__(
         self, controller, reading: Reading, now_ms: int, window: Callable[[], WindowStats] | None
@@ -119,6 +119,7 @@ class Facts:
         self._window = window
         self._stable: bool | None = None
         self._target: float | None = None
+        self._over: bool | None = None  # two MODEL rows test it; the prediction is the cost
         self.temp = reading.temp
         self.vr = reading.vr_temp
 
@@ -148,10 +149,14 @@ class Facts:
     @property
     def over(self) -> bool:
         """Above the threshold now, or predicted above it by the time a change settles."""
-        if self.hot:
-            return True
-        pred = self._c.predicted(self._c.frequency, self._c.lookahead_s())
-        return pred is not None and pred > self._c.limits.temp_threshold
+        if self._over is None:
+            c = self._c
+            if self.hot:
+                self._over = True
+            else:
+                pred = c.predicted(c.frequency, c.lookahead_s())
+                self._over = pred is not None and pred > c.limits.temp_threshold
+        return self._over
 
     @property
     def act_now(self) -> bool:

@@ -122,6 +122,7 @@ class ThermalModel:
         self._head = 0
         self._t0: float | None = None
         self._sums = [0.0, 0.0, 0.0, 0.0, 0]  # Σt, ΣTa, Σt², ΣtTa, n
+        self._slope: float | None = None  # slope() until the next trend point
 
     # -- what the law asks --------------------------------------------------------------------
 
@@ -143,6 +144,11 @@ class ThermalModel:
 
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
+        if self._slope is None:
+            self._slope = self._fit_slope()
+        return self._slope
+
+    def _fit_slope(self) -> float:
         st, sa, stt, sta, n = self._sums
         if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600 * self.ts:
             return 0.0
@@ -257,6 +263,7 @@ class ThermalModel:
         if self._t0 is None:
             self._t0 = t
         x = t - self._t0
+        self._slope = None
         tr, s = self._trend, self._sums
         tr.append((x, ta))
         s[0] += x
