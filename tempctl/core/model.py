@@ -123,6 +123,9 @@ class ThermalModel:
         self._t0: float | None = None
         self._sums = [0.0, 0.0, 0.0, 0.0, 0]  # Σt, ΣTa, Σt², ΣtTa, n
         self._slope: float | None = None  # slope() until the next trend point
+        # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
+        self._scale_of: tuple[float | None, float] = (None, fan_scale(None))
+        self._smooth_of: tuple[float, float] = (-1.0, 0.0)
 
     # -- what the law asks --------------------------------------------------------------------
 
@@ -163,10 +166,18 @@ class ThermalModel:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
         p = self.params
         v2 = (self.mv / 1000.0) ** 2
-        sr = fan_scale(self.duty if duty is None else duty) * p.r
+        sr = self._scale(self.duty if duty is None else duty) * p.r
         t = self.t_ss
         gain = 1.0 - sr * p.k * self.f * v2 * p.leak
         return sr * p.k * v2 * (1.0 + p.leak * (t - 60.0)) / max(gain, 0.2)
+
+    def _scale(self, duty: float | None) -> float:
+        """``fan_scale(duty)``, remembered for the last duty asked about."""
+        last, value = self._scale_of
+        if duty != last or duty is None:
+            value = fan_scale(duty)
+            self._scale_of = (duty, value)
+        return value
 
     def predict(self, f: float, horizon_s: float = 0.0) -> float | None:
         """Steady die temperature at frequency ``f``, for the ambient ``horizon_s`` from now."""
@@ -253,10 +264,13 @@ class ThermalModel:
         if self.t_ss is None or self.p is None:
             self.t_ss, self.p = est, power
         else:
-            a = 1.0 - math.exp(-dt / (SMOOTH_S * self.ts))
+            last_dt, a = self._smooth_of
+            if dt != last_dt:
+                a = 1.0 - math.exp(-dt / (SMOOTH_S * self.ts))
+                self._smooth_of = (dt, a)
             self.t_ss += a * (est - self.t_ss)
             self.p += a * (power - self.p)
-        self._add_trend(ts_ms / 1000.0, self.t_ss - fan_scale(duty) * p.r * self.p)
+        self._add_trend(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
         return self._learn(ts_ms, temp, power)
 
     def _add_trend(self, t: float, ta: float) -> None:

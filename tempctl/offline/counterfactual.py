@@ -24,6 +24,7 @@ import math
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import chain
 
 from tempctl.config import FIELDS
 from tempctl.core.controller import Controller
@@ -216,7 +217,7 @@ def _counterfactual_one(
         rec_cmds.append((2**62, None))
         ci = 0
         next_state = states[0][0] if states else 2**62
-        for row in _chain(first, rows):
+        for row in chain((first,), rows):
             count += 1
             if progress is not None and count % PROGRESS_ROWS == 0:
                 progress(PROGRESS_ROWS)
@@ -372,11 +373,6 @@ class _Imaginary:
     def restart(self) -> float:
         self.restarted = True
         return 0.0
-
-
-def _chain(first: tuple, rest: Iterator[tuple]) -> Iterator[tuple]:
-    yield first
-    yield from rest
 
 
 def _first_raw_id(conn, device: str, first: tuple) -> int:
