@@ -219,6 +219,11 @@ def main(argv: list[str] | None = None) -> int:
     out["counterfactual"] = truth
     out["counterfactual_table"] = markdown(truth, base)
     log(out["counterfactual_table"])
+    log("the same, the real run with other noise (seed 1)")
+    other = [compare(scn, base, c, workdir, rec, real_seed=1) for c in cases(base)]
+    out["counterfactual_other_noise"] = other
+    out["counterfactual_other_noise_table"] = markdown(other, base)
+    log(out["counterfactual_other_noise_table"])
 
     t = out["targets"]
     fit1 = [out["fit"][f"{n}/{d}"]["s"] for n in ("heatwave_1d", "daynight_1d") for d in DEVICES]

@@ -92,10 +92,10 @@ class SynthDevice:
         return "ok", 200, None
 
 
-def build(path: str, readings: int) -> float:
+def build(path: str, readings: int, law: str) -> float:
     started = time.perf_counter()
     log = Log(path)
-    settings = Settings(check_interval=POLL_S)
+    settings = Settings(check_interval=POLL_S, law=law)
     log.start_run(config_dict(settings), {}, kind="simulation", ts_ms=SIM_EPOCH_MS)
     sink = LogSink(log)
     dev = SynthDevice("bench")
@@ -128,6 +128,12 @@ def main() -> int:
     ap.add_argument("--readings", type=int, default=1_000_000)
     ap.add_argument("--db", help="keep the log here (reused when it exists)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument(
+        "--law",
+        choices=("model", "levels"),
+        default="model",
+        help="TEMPCTL_LAW of the logged run (levels: the law the issue-5 target was set with)",
+    )
     args = ap.parse_args()
     tmp = None
     path = args.db
@@ -136,7 +142,7 @@ def main() -> int:
         path = os.path.join(tmp.name, "bench.db")
     build_s = None
     if not Path(path).exists():
-        build_s = build(path, args.readings)
+        build_s = build(path, args.readings, args.law)
     conn = sqlite3.connect(path)
     scans, replays, result = [], [], None
     for _ in range(args.repeat):  # alternate, so both see the same cache and machine load
@@ -149,6 +155,7 @@ def main() -> int:
     rate = result.readings / best_replay
     ratio = best_replay / best_scan
     out = {
+        "law": args.law,
         "readings": result.readings,
         "scanned_rows": n,
         "replay_identical": result.ok,

@@ -61,9 +61,20 @@ def record(scenario, settings: Settings, db: Path, *, seed: int = 0, poll_s: flo
 
 
 def compare(
-    scenario, base: Settings, case: Case, workdir: Path, recorded_db: Path, *, seed: int = 0
+    scenario,
+    base: Settings,
+    case: Case,
+    workdir: Path,
+    recorded_db: Path,
+    *,
+    seed: int = 0,
+    real_seed: int | None = None,
 ) -> dict:
-    """Predicted vs really measured for one case (JSON-ready), with the errors."""
+    """Predicted vs really measured for one case (JSON-ready), with the errors.
+
+    The real run uses the recording's ``seed`` (issue 14: same plant, same noise), or
+    ``real_seed``: other sensor and hashrate noise, as a second recording of a real room
+    would have, so the prediction cannot lean on the noise being the same."""
     from tempctl.offline.counterfactual import counterfactual
 
     with sqlite3.connect(recorded_db) as conn:
@@ -71,7 +82,9 @@ def compare(
     (device,) = pred["devices"]
     pred = pred["devices"][device]
     other = validate(replace(base, **case.overrides))
-    real_db = record(scenario, other, Path(workdir) / f"real-{_slug(case.name)}.db", seed=seed)
+    real_seed = seed if real_seed is None else real_seed
+    name = f"real-{_slug(case.name)}-seed{real_seed}.db"
+    real_db = record(scenario, other, Path(workdir) / name, seed=real_seed)
     with sqlite3.connect(real_db) as conn:
         measured = counterfactual(conn, {}, also=(base.temp_threshold,))["devices"][device]
     rec, cf, real = pred["recorded"], pred["counterfactual"], measured["recorded"]
