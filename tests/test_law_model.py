@@ -273,6 +273,30 @@ def test_critical_right_after_a_restore_step_records_a_ceiling():
     assert c.ceiling == raised and c.ceiling_until_ms > t
 
 
+@pytest.mark.parametrize("cools", [True, False])
+def test_a_failed_steps_ceiling_lifts_early_only_once_the_room_has_cooled(cools):
+    """A step that overheated (often by one noisy reading) leaves a ceiling for its back-off;
+    in a cooling room the model law climbs past it once that frequency is predicted a full
+    CEILING_LIFT_C under the aim, instead of waiting out the hours (found by the
+    counterfactual ground truth, issue 14). In the same room it still binds."""
+    def ambient(t):
+        return 27.0 if cools and t > 4 * 3600 else 34.0
+
+    dev = PlantDevice(ambient)
+    dev.run(4)
+    ctl, now = dev.ctl, int(dev.t * 1000)
+    assert ctl.frequency < 575 - FREQ_EPS  # 34 °C: held below MAX
+    ceiling = ctl.frequency + 12.5
+    ctl.ceiling, ctl.ceiling_until_ms, ctl.backoff_s = ceiling, now + 3_600_000, 3600.0
+    dev.run(0.9)  # within the back-off
+    top = max(f for t, _, f in dev.trace if t > 4 * 3600)
+    if cools:
+        assert top > ceiling + FREQ_EPS
+        assert max(die for t, die, _ in dev.trace if t > 4 * 3600) <= 63.0 + 0.3
+    else:
+        assert top < ceiling - FREQ_EPS
+
+
 # --- invariants under random streams (hypothesis) --------------------------------------------
 
 temps = st.one_of(st.none(), st.floats(40, 80, allow_nan=False))

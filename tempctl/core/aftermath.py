@@ -21,7 +21,7 @@ from tempctl.core.decision import Command, Decision, Event
 from tempctl.core.limits import FREQ_EPS
 from tempctl.core.reading import Reading
 
-__all__ = ["check", "clear_latch", "dumps", "init", "loads"]
+__all__ = ["check", "clear_latch", "dumps", "init", "loads", "note_trip"]
 
 REGULATOR_MIN_MV = 1000  # TPS546 refuses lower setpoints (vcore.c ≈ l.74, TPS546.c ≈ l.1028)
 MAX_ATTEMPTS = 3
@@ -52,14 +52,23 @@ def _settings(r: Reading) -> dict:
     return {"core_voltage": r.core_voltage, "autofan": r.autofan, "fan": r.fan_pct}
 
 
+def note_trip(c, d: Decision) -> None:
+    """The firmware's trip handling showed: remember the settings of the last representative
+    reading before it. Called on the trip signature, and on the frequency the trip leaves
+    (F - 100 MHz, or 50 MHz latched; observe.py), which a poller sees even when it missed
+    the brief trip itself: a v2.15 Gamma recovers within seconds of a 127 °C sensor glitch,
+    and without this its V - 100 mV stayed for good and a second trip stalled the core."""
+    if c.before_trip is None and c.last_settings:
+        c.before_trip = dict(c.last_settings)
+        c.restore_attempts, c.restore_sent_ms = 0, None
+        d.events.append(
+            Event("trip", "before trip " + dumps(c), level="warning", origin="firmware")
+        )
+
+
 def check(c, r: Reading, now_ms: int, d: Decision) -> None:
     if r.overheat:
-        if c.before_trip is None and c.last_settings:
-            c.before_trip = dict(c.last_settings)
-            c.restore_attempts, c.restore_sent_ms = 0, None
-            d.events.append(
-                Event("trip", "before trip " + dumps(c), level="warning", origin="firmware")
-            )
+        note_trip(c, d)
         return
     if getattr(r, "fault", None):
         return

@@ -22,7 +22,7 @@ from transitions import Machine
 
 from tempctl.core import aftermath, observe
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
-from tempctl.core.law import LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
+from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
 from tempctl.core.reading import Reading
@@ -250,9 +250,22 @@ class Controller:
             if facts is not None and not facts.cool:
                 return None
             up = min(f + lim.step, lim.max_frequency)
-        if self._ceiling_holds(now_ms) and up >= self.ceiling - FREQ_EPS:
+        if self._ceiling_binds(now_ms) and up >= self.ceiling - FREQ_EPS:
             up = self.ceiling - PLL_STEP
         return up if up >= f + PLL_STEP - FREQ_EPS else None
+
+    def _ceiling_binds(self, now_ms: int) -> bool:
+        """A failed step's ceiling holds for its back-off; under the model law it lifts
+        early once the model predicts that frequency CEILING_LIFT_C under the aim: the
+        room has cooled since it failed (often by one noisy reading just over the
+        threshold), and waiting out hours of back-off in a cooling room loses hash."""
+        if not self._ceiling_holds(now_ms):
+            return False
+        if self.limits.law != "model" or not self.model.ready:
+            return True
+        pred = self.model.predict(self.ceiling, self.horizon_s)
+        aim = self.limits.temp_threshold - MARGIN_C
+        return pred is None or pred > aim - CEILING_LIFT_C
 
     def next_step(self, now_ms: int) -> float | None:
         """The levels law's next restore frequency, or None when the ceiling forbids it."""
@@ -387,6 +400,9 @@ class Controller:
                 reason=f"{t.reason}: {self.frequency:g} MHz predicted {pred:.1f} °C "
                 f"(effective ambient {amb:.1f} °C)",
             )
+
+    def _act_resume(self) -> None:
+        self._record()  # the state only: the climb rows of RECOVERING take it from here
 
     def _act_hold(self) -> None:
         self.ceiling = self.ceiling_until_ms = None

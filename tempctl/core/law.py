@@ -17,7 +17,7 @@ from tempctl.core.decision import State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.reading import Reading
 
-__all__ = ["LAWS", "LEVELS", "MODEL", "Facts", "Row", "is_critical", "is_hot"]
+__all__ = ["CEILING_LIFT_C", "LAWS", "LEVELS", "MODEL", "Facts", "Row", "is_critical", "is_hot"]
 
 N, T1, T2, R = State.NORMAL, State.THROTTLED_1, State.THROTTLED_2, State.RECOVERING
 ALL = (N, T1, T2, R)
@@ -25,6 +25,7 @@ ALL = (N, T1, T2, R)
 MARGIN_C = 0.2  # model targets aim this far below TEMP_THRESHOLD (sensor noise ~0.06 °C
 # plus the EMC2101's 0.125 °C steps, plant.py; ~11 MHz on a Gamma at 575 MHz)
 ACT_NOW_C = 1.0  # this far above the threshold, act before the last change has settled
+CEILING_LIFT_C = 1.0  # a failed step's ceiling lifts once predicted this far under the aim
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,15 @@ MODEL: tuple[Row, ...] = (
         "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD at this ambient",
     ),
     row(ALL, T1, ["over", "act_now"], "throttle", "above threshold"),
+    # NORMAL below MAX: the firmware's trip left F - 100 MHz (or a user lowered it), and
+    # NORMAL has no way up of its own; judge the new level like a start below MAX.
+    row(
+        N,
+        R,
+        ["below_max", "settled", "not_hot"],
+        "resume",
+        "below MAX_FREQUENCY while NORMAL (set by the firmware or a user): climbing again",
+    ),
     # Held for STABLE_TIMEFRAME (evidence only, a query over the persisted log): climb.
     row((T1, T2), R, ["settled", "stable", "headroom"], "climb", "stable for STABLE_TIMEFRAME"),
     row(R, N, ["at_max", "settled", "not_hot"], "hold", "restored to MAX_FREQUENCY"),
@@ -203,6 +213,10 @@ class Facts:
     @property
     def at_max(self) -> bool:
         return self._c.frequency >= self._c.limits.max_frequency - FREQ_EPS
+
+    @property
+    def below_max(self) -> bool:
+        return not self.at_max
 
     @property
     def just_raised(self) -> bool:

@@ -30,7 +30,9 @@ TREND_S = 1800.0  # the ambient trend is a least-squares slope over this long
 TREND_MAX_C_PER_S = 10.0 / 3600  # clamp: no room warms faster than 10 °C/h
 AUTOFAN_SATURATED = 98.0  # % duty: above this the PID has no headroom left
 LEARN_MIN_DF = 10.0  # MHz: smaller steps say too little about R and k
-LEARN_MIN_DP = 0.3  # W
+LEARN_MIN_DP = 0.6  # W: at ~1.1 °C/W a smaller step moves the die < 0.7 °C (5 of the
+# EMC2101's 0.125 °C steps, plant.py), which a warming room's drift swamps: learning from
+# the closet's 0.3 W steps drove R to 2.3 °C/W (tests/test_trip_missed.py)
 LEARN_GAIN = 0.4  # weight of one step's observation
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tempctl.core import evidence, reconcile
+from tempctl.core import aftermath, evidence, reconcile
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
@@ -204,6 +204,8 @@ def adopt(c, r: Reading, observed: float, now_ms: int, d: Decision, origin: str 
                 frequency_to=observed,
             )
         )
+    if origin == "firmware":
+        aftermath.note_trip(c, d)
     c.frequency = observed
     c.last_change_ms = now_ms
     c.raised = False

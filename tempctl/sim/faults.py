@@ -136,8 +136,15 @@ class FaultyDevice:
         return self._get()[1]
 
     def set_frequency(self, mhz: float) -> tuple[str, int | None, str | None]:
+        return self._patch(lambda: self.dev.set_frequency(mhz))
+
+    def set_fields(self, fields: dict) -> tuple[str, int | None, str | None]:
+        return self._patch(lambda: self.dev.set_fields(fields))
+
+    def _patch(self, send) -> tuple[str, int | None, str | None]:
+        """One PATCH /api/system, with the PATCH faults (the emulator's, for any body)."""
         if not self.fw.reachable():
-            return self.dev.set_frequency(mhz)
+            return send()
         active = self._roll("patch", PATCH_FAULTS)
         error = self._common(active, PATCH)
         if error is not None:
@@ -145,7 +152,7 @@ class FaultyDevice:
         if "patch_400" in active:
             self.fw.patches += 1
             return "failed", 400, f"rejected: {PATCH}: HTTP 400 'Wrong API input'"
-        return self.dev.set_frequency(mhz)
+        return send()
 
     def restart(self) -> tuple[str, int | None, str | None]:
         if not self.fw.reachable():
