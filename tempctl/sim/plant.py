@@ -179,8 +179,10 @@ def params_for(asic: str) -> PlantParams:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def _heat_terms(p: PlantParams, freq_mhz: float, core_mv: float, running: bool):
-    """Heat = a + g·T_die, the ASIC's share of the reported power."""
+    """Heat = a + g·T_die, the ASIC's share of the reported power (cached: a few operating
+    points recur at every step)."""
     if not running:
         return 0.0, 0.0
     kx = p.k_w * freq_mhz * (core_mv / 1000.0) ** 2
@@ -206,12 +208,29 @@ def steady_die(
     T = amb + s·(c0 + R·(a + g·T))  ⇒  T = (amb + s·(c0 + R·a)) / (1 − s·R·g).
     Returns inf when the loop gain s·R·g reaches 1 (thermal runaway, no fixed point).
     """
+    terms = _steady_terms(p, freq_mhz, core_mv, fan_pct, running)
+    if terms is None:
+        return math.inf
+    rise, denominator = terms
+    return (ambient_c + rise) / denominator
+
+
+@functools.lru_cache(maxsize=4096)
+def _inputs(p: PlantParams, freq_mhz: float, core_mv: float, running: bool, fan_pct: float):
+    """``_heat_terms`` and ``fan_scale`` of an operating point: the firmware model asks for
+    the same few at every step, and the power and the fan law are not free."""
     a, g = _heat_terms(p, freq_mhz, core_mv, running)
-    s = p.fan_scale(fan_pct)
+    return a, g, p.fan_scale(fan_pct)
+
+
+@functools.lru_cache(maxsize=4096)
+def _steady_terms(p: PlantParams, freq_mhz: float, core_mv: float, fan_pct: float, running: bool):
+    """The parts of ``steady_die`` that do not depend on ambient, or None at runaway."""
+    a, g, s = _inputs(p, freq_mhz, core_mv, running, fan_pct)
     gain = s * p.r_c_per_w_fixed * g
     if gain >= 1.0:
-        return math.inf
-    return (ambient_c + s * (p.case_offset_c + p.r_c_per_w_fixed * a)) / (1.0 - gain)
+        return None
+    return s * (p.case_offset_c + p.r_c_per_w_fixed * a), 1.0 - gain
 
 
 def oracle_frequency(
@@ -482,9 +501,8 @@ class Plant:
         if dt_s < 0:
             raise ValueError(f"dt_s must be >= 0, got {dt_s}")
         p = self.params
-        a, g = _heat_terms(p, freq_mhz, core_mv, running)
+        a, g, s = _inputs(p, freq_mhz, core_mv, running, fan_pct)
         x = (self._fast, self._slow, self._vr)
-        s = p.fan_scale(fan_pct)
         self._fast, self._slow, self._vr = _advance(p, a, g, s, x, ambient_c, float(dt_s))
         self._op, self._running = (freq_mhz, core_mv), running
 

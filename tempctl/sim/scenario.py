@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import functools
 import math
 import random
 import re
@@ -104,8 +105,7 @@ class Scenario:
         t = t_s
         if self.repeat and len(pts) > 1:
             t = t_s % pts[-1][0]
-        times = [p[0] for p in pts]
-        i = bisect.bisect_right(times, t)
+        i = bisect.bisect_right(self._times, t)
         if i == 0:
             value = pts[0][1]
         elif i == len(pts):
@@ -114,6 +114,11 @@ class Scenario:
             (t0, v0), (t1, v1) = pts[i - 1], pts[i]
             value = v0 + (v1 - v0) * (t - t0) / (t1 - t0)
         return value + self._noise(t_s) if self.ambient_noise_c else value
+
+    @functools.cached_property
+    def _times(self) -> tuple[float, ...]:
+        # the points' times, for bisect; cached_property works on a frozen dataclass
+        return tuple(p[0] for p in self.ambient_points)
 
     def _noise(self, t_s: float) -> float:
         k = math.floor(t_s / NOISE_KNOT_S)
