@@ -68,7 +68,7 @@ class SimFirmware(Firmware):
     def _account(self, dt: float, running: bool) -> None:
         super()._account(dt, running)
         if running:
-            self.work_gh += self._expected_true() * dt
+            self.work_gh += self._true_hr * dt  # the base just computed _expected_true()
 
 
 class SimDevice:
