@@ -80,8 +80,19 @@ def parse_info(body: Mapping[str, Any], device: str, ts_ms: int) -> Reading:
         raw_temp=finite(raw),
         error="; ".join(notes) or None,
         fault=fault,
-        firmware_floor=format_version(floor) if floor else None,
+        firmware_floor=_floor_text(floor) if floor else None,
     )
+
+
+_FLOOR_TEXT: dict[tuple[int, int, int], str] = {}
+
+
+def _floor_text(floor: tuple[int, int, int]) -> str:
+    """``format_version`` of a KEY_SINCE release (a few dozen): formatted once each."""
+    text = _FLOOR_TEXT.get(floor)
+    if text is None:
+        text = _FLOOR_TEXT[floor] = format_version(floor)
+    return text
 
 
 def _fan(

@@ -123,9 +123,22 @@ class Scenario:
     def _noise(self, t_s: float) -> float:
         k = math.floor(t_s / NOISE_KNOT_S)
         frac = t_s / NOISE_KNOT_S - k
-        n0 = random.Random(f"{self.name}:{k}").gauss(0.0, self.ambient_noise_c)
-        n1 = random.Random(f"{self.name}:{k + 1}").gauss(0.0, self.ambient_noise_c)
+        n0, n1 = self._knot(k), self._knot(k + 1)
         return n0 + (n1 - n0) * frac
+
+    def _knot(self, k: int) -> float:
+        # Seeding a Random from a string is slow and every sub-step asks: remember the knots.
+        knots = self._knots
+        value = knots.get(k)
+        if value is None:
+            if len(knots) >= 100_000:
+                knots.clear()
+            value = knots[k] = random.Random(f"{self.name}:{k}").gauss(0.0, self.ambient_noise_c)
+        return value
+
+    @functools.cached_property
+    def _knots(self) -> dict[int, float]:
+        return {}
 
 
 def scenario_names() -> list[str]:
