@@ -11,7 +11,8 @@ no writes, because v2.0.0-v2.0.3 crash on a partial PATCH (§5.2), with the reas
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 __all__ = [
@@ -78,6 +79,7 @@ KEY_SINCE: dict[str, Version] = {
     "pools": (2, 15, 0),
     "totalUptimeSeconds": (2, 15, 0),
 }
+_NEWEST_FIRST = sorted(KEY_SINCE.items(), key=lambda item: item[1], reverse=True)
 
 
 @dataclass(frozen=True)
@@ -124,8 +126,14 @@ def format_version(version: Version) -> str:
 
 def key_floor(keys: Iterable[str]) -> Version | None:
     """The newest release whose keys the info body shows: the firmware is at least that."""
-    found = [KEY_SINCE[k] for k in keys if k in KEY_SINCE]
-    return max(found) if found else None
+    if not isinstance(keys, (Mapping, AbstractSet)):
+        keys = set(keys)
+    # Newest first, so the first key present is the answer: a recent body (the usual case)
+    # stops at once instead of walking its hundred keys.
+    for key, since in _NEWEST_FIRST:
+        if key in keys:
+            return since
+    return None
 
 
 def capabilities(

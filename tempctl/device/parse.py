@@ -45,8 +45,11 @@ def parse_info(body: Mapping[str, Any], device: str, ts_ms: int) -> Reading:
     if vr_reason:
         notes.append(vr_reason)
 
-    fan_pct, fan_rpm = _fan(body, notes)
-    autofan = flag(body, "autofanspeed", notes)
+    # autofanspeed is read once; its note still follows the fan's notes.
+    autofan_notes: list[str] = []
+    autofan = flag(body, "autofanspeed", autofan_notes)
+    fan_pct, fan_rpm = _fan(body, notes, autofan)
+    notes += autofan_notes
     actual = number(body, "actualFrequency", notes, low=0, high=API_MAX)
     uptime = number(body, "uptimeSeconds", notes, low=0, high=2**32, integer=True)
     fault = _fault(body, actual, fan_pct, uptime, notes)
@@ -77,21 +80,37 @@ def parse_info(body: Mapping[str, Any], device: str, ts_ms: int) -> Reading:
         raw_temp=finite(raw),
         error="; ".join(notes) or None,
         fault=fault,
-        firmware_floor=format_version(floor) if floor else None,
+        firmware_floor=_floor_text(floor) if floor else None,
     )
 
 
-def _fan(body: Mapping[str, Any], notes: list[str]) -> tuple[float | None, int | None]:
+_FLOOR_TEXT: dict[tuple[int, int, int], str] = {}
+
+
+def _floor_text(floor: tuple[int, int, int]) -> str:
+    """``format_version`` of a KEY_SINCE release (a few dozen): formatted once each."""
+    text = _FLOOR_TEXT.get(floor)
+    if text is None:
+        text = _FLOOR_TEXT[floor] = format_version(floor)
+    return text
+
+
+def _fan(
+    body: Mapping[str, Any], notes: list[str], autofan: bool | None
+) -> tuple[float | None, int | None]:
     """Applied fan duty % and fan-1 rpm across the renames of §4.2.
 
     From v2.1.9 (when ``fanrpm`` appeared) ``fanspeed`` is the duty actually applied.
     Before that ``fanspeed`` was the manual *setting* and ``fanSpeed``/``fanSpeedRpm``
     the rpm, so the duty is only known when the fan is in manual mode.
     """
-    rpm_key = next((k for k in ("fanrpm", "fanSpeedRpm", "fanSpeed") if k in body), None)
-    rpm = number(body, rpm_key, notes, low=0, high=30000, integer=True) if rpm_key else None
+    rpm = None
+    for rpm_key in ("fanrpm", "fanSpeedRpm", "fanSpeed"):
+        if rpm_key in body:
+            rpm = number(body, rpm_key, notes, low=0, high=30000, integer=True)
+            break
     duty = number(body, "fanspeed", notes, low=0, high=100)
-    if "fanrpm" not in body and flag(body, "autofanspeed", []) is not False:
+    if "fanrpm" not in body and autofan is not False:
         duty = None  # pre-v2.1.9 with autofan: fanspeed is a setting, not the duty
     return duty, rpm
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from math import isfinite
 from typing import Any
 
 __all__ = [
@@ -36,15 +37,22 @@ DIODE_FAULT_BAND = (126.5, 128.5)
 EMC2103_FAULT_BAND = (-129.0, -127.0)
 _ASIC_FIELDS = frozenset({"temp", "temp2", "asicTemp", "asicTemp2"})
 _SHOW_MAX = 40  # characters of a bad value quoted in an error text
+# Ints up to this size convert to float exactly and never overflow: number()'s fast path.
+_EXACT_INT = 2**53
 
 
 def is_number(value: Any) -> bool:
     """A JSON number: int or float, never a bool."""
+    kind = type(value)
+    if kind is float or kind is int:  # the usual case, before the general test
+        return True
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def finite(value: Any) -> float | None:
     """The value as a finite float, or None (not a number, NaN, ±inf, or too big)."""
+    if type(value) is float:  # the usual case (a subclass takes the general path)
+        return value if isfinite(value) else None
     if not is_number(value):
         return None
     try:
@@ -80,27 +88,32 @@ def plausible_temp(value: Any, *, field: str = "temp") -> tuple[float | None, st
     """
     if value is None:
         return None, f"{field} missing"
-    label = f"{field}={show(value)}"
-    if not is_number(value):
-        return None, f"{label}: not a number"
     temp = finite(value)
     if temp is None:
-        return None, f"{label}: not a finite number"
+        why = "not a number" if not is_number(value) else "not a finite number"
+        return None, _why(field, value, why)
+    # The rules in order; the error text (and show(), which is not free) only on a failure.
     if field == "vrTemp" and temp == 0:
         return None, None  # §10: vrTemp is 0 on boards without a TPS546
     if temp == -1:
-        return None, f"{label}: sensor not ready (ASIC not initialised, paused or I2C error)"
+        return None, _why(
+            field, value, "sensor not ready (ASIC not initialised, paused or I2C error)"
+        )
     if EMC2103_FAULT_BAND[0] <= temp <= EMC2103_FAULT_BAND[1]:
-        return None, f"{label}: EMC2103 diode fault"
+        return None, _why(field, value, "EMC2103 diode fault")
     if temp == 0:
-        return None, f"{label}: no reading (I2C read error on firmware before v2.11)"
+        return None, _why(field, value, "no reading (I2C read error on firmware before v2.11)")
     if temp < 0:
-        return None, f"{label}: below zero, treated as no reading"
+        return None, _why(field, value, "below zero, treated as no reading")
     if field in _ASIC_FIELDS and DIODE_FAULT_BAND[0] <= temp <= DIODE_FAULT_BAND[1]:
-        return None, f"{label}: EMC2101 diode open/short fault (reads ~127 °C)"
+        return None, _why(field, value, "EMC2101 diode open/short fault (reads ~127 °C)")
     if temp > ABSURD_TEMP:
-        return None, f"{label}: above {ABSURD_TEMP:g} °C, not a real reading"
+        return None, _why(field, value, f"above {ABSURD_TEMP:g} °C, not a real reading")
     return temp, None
+
+
+def _why(field: str, value: Any, reason: str) -> str:
+    return f"{field}={show(value)}: {reason}"
 
 
 def number(
@@ -117,10 +130,18 @@ def number(
     if key not in body:
         return None
     value = body[key]
-    if not is_number(value):
+    kind = type(value)
+    # Fast paths for a plain float or a modest int; the rest (bool, subclasses, huge ints,
+    # strings ...) takes the general checks. Same result either way.
+    if kind is float:
+        checked = value if isfinite(value) else None
+    elif kind is int and -_EXACT_INT <= value <= _EXACT_INT:
+        checked = float(value)
+    elif not is_number(value):
         notes.append(f"{key}={show(value)}: not a number")
         return None
-    checked = finite(value)
+    else:
+        checked = finite(value)
     if checked is None or not low <= checked <= high:
         notes.append(f"{key}={show(value)}: outside {low:g}..{high:g}")
         return None
@@ -132,8 +153,11 @@ def flag(body: Mapping[str, Any], key: str, notes: list[str]) -> bool | None:
     if key not in body:
         return None
     value = body[key]
-    if isinstance(value, bool):
+    kind = type(value)
+    if kind is bool:
         return value
+    if (kind is int or kind is float) and (value == 0 or value == 1):
+        return value == 1  # the usual 0/1 (NaN, ±inf and other numbers are not 0/1)
     if is_number(value) and finite(value) in (0.0, 1.0):
         return value == 1
     notes.append(f"{key}={show(value)}: not 0/1")

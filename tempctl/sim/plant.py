@@ -179,8 +179,10 @@ def params_for(asic: str) -> PlantParams:
         ) from None
 
 
+@functools.lru_cache(maxsize=4096)
 def _heat_terms(p: PlantParams, freq_mhz: float, core_mv: float, running: bool):
-    """Heat = a + g·T_die, the ASIC's share of the reported power."""
+    """Heat = a + g·T_die, the ASIC's share of the reported power (cached: a few operating
+    points recur at every step)."""
     if not running:
         return 0.0, 0.0
     kx = p.k_w * freq_mhz * (core_mv / 1000.0) ** 2
@@ -206,12 +208,33 @@ def steady_die(
     T = amb + s·(c0 + R·(a + g·T))  ⇒  T = (amb + s·(c0 + R·a)) / (1 − s·R·g).
     Returns inf when the loop gain s·R·g reaches 1 (thermal runaway, no fixed point).
     """
+    terms = _steady_terms(p, freq_mhz, core_mv, fan_pct, running)
+    if terms is None:
+        return math.inf
+    rise, denominator = terms
+    return (ambient_c + rise) / denominator
+
+
+_MISSING = object()
+MEMO_MAX = 4096  # entries of a plant's memo before it starts over
+
+
+@functools.lru_cache(maxsize=4096)
+def _inputs(p: PlantParams, freq_mhz: float, core_mv: float, running: bool, fan_pct: float):
+    """``_heat_terms`` and ``fan_scale`` of an operating point: the firmware model asks for
+    the same few at every step, and the power and the fan law are not free."""
     a, g = _heat_terms(p, freq_mhz, core_mv, running)
-    s = p.fan_scale(fan_pct)
+    return a, g, p.fan_scale(fan_pct)
+
+
+@functools.lru_cache(maxsize=4096)
+def _steady_terms(p: PlantParams, freq_mhz: float, core_mv: float, fan_pct: float, running: bool):
+    """The parts of ``steady_die`` that do not depend on ambient, or None at runaway."""
+    a, g, s = _inputs(p, freq_mhz, core_mv, running, fan_pct)
     gain = s * p.r_c_per_w_fixed * g
     if gain >= 1.0:
-        return math.inf
-    return (ambient_c + s * (p.case_offset_c + p.r_c_per_w_fixed * a)) / (1.0 - gain)
+        return None
+    return s * (p.case_offset_c + p.r_c_per_w_fixed * a), 1.0 - gain
 
 
 def oracle_frequency(
@@ -414,6 +437,10 @@ class Plant:
         fan_pct: float | None = None,
     ):
         self.params = params
+        # Per-plant memo of pure functions of (params, inputs): the firmware model steps the
+        # same few operating points and step lengths over and over, and a module-level
+        # cache would hash the params (a Python __hash__) at every call.
+        self._memo: dict[tuple, object] = {}
         # Separate streams so how often one reading is taken does not shift the others.
         self._rng_die = random.Random(None if seed is None else f"{seed}:die")
         self._rng_vr = random.Random(None if seed is None else f"{seed}:vr")
@@ -436,7 +463,12 @@ class Plant:
 
     @property
     def power_w(self) -> float:
-        return self.power(*self._op, self.die_c, running=self._running)
+        (freq_mhz, core_mv), running = self._op, self._running
+        key = ("heat", freq_mhz, core_mv, running)
+        a, g = self._memo.get(key) or self._remember(
+            key, _heat_terms(self.params, freq_mhz, core_mv, running)
+        )
+        return self.params.power_offset_w + a + g * (self._fast + self._slow)  # as power()
 
     def power(self, freq_mhz: float, core_mv: float, die_c: float, running: bool = True) -> float:
         return power(self.params, freq_mhz, core_mv, die_c, running)
@@ -444,7 +476,22 @@ class Plant:
     def steady_die(
         self, freq_mhz: float, core_mv: float, ambient_c: float, fan_pct: float
     ) -> float:
-        return steady_die(self.params, freq_mhz, core_mv, ambient_c, fan_pct)
+        key = ("steady", freq_mhz, core_mv, fan_pct)
+        terms = self._memo.get(key, _MISSING)
+        if terms is _MISSING:
+            terms = self._remember(
+                key, _steady_terms(self.params, freq_mhz, core_mv, fan_pct, True)
+            )
+        if terms is None:
+            return math.inf
+        rise, denominator = terms  # as module-level steady_die computes it
+        return (ambient_c + rise) / denominator
+
+    def _remember(self, key: tuple, value):
+        if len(self._memo) >= MEMO_MAX:
+            self._memo.clear()
+        self._memo[key] = value
+        return value
 
     def settle(
         self,
@@ -481,11 +528,28 @@ class Plant:
         """Advance dt_s seconds with these inputs held constant (exact, any dt)."""
         if dt_s < 0:
             raise ValueError(f"dt_s must be >= 0, got {dt_s}")
-        p = self.params
-        a, g = _heat_terms(p, freq_mhz, core_mv, running)
+        p, memo = self.params, self._memo
+        key = ("inputs", freq_mhz, core_mv, running, fan_pct)
+        inputs = memo.get(key) or self._remember(
+            key, _inputs(p, freq_mhz, core_mv, running, fan_pct)
+        )
+        a, g, s = inputs
         x = (self._fast, self._slow, self._vr)
-        s = p.fan_scale(fan_pct)
-        self._fast, self._slow, self._vr = _advance(p, a, g, s, x, ambient_c, float(dt_s))
+        dt_s = float(dt_s)
+        key = ("affine", a, g, s, dt_s)
+        step = memo.get(key, _MISSING)
+        if step is _MISSING:
+            step = self._remember(key, _affine(p, a, g, s, dt_s))
+        if step is not None:
+            (p0, p1, p2), cb, ce = step  # as _advance does it
+            x0, x1, x2 = x
+            self._fast, self._slow, self._vr = (
+                p0[0] * x0 + p0[1] * x1 + p0[2] * x2 + cb[0] + ambient_c * ce[0],
+                p1[0] * x0 + p1[1] * x1 + p1[2] * x2 + cb[1] + ambient_c * ce[1],
+                p2[0] * x0 + p2[1] * x1 + p2[2] * x2 + cb[2] + ambient_c * ce[2],
+            )
+        else:
+            self._fast, self._slow, self._vr = _advance(p, a, g, s, x, ambient_c, dt_s)
         self._op, self._running = (freq_mhz, core_mv), running
 
     def read_die(self) -> float:

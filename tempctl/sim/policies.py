@@ -25,7 +25,7 @@ from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
 from tempctl.core.window import StableWindow, suspect
-from tempctl.device import capabilities, reading_capabilities
+from tempctl.device import capabilities, parse_info, reading_capabilities
 
 
 class Device(Protocol):
@@ -320,8 +320,6 @@ class FixedPolicy(Policy):
 
 
 def _reading(dev: Device, body: dict) -> Reading:
-    from tempctl.device import parse_info
-
     return parse_info(body, dev.name, dev.ts_ms())
 
 

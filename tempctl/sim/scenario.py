@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import functools
 import math
 import random
 import re
@@ -104,8 +105,7 @@ class Scenario:
         t = t_s
         if self.repeat and len(pts) > 1:
             t = t_s % pts[-1][0]
-        times = [p[0] for p in pts]
-        i = bisect.bisect_right(times, t)
+        i = bisect.bisect_right(self._times, t)
         if i == 0:
             value = pts[0][1]
         elif i == len(pts):
@@ -115,12 +115,30 @@ class Scenario:
             value = v0 + (v1 - v0) * (t - t0) / (t1 - t0)
         return value + self._noise(t_s) if self.ambient_noise_c else value
 
+    @functools.cached_property
+    def _times(self) -> tuple[float, ...]:
+        # the points' times, for bisect; cached_property works on a frozen dataclass
+        return tuple(p[0] for p in self.ambient_points)
+
     def _noise(self, t_s: float) -> float:
         k = math.floor(t_s / NOISE_KNOT_S)
         frac = t_s / NOISE_KNOT_S - k
-        n0 = random.Random(f"{self.name}:{k}").gauss(0.0, self.ambient_noise_c)
-        n1 = random.Random(f"{self.name}:{k + 1}").gauss(0.0, self.ambient_noise_c)
+        n0, n1 = self._knot(k), self._knot(k + 1)
         return n0 + (n1 - n0) * frac
+
+    def _knot(self, k: int) -> float:
+        # Seeding a Random from a string is slow and every sub-step asks: remember the knots.
+        knots = self._knots
+        value = knots.get(k)
+        if value is None:
+            if len(knots) >= 100_000:
+                knots.clear()
+            value = knots[k] = random.Random(f"{self.name}:{k}").gauss(0.0, self.ambient_noise_c)
+        return value
+
+    @functools.cached_property
+    def _knots(self) -> dict[int, float]:
+        return {}
 
 
 def scenario_names() -> list[str]:

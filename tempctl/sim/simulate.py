@@ -24,6 +24,7 @@ from functools import lru_cache
 
 from tempctl.config import Settings, config_dict, validate
 from tempctl.core.reading import Reading
+from tempctl.device import parse_info
 from tempctl.offline.report import Tally
 from tempctl.sim.faults import FaultyDevice
 from tempctl.sim.firmware import Firmware, plant_params
@@ -68,7 +69,7 @@ class SimFirmware(Firmware):
     def _account(self, dt: float, running: bool) -> None:
         super()._account(dt, running)
         if running:
-            self.work_gh += self._expected_true() * dt
+            self.work_gh += self._true_hr * dt  # the base just computed _expected_true()
 
 
 class SimDevice:
@@ -92,8 +93,6 @@ class SimDevice:
         return self.fw.info() if self.fw.reachable() else None
 
     def read(self) -> Reading:
-        from tempctl.device import parse_info
-
         body = self.info()
         if body is None:
             # what axeos.Client raises while the device reboots, as the daemon logs it

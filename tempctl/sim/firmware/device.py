@@ -306,7 +306,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         return self.phase in (COOLDOWN, PAUSED) and self._ramp is not None
 
     def _account(self, dt: float, running: bool) -> None:
-        true_hr = self._expected_true() if running else 0.0
+        true_hr = self._true_hr = self._expected_true() if running else 0.0
         # <= v2.10: nonce-count estimate over ~2 min (§4.1 hashRate): a slow lag
         a_slow, a_avg = _ema_weights(dt)
         self._hr_slow += a_slow * (true_hr - self._hr_slow)

@@ -53,6 +53,7 @@ class TelemetryMixin(_Base):
     # template values. For in-process users that read neither (``simulate``: parse_info
     # does not), it saves a third of the cost of a body.
     full_body = True
+    _absent_info_keys: frozenset[str] | None = None  # set by the first info()
 
     # -- sampling (the power-management loop, §4.3) -----------------------------------------
 
@@ -225,9 +226,15 @@ class TelemetryMixin(_Base):
         if self.v < (2, 1, 9):
             values["fanspeed"] = int(self.manual_fan)  # §4.2: the manual setting back then
             values["fanSpeed"] = values["fanSpeedRpm"] = values["fanrpm"]
-        for key, value in values.items():
-            if key in body:
-                body[key] = value
+        # Only keys the template has are shown; the template's keys never change (settings
+        # only overwrite existing keys), so the ones to drop are found once.
+        absent = self._absent_info_keys
+        if absent is None:
+            absent = self._absent_info_keys = frozenset(k for k in values if k not in body)
+        if absent:
+            for key in absent & values.keys():
+                del values[key]
+        body.update(values)  # existing keys keep their place in the body
         if "hashRate_1m" in body and self.full_body:
             body.update(self._hashrate_averages())
         # §4.1 / §14: only present while the fault lasts (system_api_json.c ~l.111-116)
