@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from tempctl import __version__
+from tempctl.cli.options import json_option
 from tempctl.config import FIELDS, ConfigError, Settings, describe, load_settings
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -100,7 +101,7 @@ def settings_from_cli(kwargs, require_devices=True) -> Settings:
 
 @cli.command(name="config")
 @settings_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("a table")
 def config_cmd(as_json, **kwargs):
     """Show every effective setting and where it came from.
 
