@@ -10,7 +10,14 @@ import click
 
 from tempctl import __version__
 from tempctl.cli.options import json_option
-from tempctl.config import FIELDS, ConfigError, Settings, describe, load_settings
+from tempctl.config import (
+    BY_ATTR,
+    FIELDS,
+    ConfigError,
+    Settings,
+    describe,
+    load_settings,
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -57,8 +64,11 @@ _METAVARS = {
 
 
 def _field_option(field):
-    default = Settings().as_env().get(field.env, "none, required by run") or '""'
-    help_text = f"{field.help} [env {field.env}; default: {default}]"
+    if field.deprecated:  # as_env leaves these out: they follow the setting that replaced them
+        default = f"that of {BY_ATTR[field.deprecated].flag}"
+    else:
+        default = Settings().as_env().get(field.env, "none, required by run") or '""'
+    help_text = f"{field.doc} [env {field.env}; default: {default}]"
     if field.type == "bool":
         names = f"{field.flag}/--no-{field.flag[2:]}"
         return click.option(names, field.attr, default=None, help=help_text)
