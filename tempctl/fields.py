@@ -47,6 +47,13 @@ class Field:
     unusual: Check | None = None  # plausible but odd: the text of a warning, or None
     deprecated: str = ""  # the attr of the setting that replaces this one
 
+    @property
+    def doc(self) -> str:
+        """``help`` plus the enforced range, read from the validator so the two cannot
+        disagree; the text --help and the README show."""
+        allowed = getattr(self.validator, "allowed", "")
+        return f"{self.help} Allowed: {allowed}." if allowed else self.help
+
 
 # --- validators: each returns the problem text or None ---------------------------------
 
@@ -55,19 +62,45 @@ def _num(x: float) -> str:
     return format_value(float(x))
 
 
-def between(low: float, high: float, why: str = "", *, above: bool = False) -> Check:
+@dataclass(frozen=True)
+class Range:
     """The range check; its message names the range, e.g. 'must be between 30 and 75'.
-    ``above``: the low end itself is excluded ('must be above 0 and at most 168')."""
-    why = f" ({why})" if why else ""
+    ``above``: the low end itself is excluded ('must be above 0 and at most 168');
+    ``zero``: 0 is allowed too, meaning ``zero`` ('must be 0 (auto) or between ...');
+    ``unit`` is for the docs only ('30 to 74 °C')."""
 
-    def check(v: float) -> str | None:
-        if low <= v <= high and not (above and v == low):
+    low: float
+    high: float
+    why: str = ""
+    above: bool = False
+    zero: str = ""
+    unit: str = ""
+
+    def __call__(self, v: float) -> str | None:
+        if self.zero and v == 0:
             return None
-        if above:
-            return f"must be above {_num(low)} and at most {_num(high)}{why}"
-        return f"must be between {_num(low)} and {_num(high)}{why}"
+        if self.low <= v <= self.high and not (self.above and v == self.low):
+            return None
+        why = f" ({self.why})" if self.why else ""
+        if self.above:
+            return f"must be above {_num(self.low)} and at most {_num(self.high)}{why}"
+        zero = f"0 ({self.zero}) or " if self.zero else ""
+        return f"must be {zero}between {_num(self.low)} and {_num(self.high)}{why}"
 
-    return check
+    @property
+    def allowed(self) -> str:
+        """The range as the docs show it: '30 to 74 °C', 'above 0, at most 168 h'."""
+        unit = f" {self.unit}" if self.unit else ""
+        if self.above:
+            return f"above {_num(self.low)}, at most {_num(self.high)}{unit}"
+        zero = f"0 ({self.zero}) or " if self.zero else ""
+        return f"{zero}{_num(self.low)} to {_num(self.high)}{unit}"
+
+
+def between(
+    low: float, high: float, why: str = "", *, above: bool = False, unit: str = ""
+) -> Check:
+    return Range(low, high, why, above, unit=unit)
 
 
 def over(limit: float, text: str) -> Check:
@@ -77,12 +110,6 @@ def over(limit: float, text: str) -> Check:
 
 def under(limit: float, text: str) -> Check:
     return lambda v: text if 0 < v < limit else None
-
-
-def _floor_check(v: float) -> str | None:
-    if v != 0 and not FREQ_MIN <= v <= FREQ_MAX:
-        return f"must be 0 (auto) or between {_num(FREQ_MIN)} and {_num(FREQ_MAX)}"
-    return None
 
 
 def _http_url_or_empty(v: str) -> str | None:
@@ -116,6 +143,9 @@ def _host(v: str) -> str | None:
     return "must be a host name or IP address"
 
 
+_floor_check = Range(FREQ_MIN, FREQ_MAX, zero="auto", unit="MHz")
+
+
 def _not_empty(v: str) -> str | None:
     return "must not be empty" if not v else None
 
@@ -141,7 +171,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["temp_threshold"],
         "ASIC temperature (°C) above which the frequency is lowered.",
-        between(30, ASIC_TRIP - 1, "below the firmware's 75 °C trip, axeos-api.md §9.1"),
+        between(30, ASIC_TRIP - 1, "below the firmware's 75 °C trip, axeos-api.md §9.1", unit="°C"),
         per_device=True,
     ),
     Field(
@@ -151,8 +181,8 @@ FIELDS: tuple[Field, ...] = (
         "--first-frequency",
         "float",
         DEFAULTS["first_frequency"],
-        "First step down (MHz).",
-        between(FREQ_MIN, FREQ_MAX),
+        "First step down (MHz); above SECOND_FREQUENCY, at most MAX_FREQUENCY.",
+        between(FREQ_MIN, FREQ_MAX, unit="MHz"),
         per_device=True,
     ),
     Field(
@@ -163,7 +193,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["second_frequency"],
         "Second step down (MHz); below FIRST_FREQUENCY.",
-        between(FREQ_MIN, FREQ_MAX),
+        between(FREQ_MIN, FREQ_MAX, unit="MHz"),
         per_device=True,
     ),
     Field(
@@ -173,8 +203,9 @@ FIELDS: tuple[Field, ...] = (
         "--max-frequency",
         "float",
         DEFAULTS["max_frequency"],
-        "Never exceeded; the frequency restored to (MHz).",
-        between(FREQ_MIN, FREQ_MAX),
+        "Highest frequency (MHz): never exceeded, and the one restored to; at least "
+        "FIRST_FREQUENCY.",
+        between(FREQ_MIN, FREQ_MAX, unit="MHz"),
         per_device=True,
         unusual=over(625, "above 625 MHz, the highest frequencyOptions entry (axeos-api.md §7)"),
     ),
@@ -186,7 +217,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["check_interval"],
         "Seconds between polls.",
-        between(0.2, 600, "seconds"),
+        between(0.2, 600, "seconds", unit="s"),
         unusual=over(
             120, "polls more than 2 min apart: the chip can pass the threshold in between"
         ),
@@ -198,8 +229,8 @@ FIELDS: tuple[Field, ...] = (
         "--stable-timeframe",
         "float",
         DEFAULTS["stable_timeframe"],
-        "Hours the temperature must stay stable before restoring.",
-        between(0, 168, "hours", above=True),
+        "Hours (not seconds: 0.5 = 30 min) the temperature must stay stable before restoring.",
+        between(0, 168, "hours", above=True, unit="h"),
         per_device=True,
         unusual=over(24, "more than a day: the value is in hours, not seconds"),
     ),
@@ -220,8 +251,8 @@ FIELDS: tuple[Field, ...] = (
         "--settle",
         "float",
         DEFAULTS["settle"],
-        "Seconds after a change before its effect is judged.",
-        between(0, 3600, "seconds"),
+        "Seconds after a change before its effect is judged (temperatures take 2–3 min to settle).",
+        between(0, 3600, "seconds", unit="s"),
         per_device=True,
         unusual=over(900, "more than 15 min before a change is judged"),
     ),
@@ -233,7 +264,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["hysteresis"],
         "°C below TEMP_THRESHOLD that counts as cool again.",
-        between(0, 10, "°C"),
+        between(0, 10, "°C", unit="°C"),
         per_device=True,
         unusual=over(5, "more than 5 °C below TEMP_THRESHOLD before the chip counts as cool"),
     ),
@@ -245,7 +276,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["critical"],
         "ASIC temperature (°C) that triggers immediate action; above TEMP_THRESHOLD.",
-        between(31, ASIC_TRIP, "the firmware trips above 75 °C, axeos-api.md §9.1"),
+        between(31, ASIC_TRIP, "the firmware trips above 75 °C, axeos-api.md §9.1", unit="°C"),
         per_device=True,
     ),
     Field(
@@ -256,8 +287,8 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["vr_threshold"],
         "VR temperature (°C) treated like the ASIC over TEMP_THRESHOLD "
-        "(the firmware trips at 105).",
-        between(40, VR_TRIP, "the firmware trips above 105 °C, axeos-api.md §9.1"),
+        "(the firmware trips above 105 °C).",
+        between(40, VR_TRIP, "the firmware trips above 105 °C, axeos-api.md §9.1", unit="°C"),
         per_device=True,
         unusual=over(95, "above 95 °C: keep the VR below about 95 °C (axeos-api.md §9.4)"),
     ),
@@ -268,7 +299,7 @@ FIELDS: tuple[Field, ...] = (
         "--critical-floor",
         "float",
         DEFAULTS["critical_floor"],
-        "Deprecated: the old name of TEMPCTL_MIN_FREQUENCY.",
+        "Deprecated: the old name of TEMPCTL_MIN_FREQUENCY (MHz).",
         _floor_check,
         per_device=True,
         deprecated="min_frequency",
@@ -281,7 +312,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["min_frequency"],
         "Floor (MHz) the law may go down to when SECOND_FREQUENCY cannot hold TEMP_THRESHOLD; "
-        "0 = auto: 40 % of MAX_FREQUENCY, at least 100.",
+        "at most SECOND_FREQUENCY; 0 = auto: 40 % of MAX_FREQUENCY, at least 100 MHz.",
         _floor_check,
         unusual=under(100, "below 100 MHz: the chip barely hashes there"),
         per_device=True,
@@ -317,7 +348,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         DEFAULTS["step"],
         "Restore step (MHz).",
-        between(1, 200, "MHz"),
+        between(1, 200, "MHz", unit="MHz"),
         per_device=True,
         unusual=under(5, "below 5 MHz: restoring the frequency takes many settle periods"),
     ),
@@ -328,7 +359,8 @@ FIELDS: tuple[Field, ...] = (
         "--apply",
         "choice",
         DEFAULTS["apply"],
-        "How a frequency change reaches the device.",
+        "How a frequency change reaches the device: auto (live where the firmware can, else "
+        "restart), live, or restart (the original script's way).",
         choices=("auto", "live", "restart"),
         per_device=True,
     ),
@@ -358,7 +390,7 @@ FIELDS: tuple[Field, ...] = (
         "--log-level",
         "choice",
         "INFO",
-        "Logging level.",
+        "Logging level (transitions and commands at INFO, readings at DEBUG).",
         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
     ),
     Field(
@@ -369,7 +401,7 @@ FIELDS: tuple[Field, ...] = (
         "float",
         0.0,
         "Raw readings older than this (days) are folded into 1-minute aggregates; 0 = keep all.",
-        between(0, 3650, "days; 0 = keep all"),
+        between(0, 3650, "days; 0 = keep all", unit="days"),
     ),
     Field(
         "alert_url",
@@ -388,7 +420,7 @@ FIELDS: tuple[Field, ...] = (
         "--metrics-port",
         "int",
         0,
-        "Port of the Prometheus endpoint; 0 = off.",
+        "TCP port of the Prometheus endpoint; 0 = off.",
         between(0, 65535),
     ),
     Field(

@@ -56,7 +56,9 @@ def test_settings_table_has_a_row_per_field_with_its_default():
     by_env = {r.split(" | ")[0][3:-1]: r.split(" | ") for r in rows}
     assert by_env["TEMP_THRESHOLD"][3:5] == ["63", "yes"]
     assert by_env["BITAXE_IP"][3] == "(required)" and by_env["TEMPCTL_DRY_RUN"][3] == "false"
-    assert "`live`" in by_env["TEMPCTL_APPLY"][5]  # choices the help does not name are listed
+    # choices the help does not name (WARNING) are listed
+    assert "`WARNING`" in by_env["TEMPCTL_LOG_LEVEL"][5]
+    assert "Allowed: above 0, at most 168 h." in by_env["STABLE_TIMEFRAME"][5]  # the validator's
 
 
 def test_settings_generator_rewrites_the_block(tmp_path):

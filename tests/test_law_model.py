@@ -350,7 +350,7 @@ def test_model_law_invariants(start, stream, floor):
     # determinism: the same inputs give the same decisions
     again = Controller(lim, "d")
     replay = []
-    for r, d in zip(inputs, outputs):
+    for r, _d in zip(inputs, outputs):
         dd = again.step(r, r.ts_ms)
         replay.append(dd)
         for cmd in dd.commands:

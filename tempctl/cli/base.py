@@ -9,7 +9,15 @@ from __future__ import annotations
 import click
 
 from tempctl import __version__
-from tempctl.config import FIELDS, ConfigError, Settings, describe, load_settings
+from tempctl.cli.options import json_option
+from tempctl.config import (
+    BY_ATTR,
+    FIELDS,
+    ConfigError,
+    Settings,
+    describe,
+    load_settings,
+)
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -56,8 +64,11 @@ _METAVARS = {
 
 
 def _field_option(field):
-    default = Settings().as_env().get(field.env, "none, required by run") or '""'
-    help_text = f"{field.help} [env {field.env}; default: {default}]"
+    if field.deprecated:  # as_env leaves these out: they follow the setting that replaced them
+        default = f"that of {BY_ATTR[field.deprecated].flag}"
+    else:
+        default = Settings().as_env().get(field.env, "none, required by run") or '""'
+    help_text = f"{field.doc} [env {field.env}; default: {default}]"
     if field.type == "bool":
         names = f"{field.flag}/--no-{field.flag[2:]}"
         return click.option(names, field.attr, default=None, help=help_text)
@@ -100,7 +111,7 @@ def settings_from_cli(kwargs, require_devices=True) -> Settings:
 
 @cli.command(name="config")
 @settings_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@json_option("a table")
 def config_cmd(as_json, **kwargs):
     """Show every effective setting and where it came from.
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from tempctl.cli.base import SettingsError, cli, settings_from_cli, settings_options
+from tempctl.cli.options import json_option
 
 # --- daemon: run, status -----------------------------------------------------
 
@@ -98,7 +99,7 @@ def run(**kwargs):
 
 @cli.command()
 @settings_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 def status(as_json, **kwargs):
     """Show each device's state, frequency, last reading and stable-window progress.
 
@@ -149,7 +150,7 @@ def status(as_json, **kwargs):
     help="Compact the file afterwards (freed pages are reused anyway; this "
     "returns them to the disk and needs free space the size of the log).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@json_option()
 def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
     """Fold raw readings older than TEMPCTL_RETENTION_DAYS into 1-minute rows.
 

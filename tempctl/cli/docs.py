@@ -3,7 +3,8 @@
 The README holds the output between ``START`` and ``END``; tests/test_docs.py keeps it in
 sync, as it does the state diagram. Print it with ``python -m tempctl.cli.docs``, or
 rewrite the README's block in place with ``python -m tempctl.cli.docs --write README.md``.
-A setting's wording lives in its ``Field.help``: edit it there, not in the README.
+A setting's wording lives in its ``Field.help`` (its range comes from the validator):
+edit it there, not in the README.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def default_text(f: Field) -> str:
 
 
 def _meaning(f: Field) -> str:
-    text = f.help
+    text = f.doc
     named = [c for c in f.choices if re.search(rf"\b{re.escape(c)}\b", text)]
     if len(named) < len(f.choices):  # the table lists every accepted value somewhere
         text += " One of " + ", ".join(f"`{c}`" for c in f.choices) + "."

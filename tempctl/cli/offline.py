@@ -8,6 +8,16 @@ from contextlib import contextmanager
 import click
 
 from tempctl.cli.base import SettingsError, cli
+from tempctl.cli.options import (
+    device_option,
+    json_option,
+    log_argument,
+    scenario_option,
+    seed_option,
+    set_option,
+    simulation_options,
+    time_option,
+)
 from tempctl.config import ConfigError, Settings
 
 # --- replay, simulate, fit, tune ---------------------------------------------
@@ -68,34 +78,19 @@ def _read_log(path):
         raise click.ClickException(str(e)) from None
 
 
-def _time_option(name):
-    return click.option(
-        name,
-        metavar="ISO|MS",
-        default=None,
-        help="UTC date/time (2026-01-01T06:00) or epoch milliseconds.",
-    )
-
-
 @cli.command()
-@click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", metavar="NAME", help="Only this device.")
+@log_argument()
+@device_option("Only this device.")
 @click.option("--run", "run_id", type=int, metavar="ID", help="Only this run (runs.id).")
-@_time_option("--since")
-@_time_option("--until")
+@time_option("--since")
+@time_option("--until")
 @click.option(
     "--check",
     is_flag=True,
     help="Reproduce the recorded decisions exactly (the default without --set).",
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="Counterfactual: replay with this setting changed (repeatable).",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@set_option("Counterfactual: replay with this setting changed (repeatable).")
+@json_option()
 def replay(db, device, run_id, since, until, check, assignments, as_json):
     """Feed a recorded log back through the controller, offline.
 
@@ -158,13 +153,7 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
 
 
 @cli.command()
-@click.option(
-    "--scenario",
-    default="heatwave",
-    show_default=True,
-    metavar="NAME|FILE",
-    help="A scenario in replay/scenarios or a .toml file.",
-)
+@scenario_option()
 @click.option(
     "--policy",
     "policies",
@@ -173,28 +162,8 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
     help="Who sets the frequency (repeatable; default tempctl). levels is tempctl with "
     "TEMPCTL_LAW=levels; seed:S polls the original script every S seconds.",
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A setting for the run, e.g. TEMP_THRESHOLD=62 (repeatable).",
-)
-@click.option(
-    "--days",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="N",
-    help="Simulated days [default: the scenario's length].",
-)
-@click.option(
-    "--poll",
-    type=click.FloatRange(min=0.2),
-    default=5.0,
-    show_default=True,
-    metavar="S",
-    help="Seconds between polls (CHECK_INTERVAL).",
-)
+@set_option("A setting for the run, e.g. TEMP_THRESHOLD=62 (repeatable).")
+@simulation_options()
 @click.option(
     "--db",
     type=click.Path(dir_okay=False),
@@ -209,10 +178,8 @@ def replay(db, device, run_id, since, until, check, assignments, as_json):
     metavar="OUT.png",
     help="Temperature, threshold, frequency and state bands over time.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@click.option(
-    "--seed", type=int, default=0, show_default=True, help="Seed for sensor and hashrate noise."
-)
+@json_option("a table")
+@seed_option("Seed for sensor and hashrate noise.")
 def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, seed):
     """Run policies against the emulated firmware on a fake clock, side by side.
 
@@ -261,11 +228,11 @@ def simulate(scenario, policies, assignments, days, poll, db, plot, as_json, see
 
 
 @cli.command()
-@click.argument("db", type=click.Path(exists=True, dir_okay=False))
-@click.option("--device", metavar="NAME", help="Only this device [default: each one].")
-@_time_option("--since")
-@_time_option("--until")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@log_argument()
+@device_option("Only this device [default: each one].")
+@time_option("--since")
+@time_option("--until")
+@json_option()
 def fit(db, device, since, until, as_json):
     """Fit the thermal plant of a device from its log, with the quality of each fit.
 
@@ -307,13 +274,8 @@ def fit(db, device, since, until, as_json):
 
 
 @cli.command()
-@click.argument("db", type=click.Path(exists=True, dir_okay=False), required=False)
-@click.option(
-    "--scenario",
-    metavar="NAME|FILE",
-    default=None,
-    help="Judge candidates by simulation instead of a log.",
-)
+@log_argument(required=False)
+@scenario_option(None, help="Judge candidates by simulation in this scenario instead of on a log.")
 @click.option(
     "--grid",
     "grids",
@@ -333,31 +295,11 @@ def fit(db, device, since, until, as_json):
 @click.option(
     "--jobs", type=click.IntRange(min=1), default=2, show_default=True, help="Worker processes."
 )
-@click.option(
-    "--set",
-    "assignments",
-    multiple=True,
-    metavar="KEY=VALUE",
-    help="A fixed setting for every candidate (repeatable).",
-)
-@click.option("--device", metavar="NAME", help="The device in DB [needed when it has several].")
-@click.option(
-    "--days",
-    type=click.FloatRange(min=0, min_open=True),
-    default=None,
-    metavar="N",
-    help="Simulated days per candidate [default: the scenario's length].",
-)
-@click.option(
-    "--poll",
-    type=click.FloatRange(min=0.2),
-    default=5.0,
-    show_default=True,
-    metavar="S",
-    help="Seconds between polls in simulation.",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed for noise and --random.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+@set_option("A fixed setting for every candidate (repeatable).")
+@device_option("The device in DB [needed when it has several].")
+@simulation_options("Simulated days per candidate [default: the scenario's length].")
+@seed_option("Seed for noise and --random.")
+@json_option()
 def tune(db, scenario, grids, random_n, jobs, assignments, device, days, poll, seed, as_json):
     """Search settings on a log (counterfactual replay) or a scenario (simulation).
 

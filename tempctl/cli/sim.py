@@ -5,17 +5,19 @@ from __future__ import annotations
 import click
 
 from tempctl.cli.base import cli, is_loopback
+from tempctl.cli.options import (
+    allow_remote_option,
+    host_option,
+    scale_option,
+    scenario_option,
+    seed_option,
+)
 
 # --- emulator ----------------------------------------------------------------
 
 
 @cli.command()
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on; loopback only unless --allow-remote.",
-)
+@host_option
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -23,21 +25,8 @@ from tempctl.cli.base import cli, is_loopback
     show_default=True,
     help="Port of the first device (device i gets PORT+i); 0 = free ports.",
 )
-@click.option(
-    "--scenario",
-    default="heatwave",
-    show_default=True,
-    metavar="NAME|FILE",
-    help="Ambient scenario: a name in replay/scenarios or a .toml file.",
-)
-@click.option(
-    "--scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=1.0,
-    show_default=True,
-    metavar="K",
-    help="Run plant time K times faster than real.",
-)
+@scenario_option()
+@scale_option(1.0)
 @click.option(
     "--firmware",
     metavar="V",
@@ -80,13 +69,7 @@ from tempctl.cli.base import cli, is_loopback
     "(bare: while named; name=p: an info request starts one for 60 plant-s): pool_down "
     "(v2.14+, fan 30 %), power_fault (v2.6+), hardware_fault (v2.14+).",
 )
-@click.option(
-    "--seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="Seed for sensor noise and faults (device i uses SEED+i).",
-)
+@seed_option("Seed for sensor noise and faults (device i uses SEED+i).")
 @click.option(
     "--devices",
     type=click.IntRange(1, 256),
@@ -108,11 +91,7 @@ from tempctl.cli.base import cli, is_loopback
     help="Answer 401 to peers outside 10/8, 172.16/12, 192.168/16 like AxeOS v2.5+ "
     "(this rejects loopback clients too).",
 )
-@click.option(
-    "--allow-remote",
-    is_flag=True,
-    help="Allow a non-loopback --host. It is a fake miner: keep it off real networks.",
-)
+@allow_remote_option("It is a fake miner: keep it off real networks.")
 def emulate(
     host,
     port,

@@ -5,18 +5,14 @@ from __future__ import annotations
 import click
 
 from tempctl.cli.base import cli, is_loopback, settings_from_cli, settings_options
+from tempctl.cli.options import allow_remote_option, host_option, scale_option
 
 # --- datasette ui, demo --------------------------------------------------------
 
 
 @cli.command()
 @settings_options
-@click.option(
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on; loopback only unless --allow-remote.",
-)
+@host_option
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
@@ -25,11 +21,9 @@ from tempctl.cli.base import cli, is_loopback, settings_from_cli, settings_optio
     help="Port to listen on.",
 )
 @click.option("--open", "open_browser", is_flag=True, help="Open the dashboard in a browser.")
-@click.option(
-    "--allow-remote",
-    is_flag=True,
-    help="Allow a non-loopback --host. Datasette has no login: put it behind an "
-    "authenticating reverse proxy instead (see the README).",
+@allow_remote_option(
+    "Datasette has no login: put it behind an authenticating reverse proxy "
+    "instead (see the README)."
 )
 def ui(host, port, open_browser, allow_remote, **kwargs):
     """Browse the log in Datasette: canned queries, dashboards, read-only.
@@ -91,13 +85,8 @@ def ui(host, port, open_browser, allow_remote, **kwargs):
     show_default=True,
     help="Datasette port on 127.0.0.1 (a free one when busy; 0 = any).",
 )
-@click.option(
-    "--scale",
-    type=click.FloatRange(min=0, min_open=True),
-    default=2000.0,
-    show_default=True,
-    metavar="K",
-    help="Plant time runs K times faster than real time; the daemon's timings follow.",
+@scale_option(
+    2000.0, help="Run plant time K times faster than real time; the daemon's timings follow."
 )
 @click.option("--no-ui", is_flag=True, help="Don't start Datasette.")
 def demo(duration, db_path, port_ui, scale, no_ui):

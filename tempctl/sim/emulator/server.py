@@ -9,19 +9,8 @@ listens again, so no other program can take the port during the reboot. A failed
 rebind is logged and counted in ``Emulator.errors``, and retried every tick.
 Plant time runs ``scale`` times faster than ``clock``.
 
-Fault injection (``parse_faults``) is reproducible with the seed: each request
-draws one number per fault that applies to its route, in a fixed order, from a
-per-device RNG. The conditions ``pool_down``, ``power_fault`` and ``hardware_fault``
-(axeos-api.md §14) last: named bare (p = 1) they hold for as long as the spec names
-them; with p < 1 each info request may start one, which then lasts CONDITION_HOLD_S
-plant seconds. They draw only when the spec names them, so older specs keep their
-sequences. A control API under ``/_emulator/`` (never faulted, never access-checked)
-lets tests read the true state and steer the device.
-
-``password`` turns on HTTP Basic auth as proposed in ESP-Miner PR #1750 (§14): a request
-without the password gets 401 ``{"authRequired":1}`` with ``WWW-Authenticate: Basic
-realm="Bitaxe"``; writes always need it, reads only with ``auth_read_required``
-(the PR's ``authReadRequired``). Any user name is accepted (estimate).
+The package docstring (``tempctl.sim.emulator``) gives the overview; fault injection
+is described in ``faults``.
 """
 
 from __future__ import annotations
