@@ -279,6 +279,7 @@ def test_a_failed_steps_ceiling_lifts_early_only_once_the_room_has_cooled(cools)
     in a cooling room the model law climbs past it once that frequency is predicted a full
     CEILING_LIFT_C under the aim, instead of waiting out the hours (found by the
     counterfactual ground truth, issue 14). In the same room it still binds."""
+
     def ambient(t):
         return 27.0 if cools and t > 4 * 3600 else 34.0
 
