@@ -41,11 +41,14 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
-from tabulate import tabulate
+try:
+    from tabulate import tabulate
 
-from tempctl.config import Settings, validate
-from tempctl.sim.scenario import load_scenario
-from tempctl.sim.simulate import simulate
+    from tempctl.config import Settings, validate
+    from tempctl.sim.scenario import load_scenario
+    from tempctl.sim.simulate import simulate
+except ModuleNotFoundError as e:  # a Python without the project's dependencies
+    sys.exit(f"{e}: run the benchmarks where tempctl is installed: pip install '.[test]' (README)")
 
 # (scenario, steady weather?) in replay/scenarios; the longest first, for two workers
 CASES = (

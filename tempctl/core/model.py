@@ -176,7 +176,7 @@ class ThermalModel:
     def _scale(self, duty: float | None) -> float:
         """``fan_scale(duty)``, remembered for the last duty asked about."""
         last, value = self._scale_of
-        if duty != last or duty is None:
+        if duty != last:  # None (no fan reading) is cached too: it means 100 %
             value = fan_scale(duty)
             self._scale_of = (duty, value)
         return value
