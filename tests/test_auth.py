@@ -111,7 +111,7 @@ def test_read_password_file(tmp_path):
     path.write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         read_password_file(path)
-    with pytest.raises(ValueError, match="device password file"):
+    with pytest.raises(ValueError, match="password file"):
         read_password_file(tmp_path / "missing")
 
 

@@ -74,20 +74,20 @@ PASSWORD_HINT = "device wants a password: set TEMPCTL_DEVICE_PASSWORD_FILE"
 
 
 def read_password_file(path: str | Path) -> str:
-    """The device password from a file: its first line, without the line end.
+    """A password (device or alert webhook) from a file: its first line, without the line end.
 
     Raises ValueError naming the file (never the password) when it is unreadable or empty.
     """
     try:
         raw = Path(path).read_bytes()
     except OSError as exc:
-        raise ValueError(f"device password file {str(path)!r}: {exc.strerror or exc}") from None
+        raise ValueError(f"password file {str(path)!r}: {exc.strerror or exc}") from None
     try:
         first = raw.decode("utf-8").splitlines()[0] if raw.strip() else ""
     except UnicodeDecodeError:
-        raise ValueError(f"device password file {str(path)!r}: not UTF-8 text") from None
+        raise ValueError(f"password file {str(path)!r}: not UTF-8 text") from None
     if not first:
-        raise ValueError(f"device password file {str(path)!r} is empty")
+        raise ValueError(f"password file {str(path)!r} is empty")
     return first
 
 
