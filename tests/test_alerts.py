@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
+import threading
 import time
 
 import pytest
@@ -278,3 +280,132 @@ def test_a_fault_is_alerted_once_per_interval(receiver, fault, priority):
     ((path, sent),) = received(receiver)
     assert (sent["kind"], sent["priority"]) == ("fault", priority)
     assert sent["message"].startswith(f"{fault}: ") and "overheat" not in sent["tags"]
+
+
+# --- issue 23 item 2: a slow webhook, an overall deadline, one lane per destination ---------
+
+
+class Trickle:
+    """A webhook on 127.0.0.1 that reads the request, then drips: ``body`` answers 200 with
+    its headers at once and then one body byte every ``every`` s; ``head`` drips the status
+    line itself. It drips until the client hangs up or the test ends."""
+
+    def __init__(self, mode: str, every: float = 0.2):
+        self.mode, self.every = mode, every
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.requests: list[bytes] = []
+        self.open = 0  # connections the client has not hung up yet
+        self.hung_up = threading.Event()
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.open += 1
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(4096)
+            head, _, rest = data.partition(b"\r\n\r\n")
+            length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+            while len(rest) < length:
+                rest += conn.recv(4096)
+            self.requests.append(head + b"\r\n\r\n" + rest)
+            drip = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+            if self.mode == "body":
+                conn.sendall(drip[: drip.index(b"\r\n\r\n") + 4])
+                drip = drip[drip.index(b"\r\n\r\n") + 4 :]
+            try:
+                for byte in drip:
+                    if self._stop.wait(self.every):
+                        break
+                    conn.sendall(bytes([byte]))
+            except OSError:  # the client hung up (a shut-down socket resets us)
+                self.hung_up.set()
+            self.open -= 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self.sock.close()
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Generous bounds only: the condition is what the test is about, not the timing."""
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, f"not within {seconds} s: {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def trickle():
+    made: list[Trickle] = []
+
+    def make(mode: str) -> Trickle:
+        made.append(Trickle(mode))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def test_a_webhook_that_trickles_its_body_still_gets_every_alert(trickle):
+    """Issue 23 item 2: it answers 200 and then drips; the 200 is what counts."""
+    slow = trickle("body")
+    alerter = Alerter(slow.url + "/hooks/a")
+    for name in ("a", "b"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    wait_until(lambda: alerter.sent == 2, 20, f"2 alerts sent (sent {alerter.sent})")
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["device"] for r in slow.requests] == [
+        "a",
+        "b",
+    ]
+    assert alerter.failed == 0
+    alerter.close(timeout_s=1)
+
+
+def test_a_delivery_has_an_overall_deadline(trickle, caplog):
+    """A webhook that drips its status line never trips the per-read timeout; the
+    deadline cuts it off, and the next alert is tried."""
+    slow = trickle("head")
+    alerter = Alerter(slow.url + "/hooks/a", timeout_s=5, deadline_s=1)
+    for name in ("a", "b"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    wait_until(lambda: alerter.failed == 2, 30, f"both deliveries cut off ({alerter.failed})")
+    assert len(slow.requests) == 2 and alerter.sent == 0
+    assert slow.hung_up.wait(10), "the webhook saw the connection closed"
+    assert "alert critical for a not delivered to" in caplog.text
+    assert "no answer within the 1 s deadline" in caplog.text
+    alerter.close(timeout_s=1)
+
+
+def test_a_slow_destination_never_holds_a_healthy_one(receiver, trickle):
+    """Two destinations in TEMPCTL_ALERT_URL; one hangs mid-answer. The healthy one gets
+    every alert while the slow one is still stuck on the first."""
+    receiver.expect_request("/hooks/ok", method="POST").respond_with_data("ok")
+    slow = trickle("head")
+    alerter = Alerter(f"{slow.url}/hooks/slow,{receiver.url_for('/hooks/ok')}", deadline_s=600)
+    t0 = time.perf_counter()
+    for name in ("a", "b", "c"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    assert time.perf_counter() - t0 < 1.0  # the caller never waits for a webhook
+    wait_until(lambda: len(receiver.log) == 3, 20, "3 alerts at the healthy destination")
+    assert [m["device"] for _, m in received(receiver)] == ["a", "b", "c"]
+    slow_lane, ok_lane = alerter.lanes
+    assert slow.open == 1 and len(slow.requests) == 1  # still stuck on the first alert
+    assert (slow_lane.sent, slow_lane.failed, slow_lane.queue.qsize()) == (0, 0, 2)
+    assert (ok_lane.sent, ok_lane.failed) == (3, 0)
+    t0 = time.perf_counter()
+    alerter.close(timeout_s=0.5)  # the stuck lane is abandoned, not waited for
+    assert time.perf_counter() - t0 < 5.0

@@ -164,7 +164,7 @@ class Lane:
         try:
             post(self._post, data)
             self.sent += 1
-        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
+        except Exception as exc:  # the lane must outlive any failure; URLError etc. are OSErrors
             self.failed += 1
             log.warning(
                 "alert %s for %s not delivered to %s: %s", alert.kind, alert.device, self.url, exc

@@ -49,9 +49,10 @@ def daemon_extras(settings) -> Extras:
         extras.observers.append(m)
     if settings.alert_url:
         from tempctl.daemon.alerts import Alerter
-        from tempctl.device import password_from
+        from tempctl.device import read_password_file
 
-        password = password_from(settings.alert_password_file)  # read here, never shown
+        path = settings.alert_password_file
+        password = read_password_file(path) if path else None  # read here, never shown
         extras.alerter = Alerter(settings.alert_url, password=password)
         extras.observers.append(extras.alerter)
     if settings.retention_days > 0:

@@ -80,8 +80,12 @@ def url_problem(text: str) -> str | None:
 
 
 def basic_auth(url: str, password: str | None) -> str | None:
-    """The Authorization header for ``url``: Basic when the URL names a user, else None."""
-    user = urlsplit(url).username
+    """The Authorization header for ``url``: Basic when the URL names a user, else None.
+
+    ``password`` (from the file) wins over one in the URL, which the config refuses but a
+    caller of ``Alerter`` may still pass."""
+    parts = urlsplit(url)
+    user, password = parts.username, password if password is not None else parts.password
     if user is None or password is None:
         return None
     token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
@@ -185,8 +189,9 @@ class Post:
 
 
 def post(p: Post, data: bytes) -> int:
-    """POST ``data``; the HTTP status (2xx). Raises OSError/ValueError on any failure,
-    DeadlineExceeded when the deadline cut it short. Redirects are never followed."""
+    """POST ``data``; the HTTP status (2xx). Raises OSError (or ValueError for a bad URL)
+    on any failure, DeadlineExceeded when the deadline cut it short. Redirects are never
+    followed."""
     watch = _Watch(p.deadline_s)
     opener = urllib.request.build_opener(_Handler(watch), _NoRedirects())
     req = urllib.request.Request(p.url, data=data, method="POST", headers=p.headers)
@@ -196,9 +201,11 @@ def post(p: Post, data: bytes) -> int:
     except urllib.error.HTTPError as exc:
         exc.close()
         raise
-    except OSError as exc:
+    except (OSError, http.client.HTTPException) as exc:
         if watch.expired:
             raise DeadlineExceeded(f"no answer within the {p.deadline_s:g} s deadline") from exc
-        raise
+        if isinstance(exc, OSError):
+            raise
+        raise ConnectionError(f"bad answer ({type(exc).__name__}: {exc})") from exc
     finally:
         watch.stop()
