@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import socket
@@ -409,3 +410,41 @@ def test_a_slow_destination_never_holds_a_healthy_one(receiver, trickle):
     t0 = time.perf_counter()
     alerter.close(timeout_s=0.5)  # the stuck lane is abandoned, not waited for
     assert time.perf_counter() - t0 < 5.0
+
+
+# --- issue 23 item 3: credentials never leak, and work as HTTP Basic auth -------------------
+
+
+def _basic(req) -> str:
+    header = req.headers.get("Authorization", "")
+    assert header.startswith("Basic "), header
+    return base64.b64decode(header[6:]).decode("utf-8")
+
+
+def test_inline_credentials_never_reach_the_resolver_nor_the_log(receiver, caplog):
+    receiver.expect_request("/hooks/a", method="POST").respond_with_data("no", status=500)
+    url = receiver.url_for("/hooks/a").replace("http://", "http://alice:s3cret-pw@")
+    alerter = Alerter(url)
+    poll(alerter, device(), Reading("gamma", T, temp=75.0, frequency=575.0))
+    alerter.close(timeout_s=5)
+    ((req, _),) = receiver.log  # it got there: the host was not "alice:s3cret-pw@127.0.0.1"
+    assert req.headers["Host"] == f"127.0.0.1:{receiver.port}"
+    assert _basic(req) == "alice:s3cret-pw"
+    assert f"not delivered to {receiver.url_for('/hooks/a')}: HTTP Error 500" in caplog.text
+    assert "s3cret" not in caplog.text and "alice" not in caplog.text
+
+
+def test_the_password_file_gives_basic_auth_to_urls_that_name_a_user(receiver):
+    receiver.expect_request("/", method="POST").respond_with_data("ok")
+    receiver.expect_request("/hooks/open", method="POST").respond_with_data("ok")
+    port = receiver.port
+    alerter = Alerter(
+        f"http://alice@127.0.0.1:{port}/miners,http://127.0.0.1:{port}/hooks/open",
+        password="Sälzburg:42",
+    )
+    poll(alerter, device(), Reading("gamma", T, temp=75.0, frequency=575.0))
+    alerter.close(timeout_s=5)
+    by_path = {req.path: req for req, _ in receiver.log}
+    assert _basic(by_path["/"]) == "alice:Sälzburg:42"  # ntfy topic URL, with auth
+    assert json.loads(by_path["/"].get_data())["topic"] == "miners"
+    assert "Authorization" not in by_path["/hooks/open"].headers  # no user: no password
