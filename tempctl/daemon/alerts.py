@@ -126,7 +126,13 @@ class Lane:
     """One destination: its own bounded queue and thread, so a slow one holds only itself."""
 
     def __init__(
-        self, url: str, password: str | None, *, queue_size: int, timeout_s: float, deadline_s: float
+        self,
+        url: str,
+        password: str | None,
+        *,
+        queue_size: int,
+        timeout_s: float,
+        deadline_s: float,
     ):
         self.url, self.topic = target(without_userinfo(url))  # never the user info
         headers = {"Content-Type": "application/json", "User-Agent": f"tempctl/{__version__}"}
