@@ -6,6 +6,7 @@ import base64
 import json
 import re
 import socket
+import socketserver
 import threading
 import time
 
@@ -293,23 +294,20 @@ class Trickle:
 
     def __init__(self, mode: str, every: float = 0.2):
         self.mode, self.every = mode, every
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        trickle = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                trickle._serve(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.requests: list[bytes] = []
         self.open = 0  # connections the client has not hung up yet
         self.hung_up = threading.Event()
         self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def _serve(self, conn: socket.socket) -> None:
         self.open += 1
@@ -337,7 +335,8 @@ class Trickle:
 
     def close(self) -> None:
         self._stop.set()
-        self.sock.close()
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def wait_until(condition, seconds: float, what: str) -> None:

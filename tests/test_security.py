@@ -297,3 +297,26 @@ def test_the_daemon_alerts_with_basic_auth_and_never_shows_the_password(tmp_path
     finally:
         srv.stop()
     assert "alert_password_file" in rows and ALERT_SECRET not in page + rows
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://alice:{ALERT_SECRET}@127.0.0.1:9/h",
+        f"http://alice:p@{ALERT_SECRET}@127.0.0.1/h",  # urlsplit splits at the last "@"
+        f"http://127.0.0.1/ok,https://bob:{ALERT_SECRET}@127.0.0.1/h?x=1",
+        f"http://alice:{ALERT_SECRET}@[::1/h",  # not even a URL
+        f"http://alice:{ALERT_SECRET}/h",  # no "@": the password parses as a bad port
+    ],
+)
+def test_no_refused_alert_url_shows_its_password(tmp_path, url):
+    from tempctl.cli import cli
+
+    env = {
+        "TEMPCTL_CONFIG": str(procs.empty_config(tmp_path)),
+        "BITAXE_IP": "127.0.0.1",
+        "TEMPCTL_ALERT_URL": url,
+    }
+    result = CliRunner().invoke(cli, ["config"], env=env)
+    assert result.exit_code == 2 and "TEMPCTL_ALERT_URL=" in result.output
+    assert ALERT_SECRET not in result.output

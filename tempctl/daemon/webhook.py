@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import re
 import socket
 import threading
 import time
@@ -27,6 +28,10 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 PASSWORD_FILE_ENV = "TEMPCTL_ALERT_PASSWORD_FILE"
+# "//user:" then everything up to the last "@" before the path: urlsplit takes the last "@"
+_USERINFO = re.compile(r"(//[^/:@]*):[^/]*@")
+# "//host:" then a "port" that is not a number: a password whose "@host" was left out
+_NOT_A_PORT = re.compile(r"(//[^/:@?#\s,]*):([^/@?#\s,]*[^0-9/@?#\s,][^/@?#\s,]*)(?=[/?#\s,]|$)")
 
 
 def split_urls(text: str) -> list[str]:
@@ -42,32 +47,22 @@ def without_userinfo(url: str) -> str:
 
 
 def hide_password(text: str) -> str:
-    """``text`` (one or more URLs) with every password in a URL replaced by ``***``."""
-    out = []
-    for url in split_urls(text) or [text]:
-        parts = urlsplit(url)
-        try:
-            secret = parts.password
-        except ValueError:  # e.g. a bad port: hide everything before the '@'
-            secret = parts.netloc.rpartition("@")[0] or None
-        if secret is not None:
-            user, _, host = parts.netloc.rpartition("@")
-            name = user.partition(":")[0] if parts.password is not None else ""
-            url = urlunsplit(
-                (parts.scheme, f"{name}:***@{host}", parts.path, parts.query, parts.fragment)
-            )
-        out.append(url)
-    return ",".join(out)
+    """``text`` with the password of every ``scheme://user:password@`` replaced by ``***``,
+    and any port that is not a number (``http://alice:secret/`` lacks its ``@host``).
+
+    Textual, so it also hides what ``urlsplit`` cannot parse; it may hide more, never less.
+    """
+    return _NOT_A_PORT.sub(r"\1:***", _USERINFO.sub(r"\1:***@", text))
 
 
 def url_problem(text: str) -> str | None:
     """Why TEMPCTL_ALERT_URL is refused (never quoting a password), or None."""
     for url in split_urls(text):
-        parts = urlsplit(url)
         try:
+            parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on a bad port
-        except ValueError:
-            return "has a bad port"
+        except ValueError:  # its text may quote part of the URL: never shown
+            return "not a valid URL (a bad port or [IPv6] address)"
         if parts.scheme not in ("http", "https") or not parts.hostname:
             return "must be an http:// or https:// URL (or empty)"
         if parts.password is not None:
