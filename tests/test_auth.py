@@ -280,3 +280,52 @@ def test_a_password_file_others_can_read_is_still_used(rotating, tmp_path):
     path.chmod(0o644)
     with client(rotating, password=password_from(path)) as c:
         assert c.read("gamma", 0).valid
+
+
+@pytest.mark.slow
+def test_the_daemon_picks_up_a_changed_password_without_a_restart(tmp_path):
+    """`tempctl run` (real subprocess): the password changes on the device, then in the file;
+    the daemon works again without a restart. The file is readable by others: it warns."""
+    import procs
+
+    current = {"password": PASSWORD}
+    with procs.fake_device() as dev:
+        original = dev._info
+
+        def guarded(request):
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Basic "):
+                if base64.b64decode(header[6:]).decode().partition(":")[2] == current["password"]:
+                    return original(request)
+            return Response('{"authRequired":1}', status=401, content_type="application/json")
+
+        dev.server.clear_all_handlers()
+        dev.server.expect_request(INFO).respond_with_handler(guarded)
+        secret = tmp_path / "device-password"
+        secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o644)
+        db = tmp_path / "tempctl.db"
+        extra = {"TEMPCTL_DEVICE_PASSWORD_FILE": str(secret)}
+        d = procs.start_daemon(dev.address, db, tmp_path, env_extra=extra)
+        v = procs.LogView(db)
+        try:
+            procs.wait_for(lambda: v.count("readings", "valid = 1") >= 2, 30, "valid polls", d)
+            current["password"] = "n3w-Password"  # changed in AxeOS
+            procs.wait_for(lambda: v.count("readings", "valid = 0") >= 2, 30, "refused polls", d)
+            secret.write_text("n3w-Password\n")  # ... and then in the file
+            refused = v.value("SELECT max(id) FROM readings")
+            procs.wait_for(
+                lambda: v.count("readings", "valid = 1 AND id > ?", refused) >= 2,
+                30,
+                "valid polls with the new password",
+                d,
+            )
+            procs.assert_clean_exit(d)
+        finally:
+            d.stop()
+    output = (tmp_path / "daemon.out").read_text()
+    assert "readable by other users (mode 0644): chmod 600 it" in output
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(conn.iterdump())
+    for text in (output, dump):
+        assert PASSWORD not in text and "n3w-Password" not in text
