@@ -393,8 +393,8 @@ def _check_rules(s: Settings, origin: Callable[[str], tuple[str, str, int]]) -> 
     if not s.alert_password_file and any(urlsplit(u).username for u in split_urls(s.alert_url)):
         name, source, _ = origin("alert_url")
         raise ConfigError(
-            f"{name}={hide_password(s.alert_url)} ({source}): names a user, so its password must be in a "
-            f"file named by {PASSWORD_FILE_ENV}, which is not set"
+            f"{name}={hide_password(s.alert_url)} ({source}): names a user, so its password "
+            f"must be in a file named by {PASSWORD_FILE_ENV}, which is not set"
         )
 
 
