@@ -157,6 +157,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         self.restarts = 0
         self.patches = 0
         self.overheat_trips = 0
+        self.trip_times: list[float] = []  # device seconds of each overheat trip
         self._ramp: Ramp | None = None
         self._after_ramp: str | None = None  # "off": Vcore off once a stop ramp reaches 50 MHz
         self._reboot_at: float | None = None
