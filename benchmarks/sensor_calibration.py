@@ -140,6 +140,9 @@ def trace_figures(path: Path) -> dict:
 def calibrate(traces: Path) -> dict:
     doc: dict = {"traces": {}}
     for path in sorted(traces.glob("*.csv")):
+        with path.open(encoding="utf-8") as f:
+            if not f.readline().startswith("timestamp,"):
+                continue  # not a trace (the steady-state table, say)
         doc["traces"][path.name] = trace_figures(path)
     slow = [
         d for t in doc["traces"].values() if 30 <= t["poll_s"] <= 60 for d in t["devices"].values()
