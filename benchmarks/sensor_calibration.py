@@ -7,15 +7,18 @@ Reads the polled ``/api/system/info`` traces of shared/data/traces (data/README 
 trace and device, takes *pairs of successive polls at unchanged settings*: the same frequency
 and set voltage (where logged), no restart between them (uptime grew by about the gap), a gap
 at most 1.5 × the trace's median poll interval, a valid reading on both sides (temperature
-> 0, hashrate > 50 GH/s), and the later poll at least 300 s after a boot (the data README's
-settle rule). On those pairs:
+> 0, hashrate > 50 GH/s). On those pairs (the data README's method):
 
 * ``noise_sd_c``: sd of the successive temperature differences / √2. For white reading noise
   it is the noise sd; slow drift (ambient, the fan PID) barely adds at 30-60 s gaps.
 * ``max_jump_c``: the largest |difference|; ``jumps_over_2c``: how many exceed 2 °C (the
   rare spikes), ``spike_rate``: half of that per reading (a spike makes two jumps).
+* ``*_settled``: the same without the pairs within 300 s of a boot (the data README's
+  settle rule): the mtab3000 2025-05-29 sweep restarts every 17 min, and the autofan's
+  recovery after each restart makes most of its large jumps.
 * ``step_c``: the sensor resolution seen (the coarsest of 1, 0.5, 0.25, 0.125, 0.0625 °C
-  that divides every reading), ``held_share``: the share of differences that are exactly 0.
+  that divides every reading; 0.1 or 0.01 where the logging tool rounded),
+  ``held_share``: the share of differences that are exactly 0.
 * ``hash_noise``: sd of successive differences of ln(hashrate) / √2 (relative noise).
 
 Per trace the median over its devices is given too, and over all 30-60 s traces the median
@@ -125,6 +128,8 @@ def trace_figures(path: Path) -> dict:
             settled = device_figures(rows, interval, SETTLE_S)
             fig["noise_sd_c_settled"] = settled["noise_sd_c"] if settled else None
             fig["max_jump_c_settled"] = settled["max_jump_c"] if settled else None
+            fig["jumps_over_2c_settled"] = settled["jumps_over_2c"] if settled else 0
+            fig["pairs_settled"] = settled["pairs"] if settled else 0
             devices[name] = fig
     out: dict = {"poll_s": round(interval, 1), "devices": devices}
     if devices:
@@ -157,6 +162,12 @@ def calibrate(traces: Path) -> dict:
             "spike_rate_median": round(statistics.median(d["spike_rate"] for d in slow), 4),
             "spike_rate_pooled": round(
                 sum(d["jumps_over_2c"] for d in slow) / 2 / sum(d["pairs"] for d in slow), 4
+            ),
+            "spike_rate_settled_pooled": round(
+                sum(d["jumps_over_2c_settled"] for d in slow)
+                / 2
+                / sum(d["pairs_settled"] for d in slow),
+                4,
             ),
             "hash_noise_median": round(statistics.median(d["hash_noise"] for d in slow), 4),
         }

@@ -87,7 +87,7 @@ class PlantParams:
     # pmcochrane trace, whose repeated values hide the noise, gave 0.06).
     noise_c: float = 0.27
     # Rare spikes: jumps over 2 °C at unchanged settings, once the 300 s after a boot are
-    # left out, are about 1 in 1000 readings on those traces (13 in 5745 pairs, half a spike
+    # left out, are about 1 in 1000 readings on those traces (13 in 5741 pairs, half a spike
     # each); the largest are 5-6 °C (jojo4751 Worker4 5.2, pmcochrane 5.1).
     spike_rate: float = 0.001
     spike_min_c: float = 2.0
