@@ -3,28 +3,15 @@ targets, the table. Not the panel's numbers (the law's business)."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
+from benchload import load_benchmark
 
 from tempctl.sim.plant import oracle_frequency, params_for
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # control_quality --panel imports it by name
-    spec.loader.exec_module(module)
-    return module
-
-
-panel = _load("control_panel")
-cq = _load("control_quality")
+panel = load_benchmark("control_panel")
+cq = load_benchmark("control_quality")
 
 
 def test_the_panel_is_issue_20s():

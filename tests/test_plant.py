@@ -473,23 +473,16 @@ def test_cooling_scale_multiplies_the_thermal_resistance_only():
 
 
 def test_a_scheduled_cooling_loss_heats_the_die_with_the_duty_unchanged():
+    import tomllib
+
     from tempctl.config import Settings
+    from tempctl.resources import scenarios_dir
     from tempctl.sim.firmware import Firmware
     from tempctl.sim.scenario import parse_scenario
     from tempctl.sim.simulate import oracle
 
-    table = {
-        "duration_h": 2,
-        "ambient": [[0, 28.0]],
-        "device": {
-            "asic": "BM1370",
-            "firmware": "v2.15.0",
-            "frequency_mhz": 525,
-            "core_voltage_mv": 1150,
-        },
-        "fan": {"mode": "fixed", "pct": 100},
-        "plant": {"cooling_loss": {"at_h": 1, "fraction": 1 / 3}},
-    }
+    table = tomllib.loads((scenarios_dir() / "constant.toml").read_text())  # 28 °C, fan 100 %
+    table.update(duration_h=2, plant={"cooling_loss": {"at_h": 1, "fraction": 1 / 3}})
     s = parse_scenario(table, name="loss")
     fw = Firmware(s, seed=1)
     fw.advance(3599.0)

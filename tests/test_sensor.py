@@ -4,7 +4,6 @@ the calibration script on the traces copied into tests/data."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import statistics
@@ -12,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from benchload import load_benchmark
 
 from tempctl.device import parse_info
 from tempctl.sim.firmware import Firmware
@@ -129,18 +129,11 @@ def test_old_firmware_hashrate_noise_is_the_traces():
     assert rel == pytest.approx(GAMMA.hash_noise_old, rel=0.25)  # 60 s polls, as the traces
 
 
-def _calibration():
-    spec = importlib.util.spec_from_file_location(
-        "sensor_calibration", ROOT / "benchmarks" / "sensor_calibration.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_calibration_script_on_the_copied_traces(capsys):
     """tests/data holds two of the 30-60 s traces; the data README gives their figures."""
-    assert _calibration().main(["--traces", str(ROOT / "tests" / "data")]) == 0
+    assert (
+        load_benchmark("sensor_calibration").main(["--traces", str(ROOT / "tests" / "data")]) == 0
+    )
     doc = json.loads(capsys.readouterr().out)
     perflog = doc["traces"]["ThePeacemaker82-bitaxe-safe-overclock_Gamma_2025-09-10_perflog.csv"]
     dev = perflog["devices"]["ThePeacemaker82:gamma"]
