@@ -4,6 +4,7 @@
     python benchmarks/control_quality.py --markdown    # the README table instead of JSON
     python benchmarks/control_quality.py --only steady_31_5,closet --jobs 1
     python benchmarks/control_quality.py --markdown --from out.json   # table of a saved run
+    python benchmarks/control_quality.py --panel [--markdown]  # issue 20: control_panel.py
 
 Every scenario runs through `tempctl simulate` (tempctl.sim.simulate, fake clock, no HTTP)
 with 30 s polls, the default settings and seed 0, four ways:
@@ -290,6 +291,11 @@ def _settings_line(env: dict | None) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--markdown", action="store_true", help="print the README table, not JSON")
+    p.add_argument(
+        "--panel",
+        action="store_true",
+        help="every weather on every panel plant and noise, 3 seeds (issue 20, control_panel.py)",
+    )
     p.add_argument("--only", default=None, help="comma-separated scenarios (default: all of CASES)")
     p.add_argument("--poll", type=float, default=POLL_S, help="seconds between polls")
     p.add_argument("--seed", type=int, default=0)
@@ -303,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         help="worker processes (default: 2, or 1 on one core)",
     )
     args = p.parse_args(argv)
+    if args.panel:
+        return panel(args)
     cases = CASES
     if args.only:
         wanted = args.only.split(",")
@@ -318,6 +326,31 @@ def main(argv: list[str] | None = None) -> int:
         doc = measure(cases, args.poll, args.seed, max(1, args.jobs))
     if args.markdown:
         print(markdown(doc))
+    else:
+        json.dump(doc, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return 0
+
+
+def panel(args) -> int:
+    """--panel: the module next to this one measures, this prints (JSON or --markdown)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import control_panel
+
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            doc = json.load(f)
+    else:
+        only = args.only.split(",") if args.only else None
+        unknown = [w for w in only or () if w not in control_panel.plants()]
+        if unknown:
+            sys.exit(
+                f"unknown panel plant(s): {', '.join(unknown)}; known: "
+                f"{', '.join(control_panel.plants())}"
+            )
+        doc = control_panel.measure(max(1, args.jobs), only)
+    if args.markdown:
+        print(control_panel.markdown(doc))
     else:
         json.dump(doc, sys.stdout, indent=2)
         sys.stdout.write("\n")

@@ -6,6 +6,7 @@ Reference values: shared/data/README.md §4 (the team's own OLS fits of the same
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from pathlib import Path
 
@@ -44,7 +45,11 @@ def test_recovers_the_simulators_own_plant(heatwave_log):
     assert t.r_c_per_w == pytest.approx(truth.r_c_per_w_fixed, rel=0.08)
     assert 36 <= t.tau_slow_s <= 65  # truth 48 s; the residual is flat around it
     assert t.fast_share == pytest.approx(truth.fast_share, abs=0.1)
-    assert t.quality.rmse < 0.15 and t.quality.heldout_rmse < 0.15
+    # the residual is the sensor's: white noise plus the rare spikes (docs/sensor.md), and
+    # little more (0.09 °C fitted, 0.12 °C held out, the margins the quiet sensor had)
+    spikes = truth.spike_rate * (truth.spike_max_c**3 - truth.spike_min_c**3)
+    sensor = math.sqrt(truth.noise_c**2 + spikes / (3 * (truth.spike_max_c - truth.spike_min_c)))
+    assert t.quality.rmse < sensor + 0.09 and t.quality.heldout_rmse < sensor + 0.12
     assert f.power.leak_per_c == pytest.approx(truth.leak_per_c, rel=0.15)
     assert f.power.quality.r2 > 0.98
     # the heatwave room: 28 °C, ramping to 38 °C from hour 2 (plant.py's case offset assumed)

@@ -448,3 +448,54 @@ def test_params_for_known_chips(asic):
 def test_params_for_unknown_chip():
     with pytest.raises(ValueError, match="BM9999"):
         params_for("BM9999")
+
+
+# --- cooling loss (issue 20) ---------------------------------------------------------------------
+
+
+def test_cooling_scale_multiplies_the_thermal_resistance_only():
+    plant = Plant(QUIET, 30.0, freq_mhz=525, core_mv=1150)
+    before = plant.die_c
+    assert plant.cooling_scale == 1.0
+    plant.cooling_scale = 1.5
+    assert plant.die_c == before  # the state does not jump
+    assert plant.params.r_c_per_w_fixed == pytest.approx(1.5 * QUIET.r_c_per_w_fixed)
+    assert plant.nominal is QUIET and plant.params.fan_effect == QUIET.fan_effect
+    for _ in range(60):
+        plant.step(30.0, freq_mhz=525, core_mv=1150, fan_pct=100, ambient_c=30.0)
+    hotter = replace(QUIET, r_c_per_w_fixed=1.5 * QUIET.r_c_per_w_fixed)
+    assert plant.die_c == pytest.approx(steady_die(hotter, 525, 1150, 30.0, 100), abs=0.01)
+    assert plant.die_c > before + 3
+    plant.cooling_scale = 1.0  # repaired
+    assert plant.params is QUIET
+    with pytest.raises(ValueError):
+        plant.cooling_scale = 0.0
+
+
+def test_a_scheduled_cooling_loss_heats_the_die_with_the_duty_unchanged():
+    import tomllib
+
+    from tempctl.config import Settings
+    from tempctl.resources import scenarios_dir
+    from tempctl.sim.firmware import Firmware
+    from tempctl.sim.scenario import parse_scenario
+    from tempctl.sim.simulate import oracle
+
+    table = tomllib.loads((scenarios_dir() / "constant.toml").read_text())  # 28 °C, fan 100 %
+    table.update(duration_h=2, plant={"cooling_loss": {"at_h": 1, "fraction": 1 / 3}})
+    s = parse_scenario(table, name="loss")
+    fw = Firmware(s, seed=1)
+    fw.advance(3599.0)
+    assert fw.plant.cooling_scale == 1.0
+    die, fan = fw.plant.die_c, fw.info()["fanspeed"]
+    fw.advance(3601.0)
+    assert fw.plant.cooling_scale == pytest.approx(1.5)
+    fw.advance(7200.0)
+    assert fw.info()["fanspeed"] == fan  # a failing fan: the duty reads the same
+    assert fw.plant.die_c > die + 3
+    # the oracle after the loss is the oracle of the plant that is left
+    orc = oracle(s, Settings(), s.duration_s)
+    lost = replace(GAMMA, r_c_per_w_fixed=1.5 * GAMMA.r_c_per_w_fixed)
+    before, after = orc.mhz[30], orc.mhz[-1]
+    assert before == oracle_frequency(GAMMA, 28.0, 63.0, 100, 1150, 575)
+    assert after == oracle_frequency(lost, 28.0, 63.0, 100, 1150, 575) < before

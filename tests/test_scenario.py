@@ -281,3 +281,137 @@ def test_unknown_name_and_missing_path(tmp_path):
         load_scenario("tsunami")
     with pytest.raises(ScenarioError, match="no such file"):
         load_scenario(str(tmp_path / "nope.toml"))
+
+
+# --- [plant]: the board's physics as data (issue 20) ---------------------------------------------
+
+PANEL = sorted(p.stem for p in (scenarios_dir() / "panel").glob("*.toml"))
+
+
+def test_plant_table_overrides_the_calibration(tmp_path):
+    path = write(
+        tmp_path,
+        GOOD
+        + """
+[plant]
+c_per_w_scale = 1.6
+tau_slow_s = 250
+fast_share = 0.4
+noise_c = 0.45
+spike_rate = 0
+p0_w = 6.0
+fan_exponent = 0.7
+sensors = 2
+temp2_offset_c = 1.5
+
+[plant.cooling_loss]
+at_h = 1.5
+fraction = 0.3333
+""",
+    )
+    s = load_scenario(str(path))
+    base = params_for("BM1370")
+    p = s.plant_params(base)
+    assert p.r_c_per_w_fixed == pytest.approx(1.6 * base.r_c_per_w_fixed)
+    assert (p.tau_slow_s, p.fast_share, p.noise_c, p.spike_rate, p.p0_w) == (
+        250,
+        0.4,
+        0.45,
+        0.0,
+        6.0,
+    )
+    assert p.fan_effect.exponent == 0.7 and p.fan_effect.still_air_pct == 10.0
+    assert (p.sensors, p.temp2_offset_c) == (2, 1.5)
+    assert p.k_w == base.k_w  # what the table does not name stays the calibration's
+    assert s.cooling_loss == ((5400.0, 0.3333),)
+    # an absolute °C/W and a scale: the scale applies to it
+    s2 = load_scenario(str(write(tmp_path, GOOD + "[plant]\nc_per_w = 2\nc_per_w_scale = 1.5\n")))
+    assert s2.plant_params(base).r_c_per_w_fixed == pytest.approx(3.0)
+
+
+def test_without_a_plant_table_the_calibration_stands(tmp_path):
+    s = load_scenario(str(write(tmp_path, GOOD)))
+    assert s.plant == () and s.cooling_loss == ()
+    assert s.plant_params(params_for("BM1370")) is params_for("BM1370")
+
+
+@pytest.mark.parametrize(
+    "table, key, match",
+    [
+        ("[plant]\nnoise = 0.3\n", "plant.noise", r"unknown key \(did you mean plant\.noise_c\?\)"),
+        ("[plant]\nnoise_c = -0.1\n", "plant.noise_c", "outside 0..5"),
+        ("[plant]\nnoise_c = '0.3'\n", "plant.noise_c", "must be a number"),
+        ("[plant]\nnoise_c = true\n", "plant.noise_c", "must be a number"),
+        ("[plant]\nsensors = 3\n", "plant.sensors", "outside 1..2"),
+        ("[plant]\nsensors = 1.5\n", "plant.sensors", "must be 1 or 2"),
+        ("[plant]\nc_per_w_scale = 0\n", "plant.c_per_w_scale", "outside"),
+        ("[plant]\nspike_min_c = 5\nspike_max_c = 3\n", "plant.spike_min_c", "must not exceed"),
+        ("plant = 3\n", "plant", "must be a table"),
+        ("[plant.cooling_loss]\nat_h = 1\n", "plant.cooling_loss.fraction", "missing"),
+        (
+            "[plant.cooling_loss]\nat_h = 1\nfraction = 1\n",
+            "plant.cooling_loss.fraction",
+            r"in \(0, 1\)",
+        ),
+        ("[plant.cooling_loss]\nat_h = 3\nfraction = 0.3\n", "plant.cooling_loss.at_h", "0..2"),
+        (
+            "[plant.cooling_loss]\nat_h = 1\nfraction = 0.3\nwhen = 2\n",
+            "plant.cooling_loss.when",
+            "unknown key",
+        ),
+    ],
+)
+def test_a_bad_plant_table_names_file_and_key(tmp_path, table, key, match):
+    text = (table + GOOD) if table.startswith("plant =") else (GOOD + table)
+    path = write(tmp_path, text)
+    with pytest.raises(ScenarioError, match=match) as err:
+        load_scenario(str(path))
+    assert str(err.value).startswith(f"{path}: {key}: "), str(err.value)
+
+
+@pytest.mark.parametrize("name", PANEL)
+def test_panel_plants_load_and_their_oracle_lies_between_second_and_max(name):
+    from tempctl.config import Settings
+    from tempctl.sim.simulate import oracle
+
+    s = load_scenario(str(scenarios_dir() / "panel" / f"{name}.toml"))
+    cfg = Settings()
+    best = oracle(s, cfg, s.duration_s).mean_frequency
+    assert cfg.second_frequency < best < cfg.max_frequency, (name, best)
+
+
+def test_the_panel_covers_issue_20s_plants():
+    plants = {n: load_scenario(str(scenarios_dir() / "panel" / f"{n}.toml")) for n in PANEL}
+    base = params_for("BM1370")
+
+    def params(s):
+        return s.plant_params(params_for(s.asic))
+
+    assert any(s.plant == () and s.fan_mode == "fixed" for s in plants.values())  # our Gamma
+    assert any(
+        params(s).r_c_per_w_fixed == pytest.approx(1.6 * base.r_c_per_w_fixed)
+        for s in plants.values()
+    )
+    assert any(200 <= params(s).tau_slow_s <= 300 for s in plants.values())
+    assert {"BM1368", "BM1366"} & {s.asic for s in plants.values()}
+    assert any(params(s).sensors == 2 and params(s).temp2_offset_c > 0 for s in plants.values())
+    targets = {s.temptarget_c for s in plants.values() if s.fan_mode == "auto"}
+    assert {60.0, 65.0} <= targets
+
+
+def test_the_autofan_oracle_takes_the_duty_the_pid_would_hold():
+    """temptarget below the threshold: the PID reaches 100 % before the die reaches the
+    threshold; at or above it the PID lets the fan fall to its minimum."""
+    from tempctl.config import Settings
+    from tempctl.sim.simulate import oracle
+
+    cfg = Settings()
+    s60 = load_scenario(str(scenarios_dir() / "panel" / "autofan_60.toml"))
+    s65 = load_scenario(str(scenarios_dir() / "panel" / "autofan_65.toml"))
+    gamma = params_for("BM1370")
+    amb60, amb65 = s60.ambient(0), s65.ambient(0)
+    f60 = oracle_frequency(gamma, amb60, cfg.temp_threshold, 100.0, 1150, cfg.max_frequency)
+    f65 = oracle_frequency(gamma, amb65, cfg.temp_threshold, 25.0, 1150, cfg.max_frequency)
+    assert oracle(s60, cfg, 3600).mean_frequency == pytest.approx(f60, abs=0.01)
+    assert oracle(s65, cfg, 3600).mean_frequency == pytest.approx(f65, abs=0.01)
+    assert steady_die(gamma, f65, 1150, amb65, 25.0) == pytest.approx(63.0, abs=0.05)

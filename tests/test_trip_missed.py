@@ -12,14 +12,16 @@ MAX_FREQUENCY with no row to climb from.
 from __future__ import annotations
 
 import sqlite3
+import tomllib
 
 import pytest
 
 from tempctl.config import Settings
 from tempctl.core.controller import Controller, Limits, State
 from tempctl.core.reading import Reading
+from tempctl.resources import scenarios_dir
 from tempctl.sim.faults import FaultyDevice
-from tempctl.sim.scenario import Faults, load_scenario
+from tempctl.sim.scenario import Faults, load_scenario, parse_scenario
 from tempctl.sim.simulate import SIM_EPOCH_MS, SimDevice, SimFirmware, simulate
 
 LIM = Limits(check_interval=30, settle=180, stable_timeframe=1.0)
@@ -107,9 +109,12 @@ def test_a_patch_of_fields_meets_the_same_faults_as_a_frequency_patch():
 @pytest.mark.parametrize("seed", [1, 2])
 def test_the_heat_wave_with_faults_keeps_its_hash(tmp_path, seed):
     db = tmp_path / "hwf.db"
-    report = simulate(
-        load_scenario("heatwave_faults"), ["tempctl"], Settings(), poll_s=30, seed=seed, db=str(db)
-    )
+    # the faults' effect, on the quiet sensor issue 12 tuned the law on (pinned by [plant]);
+    # the law under real sensor noise is judged by control_quality.py --panel
+    data = tomllib.loads((scenarios_dir() / "heatwave_faults.toml").read_text())
+    data["plant"] = {"noise_c": 0.06, "spike_rate": 0.0}
+    scenario = parse_scenario(data, name="heatwave_faults")
+    report = simulate(scenario, ["tempctl"], Settings(), poll_s=30, seed=seed, db=str(db))
     m = report["policies"]["tempctl"]
     assert m["hash_ratio"] >= 0.97 and m["minutes_above"] <= 15, m
     with sqlite3.connect(db) as conn:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tempctl.resources import scenarios_dir
-from tempctl.sim.plant import params_for
+from tempctl.sim.params import PlantParams, params_for
+from tempctl.sim.plant_table import apply_plant, parse_plant
 
 FAN_MODES = ("fixed", "auto")
 # The API accepts temptarget 35-66 °C from v2.11 (axeos-api §9.4).
@@ -38,6 +39,7 @@ _TOP_KEYS = {
     "device",
     "fan",
     "faults",
+    "plant",
 }
 _DEVICE_KEYS = {"asic", "firmware", "frequency_mhz", "core_voltage_mv"}
 _FAN_KEYS = {"mode", "pct", "temptarget_c"}
@@ -94,6 +96,12 @@ class Scenario:
     ambient_noise_c: float = 0.0
     repeat: bool = False  # repeat the points with period = last point's time
     faults: Faults = Faults()
+    plant: tuple[tuple[str, float], ...] = ()  # the [plant] overrides, (key, value)
+    cooling_loss: tuple[tuple[float, float], ...] = ()  # (seconds, fraction of cooling lost)
+
+    def plant_params(self, base: PlantParams) -> PlantParams:
+        """The board's calibration ``base`` with this scenario's [plant] overrides."""
+        return apply_plant(base, self.plant)
 
     def ambient(self, t_s: float) -> float:
         """Ambient °C at t_s seconds: the points joined linearly, plus noise if set.
@@ -251,6 +259,7 @@ def parse_scenario(data: dict[str, Any], *, name: str, source: str = "<scenario>
     )
 
     faults = _faults(data.get("faults"), duration_h, fail, check_keys)
+    plant, cooling_loss = parse_plant(data.get("plant"), duration_h, fail, check_keys)
 
     return Scenario(
         name=name,
@@ -267,6 +276,8 @@ def parse_scenario(data: dict[str, Any], *, name: str, source: str = "<scenario>
         ambient_noise_c=noise,
         repeat=repeat,
         faults=faults,
+        plant=plant,
+        cooling_loss=cooling_loss,
     )
 
 

@@ -211,21 +211,37 @@ def grid_step(poll_s: float) -> float:
 def oracle(
     scenario: Scenario, settings: Settings, duration_s: float, grid_s: float = ORACLE_STEP_S
 ) -> Oracle:
-    """The steady-state bound every ``grid_s`` (perfect knowledge of the ambient)."""
-    params = plant_params(scenario.asic)
-    fan = scenario.fan_pct if scenario.fan_mode == "fixed" else 100.0  # autofan can reach 100
+    """The steady-state bound every ``grid_s`` (perfect knowledge of the ambient).
+
+    On the scenario's plant ([plant] overrides), and after a scheduled cooling loss on the
+    plant that is left. The fan: a fixed duty; under autofan 100 % when ``temptarget`` is at
+    or below the threshold (the PID reaches it to hold temptarget), else the minimum duty (the
+    PID lets the die warm to temptarget, so only what holds the threshold there counts). On a
+    two-sensor board whose temp2 runs hotter, that sensor's true value holds the threshold.
+    """
+    nominal = scenario.plant_params(plant_params(scenario.asic))
+    if scenario.fan_mode == "fixed":
+        fan = scenario.fan_pct
+    else:
+        fan = 100.0 if scenario.temptarget_c <= settings.temp_threshold else scenario.fan_pct
+    hot = max(0.0, nominal.temp2_offset_c) if nominal.sensors == 2 else 0.0  # as Plant.hot_c
+    losses = scenario.cooling_loss
 
     @lru_cache(maxsize=65536)
-    def best(ambient: float) -> float:
+    def best(ambient: float, scale: float) -> float:
+        params = nominal
+        if scale != 1.0:  # as Plant.cooling_scale does it
+            params = replace(nominal, r_c_per_w_fixed=nominal.r_c_per_w_fixed * scale)
         return oracle_frequency(
             params,
             ambient,
-            settings.temp_threshold,
+            settings.temp_threshold - hot,
             fan,
             scenario.core_voltage_mv,
             settings.max_frequency,
         )
 
+    params = nominal
     per_mhz = params.small_cores * params.chips / 1000.0 * params.hash_efficiency
     gh_s = mhz_s = 0.0
     hours, mhz = [], []
@@ -233,7 +249,11 @@ def oracle(
     while t < duration_s - 1e-9:  # each step's bound stands for the step that ends there
         dt = min(grid_s, duration_s - t)
         t += dt
-        f = best(round(scenario.ambient(t), 3))
+        scale = 1.0
+        for at_s, fraction in losses:
+            if t > at_s:
+                scale = 1.0 / (1.0 - fraction)
+        f = best(round(scenario.ambient(t), 3), scale)
         gh_s += f * per_mhz * dt
         mhz_s += f * dt
         hours.append(t / 3600.0)
@@ -269,7 +289,7 @@ def run_policy(
     tally = Tally(threshold=threshold, settle_s=settle_s)
     gen = policy.run(dev)
     work0, restarts0 = fw.work_gh, fw.restarts
-    tally.add(epoch_ms, temp=fw.plant.die_c, state=policy.state, frequency=fw.actual_mhz)
+    tally.add(epoch_ms, temp=fw.plant.hot_c, state=policy.state, frequency=fw.actual_mhz)
     last_work = work0
     next_poll, next_grid = 0.0, grid_s
     next_hour = 3600.0
@@ -288,10 +308,10 @@ def run_policy(
             fw.advance(next_grid)
             tally.add_work(fw.work_gh - last_work)
             last_work = fw.work_gh
-            tally.add(dev.ts_ms(), temp=fw.plant.die_c, state=policy.state, frequency=fw.actual_mhz)
+            tally.add(dev.ts_ms(), temp=fw.plant.hot_c, state=policy.state, frequency=fw.actual_mhz)
             if trace is not None:
                 trace.hours.append(fw.t / 3600.0)
-                trace.temp.append(fw.plant.die_c)
+                trace.temp.append(fw.plant.hot_c)
                 trace.mhz.append(fw.actual_mhz)
                 trace.state.append(policy.state)
             next_grid += grid_s
@@ -376,6 +396,12 @@ def simulate(
         "policies": {},
         "db": db,
     }
+    if scenario.plant or scenario.cooling_loss:  # the [plant] the run was on
+        report["plant"] = dict(scenario.plant)
+        if scenario.cooling_loss:
+            report["plant"]["cooling_loss"] = [
+                {"at_h": round(t / 3600.0, 4), "fraction": f} for t, f in scenario.cooling_loss
+            ]
     if scenario.faults:
         report["faults"] = {
             "requests": scenario.faults.requests,

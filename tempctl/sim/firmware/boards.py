@@ -170,6 +170,7 @@ def plant_params(asic: str) -> PlantParams:
         temp_step_c=0.0625,
         vr_c_per_w=0.6,
         vr_offset_c=8.0,
+        sensors=2,  # two TMP1075 die sensors (§10)
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from tempctl.sim.firmware.boards import BOARDS, plant_params
@@ -98,11 +99,15 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         self.version = version_text if version_text.startswith("v") else "v" + version_text
         if version_label is not None:
             self.version = version_label
-        self.params = plant_params(asic or scenario.asic)
+        # the board's calibration, with the scenario's [plant] overrides on top
+        self.params = scenario.plant_params(plant_params(asic or scenario.asic))
         key = (self.params.asic, self.params.chips)
         if key not in BOARDS:
             raise ValueError(f"no board for {self.params.chips} x {self.params.asic}")
         self.board = BOARDS[key]
+        if self.params.sensors is not None:
+            self.board = replace(self.board, two_sensors=self.params.sensors == 2)
+        self._cooling_loss = list(scenario.cooling_loss)  # [(t_s, fraction)], in time order
         if self.board.asic in ("BM1372", "BM1373") and self.v < (2, 15, 0):
             raise ValueError(
                 f"{self.board.asic} needs firmware v2.15.0 or later (ESP-Miner master)"
@@ -152,6 +157,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         self.restarts = 0
         self.patches = 0
         self.overheat_trips = 0
+        self.trip_times: list[float] = []  # device seconds of each overheat trip
         self._ramp: Ramp | None = None
         self._after_ramp: str | None = None  # "off": Vcore off once a stop ramp reaches 50 MHz
         self._reboot_at: float | None = None
@@ -243,6 +249,8 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         for e in (self._reboot_at, self._up_at, self._asic_at, self._apply_at, self._cool_check_at):
             if e is not None and t + 1e-9 < e < stop:
                 stop = e
+        if self._cooling_loss and t + 1e-9 < self._cooling_loss[0][0] < stop:
+            stop = self._cooling_loss[0][0]
         return min(stop, t_end)
 
     def _quiescent(self) -> bool:
@@ -330,6 +338,9 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
 
     def _run_events(self) -> None:
         t = self.t + 1e-9
+        while self._cooling_loss and t >= self._cooling_loss[0][0]:
+            # a scheduled failure: this share of the cooling is gone, the duty reads the same
+            self.plant.cooling_scale = 1.0 / (1.0 - self._cooling_loss.pop(0)[1])
         if self._reboot_at is not None and t >= self._reboot_at:
             self._go_down(self._reboot_reason)
         if self._up_at is not None and t >= self._up_at:

@@ -54,6 +54,7 @@ class TelemetryMixin(_Base):
     # does not), it saves a third of the cost of a body.
     full_body = True
     _absent_info_keys: frozenset[str] | None = None  # set by the first info()
+    _held_temps: tuple[float, float, float] | None = None  # (until, temp, temp2)
 
     # -- sampling (the power-management loop, §4.3) -----------------------------------------
 
@@ -61,13 +62,14 @@ class TelemetryMixin(_Base):
         return -1.0 if self.v >= (2, 11, 0) else 0.0  # §10: -1 (v2.11+), 0 in v2.10
 
     def _read_temps(self) -> tuple[float, float]:
+        # A conversion every temp_refresh_s; between them the firmware shows the held values.
+        held = self._held_temps
+        if held is not None and self.t < held[0]:
+            return held[1], held[2]
         temp = self.plant.read_die()  # noisy and quantised to the sensor step by the plant
-        if self.board.two_sensors:
-            # (estimate) the second sensor sits ~2.7 °C cooler, as in the v2.13.2 Hex example
-            offset = 2.7 + 0.3 * step_noise(self.seed, "temp2", self.t, 30.0)
-            temp2 = quantize(temp - offset, self.params.temp_step_c)
-        else:
-            temp2 = self._no_temp2()
+        # temp2: the plant's second sensor, hotter or cooler than temp (PlantParams)
+        temp2 = self.plant.read_temp2() if self.board.two_sensors else self._no_temp2()
+        self._held_temps = (self.t + self.params.temp_refresh_s - 1e-9, temp, temp2)
         return temp, temp2
 
     def _take_sample(self) -> None:
@@ -98,6 +100,7 @@ class TelemetryMixin(_Base):
         else:
             # §10: -1 whenever the ASIC is not initialised (boot, paused, stopped, init failure)
             s.temp, s.temp2 = -1.0, self._no_temp2()
+            self._held_temps = None
         s.vr = float(round(self.plant.read_vr())) if self.board.tps546 else 0.0
         self._last_vr_refresh = self.t
         s.power = self.plant.power_w  # what AxeOS reports, incl. the TPS546 offset (§4.1)
@@ -135,8 +138,10 @@ class TelemetryMixin(_Base):
             # §4.1: ASIC hash counters polled at 1 Hz: smooth, +-1-3 %
             base = self.plant.hashrate(self.actual_mhz, True)
             return base * (1.0 + 0.01 * step_noise(self.seed, "hr", self.t, 1.0))
-        # <= v2.10: nonce-count estimate, slow and noisy (+-5-10 %)
-        return self._hr_slow * (1.0 + 0.07 * smooth_noise(self.seed, "hr", self.t, 30.0))
+        # <= v2.10: nonce-count estimate, slow and noisy (+-5-10 %): knots every 30 s, uniform
+        # in +-sqrt(3)·hash_noise_old so that their sd is the traces' (docs/sensor.md)
+        amp = 1.7320508 * self.params.hash_noise_old
+        return self._hr_slow * (1.0 + amp * smooth_noise(self.seed, "hr", self.t, 30.0))
 
     def _expected_hashrate(self) -> float:
         if self.phase != MINING:

@@ -65,6 +65,7 @@ class OverheatMixin(_Base):
 
     def _trip(self) -> None:
         self.overheat_trips += 1
+        self.trip_times.append(self.t)
         if self.auto_recovery:
             # §9.2 v2.11+: record F/V, manual fan 100 (sticky), overheat_mode 1, stop, cool down
             self._trip_setting = (self.nvs_mhz, self.nvs_mv)
