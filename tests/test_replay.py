@@ -26,7 +26,7 @@ from tempctl.offline.replay import (
     select_runs,
     settings_for,
 )
-from tempctl.offline.report import METRIC_KEYS
+from tempctl.core.tally import METRIC_KEYS
 from tempctl.sim.emulator import Emulator
 from tempctl.sim.scenario import parse_scenario
 from tempctl.sim.simulate import simulate

@@ -1,4 +1,5 @@
-"""The metrics `tempctl simulate`, `replay` and `tune` report, computed one way for all three.
+"""Control-quality metrics, computed one way for the benchmark, `tempctl simulate`,
+`replay`, `tune` and the daemon's live scorecard (``daemon/scorecard.py``).
 
 A ``Tally`` is fed samples in time order (temperature, hashrate, state, frequency)
 plus counted events (frequency changes, restarts). Each sample's values stand for
@@ -16,12 +17,19 @@ Every report is a flat dict with the keys in ``METRIC_KEYS`` (JSON-ready); the
 ``oracle`` bound and ``hash_ratio`` are added when an oracle is known. A tally given
 ``also`` (other thresholds, e.g. a counterfactual's own TEMP_THRESHOLD) adds
 ``above``: minutes and °C·min above each of them, keyed by the threshold.
+
+The live scorecard also feeds power, the firmware's trips and the learned model's best
+hashrate (``best_frequency``) and reads ``scorecard()``; ``Rolling`` keeps a tally over
+the last whole minutes (24 h). These extras never change ``result()``.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
+
+from tempctl.core.model import AUTOFAN_SATURATED, P0_SHARE, fan_scale
 
 METRIC_KEYS = (
     "hours",
@@ -42,27 +50,6 @@ METRIC_KEYS = (
     "max_temp_after_settle",
     "state_minutes",
 )
-# Labels of the human table, in order (state_minutes is expanded per state).
-LABELS = {
-    "hours": "hours",
-    "gh_hours": "hash (GH·h)",
-    "hash_ratio": "hash / oracle",
-    "mean_frequency": "mean frequency (MHz)",
-    "frequency_changes": "frequency changes",
-    "changes_per_day": "changes per day",
-    "restarts": "restarts",
-    "minutes_above": "minutes above threshold",
-    "degree_minutes_above": "°C·min above threshold",
-    "degree_seconds_above": "°C·s above threshold",
-    "max_temp": "max temperature (°C)",
-    "pct_time_above": "% of time above threshold",
-    "settled_at_hours": "first settle at (h)",
-    "minutes_above_after_settle": "minutes above threshold after it",
-    "degree_minutes_above_after_settle": "°C·min above threshold after it",
-    "max_temp_after_settle": "max temperature after it (°C)",
-}
-
-
 @dataclass
 class Tally:
     threshold: float
@@ -76,6 +63,11 @@ class Tally:
     max_temp: float | None = None
     frequency_changes: int = 0
     restarts: int = 0
+    trips: int = 0  # the firmware's own overheat trips (the scorecard counts them)
+    joules: float = 0.0  # W·s over samples with both power and hashrate
+    powered_gh_seconds: float = 0.0  # GH over the same samples (J/TH)
+    est_gh_seconds: float = 0.0  # GH over samples with a best-hashrate estimate
+    best_gh_seconds: float = 0.0  # GH the model says those samples could have done
     state_seconds: dict[str, float] = field(default_factory=dict)
     also: tuple[float, ...] = ()  # more thresholds to count time above
     _above: dict[float, list[float]] = field(default_factory=dict)  # t: [s, °C·s]
@@ -96,6 +88,8 @@ class Tally:
         hashrate: float | None = None,
         state: str | None = None,
         frequency: float | None = None,
+        power: float | None = None,
+        best_hashrate: float | None = None,
     ) -> None:
         """One sample; its values stand for the time since the previous sample."""
         last = self._last_ms
@@ -137,6 +131,12 @@ class Tally:
                     acc[1] += (temp - t) * dt
         if hashrate is not None and not self._exact_work:
             self.gh_seconds += hashrate * dt
+        if hashrate is not None and power is not None:
+            self.joules += power * dt
+            self.powered_gh_seconds += hashrate * dt
+        if hashrate is not None and best_hashrate is not None:
+            self.est_gh_seconds += hashrate * dt
+            self.best_gh_seconds += best_hashrate * dt
         if frequency is not None:
             self.mhz_seconds += frequency * dt
             self.freq_seconds += dt
@@ -168,6 +168,20 @@ class Tally:
             "degree_minutes_above_after_settle": round(self.settled_degree_seconds / 60.0, 3),
             "max_temp_after_settle": None if peak is None else round(peak, 3),
         }
+
+    def scorecard(self) -> dict[str, float | None]:
+        """The live scorecard's figures (``SCORECARD_KEYS``), unrounded."""
+        return card(
+            self.seconds_above,
+            self.degree_seconds,
+            None if self.max_temp is None else self.max_temp - self.threshold,
+            self.frequency_changes,
+            self.trips,
+            self.est_gh_seconds,
+            self.best_gh_seconds,
+            self.joules,
+            self.powered_gh_seconds,
+        )
 
     def add_work(self, gh_seconds: float) -> None:
         """Exact hash work (GH) from a simulation; sample hashrates are then ignored."""
@@ -206,63 +220,137 @@ class Tally:
         return out
 
 
-def table(
-    columns: dict[str, dict],
-    *,
-    threshold: float | None = None,
-    other: tuple[float, str, str] | None = None,
-) -> str:
-    """A side-by-side table for people: one column per report (policy, recorded, ...).
-
-    ``other`` = (threshold, its name, the name of ``threshold``): the rows above a
-    threshold are given for both, each labelled with its temperature and whose it is,
-    from the reports' ``above``.
-    """
-    from tabulate import tabulate
-
-    names = list(columns)
-    rows = []
-    for key, label in LABELS.items():
-        if threshold is not None and "threshold" in label:
-            label = label.replace("threshold", f"{threshold:g} °C")
-            if other is not None:
-                label += f" ({other[2]})"
-        values = [columns[n].get(key) for n in names]
-        if all(v is None for v in values):
-            continue
-        rows.append([label] + ["-" if v is None else _fmt(v) for v in values])
-        if other is not None and key in ("minutes_above", "degree_minutes_above"):
-            sub = "minutes" if key == "minutes_above" else "degree_minutes"
-            head = "minutes" if key == "minutes_above" else "°C·min"
-            rows.append(
-                [f"{head} above {other[0]:g} °C ({other[1]})"]
-                + [
-                    _fmt((columns[n].get("above") or {}).get(f"{other[0]:g}", {}).get(sub, "-"))
-                    for n in names
-                ]
-            )
-    states = sorted({s for n in names for s in (columns[n].get("state_minutes") or {})})
-    for s in states:
-        rows.append(
-            [f"minutes in {s}"]
-            + [
-                "-"
-                if not columns[n].get("state_minutes")
-                else _fmt(columns[n]["state_minutes"].get(s, 0))
-                for n in names
-            ]
-        )
-    return tabulate(rows, headers=["metric"] + names, disable_numparse=True)
-
-
 def _above(seconds: float, degree_seconds: float) -> dict:
     return {"minutes": round(seconds / 60.0, 3), "degree_minutes": round(degree_seconds / 60.0, 3)}
 
 
-def _fmt(v: object) -> str:
-    if isinstance(v, float):
-        return f"{v:,.3f}".rstrip("0").rstrip(".") if abs(v) < 1e6 else f"{v:,.0f}"
-    return str(v)
+# -- the live scorecard ------------------------------------------------------------------
+
+SCORECARD_KEYS = (
+    "above_min",  # minutes above the threshold
+    "above_degmin",  # °C·min above it
+    "max_excess_c",  # the largest excess (0 when never above)
+    "changes",  # frequency changes the device showed
+    "trips",  # the firmware's overheat trips
+    "hash_ratio_est",  # hash / the model's best (an estimate, see best_frequency)
+    "j_per_th",  # energy per work
+)
 
 
-__all__ = ["LABELS", "METRIC_KEYS", "Tally", "table"]
+def card(
+    seconds_above: float,
+    degree_seconds: float,
+    max_excess: float | None,
+    changes: float,
+    trips: float,
+    est_gh_seconds: float,
+    best_gh_seconds: float,
+    joules: float,
+    powered_gh_seconds: float,
+) -> dict[str, float | None]:
+    """The scorecard from a tally's sums (``Tally.scorecard``, ``Rolling.scorecard``)."""
+    return {
+        "above_min": seconds_above / 60.0,
+        "above_degmin": degree_seconds / 60.0,
+        "max_excess_c": None if max_excess is None else max(0.0, max_excess),
+        "changes": float(round(changes)),
+        "trips": float(round(trips)),
+        "hash_ratio_est": est_gh_seconds / best_gh_seconds if best_gh_seconds > 0 else None,
+        # W·s per GH = J/GH; x1000 = J/TH
+        "j_per_th": 1000.0 * joules / powered_gh_seconds if powered_gh_seconds > 0 else None,
+    }
+
+
+def best_frequency(
+    temp: float,
+    power: float,
+    frequency: float,
+    fan: float | None,
+    autofan: bool | None,
+    r: float,
+    threshold: float,
+    max_frequency: float,
+) -> float:
+    """The highest frequency (<= ``max_frequency``) the learned model says holds ``threshold``.
+
+    An estimate from one reading, as if it were steady: the die moves by
+    s(fan)·R·P_dyn/f per MHz (the model's T∞ = Ta + s·R·P with the dynamic share of power
+    proportional to frequency, leakage left out). With the firmware's fan PID below
+    saturation the die is held where it is, so the headroom is that of the fan at 100 %
+    (as ``ThermalModel.predict``). ``daemon/scorecard.py`` and the Datasette query
+    ``scorecard`` compute it alike.
+    """
+    s = fan_scale(fan)
+    base = temp
+    if autofan and (fan if fan is not None else 100.0) < AUTOFAN_SATURATED:
+        base = temp - (s - 1.0) * r * power
+        s = 1.0
+    per_mhz = s * r * (1.0 - P0_SHARE) * power / frequency
+    return max(0.0, min(max_frequency, frequency + (threshold - base) / per_mhz))
+
+
+class Rolling:
+    """A ``Tally`` over the last ``minutes`` whole minutes (UTC) up to its newest sample.
+
+    The tally itself runs on; at the first sample of each minute its sums are noted, so the
+    window's figures are the sums now minus those noted at the oldest minute still in it
+    (and the largest temperature of the minutes in it). About 90 bytes a minute.
+    """
+
+    SUMS = (
+        "seconds_above",
+        "degree_seconds",
+        "frequency_changes",
+        "trips",
+        "est_gh_seconds",
+        "best_gh_seconds",
+        "joules",
+        "powered_gh_seconds",
+    )
+    WIDTH = len(SUMS) + 2  # minute, the sums, the minute's max temperature
+
+    def __init__(self, threshold: float, minutes: int = 1440, max_gap_s: float = math.inf):
+        self.tally = Tally(threshold=threshold, max_gap_s=max_gap_s)
+        self.minutes = minutes
+        self._marks = array("d")  # WIDTH values per minute that has samples
+        self._head = 0  # offset of the oldest mark still kept
+
+    def add(self, ts_ms: int, *, changed: bool = False, trips: int = 0, **values) -> None:
+        """A sample (``Tally.add``'s values); ``changed``: it shows a frequency change;
+        ``trips``: firmware trips seen with it."""
+        minute = ts_ms // 60_000
+        m = self._marks
+        if len(m) == self._head or m[-self.WIDTH] != minute:
+            t = self.tally
+            m.append(minute)
+            m.extend(getattr(t, k) for k in self.SUMS)
+            m.append(-math.inf)
+        self.tally.add(ts_ms, **values)
+        if changed:
+            self.tally.frequency_changes += 1
+        self.tally.trips += trips
+        temp = values.get("temp")
+        if temp is not None and temp > m[-1]:
+            m[-1] = temp
+        self._expire(minute)
+
+    def _expire(self, minute: int) -> None:
+        m, w = self._marks, self.WIDTH
+        while len(m) - self._head > w and m[self._head] <= minute - self.minutes:
+            self._head += w
+        if self._head > 512 * w:
+            del m[: self._head]
+            self._head = 0
+
+    def scorecard(self) -> dict[str, float | None]:
+        m, w, h = self._marks, self.WIDTH, self._head
+        if len(m) == h:
+            return self.tally.scorecard()
+        t = self.tally
+        sums = [getattr(t, k) - m[h + 1 + i] for i, k in enumerate(self.SUMS)]
+        peak = max(m[i] for i in range(h + w - 1, len(m), w))
+        excess = None if peak == -math.inf else peak - t.threshold
+        return card(sums[0], sums[1], excess, *sums[2:])
+
+
+__all__ = ["METRIC_KEYS", "SCORECARD_KEYS", "Rolling", "Tally", "best_frequency", "card"]
