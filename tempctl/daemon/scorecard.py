@@ -45,6 +45,7 @@ from tempctl.core.model import (
     prior_for,
 )
 from tempctl.core.tally import SCORECARD_KEYS, Rolling, Tally, best_frequency
+from tempctl.store.eventlog import open_read_only
 
 logger = logging.getLogger("tempctl")
 
@@ -194,8 +195,7 @@ class Scorecard:
 
     @classmethod
     def for_log(cls, db: str | Path) -> Scorecard:
-        uri = f"{Path(db).resolve().as_uri()}?mode=ro"
-        return cls(lambda: sqlite3.connect(uri, uri=True))
+        return cls(lambda: open_read_only(str(db)))
 
     # -- observer hooks (daemon main thread) -----------------------------------------
 
