@@ -205,3 +205,67 @@ def test_run_refuses_a_metrics_port_in_use(tmp_path):
         )
     assert res.exit_code == 1, res.output
     assert f"metrics endpoint 127.0.0.1:{port}: Address already in use" in res.output
+
+
+def test_the_scorecard_series_of_a_running_daemon(tmp_path):
+    """Daemon + emulator: the tempctl_scorecard_* gauges are the scorecard's figures."""
+    from tempctl.core.clock import FakeClock
+    from tempctl.daemon.metrics import SCORECARD_GAUGES
+    from tempctl.daemon.scorecard import Scorecard
+
+    clock = FakeClock(start_ms=T)
+    with Emulator("heatwave", start_hours=5.0, clock=clock.monotonic, seed=1) as emu:
+        settings = Settings(
+            devices=(DeviceConfig("gamma", emu.urls[0]),), check_interval=30.0, law="levels"
+        )
+        card = Scorecard.for_log(tmp_path / "tempctl.db")
+        m = Metrics(scorecard=card)
+        port = m.serve("127.0.0.1", 0)
+        log = Log(tmp_path / "tempctl.db")
+        try:
+            Daemon(settings, eventlog=log, clock=clock, observers=[card, m]).run(max_polls=240)
+            s = scrape(port)
+        finally:
+            m.close()
+            log.close()
+    figures = card.values("gamma")
+    assert figures["above_min_24h"] > 0 and figures["changes_24h"] > 0
+    for name, _, key in SCORECARD_GAUGES:
+        for window in ("24h", "start"):
+            want = figures[f"{key}_{window}"]
+            assert want is not None, key
+            assert value(s, name, device="gamma", window=window) == pytest.approx(want), name
+
+
+def run_cli(tmp_path, *args, env=None):
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+
+    (tmp_path / "none.toml").write_text("")
+    cmd = ["run", "--bitaxe-ip", "127.0.0.1:1", "--db", str(tmp_path / "t.db"), *args]
+    return CliRunner().invoke(
+        cli, cmd, env={"TEMPCTL_CONFIG": str(tmp_path / "none.toml"), **(env or {})}
+    )
+
+
+def test_a_metrics_host_beyond_loopback_needs_allow_remote(tmp_path):
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): not loopback, and no interface here has it
+    port = "9101"
+    res = run_cli(tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port)
+    assert res.exit_code == 2, res.output
+    assert "TEMPCTL_METRICS_HOST (--metrics-host) 192.0.2.1 is not a loopback address" in (
+        res.output
+    )
+    assert "--allow-remote" in res.output
+    assert not (tmp_path / "t.db").exists()  # refused before anything started
+    res = run_cli(
+        tmp_path, "--metrics-port", port, env={"TEMPCTL_METRICS_HOST": "0.0.0.0"}
+    )  # from the environment (or the config file) alike
+    assert res.exit_code == 2 and "0.0.0.0 is not a loopback address" in res.output
+    # with --allow-remote the check passes and binding is tried (this address has no interface)
+    res = run_cli(
+        tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port, "--allow-remote"
+    )
+    assert res.exit_code == 1, res.output
+    assert "metrics endpoint 192.0.2.1:9101: Cannot assign requested address" in res.output

@@ -98,8 +98,9 @@ def daemon_log(tmp_path_factory):
     with Emulator(
         "heatwave", clock=clock.monotonic, seed=2, faults="overheat=0.01", start_hours=5.0
     ) as emu:
-        settings = Settings(devices=(Device("gamma", emu.urls[0]),), check_interval=60.0)
-        settings = Settings(**{**settings.__dict__, "law": "levels"})
+        settings = Settings(
+            devices=(Device("gamma", emu.urls[0]),), check_interval=60.0, law="levels"
+        )
         for polls in (900, 360):
             sc = Scorecard.for_log(db)
             log = Log(db)
