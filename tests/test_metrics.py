@@ -108,6 +108,7 @@ def test_per_device_values_states_and_counters(served):
     assert value(s, "tempctl_vr_temperature_celsius", device="hot") == 61.0
     assert value(s, "tempctl_frequency_mhz", device="hot") == 575.0
     assert value(s, "tempctl_target_frequency_mhz", device="hot") == 490.0
+    assert value(s, "tempctl_temperature_threshold_celsius", device="hot") == 63.0
     assert value(s, "tempctl_last_reading_timestamp_seconds", device="hot") == (T + 30_000) / 1000
     assert value(s, "tempctl_state", device="hot", state="THROTTLED_1") == 1
     assert value(s, "tempctl_state", device="hot", state="NORMAL") == 0

@@ -7,8 +7,8 @@ metrics cost the control loop next to nothing. The registry is our own (never
 prometheus_client's global one), so nothing else leaks into the page and tests
 can build as many as they like.
 
-Exposed per device (label ``device``): temperature, VR temperature, reported and
-target frequency, hashrate, power, fan, firmware overheat flag, state (one series
+Exposed per device (label ``device``): temperature, VR temperature, TEMP_THRESHOLD,
+reported and target frequency, hashrate, power, fan, firmware overheat flag, state (one series
 per state, 1 for the current one), seconds in the current state (since tempctl
 saw it begin, so it restarts with the daemon), transitions, commands by outcome,
 command failures, polls, poll errors, missed polls and the last reading's time.
@@ -180,6 +180,11 @@ class Metrics(Collector):
             "Frequency tempctl holds the device at (MHz).",
             labels=lab,
         )
+        threshold = GaugeMetricFamily(
+            "tempctl_temperature_threshold_celsius",
+            "TEMP_THRESHOLD the device is held under (°C).",
+            labels=lab,
+        )
         overheat = GaugeMetricFamily(
             "tempctl_overheat", "1 while the firmware's own overheat trip shows.", labels=lab
         )
@@ -227,6 +232,7 @@ class Metrics(Collector):
                         fam.add_metric([name], float(value))
             ctl = d.controller
             target.add_metric([name], float(ctl.frequency))
+            threshold.add_metric([name], float(d.limits.temp_threshold))
             current = ctl.current.value
             for s in State:
                 state.add_metric([name, s.value], 1.0 if s.value == current else 0.0)
@@ -249,6 +255,7 @@ class Metrics(Collector):
         yield from gauges.values()
         yield from (
             target,
+            threshold,
             overheat,
             state,
             in_state,
