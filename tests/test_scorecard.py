@@ -3,6 +3,7 @@ against the Datasette query on one real log (the daemon against the emulator, re
 
 from __future__ import annotations
 
+import re
 import sqlite3
 
 import pytest
@@ -117,6 +118,7 @@ def daemon_log(tmp_path_factory):
 
 def query(db) -> dict:
     sql = ui.render_metadata("tempctl")["databases"]["tempctl"]["queries"]["scorecard"]["sql"]
+    assert not re.search(r"__[A-Z_]+__", sql)  # every shared constant pasted in
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
