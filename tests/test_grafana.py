@@ -74,6 +74,7 @@ def exported(tmp_path_factory) -> set[str]:
             daemon = Daemon(settings, eventlog=log, clock=clock, observers=[card, m])
             m.watch(daemon.devices[0])
             daemon.run(max_polls=120)
+            card.settle(timeout=60)
             text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         finally:
             m.close()
@@ -118,7 +119,9 @@ def promtool_check(exprs: list[str], tmp_path: Path) -> subprocess.CompletedProc
         "groups": [
             {
                 "name": "tempctl-dashboard",
-                "rules": [{"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)],
+                "rules": [
+                    {"record": f"dashboard:query_{i}", "expr": e} for i, e in enumerate(exprs)
+                ],
             }
         ]
     }

@@ -225,6 +225,7 @@ def test_the_scorecard_series_of_a_running_daemon(tmp_path):
         log = Log(tmp_path / "tempctl.db")
         try:
             Daemon(settings, eventlog=log, clock=clock, observers=[card, m]).run(max_polls=240)
+            card.settle(timeout=60)
             s = scrape(port)
         finally:
             m.close()
@@ -265,8 +266,6 @@ def test_a_metrics_host_beyond_loopback_needs_allow_remote(tmp_path):
     )  # from the environment (or the config file) alike
     assert res.exit_code == 2 and "0.0.0.0 is not a loopback address" in res.output
     # with --allow-remote the check passes and binding is tried (this address has no interface)
-    res = run_cli(
-        tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port, "--allow-remote"
-    )
+    res = run_cli(tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port, "--allow-remote")
     assert res.exit_code == 1, res.output
     assert "metrics endpoint 192.0.2.1:9101: Cannot assign requested address" in res.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 
 import pytest
 from dashboard import Server
@@ -16,7 +17,7 @@ from tempctl.core.tally import Rolling, Tally, best_frequency
 from tempctl.daemon.loop import Daemon
 from tempctl.daemon.scorecard import KEYS, Scorecard
 from tempctl.sim.emulator import Emulator
-from tempctl.store.eventlog import Log
+from tempctl.store.eventlog import Log, open_read_only
 from tempctl.ui import server as ui
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00Z, on a minute
@@ -91,7 +92,8 @@ def daemon_log(tmp_path_factory):
     three hours into the first one.
 
     (log, first run's figures at its end, the second run's - whose scorecard read its 24 h
-    back from the log -, and one scorecard that watched both runs live, with no log)."""
+    back from the log -, and one scorecard that watched both runs live, with no log). A
+    scorecard whose history arrives only after the run's last poll says the same."""
     db = tmp_path_factory.mktemp("scorecard") / "tempctl.db"
     clock = FakeClock(start_ms=T0)
     watched = Scorecard()
@@ -104,14 +106,22 @@ def daemon_log(tmp_path_factory):
         )
         for polls in (900, 360):
             sc = Scorecard.for_log(db)
+            # a second one whose history comes in only after the whole run was polled
+            gate = threading.Event()
+            late = Scorecard(lambda g=gate: g.wait(60) and open_read_only(str(db)))
             log = Log(db)
             try:
-                Daemon(settings, eventlog=log, clock=clock, observers=[sc, watched]).run(
+                Daemon(settings, eventlog=log, clock=clock, observers=[sc, late, watched]).run(
                     max_polls=polls
                 )
             finally:
                 log.close()
+            gate.set()
+            for card in (sc, late):  # the history is read back on a thread of its own
+                card.settle(timeout=60)
+                card.close()
             cards.append(sc.values("gamma"))
+            assert late.values("gamma") == pytest.approx(cards[-1], rel=1e-9, abs=1e-9)
             clock.advance(6 * 3600)
     return db, cards[0], cards[1], watched
 
@@ -195,3 +205,18 @@ def test_the_canned_query_in_a_real_datasette(daemon_log, tmp_path):
         srv.stop()
     assert_agree(restarted, row)
     assert every == row
+
+
+def test_the_contract_the_exporters_read():
+    """values(device): exactly these keys (the MQTT bridge codes against them)."""
+    figures = (
+        "above_min",
+        "above_degmin",
+        "max_excess_c",
+        "changes",
+        "trips",
+        "hash_ratio_est",
+        "j_per_th",
+    )
+    assert set(KEYS) == {f"{f}_{w}" for f in figures for w in ("24h", "start")}
+    assert Scorecard().values("never-seen") == dict.fromkeys(KEYS)

@@ -50,6 +50,8 @@ METRIC_KEYS = (
     "max_temp_after_settle",
     "state_minutes",
 )
+
+
 @dataclass
 class Tally:
     threshold: float

@@ -31,6 +31,8 @@ class Extras:
             self.metrics.close()
         if self.alerter is not None:
             self.alerter.close()
+        if self.scorecard is not None:
+            self.scorecard.close()
 
 
 def daemon_extras(settings) -> Extras:

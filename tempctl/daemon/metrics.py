@@ -81,8 +81,7 @@ SCORECARD_GAUGES = (
     ),
     (
         "tempctl_scorecard_hash_estimate_ratio",
-        "Hash done / the best the learned model says the device could have done "
-        "(an estimate).",
+        "Hash done / the best the learned model says the device could have done (an estimate).",
         "hash_ratio_est",
     ),
     (

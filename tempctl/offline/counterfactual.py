@@ -29,6 +29,7 @@ from itertools import chain
 from tempctl.config import FIELDS
 from tempctl.core.controller import Controller
 from tempctl.core.driver import Driver
+from tempctl.core.tally import Tally
 from tempctl.device import reading_capabilities
 from tempctl.offline.replay import (
     PROGRESS_ROWS,
@@ -39,7 +40,6 @@ from tempctl.offline.replay import (
     select_runs,
     settings_for,
 )
-from tempctl.core.tally import Tally
 from tempctl.store.eventlog import restore
 from tempctl.store.retention import folded_readings
 from tempctl.store.rows import LoggedReading, reading_sql
