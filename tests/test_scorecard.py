@@ -46,7 +46,7 @@ def test_tally_scorecard_by_hand():
 
 
 def test_rolling_window_drops_whole_minutes():
-    w = Rolling(threshold=60.0, minutes=5)
+    w = Rolling(threshold=60.0, steps=5, step_ms=60_000)  # five one-minute slots
     for m in range(12):  # one sample a minute: hot (62 °C) for minutes 1-3, a change at 2
         temp = 62.0 if 1 <= m <= 3 else 59.0
         w.add(T0 + m * 60_000, changed=m == 2, trips=int(m == 3), temp=temp)
@@ -188,7 +188,7 @@ def test_the_window_drops_what_is_older_than_24h(daemon_log):
     assert whole["above_min"] > restarted["above_min_24h"]
     assert whole["above_degmin"] > restarted["above_degmin_24h"]
     conn = sqlite3.connect(db)
-    lo = conn.execute("SELECT (max(ts_ms) / 60000 - 1439) * 60000 FROM readings").fetchone()[0]
+    lo = conn.execute("SELECT (max(ts_ms) / 300000 - 287) * 300000 FROM readings").fetchone()[0]
     old = conn.execute("SELECT count(*) FROM readings WHERE ts_ms < ?", (lo,)).fetchone()[0]
     conn.close()
     assert old > 100  # hours of readings the window leaves out

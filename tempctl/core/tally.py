@@ -20,7 +20,7 @@ Every report is a flat dict with the keys in ``METRIC_KEYS`` (JSON-ready); the
 
 The live scorecard also feeds power, the firmware's trips and the learned model's best
 hashrate (``best_frequency``) and reads ``scorecard()``; ``Rolling`` keeps a tally over
-the last whole minutes (24 h). These extras never change ``result()``.
+the last 24 h in five-minute slots. These extras never change ``result()``.
 """
 
 from __future__ import annotations
@@ -292,11 +292,13 @@ def best_frequency(
 
 
 class Rolling:
-    """A ``Tally`` over the last ``minutes`` whole minutes (UTC) up to its newest sample.
+    """A ``Tally`` over the last ``steps`` time slots of ``step_ms`` (UTC) up to its newest
+    sample: the newest sample's slot and the ``steps - 1`` before it.
 
-    The tally itself runs on; at the first sample of each minute its sums are noted, so the
-    window's figures are the sums now minus those noted at the oldest minute still in it
-    (and the largest temperature of the minutes in it). About 90 bytes a minute.
+    The tally itself runs on; at the first sample of each slot its sums are noted, so the
+    window's figures are the sums now minus those noted at the oldest slot still in it (and
+    the largest temperature of the slots in it). 80 bytes a slot: 288 five-minute slots
+    (24 h) take 23 KB.
     """
 
     SUMS = (
@@ -309,22 +311,28 @@ class Rolling:
         "joules",
         "powered_gh_seconds",
     )
-    WIDTH = len(SUMS) + 2  # minute, the sums, the minute's max temperature
+    WIDTH = len(SUMS) + 2  # slot, the sums, the slot's max temperature
 
-    def __init__(self, threshold: float, minutes: int = 1440, max_gap_s: float = math.inf):
+    def __init__(
+        self,
+        threshold: float,
+        steps: int = 288,
+        step_ms: int = 300_000,
+        max_gap_s: float = math.inf,
+    ):
         self.tally = Tally(threshold=threshold, max_gap_s=max_gap_s)
-        self.minutes = minutes
-        self._marks = array("d")  # WIDTH values per minute that has samples
+        self.steps, self.step_ms = steps, step_ms
+        self._marks = array("d")  # WIDTH values per slot that has samples
         self._head = 0  # offset of the oldest mark still kept
 
     def add(self, ts_ms: int, *, changed: bool = False, trips: int = 0, **values) -> None:
         """A sample (``Tally.add``'s values); ``changed``: it shows a frequency change;
         ``trips``: firmware trips seen with it."""
-        minute = ts_ms // 60_000
+        slot = ts_ms // self.step_ms
         m = self._marks
-        if len(m) == self._head or m[-self.WIDTH] != minute:
+        if len(m) == self._head or m[-self.WIDTH] != slot:
             t = self.tally
-            m.append(minute)
+            m.append(slot)
             m.extend(getattr(t, k) for k in self.SUMS)
             m.append(-math.inf)
         self.tally.add(ts_ms, **values)
@@ -334,13 +342,13 @@ class Rolling:
         temp = values.get("temp")
         if temp is not None and temp > m[-1]:
             m[-1] = temp
-        self._expire(minute)
+        self._expire(slot)
 
-    def _expire(self, minute: int) -> None:
+    def _expire(self, slot: int) -> None:
         m, w = self._marks, self.WIDTH
-        while len(m) - self._head > w and m[self._head] <= minute - self.minutes:
+        while len(m) - self._head > w and m[self._head] <= slot - self.steps:
             self._head += w
-        if self._head > 512 * w:
+        if self._head > 64 * w:
             del m[: self._head]
             self._head = 0
 

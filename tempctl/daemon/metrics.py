@@ -16,7 +16,7 @@ Fleet-wide: a histogram of poll lateness, when the daemon records it.
 Values of an invalid reading are left out, so graphs show a gap, not a stale value.
 
 With a scorecard (``daemon/scorecard.py``), its figures as ``tempctl_scorecard_*``
-gauges, label ``window`` = ``24h`` (the last 1440 minutes) or ``start`` (since the
+gauges, label ``window`` = ``24h`` (the last 24 h, in five-minute slots) or ``start`` (since the
 daemon started); a figure not known yet (J/TH before any hash) is left out.
 """
 

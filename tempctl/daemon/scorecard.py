@@ -1,7 +1,8 @@
 """The live scorecard: how well tempctl controls each device, over 24 h and since start.
 
 A daemon observer. Per device it keeps two ``core.tally`` tallies of the readings the
-daemon logs: ``Rolling`` over the last 1440 whole minutes (UTC) up to the newest reading,
+daemon logs: ``Rolling`` over the newest reading's five-minute slot (UTC) and the 287
+before it (23 h 55 min to 24 h),
 and a ``Tally`` since this daemon started. Figures (``KEYS``, both ``_24h`` and ``_start``):
 
 - minutes and °C·min above TEMP_THRESHOLD, and the largest excess;
@@ -50,7 +51,8 @@ from tempctl.store.eventlog import open_read_only
 
 logger = logging.getLogger("tempctl")
 
-WINDOW_MINUTES = 1440
+STEP_MS = 300_000  # the window moves in five-minute slots (UTC)
+WINDOW_STEPS = 288  # 24 h
 PERIODS = ("24h", "start")
 KEYS = tuple(f"{k}_{p}" for p in PERIODS for k in SCORECARD_KEYS)
 
@@ -133,7 +135,7 @@ class Card:
     pending: list | None = None  # live readings kept while the history is read
 
     def __post_init__(self):
-        self.day = Rolling(self.threshold, WINDOW_MINUTES, max_gap_s=self.gap_s)
+        self.day = Rolling(self.threshold, WINDOW_STEPS, STEP_MS, max_gap_s=self.gap_s)
         self.start = Tally(threshold=self.threshold, max_gap_s=self.gap_s)
 
     def best_hashrate(self, s: Sample) -> float | None:
@@ -262,7 +264,7 @@ class Scorecard:
     def _load(self, name: str, live: Card, first_ms: int) -> None:
         """The window before ``first_ms`` from the log, then the live readings since."""
         card = Card(live.threshold, live.max_frequency, live.gap_s)
-        lo = (first_ms // 60_000 - WINDOW_MINUTES + 1) * 60_000
+        lo = (first_ms // STEP_MS - WINDOW_STEPS + 1) * STEP_MS
         try:
             conn = self.connect()
             try:
@@ -352,7 +354,8 @@ def sql_fragments() -> dict[str, str]:
         "__DYNAMIC_SHARE__": repr(1.0 - P0_SHARE),
         "__AUTOFAN_SATURATED__": repr(AUTOFAN_SATURATED),
         "__FREQ_EPS__": repr(FREQ_EPS),
-        "__WINDOW_MINUTES__": str(WINDOW_MINUTES),
+        "__STEP_MS__": str(STEP_MS),
+        "__WINDOW_STEPS__": str(WINDOW_STEPS),
     }
 
 
