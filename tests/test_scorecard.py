@@ -220,3 +220,26 @@ def test_the_contract_the_exporters_read():
     )
     assert set(KEYS) == {f"{f}_{w}" for f in figures for w in ("24h", "start")}
     assert Scorecard().values("never-seen") == dict.fromkeys(KEYS)
+
+
+def test_an_unreadable_log_leaves_the_live_figures(caplog):
+    from tempctl.core.controller import Controller, Limits
+    from tempctl.core.driver import Driver
+    from tempctl.core.reading import Reading
+    from tempctl.daemon.loop import Device as LoopDevice
+
+    def broken():
+        raise sqlite3.OperationalError("unable to open database file")
+
+    sc = Scorecard(broken)
+    limits = Limits(check_interval=30.0)
+    d = LoopDevice("gamma", "http://127.0.0.1:1", limits, None, Driver(Controller(limits, "g")))
+    for i, temp in enumerate((62.0, 64.0, 65.0, 62.0)):
+        sc.on_reading(d, Reading("gamma", T0 + i * 30_000, temp=temp, frequency=500.0), None)
+    sc.settle(timeout=30)
+    sc.close()
+    v = sc.values("gamma")
+    assert v["above_min_24h"] == v["above_min_start"] == 1.0  # 2 x 30 s above 63 °C
+    assert v["max_excess_c_24h"] == 2.0 and v["j_per_th_24h"] is None
+    assert "no history read from the log (unable to open database file)" in caplog.text
+    assert sc._cards["gamma"].pending is None  # nothing kept waiting for a history

@@ -271,7 +271,7 @@ class Scorecard:
                 rows, events, prime = history(conn, name, lo, first_ms)
             finally:
                 conn.close()
-        except sqlite3.Error as exc:  # the window covers this run only; control goes on
+        except Exception as exc:  # noqa: BLE001 - the window covers this run only; control goes on
             logger.warning("scorecard: %s: no history read from the log (%s)", name, exc)
             with self._lock:
                 live.pending = None
