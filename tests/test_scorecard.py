@@ -89,21 +89,31 @@ def test_best_frequency_by_hand():
 def daemon_log(tmp_path_factory):
     """Two daemon runs (fake clock, 60 s polls) against a heat wave (from its hot fifth hour)
     with overheat faults: 15 h, 6 h down, 6 h. The 24 h window of the second run starts
-    three hours into the first one.
+    three hours into the first one. Two devices: ``gamma`` under the levels law (time above
+    the threshold, trips), ``learner`` under the model law with its own threshold (the
+    model events that set the estimate's °C/W).
 
-    (log, first run's figures at its end, the second run's - whose scorecard read its 24 h
-    back from the log -, and one scorecard that watched both runs live, with no log). A
+    (log, gamma's figures at the first run's end and at the second's - whose scorecard
+    read its 24 h back from the log -, one scorecard that watched both runs live with no
+    log, and learner's figures at the second run's end). A
     scorecard whose history arrives only after the run's last poll says the same."""
     db = tmp_path_factory.mktemp("scorecard") / "tempctl.db"
     clock = FakeClock(start_ms=T0)
     watched = Scorecard()
-    cards = []
+    cards, learner = [], []
     with Emulator(
-        "heatwave", clock=clock.monotonic, seed=2, faults="overheat=0.01", start_hours=5.0
+        "heatwave",
+        clock=clock.monotonic,
+        seed=2,
+        faults="overheat=0.01",
+        start_hours=5.0,
+        devices=2,
     ) as emu:
-        settings = Settings(
-            devices=(Device("gamma", emu.urls[0]),), check_interval=60.0, law="levels"
+        devices = (
+            Device("gamma", emu.urls[0], {"law": "levels"}),
+            Device("learner", emu.urls[1], {"temp_threshold": 61.0}),
         )
+        settings = Settings(devices=devices, check_interval=60.0)
         for polls in (900, 360):
             sc = Scorecard.for_log(db)
             # a second one whose history comes in only after the whole run was polled
@@ -121,18 +131,30 @@ def daemon_log(tmp_path_factory):
                 card.settle(timeout=60)
                 card.close()
             cards.append(sc.values("gamma"))
-            assert late.values("gamma") == pytest.approx(cards[-1], rel=1e-9, abs=1e-9)
+            learner.append(sc.values("learner"))
+            for name in ("gamma", "learner"):
+                assert_same(late.values(name), sc.values(name))
             clock.advance(6 * 3600)
-    return db, cards[0], cards[1], watched
+    return db, cards[0], cards[1], watched, learner[-1]
 
 
-def query(db) -> dict:
+def assert_same(a: dict, b: dict) -> None:
+    """The same figures, to float rounding (None where not known)."""
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k] is None or b[k] is None:
+            assert a[k] is b[k], k
+        else:
+            assert a[k] == pytest.approx(b[k], rel=1e-9, abs=1e-9), k
+
+
+def query(db, device: str = "gamma") -> dict:
     sql = ui.render_metadata("tempctl")["databases"]["tempctl"]["queries"]["scorecard"]["sql"]
     assert not re.search(r"__[A-Z_]+__", sql)  # every shared constant pasted in
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row
     try:
-        [row] = conn.execute(sql, {"device": "gamma"}).fetchall()
+        [row] = conn.execute(sql, {"device": device}).fetchall()
     finally:
         conn.close()
     return dict(row)
@@ -147,7 +169,7 @@ def assert_agree(py: dict, sql: dict) -> None:
 
 
 def test_the_log_is_worth_scoring(daemon_log):
-    db, first, restarted, _ = daemon_log
+    db, first, restarted, _, _ = daemon_log
     conn = sqlite3.connect(db)
     runs = conn.execute("SELECT count(*) FROM runs").fetchone()[0]
     conn.close()
@@ -162,18 +184,35 @@ def test_the_log_is_worth_scoring(daemon_log):
 
 
 def test_python_and_sql_agree_on_the_daemon_log(daemon_log):
-    db, _, restarted, _ = daemon_log
+    db, _, restarted, _, _ = daemon_log
     assert_agree(restarted, query(db))
+
+
+def test_python_and_sql_agree_for_a_learning_model(daemon_log):
+    """The model law logs what it learns; both sides take each reading's °C/W from the
+    newest model event (the device's own threshold, 61 °C, applies)."""
+    db, *_, learner = daemon_log
+    conn = sqlite3.connect(db)
+    learned = conn.execute(
+        "SELECT count(*) FROM events WHERE device = 'learner' AND kind = 'model'"
+    ).fetchone()[0]
+    conn.close()
+    assert learned >= 2
+    sql = query(db, "learner")
+    assert sql["threshold"] == 61.0
+    assert_agree(learner, sql)
+    assert sql["hash_ratio_est_24h"] is not None and sql["changes_24h"] > 0
 
 
 def test_the_24h_window_survives_a_restart(daemon_log):
     """The restarted daemon read its window back from the log and says what a scorecard
     that watched both runs says; its since-start figures are its own run's only."""
-    _, first, restarted, watched = daemon_log
+    _, first, restarted, watched, _ = daemon_log
     seen = watched.values("gamma")
-    for k in KEYS:
-        if k.endswith("_24h"):
-            assert restarted[k] == pytest.approx(seen[k], rel=1e-9, abs=1e-9), k
+    assert_same(
+        {k: v for k, v in restarted.items() if k.endswith("_24h")},
+        {k: v for k, v in seen.items() if k.endswith("_24h")},
+    )
     # since start: the second run only
     across = seen["changes_start"] - first["changes_start"] - restarted["changes_start"]
     assert across in (0, 1)  # a change across the restart is nobody's since start
@@ -182,7 +221,7 @@ def test_the_24h_window_survives_a_restart(daemon_log):
 
 def test_the_window_drops_what_is_older_than_24h(daemon_log):
     """27 h of log: the first run's first three hours (hot ones) are outside the window."""
-    db, _, restarted, watched = daemon_log
+    db, _, restarted, watched, _ = daemon_log
     whole = watched._cards["gamma"].day.tally.scorecard()  # the window's tally runs on
     assert whole["changes"] > restarted["changes_24h"]
     assert whole["above_min"] > restarted["above_min_24h"]
@@ -196,15 +235,16 @@ def test_the_window_drops_what_is_older_than_24h(daemon_log):
 
 @pytest.mark.slow
 def test_the_canned_query_in_a_real_datasette(daemon_log, tmp_path):
-    db, _, restarted, _ = daemon_log
+    db, _, restarted, _, learner = daemon_log
     srv = Server(db, tmp_path / "datasette.log")
     try:
         [row] = srv.query("scorecard", device="gamma")
-        [every] = srv.query("scorecard", device="")
+        every = srv.query("scorecard", device="")
     finally:
         srv.stop()
     assert_agree(restarted, row)
-    assert every == row
+    assert [r["device"] for r in every] == ["gamma", "learner"] and every[0] == row
+    assert_agree(learner, every[1])
 
 
 def test_the_contract_the_exporters_read():
