@@ -269,3 +269,20 @@ def test_a_metrics_host_beyond_loopback_needs_allow_remote(tmp_path):
     res = run_cli(tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port, "--allow-remote")
     assert res.exit_code == 1, res.output
     assert "metrics endpoint 192.0.2.1:9101: Cannot assign requested address" in res.output
+
+
+def test_the_daemon_has_one_scorecard_for_every_exporter(tmp_path):
+    from tempctl.daemon.fleet import daemon_extras, scorecard
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(metrics_port=port, db=str(tmp_path / "t.db"))
+    extras = daemon_extras(settings)
+    try:
+        card = extras.scorecard
+        assert extras.metrics.scorecard is card and card in extras.observers
+        assert scorecard(extras, settings) is card  # the MQTT bridge gets the same one
+        assert extras.observers.count(card) == 1
+    finally:
+        extras.close()
