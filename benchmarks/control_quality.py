@@ -23,7 +23,7 @@ setting), firmware overheat trips (the emulated firmware's count; ``firmware_tri
 are those a fault caused, e.g. a 127 °C sensor value, and do not count against the law),
 and the maximum die temperature after the *first settle*: TEMPCTL_SETTLE seconds (180)
 after the first of (a) the policy's first frequency cut and (b) the first 10 s sample above
-the threshold; with neither, TEMPCTL_SETTLE after the start (offline/report.Tally).
+the threshold; with neither, TEMPCTL_SETTLE after the start (core/tally.Tally).
 
 Targets for ``tempctl`` (issue 12, "How it is measured"), per scenario, in "targets":
 hash >= 0.97 of the oracle; <= 1 % of the time above the threshold; never more than 1 °C

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tempctl.config import Settings
-from tempctl.offline.report import Tally
+from tempctl.core.tally import Tally
 from tempctl.sim.faults import FaultyDevice
 from tempctl.sim.policies import NullSink, make_policy
 from tempctl.sim.scenario import Faults, load_scenario

@@ -108,6 +108,7 @@ def test_per_device_values_states_and_counters(served):
     assert value(s, "tempctl_vr_temperature_celsius", device="hot") == 61.0
     assert value(s, "tempctl_frequency_mhz", device="hot") == 575.0
     assert value(s, "tempctl_target_frequency_mhz", device="hot") == 490.0
+    assert value(s, "tempctl_temperature_threshold_celsius", device="hot") == 63.0
     assert value(s, "tempctl_last_reading_timestamp_seconds", device="hot") == (T + 30_000) / 1000
     assert value(s, "tempctl_state", device="hot", state="THROTTLED_1") == 1
     assert value(s, "tempctl_state", device="hot", state="NORMAL") == 0
@@ -205,3 +206,83 @@ def test_run_refuses_a_metrics_port_in_use(tmp_path):
         )
     assert res.exit_code == 1, res.output
     assert f"metrics endpoint 127.0.0.1:{port}: Address already in use" in res.output
+
+
+def test_the_scorecard_series_of_a_running_daemon(tmp_path):
+    """Daemon + emulator: the tempctl_scorecard_* gauges are the scorecard's figures."""
+    from tempctl.core.clock import FakeClock
+    from tempctl.daemon.metrics import SCORECARD_GAUGES
+    from tempctl.daemon.scorecard import Scorecard
+
+    clock = FakeClock(start_ms=T)
+    with Emulator("heatwave", start_hours=5.0, clock=clock.monotonic, seed=1) as emu:
+        settings = Settings(
+            devices=(DeviceConfig("gamma", emu.urls[0]),), check_interval=30.0, law="levels"
+        )
+        card = Scorecard.for_log(tmp_path / "tempctl.db")
+        m = Metrics(scorecard=card)
+        port = m.serve("127.0.0.1", 0)
+        log = Log(tmp_path / "tempctl.db")
+        try:
+            Daemon(settings, eventlog=log, clock=clock, observers=[card, m]).run(max_polls=240)
+            card.settle(timeout=60)
+            s = scrape(port)
+        finally:
+            m.close()
+            log.close()
+    figures = card.values("gamma")
+    assert figures["above_min_24h"] > 0 and figures["changes_24h"] > 0
+    for name, _, key in SCORECARD_GAUGES:
+        for window in ("24h", "start"):
+            want = figures[f"{key}_{window}"]
+            assert want is not None, key
+            assert value(s, name, device="gamma", window=window) == pytest.approx(want), name
+
+
+def run_cli(tmp_path, *args, env=None):
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+
+    (tmp_path / "none.toml").write_text("")
+    cmd = ["run", "--bitaxe-ip", "127.0.0.1:1", "--db", str(tmp_path / "t.db"), *args]
+    return CliRunner().invoke(
+        cli, cmd, env={"TEMPCTL_CONFIG": str(tmp_path / "none.toml"), **(env or {})}
+    )
+
+
+def test_a_metrics_host_beyond_loopback_needs_allow_remote(tmp_path):
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): not loopback, and no interface here has it
+    port = "9101"
+    res = run_cli(tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port)
+    assert res.exit_code == 2, res.output
+    assert "TEMPCTL_METRICS_HOST (--metrics-host) 192.0.2.1 is not a loopback address" in (
+        res.output
+    )
+    assert "--allow-remote" in res.output
+    assert not (tmp_path / "t.db").exists()  # refused before anything started
+    res = run_cli(
+        tmp_path, "--metrics-port", port, env={"TEMPCTL_METRICS_HOST": "0.0.0.0"}
+    )  # from the environment (or the config file) alike
+    assert res.exit_code == 2 and "0.0.0.0 is not a loopback address" in res.output
+    # with --allow-remote the check passes and binding is tried (this address has no interface)
+    res = run_cli(tmp_path, "--metrics-host", "192.0.2.1", "--metrics-port", port, "--allow-remote")
+    assert res.exit_code == 1, res.output
+    assert "metrics endpoint 192.0.2.1:9101: Cannot assign requested address" in res.output
+
+
+def test_the_daemon_has_one_scorecard_for_every_exporter(tmp_path):
+    from tempctl.daemon.fleet import daemon_extras, scorecard
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = Settings(metrics_port=port, db=str(tmp_path / "t.db"))
+    extras = daemon_extras(settings)
+    try:
+        card = extras.scorecard
+        assert extras.metrics.scorecard is card and card in extras.observers
+        assert scorecard(extras, settings) is card  # the MQTT bridge gets the same one
+        assert extras.observers.count(card) == 1
+    finally:
+        extras.close()

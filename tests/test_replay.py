@@ -16,6 +16,7 @@ from tempctl.config import Device, Settings, config_dict
 from tempctl.core.clock import FakeClock
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.reading import Reading
+from tempctl.core.tally import METRIC_KEYS
 from tempctl.daemon.loop import Daemon
 from tempctl.offline.counterfactual import counterfactual
 from tempctl.offline.replay import (
@@ -26,7 +27,6 @@ from tempctl.offline.replay import (
     select_runs,
     settings_for,
 )
-from tempctl.offline.report import METRIC_KEYS
 from tempctl.sim.emulator import Emulator
 from tempctl.sim.scenario import parse_scenario
 from tempctl.sim.simulate import simulate

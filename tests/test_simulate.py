@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 from tempctl.cli import cli
 from tempctl.config import Settings
+from tempctl.core.tally import METRIC_KEYS
 from tempctl.offline.replay import check
-from tempctl.offline.report import METRIC_KEYS
 from tempctl.sim.policies import parse_spec
 from tempctl.sim.scenario import load_scenario
 from tempctl.sim.simulate import simulate

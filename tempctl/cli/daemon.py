@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import click
 
-from tempctl.cli.base import SettingsError, cli, settings_from_cli, settings_options
-from tempctl.cli.options import json_option
+from tempctl.cli.base import (
+    SettingsError,
+    cli,
+    is_loopback,
+    settings_from_cli,
+    settings_options,
+)
+from tempctl.cli.options import allow_remote_option, json_option
 
 # --- daemon: run, status -----------------------------------------------------
 
@@ -34,9 +40,26 @@ def _open_log(path, **kw):
         raise click.ClickException(str(e)) from None
 
 
+METRICS_REMOTE = (
+    "The metrics page has no login and names every miner: keep it on loopback (a "
+    "Prometheus on this machine, an SSH tunnel or an authenticating reverse proxy)."
+)
+
+
+def check_metrics_host(settings, allow_remote: bool) -> None:
+    """Refuse a metrics endpoint beyond loopback unless --allow-remote (as `tempctl ui`)."""
+    host = settings.metrics_host
+    if settings.metrics_port and not allow_remote and not is_loopback(host):
+        raise SettingsError(
+            f"TEMPCTL_METRICS_HOST (--metrics-host) {host} is not a loopback address. "
+            f"{METRICS_REMOTE} Add --allow-remote to serve it there anyway."
+        )
+
+
 @cli.command()
 @settings_options
-def run(**kwargs):
+@allow_remote_option(METRICS_REMOTE, "--metrics-host")
+def run(allow_remote, **kwargs):
     """Guard the device(s): poll every CHECK_INTERVAL, throttle when hot, restore when stable.
 
     Every reading, transition, command and event is appended to the SQLite log
@@ -56,6 +79,7 @@ def run(**kwargs):
     from tempctl.daemon.notify import Notifier
 
     settings = settings_from_cli(kwargs)
+    check_metrics_host(settings, allow_remote)
     _setup_logging(settings.log_level)
     eventlog = _open_log(settings.db, lock=True)
     stop = threading.Event()

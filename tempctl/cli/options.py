@@ -33,9 +33,11 @@ host_option = click.option(
 )
 
 
-def allow_remote_option(why: str):
+def allow_remote_option(why: str, host_flag: str = "--host"):
     """--allow-remote; ``why`` says what is at risk beyond this machine."""
-    return click.option("--allow-remote", is_flag=True, help=f"Allow a non-loopback --host. {why}")
+    return click.option(
+        "--allow-remote", is_flag=True, help=f"Allow a non-loopback {host_flag}. {why}"
+    )
 
 
 # --- scenarios: emulate, demo, simulate, tune -------------------------------------

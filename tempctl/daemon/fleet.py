@@ -18,6 +18,7 @@ class Extras:
     metrics: object | None = None  # metrics.Metrics
     metrics_port: int | None = None
     alerter: object | None = None  # alerts.Alerter
+    scorecard: object | None = None  # scorecard.Scorecard (metrics and other exporters read it)
 
     def attach(self, devices) -> None:
         """Show every configured device on the metrics page before its first poll ends."""
@@ -30,6 +31,8 @@ class Extras:
             self.metrics.close()
         if self.alerter is not None:
             self.alerter.close()
+        if self.scorecard is not None:
+            self.scorecard.close()
 
 
 def daemon_extras(settings) -> Extras:
@@ -43,7 +46,7 @@ def daemon_extras(settings) -> Extras:
     if settings.metrics_port:
         from tempctl.daemon.metrics import Metrics
 
-        m = Metrics()
+        m = Metrics(scorecard=scorecard(extras, settings))
         extras.metrics_port = m.serve(settings.metrics_host, settings.metrics_port)
         extras.metrics = m
         extras.observers.append(m)
@@ -61,3 +64,13 @@ def daemon_extras(settings) -> Extras:
         job = Retention(settings.retention_days, min_keep_ms=min_keep_ms(settings))
         extras.maintenance.append((RETENTION_PERIOD_S, job))
     return extras
+
+
+def scorecard(extras: Extras, settings):
+    """The one live scorecard of this daemon (an observer), made on first use."""
+    if extras.scorecard is None:
+        from tempctl.daemon.scorecard import Scorecard
+
+        extras.scorecard = Scorecard.for_log(settings.db)
+        extras.observers.append(extras.scorecard)
+    return extras.scorecard

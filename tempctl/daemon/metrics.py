@@ -7,13 +7,17 @@ metrics cost the control loop next to nothing. The registry is our own (never
 prometheus_client's global one), so nothing else leaks into the page and tests
 can build as many as they like.
 
-Exposed per device (label ``device``): temperature, VR temperature, reported and
-target frequency, hashrate, power, fan, firmware overheat flag, state (one series
+Exposed per device (label ``device``): temperature, VR temperature, TEMP_THRESHOLD,
+reported and target frequency, hashrate, power, fan, firmware overheat flag, state (one series
 per state, 1 for the current one), seconds in the current state (since tempctl
 saw it begin, so it restarts with the daemon), transitions, commands by outcome,
 command failures, polls, poll errors, missed polls and the last reading's time.
 Fleet-wide: a histogram of poll lateness, when the daemon records it.
 Values of an invalid reading are left out, so graphs show a gap, not a stale value.
+
+With a scorecard (``daemon/scorecard.py``), its figures as ``tempctl_scorecard_*``
+gauges, label ``window`` = ``24h`` (the last 24 h, in five-minute slots) or ``start`` (since the
+daemon started); a figure not known yet (J/TH before any hash) is left out.
 """
 
 from __future__ import annotations
@@ -48,6 +52,46 @@ LATENESS_BUCKETS = (
     10.0,
 )
 
+# (metric, help, scorecard figure): gauges, since a rolling count goes down too
+SCORECARD_GAUGES = (
+    (
+        "tempctl_scorecard_above_threshold_minutes",
+        "Minutes above TEMP_THRESHOLD.",
+        "above_min",
+    ),
+    (
+        "tempctl_scorecard_above_threshold_celsius_minutes",
+        "Degree-minutes above TEMP_THRESHOLD (°C·min).",
+        "above_degmin",
+    ),
+    (
+        "tempctl_scorecard_max_excess_celsius",
+        "Largest excess over TEMP_THRESHOLD (°C; 0 when never above).",
+        "max_excess_c",
+    ),
+    (
+        "tempctl_scorecard_frequency_changes",
+        "Frequency changes the device showed (any origin).",
+        "changes",
+    ),
+    (
+        "tempctl_scorecard_firmware_trips",
+        "The firmware's own overheat trips.",
+        "trips",
+    ),
+    (
+        "tempctl_scorecard_hash_estimate_ratio",
+        "Hash done / the best the learned model says the device could have done (an estimate).",
+        "hash_ratio_est",
+    ),
+    (
+        "tempctl_scorecard_joules_per_terahash",
+        "Energy per work (J/TH).",
+        "j_per_th",
+    ),
+)
+WINDOWS = ("24h", "start")
+
 # (metric, help, Reading attribute)
 _READING_GAUGES = (
     ("tempctl_temperature_celsius", "ASIC temperature of the last reading (°C).", "temp"),
@@ -66,8 +110,9 @@ _READING_GAUGES = (
 class Metrics(Collector):
     """Daemon observer and Prometheus collector. ``serve()`` starts the endpoint."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, scorecard=None):
         self.clock = clock
+        self.scorecard = scorecard  # a scorecard.ScorecardSource, or None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
         self.lateness = Histogram(
@@ -134,6 +179,11 @@ class Metrics(Collector):
             "Frequency tempctl holds the device at (MHz).",
             labels=lab,
         )
+        threshold = GaugeMetricFamily(
+            "tempctl_temperature_threshold_celsius",
+            "TEMP_THRESHOLD the device is held under (°C).",
+            labels=lab,
+        )
         overheat = GaugeMetricFamily(
             "tempctl_overheat", "1 while the firmware's own overheat trip shows.", labels=lab
         )
@@ -181,6 +231,7 @@ class Metrics(Collector):
                         fam.add_metric([name], float(value))
             ctl = d.controller
             target.add_metric([name], float(ctl.frequency))
+            threshold.add_metric([name], float(d.limits.temp_threshold))
             current = ctl.current.value
             for s in State:
                 state.add_metric([name, s.value], 1.0 if s.value == current else 0.0)
@@ -196,12 +247,14 @@ class Metrics(Collector):
                 failures.add_metric([name, kind], cmd_counts.get((name, kind, "failed"), 0))
         for (name, kind, outcome), n in sorted(cmd_counts.items()):
             commands.add_metric([name, kind, outcome], n)
+        cards = self._scorecard([name for name, _ in devices])
         yield GaugeMetricFamily(
             "tempctl_devices", "Devices seen by this daemon.", value=len(devices)
         )
         yield from gauges.values()
         yield from (
             target,
+            threshold,
             overheat,
             state,
             in_state,
@@ -212,4 +265,21 @@ class Metrics(Collector):
             transitions,
             commands,
             failures,
+            *cards,
         )
+
+    def _scorecard(self, names: list[str]) -> list[Metric]:
+        if self.scorecard is None:
+            return []
+        fams = [
+            GaugeMetricFamily(name, doc, labels=["device", "window"])
+            for name, doc, _ in SCORECARD_GAUGES
+        ]
+        for name in names:
+            values = self.scorecard.values(name)
+            for fam, (_, _, key) in zip(fams, SCORECARD_GAUGES):
+                for w in WINDOWS:
+                    v = values.get(f"{key}_{w}")
+                    if v is not None:
+                        fam.add_metric([name, w], float(v))
+        return fams

@@ -7,7 +7,7 @@ the 2-node response (R, fast share, τ) to the power difference, with the power 
 ``P = p0 + k·f·V²·(1 + leak·(T − 60))`` on both sides: the frequency difference at the
 recorded temperature plus the leakage of the temperature difference itself.
 
-Both sides are summarised with the metrics of ``report.Tally`` against the recorded
+Both sides are summarised with the metrics of ``core.tally.Tally`` against the recorded
 threshold, so a lower threshold shows up as fewer °C·min above it and less hash, and
 also against the counterfactual's own TEMP_THRESHOLD (the report names which is which).
 
@@ -29,6 +29,7 @@ from itertools import chain
 from tempctl.config import FIELDS
 from tempctl.core.controller import Controller
 from tempctl.core.driver import Driver
+from tempctl.core.tally import Tally
 from tempctl.device import reading_capabilities
 from tempctl.offline.replay import (
     PROGRESS_ROWS,
@@ -39,7 +40,6 @@ from tempctl.offline.replay import (
     select_runs,
     settings_for,
 )
-from tempctl.offline.report import Tally
 from tempctl.store.eventlog import restore
 from tempctl.store.retention import folded_readings
 from tempctl.store.rows import LoggedReading, reading_sql

@@ -3,7 +3,7 @@
 1. Record a run on the emulator's plant with the base settings (``simulate`` with a log).
 2. Predict another setting from that log (``counterfactual.counterfactual``, plant fitted from it).
 3. Run the other setting for real on the same plant: same scenario, seed and poll.
-4. Compare, each side's metrics computed from its log the same way (``report.Tally``):
+4. Compare, each side's metrics computed from its log the same way (``core.tally.Tally``):
 
 * hash ratio: GH·h predicted / recorded, against GH·h really measured / recorded;
 * peak die temperature (the highest reading);

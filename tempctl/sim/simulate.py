@@ -24,8 +24,8 @@ from functools import lru_cache
 
 from tempctl.config import Settings, config_dict, validate
 from tempctl.core.reading import Reading
+from tempctl.core.tally import Tally
 from tempctl.device import parse_info
-from tempctl.offline.report import Tally
 from tempctl.sim.faults import FaultyDevice
 from tempctl.sim.firmware import Firmware, plant_params
 from tempctl.sim.plant import oracle_frequency

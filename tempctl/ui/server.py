@@ -31,6 +31,7 @@ from pathlib import Path
 
 import yaml
 
+from tempctl.daemon.scorecard import sql_fragments
 from tempctl.resources import PACKAGE_DIR, schema_path
 from tempctl.store.eventlog import LogError, check_file
 
@@ -73,7 +74,8 @@ def render_metadata(name: str) -> dict:
     from datasette.utils import tilde_encode
 
     data = yaml.safe_load(METADATA_TEMPLATE.read_text(encoding="utf-8"))
-    fragments = data.pop(FRAGMENTS_KEY, {})
+    # the scorecard's constants come from the code it must agree with
+    fragments = {**data.pop(FRAGMENTS_KEY, {}), **sql_fragments()}
     url_name = tilde_encode(name)
 
     def walk(node):
