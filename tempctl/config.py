@@ -94,6 +94,11 @@ class Settings:
     metrics_port: int = _DEFAULTS["metrics_port"]
     metrics_host: str = _DEFAULTS["metrics_host"]
     device_password_file: str = _DEFAULTS["device_password_file"]
+    mqtt_url: str = _DEFAULTS["mqtt_url"]
+    mqtt_password_file: str = _DEFAULTS["mqtt_password_file"]
+    mqtt_prefix: str = _DEFAULTS["mqtt_prefix"]
+    mqtt_discovery: str = _DEFAULTS["mqtt_discovery"]
+    mqtt_control: bool = _DEFAULTS["mqtt_control"]
     # attr -> "default" | "environment" | "command line" | file path | "devices[i] in <path>"
     sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     warnings: tuple[str, ...] = ()
@@ -203,8 +208,19 @@ def _parse_checked(f: Field, raw: object, name: str, source: str) -> object:
     except ValueError as e:
         problem = str(e)
     if problem:
-        raise ConfigError(_one_line(f"{name}={_fmt(raw)} ({source}): {problem}"))
+        raise ConfigError(_one_line(f"{name}={_shown(f, raw)} ({source}): {problem}"))
     return value
+
+
+def _shown(f: Field, raw: object) -> str:
+    """The value for an error message; a URL's password (refused anyway) is never shown."""
+    text = _fmt(raw)
+    if f.type == "url" and isinstance(raw, str) and "@" in text:
+        scheme, sep, rest = text.partition("://")
+        userinfo, at, host = rest.partition("@")
+        if sep and at and ":" in userinfo:
+            text = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{host}"
+    return text
 
 
 def _device(url_text: str) -> Device:

@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,13 +28,31 @@ from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 2
-MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
+SCHEMA_VERSION = 3
+
+
+def _allow_mqtt_origin(conn: sqlite3.Connection) -> None:
+    """v3: events.origin may be 'mqtt' (a change made from Home Assistant, issue 22).
+
+    Loosening a CHECK changes no stored row, so SQLite's documented writable_schema edit
+    does it in place (sqlite.org/lang_altertable.html#otheralter) instead of a rebuild."""
+    old = "'device', 'daemon'))"
+    version = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.executescript(
+        "BEGIN; PRAGMA writable_schema = ON;"
+        f"UPDATE sqlite_master SET sql = replace(sql, \"{old}\", \"'device', 'daemon', 'mqtt'))\")"
+        " WHERE type = 'table' AND name = 'events';"
+        f"PRAGMA schema_version = {version + 1}; PRAGMA writable_schema = OFF; COMMIT;"
+    )
+
+
+MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {  # version -> SQL taking the schema from version-1 to version
     2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
     "ALTER TABLE readings ADD COLUMN fault TEXT;"
     "ALTER TABLE readings ADD COLUMN mac TEXT;"
     "ALTER TABLE readings ADD COLUMN hostname TEXT;"
     "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
+    3: _allow_mqtt_origin,
 }
 
 READING_COLUMNS = (
@@ -196,7 +214,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     fresh = version == 0
     if not fresh:  # bring an older log up to date before schema.sql (which is the newest)
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            conn.executescript(MIGRATIONS[v])
+            step = MIGRATIONS[v]
+            step(conn) if callable(step) else conn.executescript(step)
     conn.executescript(schema_path().read_text())
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
