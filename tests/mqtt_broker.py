@@ -3,6 +3,7 @@ Home Assistant does (the MQTT tests; the broker is Debian's ``mosquitto`` packag
 
 from __future__ import annotations
 
+import getpass
 import json
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from procs import Proc, free_port, wait_for
 MOSQUITTO = shutil.which("mosquitto") or (
     "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
 )
+PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 need_mosquitto = pytest.mark.skipif(
     MOSQUITTO is None, reason="mosquitto is not installed (apt-get install mosquitto)"
 )
@@ -28,7 +30,14 @@ class Broker:
         self.tmp = Path(tmp_path)
         self.port = free_port()
         self.user, self.password = user, password
-        conf = [f"listener {self.port} 127.0.0.1", "persistence false", "log_type all"]
+        # ``user``: mosquitto started as root would switch to "mosquitto", who cannot read
+        # the test's private directory; as anyone else the line is ignored.
+        conf = [
+            f"listener {self.port} 127.0.0.1",
+            "persistence false",
+            "log_type all",
+            f"user {getpass.getuser()}",
+        ]
         if password is None:
             conf.append("allow_anonymous true")
         else:
@@ -36,7 +45,7 @@ class Broker:
             pw.write_text("")
             pw.chmod(0o600)
             subprocess.run(
-                [str(Path(MOSQUITTO).with_name("mosquitto_passwd")), "-b", str(pw), user, password],
+                [PASSWD, "-b", str(pw), user, password],
                 check=True,
                 capture_output=True,
             )
