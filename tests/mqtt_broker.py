@@ -11,7 +11,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from procs import Proc, free_port, wait_for
 
 MOSQUITTO = shutil.which("mosquitto") or (
@@ -118,8 +117,9 @@ class Subscriber:
         with self.lock:
             items = list(self.last.items())
         return {
-            t: json.loads(p) for t, p in items if t.startswith(prefix + "/") and t.endswith(
-                "/config") and p
+            t: json.loads(p)
+            for t, p in items
+            if t.startswith(prefix + "/") and t.endswith("/config") and p
         }
 
     def seen(self, topic: str, payload: str) -> bool:

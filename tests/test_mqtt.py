@@ -62,15 +62,15 @@ def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha)
         assert node == "tempctl_" + re.sub(r"[^0-9a-f]", "", mac.lower()) or not mac
         configs = ha.configs()
         mine = {t.split("/")[3]: (t.split("/")[1], c) for t, c in configs.items() if node in t}
-        for key, (component, cfg) in mine.items():
+        for key, (_, cfg) in mine.items():
             assert REQUIRED <= set(cfg), (key, cfg)
             assert cfg["unique_id"] == f"{node}_{key}"
             assert cfg["availability_mode"] == "all"
             assert {a["topic"] for a in cfg["availability"]} == {
                 "tempctl/status",
-                cfg["state_topic"].replace("/state", "/availability").replace(
-                    "/scorecard", "/availability"
-                ),
+                cfg["state_topic"]
+                .replace("/state", "/availability")
+                .replace("/scorecard", "/availability"),
             }
         dev = mine["temp"][1]["device"]
         assert dev["identifiers"] == [node]
@@ -287,7 +287,9 @@ def test_broker_password_from_a_file_is_never_shown(tmp_path):
 
 
 def test_a_password_in_the_url_exits_2_naming_the_field(tmp_path):
-    d = start_daemon("127.0.0.1:9", tmp_path / "x.db", tmp_path, mqtt_url="mqtt://u:hunter2@127.0.0.1")
+    d = start_daemon(
+        "127.0.0.1:9", tmp_path / "x.db", tmp_path, mqtt_url="mqtt://u:hunter2@127.0.0.1"
+    )
     assert d.wait(30) == 2
     out = d.output()
     assert "TEMPCTL_MQTT_URL" in out and "password" in out and "hunter2" not in out

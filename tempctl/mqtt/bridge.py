@@ -293,7 +293,7 @@ class Bridge:
         if self._daemon_json:
             self._send(t.daemon_state, self._daemon_json)
         self._send(t.status, "online")
-        for name, miner in list(self._miners.items()):
+        for miner in list(self._miners.values()):
             self._announce(miner)
         for name, up in list(self._available.items()):
             self._send(t.available(name), "online" if up else "offline")

@@ -16,7 +16,7 @@ import os
 import socket
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,34 +26,9 @@ from tempctl.core.controller import Command, Decision, Limits, Snapshot, State, 
 from tempctl.core.reading import Reading
 from tempctl.core.window import query_window
 from tempctl.resources import schema_path
+from tempctl.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 3
-
-
-def _allow_mqtt_origin(conn: sqlite3.Connection) -> None:
-    """v3: events.origin may be 'mqtt' (a change made from Home Assistant, issue 22).
-
-    Loosening a CHECK changes no stored row, so SQLite's documented writable_schema edit
-    does it in place (sqlite.org/lang_altertable.html#otheralter) instead of a rebuild."""
-    old = "'device', 'daemon'))"
-    version = conn.execute("PRAGMA schema_version").fetchone()[0]
-    conn.executescript(
-        "BEGIN; PRAGMA writable_schema = ON;"
-        f"UPDATE sqlite_master SET sql = replace(sql, \"{old}\", \"'device', 'daemon', 'mqtt'))\")"
-        " WHERE type = 'table' AND name = 'events';"
-        f"PRAGMA schema_version = {version + 1}; PRAGMA writable_schema = OFF; COMMIT;"
-    )
-
-
-MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {  # version -> SQL taking the schema from version-1 to version
-    2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
-    "ALTER TABLE readings ADD COLUMN fault TEXT;"
-    "ALTER TABLE readings ADD COLUMN mac TEXT;"
-    "ALTER TABLE readings ADD COLUMN hostname TEXT;"
-    "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
-    3: _allow_mqtt_origin,
-}
 
 READING_COLUMNS = (
     "id",
