@@ -294,3 +294,33 @@ def test_a_password_in_the_url_exits_2_naming_the_field(tmp_path):
     out = d.output()
     assert "TEMPCTL_MQTT_URL" in out and "password" in out and "hunter2" not in out
     d.signal(signal.SIGTERM)
+
+
+def test_demo_shows_the_entities_live_on_a_broker(tmp_path, broker, ha):
+    from procs import PYTHON, REPO, Proc
+
+    args = [PYTHON, "-m", "tempctl", "demo", "--mqtt", broker.url, "--no-ui", "--duration", "60"]
+    args += ["--db", str(tmp_path / "demo.db")]
+    demo = Proc("demo", args, cwd=REPO, out=tmp_path / "demo.out")
+    try:
+        node = wait_for(lambda: miner_node(ha), 60, "the demo's miner in discovery", demo)
+        assert "MQTT broker" in demo.output() and broker.url.split("//")[1] in demo.output()
+        slug = ha.configs()[f"{DISC}/sensor/{node}/temp/config"]["state_topic"]
+        wait_for(lambda: (ha.json(slug) or {}).get("temp"), 30, "live state", demo)
+        first = ha.json(slug)["temp"]
+        wait_for(lambda: ha.json(slug)["temp"] != first, 30, "the state moving", demo)
+        wait_for(lambda: ha.json(slug)["throttled"] == "ON", 60, "the heat wave's throttle", demo)
+        demo.signal(signal.SIGINT)
+        assert demo.wait(30) == 0, demo.output()
+        wait_for(lambda: ha.text("tempctl/status") == "offline", 10, "offline after the demo")
+    finally:
+        demo.stop()
+
+
+def test_demo_refuses_a_password_in_the_mqtt_url(tmp_path):
+    from procs import PYTHON, REPO, Proc
+
+    args = [PYTHON, "-m", "tempctl", "demo", "--mqtt", "mqtt://u:pw123@127.0.0.1", "--no-ui"]
+    demo = Proc("demo", args, cwd=REPO, out=tmp_path / "demo.out")
+    assert demo.wait(30) == 2
+    assert "--mqtt" in demo.output() and "pw123" not in demo.output()
