@@ -35,6 +35,7 @@ KEEPALIVE_S = 30
 SCORECARD_PERIOD_S = 30.0  # how often a miner's scorecard is sampled and published
 MAX_COMMAND_BYTES = 64
 CLOSE_WAIT_S = 2.0  # at stop, how long the "offline" message may take
+UNANSWERED = 2  # polls in a row without an answer before a miner shows unavailable
 
 
 def broker_address(url: str) -> tuple[str, int, str | None, bool]:
@@ -81,6 +82,7 @@ class Bridge:
         self._states: dict[str, str] = {}
         self._scores: dict[str, str] = {}
         self._available: dict[str, bool] = {}
+        self._unanswered: dict[str, int] = {}
         self._daemon_json: str | None = None
         self._connected = False
         self._closing = False
@@ -261,8 +263,12 @@ class Bridge:
             self._send(self.topics.daemon_state, self._daemon_json)
 
     def _poll(self, name: str, url: str, reading, payload: dict) -> None:
-        up = ha.answered(reading)
-        if up:
+        answered = ha.answered(reading)
+        # One lost answer is not an outage (a busy single-threaded web server, a retry).
+        misses = 0 if answered else self._unanswered.get(name, 0) + 1
+        self._unanswered[name] = misses
+        up = answered or (misses < UNANSWERED and name in self._miners)
+        if answered:
             miner = ha.Miner(
                 name, url, reading.mac, reading.asic_model, reading.version, reading.hostname
             )
