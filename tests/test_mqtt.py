@@ -7,9 +7,11 @@ deadline. FAST timing (procs.py): 4 polls a second, the emulator at 60x.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
+from contextlib import contextmanager
 from itertools import pairwise
 
 import pytest
@@ -36,6 +38,20 @@ def ha(broker):
     s.close()
 
 
+@contextmanager
+def guarded(tmp_path, broker, seed: int, **settings):
+    """An emulated miner in a steady room and `tempctl run` publishing to ``broker``:
+    (emulator, log path, daemon), both stopped at the end."""
+    emu = start_emulator(tmp_path, scenario="constant", seed=seed)
+    db = tmp_path / "tempctl.db"
+    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url, **settings)
+    try:
+        yield emu, db, d
+    finally:
+        d.stop()
+        emu.stop()
+
+
 def miner_node(ha: Subscriber) -> str:
     """The miner's discovery node id, once its configs are there (TEMP_THRESHOLD's is last)."""
     nodes = {t.split("/")[2] for t in ha.configs() if t.endswith("/temp_threshold/config")}
@@ -53,10 +69,7 @@ def availability(ha: Subscriber, emu) -> str | None:
 
 
 def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha):
-    emu = start_emulator(tmp_path, scenario="constant", seed=1)
-    db = tmp_path / "tempctl.db"
-    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url)
-    try:
+    with guarded(tmp_path, broker, 1) as (emu, db, d):
         node = wait_for(lambda: miner_node(ha), 30, "the miner's discovery configs", d)
         mac = emu.state().get("mac") or ""
         assert node == "tempctl_" + re.sub(r"[^0-9a-f]", "", mac.lower()) or not mac
@@ -125,16 +138,10 @@ def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha)
         wait_for(lambda: availability(ha, emu) == "online", 30, "miner available again", d)
         assert_clean_exit(d)
         wait_for(lambda: ha.text("tempctl/status") == "offline", 10, "offline at a clean stop")
-    finally:
-        d.stop()
-        emu.stop()
 
 
 def test_last_will_on_kill_9_and_unique_ids_stable_across_restarts(tmp_path, broker, ha):
-    emu = start_emulator(tmp_path, scenario="constant", seed=2)
-    db = tmp_path / "tempctl.db"
-    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url)
-    try:
+    with guarded(tmp_path, broker, 2) as (emu, db, d):
         wait_for(lambda: miner_node(ha) and ha.text("tempctl/status") == "online", 30, "up", d)
         wait_for(lambda: state(ha, emu).get("temp"), 10, "a state", d)
         first = {c["unique_id"] for c in ha.configs().values()}
@@ -149,23 +156,17 @@ def test_last_will_on_kill_9_and_unique_ids_stable_across_restarts(tmp_path, bro
             def again():
                 with ha.lock:
                     new = [(t, p) for t, p in ha.history[mark:] if t.endswith("/config") and p]
-                return {__import__("json").loads(p)["unique_id"] for _, p in new}
+                return {json.loads(p)["unique_id"] for _, p in new}
 
             wait_for(lambda: again() == first, 30, "the same unique ids republished", d2)
             assert_clean_exit(d2)
         finally:
             d2.stop()
-    finally:
-        d.stop()
-        emu.stop()
 
 
 def test_a_dead_broker_costs_no_poll(tmp_path, broker, ha):
-    emu = start_emulator(tmp_path, scenario="constant", seed=3)
-    db = tmp_path / "tempctl.db"
-    v = LogView(db)
-    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url)
-    try:
+    v = LogView(tmp_path / "tempctl.db")
+    with guarded(tmp_path, broker, 3) as (emu, db, d):
         wait_for(lambda: miner_node(ha) and state(ha, emu).get("temp"), 30, "publishing", d)
         ha.close()
         broker.kill()
@@ -184,9 +185,6 @@ def test_a_dead_broker_costs_no_poll(tmp_path, broker, ha):
         finally:
             ha2.close()
         assert_clean_exit(d)
-    finally:
-        d.stop()
-        emu.stop()
     ts = [r[0] for r in v.rows("SELECT ts_ms FROM readings ORDER BY id")]
     down = [t for t in ts if t0_ms <= t <= t1_ms]
     gaps = [b - a for a, b in pairwise(ts)]
@@ -204,11 +202,8 @@ def test_a_dead_broker_costs_no_poll(tmp_path, broker, ha):
 
 
 def test_controls_from_home_assistant_are_validated_and_logged(tmp_path, broker, ha):
-    emu = start_emulator(tmp_path, scenario="constant", seed=4)
-    db = tmp_path / "tempctl.db"
-    v = LogView(db)
-    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url, mqtt_control=True)
-    try:
+    v = LogView(tmp_path / "tempctl.db")
+    with guarded(tmp_path, broker, 4, mqtt_control=True) as (emu, db, d):
         node = wait_for(lambda: miner_node(ha), 30, "discovery", d)
         cfg = ha.configs()[f"{DISC}/number/{node}/temp_threshold/config"]
         assert (cfg["min"], cfg["max"]) == (30, 74)  # TEMP_THRESHOLD's own range
@@ -228,9 +223,6 @@ def test_controls_from_home_assistant_are_validated_and_logged(tmp_path, broker,
             lambda: len(v.events("config")) >= 4 and v.events("config"), 20, "4 events", d
         )
         assert_clean_exit(d)
-    finally:
-        d.stop()
-        emu.stop()
     assert {e["origin"] for e in ev} == {"mqtt"}
     msgs = [e["message"] for e in ev]
     assert "must be between 30 and 74" in msgs[0] and ev[0]["level"] == "warning"
@@ -242,11 +234,8 @@ def test_controls_from_home_assistant_are_validated_and_logged(tmp_path, broker,
 
 
 def test_without_control_nothing_is_subscribed(tmp_path, broker, ha):
-    emu = start_emulator(tmp_path, scenario="constant", seed=5)
-    db = tmp_path / "tempctl.db"
-    v = LogView(db)
-    d = start_daemon(emu.address, db, tmp_path, mqtt_url=broker.url)
-    try:
+    v = LogView(tmp_path / "tempctl.db")
+    with guarded(tmp_path, broker, 5) as (emu, db, d):
         node = wait_for(lambda: miner_node(ha), 30, "discovery", d)
         assert f"{DISC}/sensor/{node}/temp_threshold/config" in ha.configs()
         slug = re.sub(r"[^a-z0-9]+", "_", emu.address).strip("_")
@@ -258,9 +247,6 @@ def test_without_control_nothing_is_subscribed(tmp_path, broker, ha):
         assert v.count("events", "origin = 'mqtt'") == 0
         assert "Subscribed" not in broker.proc.output().split("tempctl-")[-1]
         assert_clean_exit(d)
-    finally:
-        d.stop()
-        emu.stop()
 
 
 def test_broker_password_from_a_file_is_never_shown(tmp_path):

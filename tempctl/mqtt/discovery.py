@@ -46,42 +46,27 @@ _SCORE = (
 WINDOWS = (("24h", "24 h"), ("start", "since start"))
 SCORE_KEYS = tuple(f"{k}_{w}" for k, *_ in _SCORE for w, _ in WINDOWS)
 
+
+
+def _measure(unit: str, device_class: str | None = None, icon: str | None = None) -> dict:
+    out = {"state_class": "measurement", "unit_of_measurement": unit}
+    if device_class:
+        out["device_class"] = device_class
+    if icon:
+        out["icon"] = icon
+    return out
+
+
 # Per-miner entities: (component, key, name, extra config). Keys are the state JSON's keys.
-_TEMP = {"device_class": "temperature", "state_class": "measurement", "unit_of_measurement": "°C"}
 MINER_ENTITIES: tuple[tuple[str, str, str, dict], ...] = (
     ("sensor", "state", "State", {"device_class": "enum", "options": STATES}),
-    ("sensor", "temp", "ASIC temperature", _TEMP),
-    ("sensor", "vr_temp", "VR temperature", _TEMP),
-    (
-        "sensor",
-        "frequency",
-        "Frequency",
-        {"device_class": "frequency", "state_class": "measurement", "unit_of_measurement": "MHz"},
-    ),
-    (
-        "sensor",
-        "target",
-        "tempctl target frequency",
-        {"device_class": "frequency", "state_class": "measurement", "unit_of_measurement": "MHz"},
-    ),
-    (
-        "sensor",
-        "hashrate",
-        "Hashrate",
-        {"state_class": "measurement", "unit_of_measurement": "GH/s", "icon": "mdi:pickaxe"},
-    ),
-    (
-        "sensor",
-        "power",
-        "Power",
-        {"device_class": "power", "state_class": "measurement", "unit_of_measurement": "W"},
-    ),
-    (
-        "sensor",
-        "fan",
-        "Fan",
-        {"state_class": "measurement", "unit_of_measurement": "%", "icon": "mdi:fan"},
-    ),
+    ("sensor", "temp", "ASIC temperature", _measure("°C", "temperature")),
+    ("sensor", "vr_temp", "VR temperature", _measure("°C", "temperature")),
+    ("sensor", "frequency", "Frequency", _measure("MHz", "frequency")),
+    ("sensor", "target", "tempctl target frequency", _measure("MHz", "frequency")),
+    ("sensor", "hashrate", "Hashrate", _measure("GH/s", icon="mdi:pickaxe")),
+    ("sensor", "power", "Power", _measure("W", "power")),
+    ("sensor", "fan", "Fan", _measure("%", icon="mdi:fan")),
     ("sensor", "law", "Control law", {"icon": "mdi:thermostat-auto"}),
     ("binary_sensor", "throttled", "Throttled", {"icon": "mdi:speedometer-slow"}),
     ("binary_sensor", "overheat", "Firmware overheat", {"device_class": "heat"}),
