@@ -140,7 +140,7 @@ class Topics:
         return f"tempctl_daemon_{slug(self.prefix)}"
 
 
-_ORIGIN = {"name": "tempctl", "sw": __version__}
+_ORIGIN = {"name": "tempctl", "sw_version": __version__}
 
 
 def daemon_device(t: Topics) -> dict:
@@ -173,7 +173,6 @@ def _entity(t: Topics, node: str, key: str, name: str, extra: dict) -> dict:
     return {
         "name": name,
         "unique_id": f"{node}_{key}",
-        "object_id": f"{node}_{key}",
         "origin": _ORIGIN,
         **extra,
     }
