@@ -311,3 +311,40 @@ def test_demo_refuses_a_password_in_the_mqtt_url(tmp_path):
     assert demo.wait(30) == 2
     out = demo.output()
     assert "--mqtt" in out and "must not contain a password" in out and "pw123" not in out
+
+
+@pytest.mark.parametrize("broker_kind", ["refusing", "silent"])
+def test_a_refusing_or_silent_broker_costs_no_poll(tmp_path, broker_kind):
+    """A broker that refuses our login, or accepts TCP and never answers the CONNECT."""
+    import socket
+
+    if broker_kind == "refusing":
+        b = Broker(tmp_path, password="not-given-to-tempctl")
+        url, holder = b.url, None
+    else:
+        b, holder = None, socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(8)  # the kernel accepts; nobody ever reads or answers
+        url = f"mqtt://127.0.0.1:{holder.getsockname()[1]}"
+    emu = start_emulator(tmp_path, scenario="constant", seed=7)
+    db = tmp_path / "tempctl.db"
+    v = LogView(db)
+    d = start_daemon(emu.address, db, tmp_path, mqtt_url=url)
+    try:
+        if broker_kind == "refusing":
+            wait_for(lambda: "refused" in d.output(), 30, "the refusal", d)
+        wait_for(lambda: v.count("readings") >= 40, 60, "40 polls", d)
+        assert_clean_exit(d)
+    finally:
+        d.stop()
+        emu.stop()
+        if b is not None:
+            b.stop()
+        if holder is not None:
+            holder.close()
+    ts = [r[0] for r in v.rows("SELECT ts_ms FROM readings ORDER BY id")]
+    assert max(b - a for a, b in pairwise(ts)) < 1500
+    warnings = [ln for ln in d.output().splitlines() if "WARNING MQTT broker" in ln]
+    # one per outage: the refusal repeats at every retry; a silent broker is given up on
+    # after 1.5 keep-alives (45 s), which a slow run may reach
+    assert len(warnings) == 1 if broker_kind == "refusing" else len(warnings) <= 1, warnings
