@@ -192,3 +192,46 @@ def test_discovery_ids_come_from_the_mac_and_survive_an_address_change():
     cfgs = ha.miner_configs(t, hostile, control=True, scorecard=False)
     assert all("#" not in topic and "+" not in topic for topic in cfgs)
     assert json.loads(json.dumps(cfgs))  # hostile text is only ever JSON-encoded
+
+
+def test_controls_apply_on_the_loop_thread_with_the_configuration_rules(tmp_path):
+    from tempctl.mqtt.controls import PENDING, Controls
+
+    settings = Settings(
+        devices=(
+            DeviceConfig("gamma", "http://127.0.0.1:9"),
+            DeviceConfig("hex", "http://127.0.0.1:10"),
+        ),
+        critical=65.0,
+    )
+    log = Log(tmp_path / "tempctl.db")
+    log.start_run({}, {}, ts_ms=1)
+    daemon = Daemon(settings, eventlog=log, notifier=Notifier(environ={}))
+    c = Controls(ha.Topics())
+    c.offer("tempctl/gamma/temp_threshold/set", b"66")  # not below TEMPCTL_CRITICAL=65
+    c.offer("tempctl/gamma/temp_threshold/set", b"nan")
+    c.offer("tempctl/gamma/temp_threshold/set", b"64.5")
+    c.offer("tempctl/nobody/temp_threshold/set", b"50")  # not ours: ignored
+    c.offer("elsewhere/gamma/temp_threshold/set", b"50")  # not our prefix: ignored
+    c.offer("tempctl/dry_run/set", b"maybe")
+    c.offer("tempctl/dry_run/set", b"ON")
+    assert c.apply(daemon, 2) is True
+    daemon.writer.flush()
+    gamma, hex_ = daemon.devices
+    assert gamma.limits.temp_threshold == 64.5 and hex_.limits.temp_threshold == 63
+    assert gamma.controller.limits is gamma.limits and gamma.driver.limits is gamma.limits
+    assert all(d.limits.dry_run and d.controller.limits.dry_run for d in daemon.devices)
+    rows = log.conn.execute(
+        "SELECT device, level, origin, message FROM events ORDER BY id"
+    ).fetchall()
+    mqtt = [r for r in rows if r[2] == "mqtt"]
+    assert [r[1] for r in mqtt] == ["warning", "warning", "info", "warning", "info"]
+    assert "must be less than TEMPCTL_CRITICAL=65" in mqtt[0][3]
+    assert "not a finite number" in mqtt[1][3]
+    assert mqtt[2][0] == "gamma" and "63 -> 64.5" in mqtt[2][3]
+    assert "not a boolean" in mqtt[3][3] and mqtt[4][0] is None
+    for _ in range(PENDING + 10):  # a flood is bounded, not queued without end
+        c.offer("tempctl/dry_run/set", b"OFF")
+    assert c.dropped == 10
+    daemon.pool.shutdown()
+    log.close()

@@ -84,6 +84,7 @@ class Bridge:
         self._available: dict[str, bool] = {}
         self._unanswered: dict[str, int] = {}
         self._daemon_json: str | None = None
+        self._hook_failed = False
         self._connected = False
         self._closing = False
         self._down_since: float | None = None
@@ -143,6 +144,14 @@ class Bridge:
         pass  # a miner is announced with its first answer, which carries its MAC
 
     def on_reading(self, device, reading, decision) -> None:
+        try:
+            self._on_reading(device, reading, decision)
+        except Exception:  # a bug here must never stop control
+            if not self._hook_failed:
+                self._hook_failed = True
+                logger.exception("MQTT bridge: a poll's update failed; control goes on")
+
+    def _on_reading(self, device, reading, decision) -> None:
         name, ctl = device.name, device.controller
         state = ctl.current.value
         if decision and any(e.level == "alarm" for e in decision.events):
