@@ -47,7 +47,6 @@ WINDOWS = (("24h", "24 h"), ("start", "since start"))
 SCORE_KEYS = tuple(f"{k}_{w}" for k, *_ in _SCORE for w, _ in WINDOWS)
 
 
-
 def _measure(unit: str, device_class: str | None = None, icon: str | None = None) -> dict:
     out = {"state_class": "measurement", "unit_of_measurement": unit}
     if device_class:
