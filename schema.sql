@@ -118,7 +118,7 @@ CREATE TABLE IF NOT EXISTS events (
     ts_ms INTEGER NOT NULL,
     kind TEXT NOT NULL,            -- alarm | frequency_change | reboot | identity | reconcile | verify | restart | clock | gap | log | note
     level TEXT NOT NULL DEFAULT 'info' CHECK (level IN ('debug', 'info', 'warning', 'alarm')),
-    origin TEXT CHECK (origin IN ('tempctl', 'firmware', 'user', 'device', 'daemon')),
+    origin TEXT CHECK (origin IN ('tempctl', 'firmware', 'user', 'device', 'daemon', 'mqtt')),
     frequency_from REAL,
     frequency_to REAL,
     message TEXT NOT NULL

@@ -97,6 +97,11 @@ class Settings:
     metrics_port: int = _DEFAULTS["metrics_port"]
     metrics_host: str = _DEFAULTS["metrics_host"]
     device_password_file: str = _DEFAULTS["device_password_file"]
+    mqtt_url: str = _DEFAULTS["mqtt_url"]
+    mqtt_password_file: str = _DEFAULTS["mqtt_password_file"]
+    mqtt_prefix: str = _DEFAULTS["mqtt_prefix"]
+    mqtt_discovery: str = _DEFAULTS["mqtt_discovery"]
+    mqtt_control: bool = _DEFAULTS["mqtt_control"]
     # attr -> "default" | "environment" | "command line" | file path | "devices[i] in <path>"
     sources: Mapping[str, str] = field(default_factory=dict, hash=False, repr=False)
     warnings: tuple[str, ...] = ()
@@ -206,9 +211,13 @@ def _parse_checked(f: Field, raw: object, name: str, source: str) -> object:
     except ValueError as e:
         problem = str(e)
     if problem:
-        shown = hide_password(_fmt(raw)) if f.type == "url" else _fmt(raw)
-        raise ConfigError(_one_line(f"{name}={shown} ({source}): {problem}"))
+        raise ConfigError(_one_line(f"{name}={_shown(f, raw)} ({source}): {problem}"))
     return value
+
+
+def _shown(f: Field, raw: object) -> str:
+    """The value for an error message; a URL's password (refused anyway) is never shown."""
+    return hide_password(_fmt(raw)) if f.type == "url" else _fmt(raw)
 
 
 def _device(url_text: str) -> Device:

@@ -40,7 +40,7 @@ class Field:
     env: str  # environment variable
     toml: str  # key in the TOML file
     flag: str  # command-line option (bool fields also get --no-<name>)
-    type: str  # float | int | bool | choice | path | url | host | devices
+    type: str  # float | int | bool | choice | path | url | host | str | devices
     default: Any
     help: str
     validator: Check | None = None  # returns the problem, or None when fine
@@ -149,6 +149,31 @@ def _host(v: str) -> str | None:
     if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
         return None
     return "must be a host name or IP address"
+
+
+def _mqtt_url_or_empty(v: str) -> str | None:
+    """mqtt://[user@]host[:port] or mqtts://; a password in the URL would end up in logs,
+    the stored config and Datasette, so it is refused (TEMPCTL_MQTT_PASSWORD_FILE)."""
+    if v == "":
+        return None
+    try:
+        parts = urlsplit(v)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return "must be mqtt://[user@]host[:port] or mqtts://... (a bad port)"
+    if parts.password is not None:
+        return "must not contain a password: put it in TEMPCTL_MQTT_PASSWORD_FILE"
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        return "must be mqtt://[user@]host[:port] or mqtts://... (or empty)"
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        return "must be mqtt://[user@]host[:port] with nothing after the port"
+    return None
+
+
+def _topic_part(v: str) -> str | None:
+    if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
+        return "must be a non-empty MQTT topic without +, #, NUL or a leading/trailing /"
+    return None
 
 
 _floor_check = Range(FREQ_MIN, FREQ_MAX, zero="auto", unit="MHz")
@@ -467,6 +492,57 @@ FIELDS: tuple[Field, ...] = (
         _password_file_or_empty,
         per_device=True,
         unusual=_readable_by_others,
+    ),
+    Field(
+        "mqtt_url",
+        "TEMPCTL_MQTT_URL",
+        "mqtt_url",
+        "--mqtt-url",
+        "url",
+        "",
+        "MQTT broker for Home Assistant: mqtt://[user@]host[:port] (1883), mqtts:// for TLS "
+        "(8883); no password in it; empty = off.",
+        _mqtt_url_or_empty,
+    ),
+    Field(
+        "mqtt_password_file",
+        "TEMPCTL_MQTT_PASSWORD_FILE",
+        "mqtt_password_file",
+        "--mqtt-password-file",
+        "path",
+        "",
+        "File holding the MQTT broker password; empty = none. Only the path is ever shown.",
+        _password_file_or_empty,
+    ),
+    Field(
+        "mqtt_prefix",
+        "TEMPCTL_MQTT_PREFIX",
+        "mqtt_prefix",
+        "--mqtt-prefix",
+        "str",
+        "tempctl",
+        "Topic prefix of tempctl's MQTT state, availability and command topics.",
+        _topic_part,
+    ),
+    Field(
+        "mqtt_discovery",
+        "TEMPCTL_MQTT_DISCOVERY",
+        "mqtt_discovery",
+        "--mqtt-discovery",
+        "str",
+        "homeassistant",
+        "Home Assistant's MQTT discovery prefix.",
+        _topic_part,
+    ),
+    Field(
+        "mqtt_control",
+        "TEMPCTL_MQTT_CONTROL",
+        "mqtt_control",
+        "--mqtt-control",
+        "bool",
+        False,
+        "Let MQTT (Home Assistant) switch dry run and set TEMP_THRESHOLD; such changes last "
+        "until restart unless also put in the config.",
     ),
 )
 

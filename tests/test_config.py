@@ -63,6 +63,11 @@ SAMPLES = {
     "metrics_host": ("::1", "::1"),
     "device_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
     "alert_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
+    "mqtt_url": ("mqtts://ha@127.0.0.1:8883", "mqtts://ha@127.0.0.1:8883"),
+    "mqtt_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
+    "mqtt_prefix": ("bitaxes/garage", "bitaxes/garage"),
+    "mqtt_discovery": ("ha", "ha"),
+    "mqtt_control": ("on", True),
 }
 BY_ATTR = {f.attr: f for f in FIELDS}
 

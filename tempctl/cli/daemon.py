@@ -94,6 +94,13 @@ def run(allow_remote, **kwargs):
         raise click.ClickException(
             f"metrics endpoint {settings.metrics_host}:{settings.metrics_port}: {e.strerror or e}"
         ) from None
+    bridge = None
+    if settings.mqtt_url:  # Home Assistant over MQTT; connects in the background
+        from tempctl.mqtt.bridge import bridge_from_settings
+
+        bridge = bridge_from_settings(settings)
+        extras.observers.append(bridge)
+        extras.maintenance.append((0.0, bridge.maintain))
     try:
         daemon = Daemon(
             settings,
@@ -104,8 +111,13 @@ def run(allow_remote, **kwargs):
             maintenance=extras.maintenance,
         )
         extras.attach(daemon.devices)
+        if bridge is not None:
+            bridge.attach(daemon)
+            bridge.start()
         code = daemon.run()
     finally:
+        if bridge is not None:
+            bridge.close()
         extras.close()
         notifier.close()
         eventlog.close()

@@ -89,7 +89,15 @@ def ui(host, port, open_browser, allow_remote, **kwargs):
     2000.0, help="Run plant time K times faster than real time; the daemon's timings follow."
 )
 @click.option("--no-ui", is_flag=True, help="Don't start Datasette.")
-def demo(duration, db_path, port_ui, scale, no_ui):
+@click.option(
+    "--mqtt",
+    "mqtt_url",
+    metavar="URL",
+    default="",
+    help="Also publish the miner to Home Assistant through this MQTT broker "
+    "(mqtt://[user@]host[:port], as TEMPCTL_MQTT_URL; the password-less brokers only).",
+)
+def demo(duration, db_path, port_ui, scale, no_ui, mqtt_url):
     """See tempctl guard an emulated Bitaxe through a heat wave, in about a minute.
 
     Starts a fake Bitaxe Gamma (heatwave scenario, compressed time), the daemon
@@ -102,12 +110,17 @@ def demo(duration, db_path, port_ui, scale, no_ui):
         tempctl demo
         tempctl demo --duration 60 --no-ui
         tempctl demo --db /tmp/heatwave.db --port-ui 8002
+        tempctl demo --mqtt mqtt://127.0.0.1:1883
     """
     import sys
     from pathlib import Path
 
+    from tempctl.fields import BY_ATTR
     from tempctl.sim.demo import DemoError, run_demo
 
+    problem = BY_ATTR["mqtt_url"].validator(mqtt_url)
+    if problem:  # the password is never echoed
+        raise click.BadParameter(problem, param_hint="--mqtt")
     try:
         code = run_demo(
             db=Path(db_path) if db_path else None,
@@ -115,6 +128,7 @@ def demo(duration, db_path, port_ui, scale, no_ui):
             port_ui=port_ui,
             scale=scale,
             ui=not no_ui,
+            mqtt_url=mqtt_url,
         )
     except DemoError as e:
         raise click.ClickException(str(e)) from None

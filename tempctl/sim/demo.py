@@ -81,7 +81,9 @@ def default_db_path(directory: Path | None = None) -> Path:
     return path
 
 
-def demo_settings(device_url: str, db: Path, timing: Timing, no_config: Path) -> Settings:
+def demo_settings(
+    device_url: str, db: Path, timing: Timing, no_config: Path, mqtt_url: str = ""
+) -> Settings:
     """The daemon's settings: defaults for the thresholds, compressed timings, nothing else.
 
     ``environ={}`` and a ``default_config`` that does not exist keep the user's
@@ -94,6 +96,7 @@ def demo_settings(device_url: str, db: Path, timing: Timing, no_config: Path) ->
         "settle": timing.settle,
         "stable_timeframe": timing.stable_s / 3600.0,
         "log_level": "WARNING",
+        "mqtt_url": mqtt_url,
     }
     return load_settings(flags, environ={}, default_config=str(no_config))
 
@@ -268,16 +271,23 @@ class _DaemonThread:
     error: BaseException | None = None
 
 
-def _start_daemon(settings: Settings, log_, stop: threading.Event) -> _DaemonThread:
+def _start_daemon(settings: Settings, log_, stop: threading.Event, bridge=None) -> _DaemonThread:
     from tempctl.daemon.loop import Daemon
     from tempctl.daemon.notify import Notifier
 
     box = _DaemonThread(threading.Thread())
+    extra = {"observers": [bridge], "maintenance": [(0.0, bridge.maintain)]} if bridge else {}
 
     def target() -> None:
         try:
             # Notifier(environ={}): a demo started from a systemd unit must not speak for it.
-            Daemon(settings, eventlog=log_, notifier=Notifier(environ={}), stop=stop).run()
+            daemon = Daemon(
+                settings, eventlog=log_, notifier=Notifier(environ={}), stop=stop, **extra
+            )
+            if bridge is not None:
+                bridge.attach(daemon)
+                bridge.start()
+            daemon.run()
         except Exception as exc:  # noqa: BLE001 - any failure is reported by the main thread
             box.error = exc
             stop.set()
@@ -328,12 +338,15 @@ def run_demo(
     tty: bool | None = None,
     stop: threading.Event | None = None,
     handle_signals: bool = True,
+    mqtt_url: str = "",
 ) -> int:
     """Run the demo until ``duration`` seconds passed, ``stop`` is set, or SIGINT/SIGTERM.
 
     Returns the exit status: 0 after a clean run, 1 when the daemon thread failed.
-    Raises DemoError when something cannot start.
+    Raises DemoError when something cannot start. ``mqtt_url``: also publish the miner to
+    Home Assistant through that broker (TEMPCTL_MQTT_URL's form).
     """
+    from tempctl.config import ConfigError
     from tempctl.sim.emulator import Emulator
     from tempctl.sim.scenario import load_scenario
     from tempctl.store.eventlog import Log, LogError
@@ -360,7 +373,7 @@ def run_demo(
     emu = Emulator(
         scenario, host="127.0.0.1", port=0, scale=timing.scale, seed=0, start_hours=START_HOURS
     )
-    daemon = ui_proc = ui_url = run_id = None
+    daemon = ui_proc = ui_url = run_id = bridge = None
     with tempfile.TemporaryFile() as ui_output:
         try:
             # Datasette first (it takes a couple of seconds), so the story starts once
@@ -369,10 +382,21 @@ def run_demo(
                 ui_proc, ui_url = _start_ui(db, port_ui, out, ui_output)
             emu.start()
             with tempfile.TemporaryDirectory(prefix="tempctl-demo-") as scratch:
-                settings = demo_settings(emu.urls[0], db, timing, Path(scratch) / "no-config.toml")
-            daemon = _start_daemon(settings, log_, stop)
+                try:
+                    settings = demo_settings(
+                        emu.urls[0], db, timing, Path(scratch) / "no-config.toml", mqtt_url
+                    )
+                except ConfigError as exc:
+                    raise DemoError(str(exc).replace("TEMPCTL_MQTT_URL", "--mqtt")) from None
+            if settings.mqtt_url:
+                from tempctl.mqtt.bridge import bridge_from_settings
+
+                bridge = bridge_from_settings(settings)
+            daemon = _start_daemon(settings, log_, stop, bridge)
             run_id = _wait_for_run(log_, daemon)
             _print_header(out, emu, timing, settings, db, ui_url)
+            if bridge is not None:
+                _print_mqtt(out, bridge, settings)
             out.write(
                 "Ctrl-C stops everything.\n\n"
                 if duration is None
@@ -384,6 +408,8 @@ def run_demo(
             stop.set()
             if daemon is not None:
                 daemon.thread.join(timeout=15)
+            if bridge is not None:
+                bridge.close()
             emu.stop()
             if ui_proc is not None:
                 from tempctl.ui.server import stop_ui
@@ -422,6 +448,17 @@ def _print_header(
     out.write(
         f"  timing          polls every {timing.check_interval:.3g} s, settle "
         f"{timing.settle:.3g} s, stable window {timing.stable_s:.3g} s\n"
+    )
+
+
+def _print_mqtt(out: TextIO, bridge, settings: Settings) -> None:
+    t = bridge.topics
+    name = settings.devices[0].name
+    out.write(f"  MQTT broker     {bridge.where} (Home Assistant discovery under {t.discovery}/)\n")
+    out.write(f"  entities        {t.state(name)} (state), {t.available(name)}, {t.status}\n")
+    out.write(
+        "                  in Home Assistant: Settings > Devices > MQTT: a device per miner "
+        "and one for tempctl\n"
     )
 
 

@@ -26,16 +26,9 @@ from tempctl.core.controller import Command, Decision, Limits, Snapshot, State, 
 from tempctl.core.reading import Reading
 from tempctl.core.window import query_window
 from tempctl.resources import schema_path
+from tempctl.store.migrations import MIGRATIONS, SCHEMA_VERSION
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 2
-MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
-    2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
-    "ALTER TABLE readings ADD COLUMN fault TEXT;"
-    "ALTER TABLE readings ADD COLUMN mac TEXT;"
-    "ALTER TABLE readings ADD COLUMN hostname TEXT;"
-    "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
-}
 
 READING_COLUMNS = (
     "id",
@@ -196,7 +189,8 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
     fresh = version == 0
     if not fresh:  # bring an older log up to date before schema.sql (which is the newest)
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            conn.executescript(MIGRATIONS[v])
+            step = MIGRATIONS[v]
+            step(conn) if callable(step) else conn.executescript(step)
     conn.executescript(schema_path().read_text())
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
     conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('app', ?)", (APP_ID,))
