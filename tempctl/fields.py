@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
+from urllib.parse import urlsplit
 
 from tempctl.core.limits import DEFAULTS
 from tempctl.daemon.webhook import PASSWORD_FILE_ENV, url_problem

@@ -102,7 +102,9 @@ def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha)
             "alarm",
         }
         assert mine["state"][1]["options"] == ["NORMAL", "THROTTLED_1", "THROTTLED_2", "RECOVERING"]
-        assert not any(k.endswith("_24h") for k in mine), "no scorecard: no scorecard sensors"
+        # tempctl run hands the bridge its live scorecard: one sensor per figure and window
+        score = {k for k in mine if k.endswith(("_24h", "_start"))}
+        assert len(score) == 14 and "hash_ratio_est_24h" in score
         daemon_cfgs = [c for t, c in configs.items() if "/tempctl_daemon_" in t]
         assert daemon_cfgs and all(c["availability_topic"] == "tempctl/status" for c in daemon_cfgs)
         wait_for(lambda: ha.text("tempctl/status") == "online", 10, "daemon online", d)

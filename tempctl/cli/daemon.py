@@ -75,6 +75,7 @@ def run(allow_remote, **kwargs):
     import threading
 
     from tempctl.daemon.fleet import daemon_extras
+    from tempctl.daemon.fleet import scorecard as fleet_scorecard
     from tempctl.daemon.loop import Daemon
     from tempctl.daemon.notify import Notifier
 
@@ -98,7 +99,7 @@ def run(allow_remote, **kwargs):
     if settings.mqtt_url:  # Home Assistant over MQTT; connects in the background
         from tempctl.mqtt.bridge import bridge_from_settings
 
-        bridge = bridge_from_settings(settings)
+        bridge = bridge_from_settings(settings, scorecard=fleet_scorecard(extras, settings))
         extras.observers.append(bridge)
         extras.maintenance.append((0.0, bridge.maintain))
     try:

@@ -329,9 +329,10 @@ def bridge_from_settings(settings, scorecard: ha.Scorecard | None = None) -> Bri
     """The bridge TEMPCTL_MQTT_* describe (the password read here, once; never logged)."""
     from tempctl.device import password_from
 
+    secret = password_from(settings.mqtt_password_file)
     return Bridge(
         settings.mqtt_url,
-        password=password_from(settings.mqtt_password_file),
+        password=secret.value if secret is not None else None,
         prefix=settings.mqtt_prefix,
         discovery=settings.mqtt_discovery,
         control=settings.mqtt_control,
