@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, observe
+from tempctl.core import aftermath, cooling, observe
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -149,6 +149,8 @@ class Controller:
         # Invalid readings never move the law on their own; the firmware's overheat flag is
         # a signal of its own and does. Without a (plausible) frequency there is nothing a
         # change could be relative to.
+        if cooling.fan_held(reading, self.limits):
+            cooling.note_fan_held(self, reading, decision)
         if (reading.valid and reading.frequency is not None) or reading.overheat:
             self._law(reading, now_ms, window, decision)
         aftermath.check(self, reading, now_ms, decision)  # a stalled core reads -1 too
@@ -354,6 +356,8 @@ class Controller:
         )
 
     def _act_to_safe(self) -> None:
+        if cooling.below_floor(self):
+            return
         self._ceiling_if_raised()
         self._set(min(self._facts.target, self.limits.second_frequency))
         self._alarm("critical: " + self._what())

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tempctl.core.cooling import fan_held
 from tempctl.core.decision import State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.reading import Reading
@@ -112,7 +113,10 @@ def is_critical(r: Reading, lim: Limits) -> bool:
 def is_hot(r: Reading, lim: Limits) -> bool:
     if r.temp is None:  # only reached with the firmware overheat flag set
         return True
-    return r.temp > lim.temp_threshold or (r.vr_temp is not None and r.vr_temp > lim.vr_threshold)
+    if r.vr_temp is not None and r.vr_temp > lim.vr_threshold:
+        return True
+    # a die the fan PID holds at its temptarget is judged by the model instead (cooling.py)
+    return r.temp > lim.temp_threshold and not fan_held(r, lim)
 
 
 class Facts:
@@ -163,6 +167,12 @@ class Facts:
             c = self._c
             if self.hot:
                 self._over = True
+            elif fan_held(self._r, c.limits):
+                # what the fan at 100 % would hold: is the frequency above that?
+                ok = c.model.highest(
+                    c.limits.temp_threshold, c.limits.lowest, c.frequency, c.lookahead_s()
+                )
+                self._over = ok is not None and ok < c.frequency - FREQ_EPS
             else:
                 pred = c.predicted(c.frequency, c.lookahead_s())
                 self._over = pred is not None and pred > c.limits.temp_threshold

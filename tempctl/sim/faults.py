@@ -13,6 +13,11 @@ counter. Policies that poll at the same times then meet the same faults, so a co
 of policies is not a comparison of luck. Time spent in a timeout is not simulated (the
 poll's timestamp stands), and the client's retries are not either: a faulted request is
 one failed request.
+
+``cooling`` schedules a failure of the cooling itself (a failing fan or heatsink): from
+each (seconds, scale) on, the plant's thermal resistance is multiplied by ``scale``
+(``Plant.cooling_scale``) while the fan duty the firmware reports stays what it was.
+It takes effect at the first request at or after its time.
 """
 
 from __future__ import annotations
@@ -38,8 +43,11 @@ DROPPED = "connection closed or reset by the device"
 class FaultyDevice:
     """A ``policies.Device`` whose requests fail as the scenario's [faults] say."""
 
-    def __init__(self, dev, faults: Faults, seed: int):
+    def __init__(
+        self, dev, faults: Faults, seed: int, cooling: tuple[tuple[float, float], ...] = ()
+    ):
         self.dev = dev
+        self.cooling = tuple(sorted(cooling))
         self.fw = dev.fw
         self.name = dev.name
         self.spec = parse_faults(faults.requests)
@@ -99,8 +107,12 @@ class FaultyDevice:
 
     # -- the requests ------------------------------------------------------------------------
 
+    def _cooling(self) -> None:
+        scale_cooling(self.fw.plant, self.cooling, self.fw.t)
+
     def _get(self) -> tuple[dict | None, Reading]:
         """One GET /api/system/info: the body a policy would parse (or None) and the reading."""
+        self._cooling()
         if not self.fw.reachable():
             return None, self.dev.read()
         active = self._roll("info", INFO_FAULTS)
@@ -170,4 +182,11 @@ class FaultyDevice:
         return self.dev.restart()
 
 
-__all__ = ["SLOT_S", "FaultyDevice"]
+def scale_cooling(plant, schedule: tuple[tuple[float, float], ...], t_s: float) -> None:
+    """Set the plant's ``cooling_scale`` to the last scheduled (time, scale) at or before t_s."""
+    for at_s, scale in schedule:
+        if at_s <= t_s + 1e-9:
+            plant.cooling_scale = float(scale)
+
+
+__all__ = ["SLOT_S", "FaultyDevice", "scale_cooling"]

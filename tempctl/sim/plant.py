@@ -437,6 +437,9 @@ class Plant:
         fan_pct: float | None = None,
     ):
         self.params = params
+        # A scheduled failure (a failing fan or heatsink): multiplies the thermal resistance;
+        # the fan duty the firmware reports is unchanged.
+        self.cooling_scale = 1.0
         # Per-plant memo of pure functions of (params, inputs): the firmware model steps the
         # same few operating points and step lengths over and over, and a module-level
         # cache would hash the params (a Python __hash__) at every call.
@@ -482,6 +485,12 @@ class Plant:
             terms = self._remember(
                 key, _steady_terms(self.params, freq_mhz, core_mv, fan_pct, True)
             )
+        if self.cooling_scale != 1.0:
+            a, g, s = _inputs(self.params, freq_mhz, core_mv, True, fan_pct)
+            s *= self.cooling_scale
+            gain = s * self.params.r_c_per_w_fixed * g
+            terms = (s * (self.params.case_offset_c + self.params.r_c_per_w_fixed * a), 1.0 - gain)
+            terms = terms if gain < 1.0 else None
         if terms is None:
             return math.inf
         rise, denominator = terms  # as module-level steady_die computes it
@@ -534,6 +543,7 @@ class Plant:
             key, _inputs(p, freq_mhz, core_mv, running, fan_pct)
         )
         a, g, s = inputs
+        s *= self.cooling_scale
         x = (self._fast, self._slow, self._vr)
         dt_s = float(dt_s)
         key = ("affine", a, g, s, dt_s)
