@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, cooling, observe
+from tempctl.core import aftermath, cooling, observe, stuck
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -149,6 +149,11 @@ class Controller:
         # Invalid readings never move the law on their own; the firmware's overheat flag is
         # a signal of its own and does. Without a (plausible) frequency there is nothing a
         # change could be relative to.
+        if self.sensor_stuck and reading.temp is not None:
+            # not evidence: the law may only take the device down (the sensor_stuck row)
+            if self.frequency > self.limits.second_frequency + FREQ_EPS:
+                self._law(reading, now_ms, window, decision)
+            reading = replace(reading, temp=None, error=stuck.stuck_error(reading))
         if cooling.fan_held(reading, self.limits):
             cooling.note_fan_held(self, reading, decision)
         if (reading.valid and reading.frequency is not None) or reading.overheat:

@@ -71,6 +71,15 @@ LEVELS: tuple[Row, ...] = (
 MODEL: tuple[Row, ...] = (
     # A latched trip (v2.1.9-v2.10: 50 MHz until someone writes, axeos-api.md §9.2), now cool.
     row(ALL, T2, ["latched_cool"], "clear_latch", "latched overheat trip, chip cool again"),
+    # The sensor repeats one value while the power says the die moved (stuck.py): its
+    # readings are not evidence, and nothing says how hot the die is.
+    row(
+        ALL,
+        T2,
+        ["sensor_stuck", "settled", "above_second"],
+        "to_second",
+        "temperature sensor stuck while the power moves",
+    ),
     # At or above TEMPCTL_CRITICAL, or the firmware's trip: down at once, never up.
     row(ALL, T2, ["critical", "critical_due"], "to_safe", "critical"),
     # Overheated right after a predicted-safe step: back to what held, remember the ceiling.
@@ -189,6 +198,10 @@ class Facts:
     def critical_due(self) -> bool:
         """Critical: at most SECOND_FREQUENCY at once; lower only once that has settled."""
         return self.above_second or self.settled
+
+    @property
+    def sensor_stuck(self) -> bool:
+        return self._c.sensor_stuck
 
     @property
     def latched_cool(self) -> bool:

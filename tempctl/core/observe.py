@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tempctl.core import aftermath, evidence, reconcile
+from tempctl.core import aftermath, evidence, reconcile, stuck
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
@@ -41,6 +41,7 @@ def init(c, keep_identity: bool = False) -> None:
     c.tripped = False
     c.restart_requested_ms = None
     c.identity_logged = False
+    stuck.init(c)
 
 
 def observe(c, r: Reading, now_ms: int, d: Decision) -> None:
@@ -54,7 +55,8 @@ def observe(c, r: Reading, now_ms: int, d: Decision) -> None:
             reconcile.reconcile(c, r, now_ms, d)
         elif not c.limits.dry_run:  # in dry run the device never changes; the law follows intent
             _verify(c, r, now_ms, d)
-    if c.limits.law == "model":
+    # a stuck sensor's readings teach the model nothing (stuck.py)
+    if not stuck.check(c, r, now_ms, d) and c.limits.law == "model":
         _feed_model(c, r, now_ms, d)
 
 

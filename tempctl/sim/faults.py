@@ -17,7 +17,9 @@ one failed request.
 ``cooling`` schedules a failure of the cooling itself (a failing fan or heatsink): from
 each (seconds, scale) on, the plant's thermal resistance is multiplied by ``scale``
 (``Plant.cooling_scale``) while the fan duty the firmware reports stays what it was.
-It takes effect at the first request at or after its time.
+It takes effect at the first request at or after its time. ``stuck_s``: from then on
+the reported ``temp`` stays at the value it had then (a stuck sensor; the firmware's own
+trip still sees the true one, as a second sensor would).
 """
 
 from __future__ import annotations
@@ -44,10 +46,17 @@ class FaultyDevice:
     """A ``policies.Device`` whose requests fail as the scenario's [faults] say."""
 
     def __init__(
-        self, dev, faults: Faults, seed: int, cooling: tuple[tuple[float, float], ...] = ()
+        self,
+        dev,
+        faults: Faults,
+        seed: int,
+        cooling: tuple[tuple[float, float], ...] = (),
+        stuck_s: float | None = None,
     ):
         self.dev = dev
         self.cooling = tuple(sorted(cooling))
+        self.stuck_s = stuck_s
+        self.stuck_temp: float | None = None
         self.fw = dev.fw
         self.name = dev.name
         self.spec = parse_faults(faults.requests)
@@ -130,6 +139,10 @@ class FaultyDevice:
         if error is not None:
             return None, Reading(self.name, self.ts_ms(), error=error)
         body = self.fw.info()
+        if self.stuck_s is not None and self.fw.t >= self.stuck_s:
+            if self.stuck_temp is None:
+                self.stuck_temp = body.get("temp")
+            body["temp"] = self.stuck_temp
         for name, value in SENSOR_VALUES:
             if name in active:
                 body["temp"] = value  # also while booting, when the firmware ignores the sensor
