@@ -49,6 +49,8 @@ def init(c) -> None:
     c.left = None  # the settings the trip left (the first reading after it)
     c.in_trip = False
     c.trips_ms = []  # recent firmware trips, for "a second trip within the hour"
+    c.trip_left_mhz = None  # the frequency the last trip left
+    c.last_temp = None  # the last valid die reading
     c.restore_attempts = 0
     c.restore_sent_ms = None
     c.restore_sent = None  # the fields last sent, to tell them from the user's
@@ -73,7 +75,9 @@ def _settings(r: Reading) -> dict:
     return {"core_voltage": r.core_voltage, "autofan": r.autofan, "fan": r.fan_pct}
 
 
-def note_trip(c, d: Decision, now_ms: int, edge: bool = True) -> None:
+def note_trip(
+    c, d: Decision, now_ms: int, edge: bool = True, left_mhz: float | None = None
+) -> None:
     """The firmware's trip handling showed: remember the settings of the last representative
     reading before it. Called on the trip signature (``edge``: its first poll), and on the
     frequency the trip leaves (F - 100 MHz, 400 MHz, or 50 MHz latched; observe.py), which
@@ -81,7 +85,10 @@ def note_trip(c, d: Decision, now_ms: int, edge: bool = True) -> None:
     seconds of a 127 °C sensor glitch, and without this its V - 100 mV stayed for good and
     a second trip stalled the core."""
     last = c.trips_ms[-1] if c.trips_ms else None
-    if not edge and last is not None and now_ms - last < SAME_TRIP_MS:
+    # a second 100 MHz step while the flag stayed up: the chip tripped again between polls
+    again = left_mhz is not None and c.trip_left_mhz is not None and left_mhz < c.trip_left_mhz - 50
+    c.trip_left_mhz = None if edge else left_mhz
+    if not edge and not again and last is not None and now_ms - last < SAME_TRIP_MS:
         return  # the frequency this trip left, or its later polls
     c.trips_ms = [t for t in c.trips_ms if now_ms - t < REPEAT_TRIP_MS] + [now_ms]
     c.left = None
@@ -116,6 +123,8 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> None:
     c.in_trip = False
     if getattr(r, "fault", None):
         return
+    if r.temp is not None:
+        c.last_temp = r.temp
     if c.before_trip is None:
         if r.hashrate and evidence.exclusion(r) is None:
             c.last_settings = _settings(r)  # representative readings only (evidence.py)
@@ -133,6 +142,8 @@ def _user_changed(c, r: Reading, before: dict, d: Decision) -> None:
     left, sent = c.left or {}, c.restore_sent or {}
     mv, lv, bv = r.core_voltage, left.get("core_voltage"), before.get("core_voltage")
     changed = []
+    if mv is not None and lv is not None and mv < lv - MV_TOLERANCE:
+        left["core_voltage"] = lv = mv  # only the firmware steps it down (another trip)
     if bv is not None and mv is not None and lv is not None:
         ours = (lv, bv, sent.get("coreVoltage"))
         if all(v is None or abs(mv - v) > MV_TOLERANCE for v in ours):
@@ -192,6 +203,21 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
                 Event("trip", "settings left as the second trip put them", origin="tempctl")
             )
             c.before_trip, c.restore_attempts = None, 0
+        return
+    if stalled and (c.last_temp is None or c.last_temp > lim.temp_threshold):
+        # the die was hot when last read and cannot be read now: not re-powered blind
+        if c.restore_attempts == 0:
+            c.restore_attempts = MAX_ATTEMPTS  # said once; the stall waits for a person
+            last = "unknown" if c.last_temp is None else f"{c.last_temp:g} °C"
+            d.events.append(
+                Event(
+                    "alarm",
+                    f"device stalled at {r.core_voltage} mV after an overheat trip and its die "
+                    f"cannot be read (last reading {last}): not re-powered blind; needs a person",
+                    level="alarm",
+                    origin="tempctl",
+                )
+            )
         return
     if stalled:
         # re-power at the least the regulator gives: never at the voltage that tripped

@@ -81,6 +81,8 @@ class Controller:
         self._notes: set[str] = set()  # one-per-episode notices already given
         self._now = 0
         self._budget_warned_ms: int | None = None
+        self.ambient_seen: list[tuple[int, float]] = []  # cooling.watch
+        self.worse_alarm_ms: int | None = None
         observe.init(self)
         aftermath.init(self)
         self.machine = Machine(
@@ -140,6 +142,7 @@ class Controller:
         observe.observe(self, reading, now_ms, decision)
         if not self.started:
             return decision
+        cooling.watch(self, now_ms, decision)
         if reading.fault:
             # mining stopped, not an overheat: never command on it (issue 16.2)
             self._fault_note(reading.fault, decision)

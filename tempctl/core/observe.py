@@ -213,7 +213,7 @@ def adopt(c, r: Reading, observed: float, now_ms: int, d: Decision, origin: str 
             )
         )
     if origin == "firmware":
-        aftermath.note_trip(c, d, now_ms, edge=False)
+        aftermath.note_trip(c, d, now_ms, edge=False, left_mhz=observed)
     c.frequency = observed
     c.last_change_ms = now_ms
     c.raised = False
