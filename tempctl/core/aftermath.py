@@ -72,7 +72,8 @@ def loads(c, text: str | None) -> None:
 
 
 def _settings(r: Reading) -> dict:
-    return {"core_voltage": r.core_voltage, "autofan": r.autofan, "fan": r.fan_pct}
+    autofan = None if r.autofan is None else bool(r.autofan)
+    return {"core_voltage": r.core_voltage, "autofan": autofan, "fan": r.fan_pct}
 
 
 def note_trip(
@@ -151,8 +152,8 @@ def _user_changed(c, r: Reading, before: dict, d: Decision) -> None:
             changed.append(f"core voltage {mv} mV")
     fan, lf = r.fan_pct, left.get("fan")
     user_fan = (
-        r.autofan is False
-        and left.get("autofan") is False
+        _off(r.autofan)
+        and _off(left.get("autofan"))
         and fan is not None
         and lf is not None
         and abs(fan - lf) > FAN_TOLERANCE
@@ -223,9 +224,9 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         # re-power at the least the regulator gives: never at the voltage that tripped
         want["coreVoltage"] = REGULATOR_MIN_MV
     elif cool:
-        if ba and r.autofan is False:
+        if ba and _off(r.autofan):
             want["autofanspeed"] = 1
-        elif ba is False and bfan is not None and r.fan_pct is not None and r.fan_pct > bfan + 5:
+        elif _off(ba) and bfan is not None and r.fan_pct is not None and r.fan_pct > bfan + 5:
             want["manualFanSpeed"] = int(round(bfan))
         if bv and r.core_voltage is not None and r.core_voltage < bv - 5:
             want["coreVoltage"] = int(bv)
@@ -270,6 +271,11 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         else "restore the settings the firmware's trip took away"
     )
     d.commands.append(Command("set_fields", why, fields=tuple(sorted(want.items()))))
+
+
+def _off(flag) -> bool:
+    """autofan known to be off (a logged reading has 0/1, a live one False/True)."""
+    return flag is not None and not flag
 
 
 def _stalled(r: Reading) -> bool:

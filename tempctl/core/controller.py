@@ -154,9 +154,9 @@ class Controller:
         # change could be relative to.
         if self.sensor_stuck and reading.temp is not None:
             # not evidence: the law may only take the device down (the sensor_stuck row)
-            if self.frequency > self.limits.second_frequency + FREQ_EPS:
+            if self.frequency > self.limits.lowest + FREQ_EPS:
                 self._law(reading, now_ms, window, decision)
-            reading = replace(reading, temp=None, error=stuck.stuck_error(reading))
+            reading = stuck.invalid(reading)
         if cooling.fan_held(reading, self.limits):
             cooling.note_fan_held(self, reading, decision)
         if (reading.valid and reading.frequency is not None) or reading.overheat:
@@ -369,6 +369,9 @@ class Controller:
         self._ceiling_if_raised()
         self._set(min(self._facts.target, self.limits.second_frequency))
         self._alarm("critical: " + self._what())
+
+    def _act_to_lowest(self) -> None:
+        self._set(self.limits.lowest)
 
     def _act_throttle(self) -> None:
         self._set(self._facts.target)

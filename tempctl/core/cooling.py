@@ -38,6 +38,7 @@ WORSE_REPEAT_MS = 6 * 3_600_000  # the alarm is said again at most this often
 FAN_HEADROOM_PCT = 90.0  # % duty: below this the PID could still cool harder
 # AUTOFAN_SATURATED in model.py is 98; a margin below it, so a PID on its way up is
 # not taken for one holding its set-point.
+FAN_HELD_BELOW_C = 1.0  # a temptarget just under the threshold (63 vs 63 - margin) too
 
 
 def below_floor(c) -> bool:
@@ -65,11 +66,11 @@ def fan_held(r: Reading, lim: Limits) -> bool:
     """The PID holds this die above the threshold with headroom left (see the module)."""
     return (
         lim.law == "model"
-        and r.autofan is True
+        and bool(r.autofan)  # a logged reading has 0/1
         and r.fan_pct is not None
         and r.fan_pct < FAN_HEADROOM_PCT
         and r.temp is not None
-        and lim.temp_threshold < r.temp < lim.critical
+        and lim.temp_threshold - FAN_HELD_BELOW_C <= r.temp < lim.critical
         and not r.overheat
         and (r.vr_temp is None or r.vr_temp <= lim.vr_threshold)
     )

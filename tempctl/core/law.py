@@ -72,13 +72,14 @@ MODEL: tuple[Row, ...] = (
     # A latched trip (v2.1.9-v2.10: 50 MHz until someone writes, axeos-api.md §9.2), now cool.
     row(ALL, T2, ["latched_cool"], "clear_latch", "latched overheat trip, chip cool again"),
     # The sensor repeats one value while the power says the die moved (stuck.py): its
-    # readings are not evidence, and nothing says how hot the die is.
+    # readings are not evidence, and nothing says how hot the die is: the floor is the
+    # level chosen to hold the threshold in any room (README "Choosing a floor").
     row(
         ALL,
         T2,
-        ["sensor_stuck", "settled", "above_second"],
-        "to_second",
-        "temperature sensor stuck while the power moves",
+        ["sensor_stuck", "settled", "above_lowest"],
+        "to_lowest",
+        "temperature sensor stuck while the power moves: to the floor",
     ),
     # At or above TEMPCTL_CRITICAL, or the firmware's trip: down at once, never up.
     row(ALL, T2, ["critical", "critical_due"], "to_safe", "critical"),
@@ -224,6 +225,10 @@ class Facts:
     def floor_available(self) -> bool:
         lim = self._c.limits
         return lim.lowest < lim.second_frequency and self._c.frequency > lim.lowest + FREQ_EPS
+
+    @property
+    def above_lowest(self) -> bool:
+        return self._c.frequency > self._c.limits.lowest + FREQ_EPS
 
     @property
     def above_second(self) -> bool:

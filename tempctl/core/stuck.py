@@ -10,20 +10,23 @@ moves by about R·ΔP. A frozen 62.375 °C once hid a 71.5 °C die for 6 h.
 
 Then the readings are not evidence (invalid, ``stuck_error``) for as long as the value
 stays, an alarm says so, and the law holds: it never climbs on them, and the MODEL row
-``sensor_stuck`` takes the device down to SECOND_FREQUENCY, since nothing tells how hot
-the die is (the firmware's own trip reads the same sensor). The first different value
+``sensor_stuck`` takes the device down to the floor (TEMPCTL_MIN_FREQUENCY, the level
+chosen to hold the threshold in any room), since nothing tells how hot the die is and
+the firmware's own trip reads the same sensor. SECOND_FREQUENCY was not enough: in the
+heat wave's 38 °C it left the die at 66 °C. The first different value
 ends it. Nothing here is persisted: the run is rebuilt from the readings after a restart.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from statistics import median
 
 from tempctl.core.decision import Decision, Event
 from tempctl.core.limits import FREQ_EPS
 from tempctl.core.reading import Reading
 
-__all__ = ["STUCK_DT_C", "STUCK_POLLS", "STUCK_S", "check", "init"]
+__all__ = ["STUCK_DT_C", "STUCK_POLLS", "STUCK_S", "check", "init", "invalid"]
 
 STUCK_POLLS = 10
 STUCK_S = 600.0  # at real-time settle (TEMPCTL_SETTLE 180 s); scaled with it
@@ -112,8 +115,7 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> bool:
             "alarm",
             f"temperature sensor stuck: {run.value:g} °C for {run.n} polls ({minutes:.0f} min) "
             f"while the power says the die moved about {moved:.1f} °C; its readings are not "
-            "evidence until it moves, tempctl holds at or below SECOND_FREQUENCY and does not "
-            "climb; the firmware's overheat trip reads the same sensor: check it",
+            "evidence until it moves, tempctl goes to the floor and does not climb; the firmware's overheat trip reads the same sensor: check it",
             level="alarm",
             origin="tempctl",
         )
@@ -121,5 +123,8 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> bool:
     return True
 
 
-def stuck_error(r: Reading) -> str:
-    return f"temperature sensor stuck at {r.temp:g} °C"
+def invalid(r):
+    """The reading with its temperature taken away (a ``Reading``, or the log's tuple)."""
+    if hasattr(r, "_replace"):  # store.rows.LoggedReading: valid is a field of its own
+        return r._replace(temp=None, valid=0)
+    return replace(r, temp=None, error=f"temperature sensor stuck at {r.temp:g} °C")
