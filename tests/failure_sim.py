@@ -58,9 +58,7 @@ class Run:
             "SELECT ts_ms, kind, message FROM events WHERE device = ? ORDER BY id",
             self.policy.name,
         )
-        return [
-            ((ts - SIM_EPOCH_MS) / 1000.0, k, m) for ts, k, m in rows if kind in (None, k)
-        ]
+        return [((ts - SIM_EPOCH_MS) / 1000.0, k, m) for ts, k, m in rows if kind in (None, k)]
 
     def replay_ok(self) -> bool:
         self.policy.sink.flush()
@@ -103,6 +101,9 @@ def oracle_mhz(scenario: Scenario, settings: Settings, ambient: float, scale: fl
     fan = scenario.fan_pct if scenario.fan_mode == "fixed" else 100.0
     best = 50.0
     for f in range(50, int(settings.max_frequency) + 1):
-        if plant.steady_die(float(f), scenario.core_voltage_mv, ambient, fan) <= settings.temp_threshold:
+        if (
+            plant.steady_die(float(f), scenario.core_voltage_mv, ambient, fan)
+            <= settings.temp_threshold
+        ):
             best = float(f)
     return best

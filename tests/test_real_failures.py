@@ -13,8 +13,8 @@ import json
 from dataclasses import replace
 
 import pytest
+from failure_sim import oracle_mhz, start
 
-from failure_sim import POLL_S, oracle_mhz, start
 from tempctl.config import Settings
 from tempctl.core.limits import Limits
 from tempctl.sim.scenario import load_scenario
@@ -138,10 +138,12 @@ def test_a_poll_during_the_trip_ramp_down_is_not_the_before_trip_settings(tmp_pa
     run.poll_until(H, actions=[(trip_at, lambda fw: fw.force_overheat())])
     before = [m for t, k, m in run.events("trip") if m.startswith("before trip")]
     assert before and json.loads(before[0][len("before trip ") :])["autofan"] is True, before
-    fields = [json.loads(p) for (p,) in run.rows(
-        "SELECT payload FROM commands WHERE kind = 'set_fields'"
-    )]
-    assert {"autofanspeed": 1} in [{k: v for k, v in f.items() if k == "autofanspeed"} for f in fields]
+    fields = [
+        json.loads(p) for (p,) in run.rows("SELECT payload FROM commands WHERE kind = 'set_fields'")
+    ]
+    assert {"autofanspeed": 1} in [
+        {k: v for k, v in f.items() if k == "autofanspeed"} for f in fields
+    ]
     assert run.fw.autofan
     assert run.replay_ok()
 
@@ -188,7 +190,9 @@ def test_a_stuck_sensor_is_seen_by_the_power_and_the_law_holds_low(tmp_path):
     assert max(after) <= Settings().temp_threshold + 0.5, max(after)
     floor = Limits().lowest
     assert max(f for t, f in run.mhz if t >= said[0][0] + settle) <= floor
-    down = run.rows("SELECT count(*) FROM transitions WHERE reason LIKE 'temperature sensor stuck%'")
+    down = run.rows(
+        "SELECT count(*) FROM transitions WHERE reason LIKE 'temperature sensor stuck%'"
+    )
     assert down[0][0] == 1
     assert run.replay_ok()
 

@@ -180,23 +180,16 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         _user_changed(c, r, before, d)
     bv, ba, bfan = before.get("core_voltage"), before.get("autofan"), before.get("fan")
     stalled = _stalled(r)
-    cool = (
-        r.temp is not None
-        and r.temp <= lim.temp_threshold - lim.hysteresis
-        and not r.overheat
-    )
+    cool = r.temp is not None and r.temp <= lim.temp_threshold - lim.hysteresis and not r.overheat
     want: dict = {}
     if before.get("held"):
-        if stalled and c.restore_attempts == 0:
-            c.restore_attempts = 1
-            d.events.append(
-                Event(
-                    "alarm",
-                    f"device stalled at {r.core_voltage} mV after a second overheat trip "
-                    "within the hour: not re-powered (the cooling got worse); needs a person",
-                    level="alarm",
-                    origin="tempctl",
-                )
+        if stalled:
+            _stall_alarm(
+                c,
+                r,
+                d,
+                "after a second overheat trip within the hour: not re-powered "
+                "(the cooling got worse); needs a person",
             )
         elif cool:
             # the firmware's settings are the new normal: the next trip restores to them
@@ -207,18 +200,14 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         return
     if stalled and (c.last_temp is None or c.last_temp > lim.temp_threshold):
         # the die was hot when last read and cannot be read now: not re-powered blind
-        if c.restore_attempts == 0:
-            c.restore_attempts = MAX_ATTEMPTS  # said once; the stall waits for a person
-            last = "unknown" if c.last_temp is None else f"{c.last_temp:g} °C"
-            d.events.append(
-                Event(
-                    "alarm",
-                    f"device stalled at {r.core_voltage} mV after an overheat trip and its die "
-                    f"cannot be read (last reading {last}): not re-powered blind; needs a person",
-                    level="alarm",
-                    origin="tempctl",
-                )
-            )
+        last = "unknown" if c.last_temp is None else f"{c.last_temp:g} °C"
+        _stall_alarm(
+            c,
+            r,
+            d,
+            f"after an overheat trip and its die cannot be read (last reading "
+            f"{last}): not re-powered blind; needs a person",
+        )
         return
     if stalled:
         # re-power at the least the regulator gives: never at the voltage that tripped
@@ -236,17 +225,13 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
             c.before_trip, c.restore_attempts = None, 0
         return
     if not lim.restore_after_trip:
-        if stalled and c.restore_attempts == 0:
-            c.restore_attempts = 1
-            d.events.append(
-                Event(
-                    "alarm",
-                    f"device stalled at {r.core_voltage} mV (below the "
-                    f"regulator's {REGULATOR_MIN_MV} mV): not restoring "
-                    "(TEMPCTL_RESTORE_AFTER_TRIP=false)",
-                    level="alarm",
-                    origin="tempctl",
-                )
+        if stalled:
+            _stall_alarm(
+                c,
+                r,
+                d,
+                f"(below the regulator's {REGULATOR_MIN_MV} mV): not restoring "
+                "(TEMPCTL_RESTORE_AFTER_TRIP=false)",
             )
         return
     if c.restore_sent_ms is not None and now_ms - c.restore_sent_ms < lim.settle * 1000:
@@ -271,6 +256,20 @@ def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
         else "restore the settings the firmware's trip took away"
     )
     d.commands.append(Command("set_fields", why, fields=tuple(sorted(want.items()))))
+
+
+def _stall_alarm(c, r: Reading, d: Decision, why: str) -> None:
+    """Once per stall: the core is unpowered and tempctl leaves it so."""
+    if c.restore_attempts == 0:
+        c.restore_attempts = 1
+        d.events.append(
+            Event(
+                "alarm",
+                f"device stalled at {r.core_voltage} mV {why}",
+                level="alarm",
+                origin="tempctl",
+            )
+        )
 
 
 def _off(flag) -> bool:

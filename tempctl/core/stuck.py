@@ -115,7 +115,8 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> bool:
             "alarm",
             f"temperature sensor stuck: {run.value:g} °C for {run.n} polls ({minutes:.0f} min) "
             f"while the power says the die moved about {moved:.1f} °C; its readings are not "
-            "evidence until it moves, tempctl goes to the floor and does not climb; the firmware's overheat trip reads the same sensor: check it",
+            "evidence until it moves, tempctl goes to the floor and does not climb; the "
+            "firmware's overheat trip reads the same sensor: check it",
             level="alarm",
             origin="tempctl",
         )
