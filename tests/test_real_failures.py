@@ -224,3 +224,37 @@ def test_autofan_holding_the_die_above_the_threshold_does_not_ride_the_law_to_th
     assert len(notes) == 1, notes
     assert run.fw.overheat_trips == 0
     assert run.replay_ok()
+
+
+# -- the emulator's cooling failure ---------------------------------------------------------------
+
+
+def test_the_emulator_schedules_a_cooling_failure_over_http():
+    """POST /_emulator/cooling {"scale": s}: the die runs hotter at the same settings while
+    the fan duty the device reports stays what it was (a failing fan, issue 20)."""
+    import requests
+
+    from tempctl.core.clock import FakeClock
+    from tempctl.sim.emulator import Emulator
+
+    clock = FakeClock()
+    with Emulator("constant", clock=clock.monotonic) as emu:
+        url = emu.urls[0]
+
+        def state():
+            return requests.get(url + "/_emulator/state", timeout=5).json()
+
+        clock.advance(600)
+        emu.sync()
+        before = state()
+        fan = requests.get(url + "/api/system/info", timeout=5).json()["fanspeed"]
+        r = requests.post(url + "/_emulator/cooling", json={"scale": 1.5}, timeout=5)
+        assert r.status_code == 200 and r.json() == {"scale": 1.5}
+        bad = requests.post(url + "/_emulator/cooling", json={"scale": "x"}, timeout=5)
+        assert bad.status_code == 400
+        clock.advance(600)
+        emu.sync()
+        after = state()
+        assert after["die_c"] > before["die_c"] + 5
+        assert after["fan_pct"] == before["fan_pct"]
+        assert requests.get(url + "/api/system/info", timeout=5).json()["fanspeed"] == fan
