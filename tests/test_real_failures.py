@@ -197,11 +197,23 @@ def test_a_stuck_sensor_is_seen_by_the_power_and_the_law_holds_low(tmp_path):
     assert run.replay_ok()
 
 
-@pytest.mark.parametrize("name", ["heatwave", "autofan", "closet"])
-def test_a_real_sensor_is_never_called_stuck(tmp_path, name):
+SUPRA = dict(asic="BM1368", frequency_mhz=490, core_voltage_mv=1166)  # 1 °C internal sensor
+
+
+@pytest.mark.parametrize(
+    "name, board, threshold",
+    [
+        ("heatwave", {}, 63.0),
+        ("autofan", {}, 63.0),
+        ("closet", {}, 63.0),
+        ("steady_31_5", SUPRA, 63.0),  # one value for a whole day: the power does not move
+        ("heatwave", SUPRA, 55.0),  # the law tracks the warming room at a 1 °C step
+    ],
+)
+def test_a_real_sensor_is_never_called_stuck(tmp_path, name, board, threshold):
     """Quantised, held between refreshes, and with autofan's PID holding it at temptarget:
     a moving sensor repeats values, but never while the power says the die moved."""
-    run = start(load_scenario(name), tmp_path)
+    run = start(replace(load_scenario(name), **board), tmp_path, Settings(temp_threshold=threshold))
     run.poll_until(24 * H)
     assert not alarms(run, "sensor stuck")
 

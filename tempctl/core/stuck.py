@@ -4,9 +4,10 @@ A real reading repeats between the firmware's refreshes and is quantised (0.125 
 the EMC2101's external diode, 1 °C on internal sensors; axeos-api.md §10), so a repeated
 value alone proves nothing. What does: the same value for STUCK_POLLS polls and at least
 STUCK_S, with the fan unchanged, while the power says the die must have moved by at
-least STUCK_DT_C. At an unchanged frequency and voltage the power is itself a
-thermometer (leakage: P_dyn·leak per °C, model.py); across a frequency change the die
-moves by about R·ΔP. A frozen 62.375 °C once hid a 71.5 °C die for 6 h.
+least STUCK_DT_C. At an unchanged frequency and voltage the power is itself a thermometer
+(leakage: P_dyn·leak per °C, model.py), whatever the room does; across a change it is
+not (the law lowers the frequency as the room warms, and the die stays put). A frozen
+62.375 °C once hid a 71.5 °C die for 6 h.
 
 Then the readings are not evidence (invalid, ``stuck_error``) for as long as the value
 stays, an alarm says so, and the law holds: it never climbs on them, and the MODEL row
@@ -23,7 +24,6 @@ from dataclasses import replace
 from statistics import median
 
 from tempctl.core.decision import Decision, Event
-from tempctl.core.limits import FREQ_EPS
 from tempctl.core.reading import Reading
 
 __all__ = ["STUCK_DT_C", "STUCK_POLLS", "STUCK_S", "check", "init", "invalid"]
@@ -34,7 +34,7 @@ STUCK_DT_C = 2.0  # the die must have moved this much by the power (16 EMC2101 s
 FAN_STILL_PCT = 5.0  # a fan that moved more explains a steady reading (autofan's PID)
 ENDS = 5  # readings averaged (median) at each end of the run
 DYN_SHARE = 0.72  # 1 - model.P0_SHARE: the dynamic share of board power
-LEAK_PER_C = 0.0093  # model.ModelParams.leak (jojo4751 Gammas)
+LEAK_PER_C = 0.0093  # model.ModelParams.leak (jojo4751 Gammas), if the model has none
 
 
 def init(c) -> None:
@@ -43,43 +43,42 @@ def init(c) -> None:
 
 
 class _Run:
-    __slots__ = ("value", "start_ms", "n", "first", "last", "op", "same_op", "fan_lo", "fan_hi")
+    """One value's run of polls; the power within each operating point (frequency and
+    voltage) of it, since only there is the power a thermometer: across a change the die
+    may stay put while the room warms and the law lowers the frequency."""
+
+    __slots__ = ("value", "start_ms", "n", "first", "last", "op", "moved", "fan_lo", "fan_hi")
 
     def __init__(self, r: Reading, now_ms: int):
-        self.value, self.start_ms, self.n = r.temp, now_ms, 1
-        self.first: list[float] = [] if r.power is None else [r.power]
-        self.last: list[float] = list(self.first)
-        self.op = (r.frequency, r.core_voltage)
-        self.same_op = True
+        self.value, self.start_ms, self.n, self.moved = r.temp, now_ms, 0, 0.0
+        self.op = None
+        self.first: list[float] = []
+        self.last: list[float] = []
         self.fan_lo = self.fan_hi = r.fan_pct
+        self.add(r)
 
     def add(self, r: Reading) -> None:
         self.n += 1
+        op = (r.frequency, r.core_voltage)
+        if op != self.op:  # a new operating point: its own thermometer
+            self.op, self.first, self.last = op, [], []
         if r.power is not None:
             if len(self.first) < ENDS:
                 self.first.append(r.power)
             self.last = (self.last + [r.power])[-ENDS:]
-        f, mv = self.op
-        if (
-            r.frequency is None
-            or f is None
-            or abs(r.frequency - f) > FREQ_EPS
-            or r.core_voltage != mv
-        ):
-            self.same_op = False
         if r.fan_pct is not None:
             self.fan_lo = r.fan_pct if self.fan_lo is None else min(self.fan_lo, r.fan_pct)
             self.fan_hi = r.fan_pct if self.fan_hi is None else max(self.fan_hi, r.fan_pct)
 
-    def moved_c(self, r_c_per_w: float) -> float:
-        """How far the power says the die moved since the run began, °C."""
-        if len(self.first) < ENDS or len(self.last) < ENDS:
-            return 0.0
-        p0, p1 = median(self.first), median(self.last)
-        if self.same_op:
-            per_c = DYN_SHARE * p0 * LEAK_PER_C
-            return abs(p1 - p0) / per_c if per_c > 0 else 0.0
-        return abs(p1 - p0) * r_c_per_w
+    def moved_c(self, leak: float) -> float:
+        """How far the power says the die moved within one operating point, °C (the most
+        of any point of the run)."""
+        if len(self.first) >= ENDS and len(self.last) >= ENDS:
+            p0, p1 = median(self.first), median(self.last)
+            per_c = DYN_SHARE * p0 * leak
+            if per_c > 0:
+                self.moved = max(self.moved, abs(p1 - p0) / per_c)
+        return self.moved
 
 
 def check(c, r: Reading, now_ms: int, d: Decision) -> bool:
@@ -105,7 +104,7 @@ def check(c, r: Reading, now_ms: int, d: Decision) -> bool:
     long_s = STUCK_S * c.time_scale
     if run.n < STUCK_POLLS or now_ms - run.start_ms < long_s * 1000 or not fan_still:
         return False
-    moved = run.moved_c(c.model.params.r)
+    moved = run.moved_c(getattr(c.model.params, "leak", LEAK_PER_C))
     if moved < STUCK_DT_C:
         return False
     c.sensor_stuck = True
