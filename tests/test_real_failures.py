@@ -210,12 +210,14 @@ SUPRA = dict(asic="BM1368", frequency_mhz=490, core_voltage_mv=1166)  # 1 °C in
         ("heatwave", SUPRA, 55.0),  # the law tracks the warming room at a 1 °C step
     ],
 )
-def test_a_real_sensor_is_never_called_stuck(tmp_path, name, board, threshold):
+def test_a_real_sensor_and_intact_cooling_raise_no_alarm(tmp_path, name, board, threshold):
     """Quantised, held between refreshes, and with autofan's PID holding it at temptarget:
-    a moving sensor repeats values, but never while the power says the die moved."""
+    a moving sensor repeats values, but never while the power says the die moved. And
+    rooms that warm (the heat wave, the closet) do not look like failing cooling."""
     run = start(replace(load_scenario(name), **board), tmp_path, Settings(temp_threshold=threshold))
     run.poll_until(24 * H)
     assert not alarms(run, "sensor stuck")
+    assert not alarms(run, "cooling got worse")
 
 
 # -- temptarget ---------------------------------------------------------------------------------
