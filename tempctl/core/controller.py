@@ -82,6 +82,7 @@ class Controller:
         self._now = 0
         self._budget_warned_ms: int | None = None
         self.ambient_seen: list[tuple[int, float]] = []  # cooling.watch
+        self.ambient_params = None
         self.worse_alarm_ms: int | None = None
         observe.init(self)
         aftermath.init(self)

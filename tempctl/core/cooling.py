@@ -101,9 +101,13 @@ def watch(c, now_ms: int, d) -> None:
     model = c.model
     amb = model.ambient() if c.limits.law == "model" and model.ready else None
     hist = c.ambient_seen
-    if amb is None:
+    if amb is None or model.params is not c.ambient_params:
+        # a relearned °C/W or k moves the effective ambient by itself (5 °C in the week
+        # scenario at hour 164): compare only estimates from the same parameters
         hist.clear()
-        return
+        c.ambient_params = model.params
+        if amb is None:
+            return
     window_ms = WORSE_WINDOW_S * c.time_scale * 1000
     hist.append((now_ms, amb))
     while hist and now_ms - hist[0][0] > window_ms:
