@@ -10,6 +10,7 @@ the plant, not the readings. Each log is re-driven by ``replay --check``.
 from __future__ import annotations
 
 import json
+import sqlite3
 from dataclasses import replace
 
 import pytest
@@ -18,6 +19,8 @@ from failure_sim import oracle_mhz, start
 from tempctl.config import Settings
 from tempctl.core.limits import Limits
 from tempctl.sim.scenario import load_scenario
+from tempctl.sim.simulate import SIM_EPOCH_MS
+from tempctl.store.eventlog import restore
 
 H = 3600.0
 
@@ -169,6 +172,10 @@ def test_a_voltage_and_fan_the_user_sets_after_a_trip_are_theirs(tmp_path):
     assert run.fw.nvs_mv == 1100 and not run.fw.autofan and run.fw.manual_fan == 80
     kept = " ".join(m for t, k, m in run.events("trip") if "by the user" in m)
     assert "1100 mV" in kept and "fan 80" in kept, kept
+    with sqlite3.connect(run.db) as conn:  # a restart in between restores the same intent
+        snap = restore(conn, run.policy.name, before_ms=SIM_EPOCH_MS + int(1.2 * H * 1000))
+    left = json.loads(snap.before_trip)
+    assert not {"core_voltage", "autofan", "fan"} & set(left), left
     assert run.replay_ok()
 
 

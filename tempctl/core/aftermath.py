@@ -172,6 +172,8 @@ def _user_changed(c, r: Reading, before: dict, d: Decision) -> None:
                 origin="user",
             )
         )
+        # the log's latest trip event is what a restart restores: what is left to restore
+        d.events.append(Event("trip", "before trip " + dumps(c), origin="tempctl"))
 
 
 def _restore(c, r: Reading, now_ms: int, d: Decision) -> None:
