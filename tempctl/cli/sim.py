@@ -113,7 +113,8 @@ def emulate(
 
     The first stdout line is the base URL; with --devices N there are N URL lines,
     then a line "ready". Besides the AxeOS routes each device answers
-    GET /_emulator/state, POST /_emulator/faults and POST /_emulator/ambient.
+    GET /_emulator/state, POST /_emulator/faults, POST /_emulator/ambient and
+    POST /_emulator/cooling.
 
     \b
     Example:

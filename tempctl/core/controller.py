@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, observe
+from tempctl.core import aftermath, cooling, observe, stuck
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -81,6 +81,9 @@ class Controller:
         self._notes: set[str] = set()  # one-per-episode notices already given
         self._now = 0
         self._budget_warned_ms: int | None = None
+        self.ambient_seen: list[tuple[int, float]] = []  # cooling.watch
+        self.ambient_params = None
+        self.worse_alarm_ms: int | None = None
         observe.init(self)
         aftermath.init(self)
         self.machine = Machine(
@@ -140,6 +143,7 @@ class Controller:
         observe.observe(self, reading, now_ms, decision)
         if not self.started:
             return decision
+        cooling.watch(self, now_ms, decision)
         if reading.fault:
             # mining stopped, not an overheat: never command on it (issue 16.2)
             self._fault_note(reading.fault, decision)
@@ -149,6 +153,13 @@ class Controller:
         # Invalid readings never move the law on their own; the firmware's overheat flag is
         # a signal of its own and does. Without a (plausible) frequency there is nothing a
         # change could be relative to.
+        if self.sensor_stuck and reading.temp is not None:
+            # not evidence: the law may only take the device down (the sensor_stuck row)
+            if self.frequency > self.limits.lowest + FREQ_EPS:
+                self._law(reading, now_ms, window, decision)
+            reading = stuck.invalid(reading)
+        if cooling.fan_held(reading, self.limits):
+            cooling.note_fan_held(self, reading, decision)
         if (reading.valid and reading.frequency is not None) or reading.overheat:
             self._law(reading, now_ms, window, decision)
         aftermath.check(self, reading, now_ms, decision)  # a stalled core reads -1 too
@@ -354,9 +365,14 @@ class Controller:
         )
 
     def _act_to_safe(self) -> None:
+        if cooling.below_floor(self):
+            return
         self._ceiling_if_raised()
         self._set(min(self._facts.target, self.limits.second_frequency))
         self._alarm("critical: " + self._what())
+
+    def _act_to_lowest(self) -> None:
+        self._set(self.limits.lowest)
 
     def _act_throttle(self) -> None:
         self._set(self._facts.target)

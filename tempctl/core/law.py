@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tempctl.core.cooling import fan_held
 from tempctl.core.decision import State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.reading import Reading
@@ -70,6 +71,16 @@ LEVELS: tuple[Row, ...] = (
 MODEL: tuple[Row, ...] = (
     # A latched trip (v2.1.9-v2.10: 50 MHz until someone writes, axeos-api.md §9.2), now cool.
     row(ALL, T2, ["latched_cool"], "clear_latch", "latched overheat trip, chip cool again"),
+    # The sensor repeats one value while the power says the die moved (stuck.py): its
+    # readings are not evidence, and nothing says how hot the die is: the floor is the
+    # level chosen to hold the threshold in any room (README "Choosing a floor").
+    row(
+        ALL,
+        T2,
+        ["sensor_stuck", "settled", "above_lowest"],
+        "to_lowest",
+        "temperature sensor stuck while the power moves: to the floor",
+    ),
     # At or above TEMPCTL_CRITICAL, or the firmware's trip: down at once, never up.
     row(ALL, T2, ["critical", "critical_due"], "to_safe", "critical"),
     # Overheated right after a predicted-safe step: back to what held, remember the ceiling.
@@ -112,7 +123,10 @@ def is_critical(r: Reading, lim: Limits) -> bool:
 def is_hot(r: Reading, lim: Limits) -> bool:
     if r.temp is None:  # only reached with the firmware overheat flag set
         return True
-    return r.temp > lim.temp_threshold or (r.vr_temp is not None and r.vr_temp > lim.vr_threshold)
+    if r.vr_temp is not None and r.vr_temp > lim.vr_threshold:
+        return True
+    # a die the fan PID holds at its temptarget is judged by the model instead (cooling.py)
+    return r.temp > lim.temp_threshold and not fan_held(r, lim)
 
 
 class Facts:
@@ -163,6 +177,12 @@ class Facts:
             c = self._c
             if self.hot:
                 self._over = True
+            elif fan_held(self._r, c.limits):
+                # what the fan at 100 % would hold: is the frequency above that?
+                ok = c.model.highest(
+                    c.limits.temp_threshold, c.limits.lowest, c.frequency, c.lookahead_s()
+                )
+                self._over = ok is not None and ok < c.frequency - FREQ_EPS
             else:
                 pred = c.predicted(c.frequency, c.lookahead_s())
                 self._over = pred is not None and pred > c.limits.temp_threshold
@@ -179,6 +199,10 @@ class Facts:
     def critical_due(self) -> bool:
         """Critical: at most SECOND_FREQUENCY at once; lower only once that has settled."""
         return self.above_second or self.settled
+
+    @property
+    def sensor_stuck(self) -> bool:
+        return self._c.sensor_stuck
 
     @property
     def latched_cool(self) -> bool:
@@ -201,6 +225,10 @@ class Facts:
     def floor_available(self) -> bool:
         lim = self._c.limits
         return lim.lowest < lim.second_frequency and self._c.frequency > lim.lowest + FREQ_EPS
+
+    @property
+    def above_lowest(self) -> bool:
+        return self._c.frequency > self._c.limits.lowest + FREQ_EPS
 
     @property
     def above_second(self) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tempctl.core import aftermath, evidence, reconcile
+from tempctl.core import aftermath, evidence, reconcile, stuck
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
@@ -41,6 +41,7 @@ def init(c, keep_identity: bool = False) -> None:
     c.tripped = False
     c.restart_requested_ms = None
     c.identity_logged = False
+    stuck.init(c)
 
 
 def observe(c, r: Reading, now_ms: int, d: Decision) -> None:
@@ -54,7 +55,8 @@ def observe(c, r: Reading, now_ms: int, d: Decision) -> None:
             reconcile.reconcile(c, r, now_ms, d)
         elif not c.limits.dry_run:  # in dry run the device never changes; the law follows intent
             _verify(c, r, now_ms, d)
-    if c.limits.law == "model":
+    # a stuck sensor's readings teach the model nothing (stuck.py)
+    if not stuck.check(c, r, now_ms, d) and c.limits.law == "model":
         _feed_model(c, r, now_ms, d)
 
 
@@ -175,14 +177,20 @@ def _verify(c, r: Reading, now_ms: int, d: Decision) -> None:
 
 def _firmware_penalty(c, observed: float) -> bool:
     """A value the firmware's overheat handling writes (axeos-api.md §9.2): F - 100 MHz
-    after a v2.11+ trip (F = the setting when it tripped), 50 MHz latched on v2.1.9-v2.10."""
+    after a v2.11+ trip (F = the setting when it tripped), or 400 MHz when F - 100 would
+    be 100 or less; 50 MHz latched on v2.1.9-v2.10."""
     return (
         any(
-            f is not None and abs(observed - (f - 100)) <= FREQ_EPS
+            f is not None and abs(observed - after_trip_mhz(f)) <= FREQ_EPS
             for f in (c.frequency, c.trip_mhz)
         )
         or abs(observed - 50) <= FREQ_EPS
     )
+
+
+def after_trip_mhz(f: float) -> float:
+    """What v2.11+ writes after a trip at F (power_management_task.c, axeos-api.md §9.2)."""
+    return f - 100 if f - 100 > 100 else 400.0
 
 
 def _who(c, r: Reading, observed: float) -> str:
@@ -205,7 +213,7 @@ def adopt(c, r: Reading, observed: float, now_ms: int, d: Decision, origin: str 
             )
         )
     if origin == "firmware":
-        aftermath.note_trip(c, d)
+        aftermath.note_trip(c, d, now_ms, edge=False, left_mhz=observed)
     c.frequency = observed
     c.last_change_ms = now_ms
     c.raised = False

@@ -13,6 +13,13 @@ counter. Policies that poll at the same times then meet the same faults, so a co
 of policies is not a comparison of luck. Time spent in a timeout is not simulated (the
 poll's timestamp stands), and the client's retries are not either: a faulted request is
 one failed request.
+
+``cooling`` schedules a failure of the cooling itself (a failing fan or heatsink): from
+each (seconds, scale) on, the plant's thermal resistance is multiplied by ``scale``
+(``Plant.cooling_scale``) while the fan duty the firmware reports stays what it was.
+It takes effect at the first request at or after its time. ``stuck_s``: from then on
+the reported ``temp`` stays at the value it had then (a stuck sensor; the firmware's own
+trip still sees the true one, as a second sensor would).
 """
 
 from __future__ import annotations
@@ -38,8 +45,18 @@ DROPPED = "connection closed or reset by the device"
 class FaultyDevice:
     """A ``policies.Device`` whose requests fail as the scenario's [faults] say."""
 
-    def __init__(self, dev, faults: Faults, seed: int):
+    def __init__(
+        self,
+        dev,
+        faults: Faults,
+        seed: int,
+        cooling: tuple[tuple[float, float], ...] = (),
+        stuck_s: float | None = None,
+    ):
         self.dev = dev
+        self.cooling = tuple(sorted(cooling))
+        self.stuck_s = stuck_s
+        self.stuck_temp: float | None = None
         self.fw = dev.fw
         self.name = dev.name
         self.spec = parse_faults(faults.requests)
@@ -99,8 +116,12 @@ class FaultyDevice:
 
     # -- the requests ------------------------------------------------------------------------
 
+    def _cooling(self) -> None:
+        scale_cooling(self.fw.plant, self.cooling, self.fw.t)
+
     def _get(self) -> tuple[dict | None, Reading]:
         """One GET /api/system/info: the body a policy would parse (or None) and the reading."""
+        self._cooling()
         if not self.fw.reachable():
             return None, self.dev.read()
         active = self._roll("info", INFO_FAULTS)
@@ -118,6 +139,10 @@ class FaultyDevice:
         if error is not None:
             return None, Reading(self.name, self.ts_ms(), error=error)
         body = self.fw.info()
+        if self.stuck_s is not None and self.fw.t >= self.stuck_s:
+            if self.stuck_temp is None:
+                self.stuck_temp = body.get("temp")
+            body["temp"] = self.stuck_temp
         for name, value in SENSOR_VALUES:
             if name in active:
                 body["temp"] = value  # also while booting, when the firmware ignores the sensor
@@ -170,4 +195,11 @@ class FaultyDevice:
         return self.dev.restart()
 
 
-__all__ = ["SLOT_S", "FaultyDevice"]
+def scale_cooling(plant, schedule: tuple[tuple[float, float], ...], t_s: float) -> None:
+    """Set the plant's ``cooling_scale`` to the last scheduled (time, scale) at or before t_s."""
+    for at_s, scale in schedule:
+        if at_s <= t_s + 1e-9:
+            plant.cooling_scale = float(scale)
+
+
+__all__ = ["SLOT_S", "FaultyDevice", "scale_cooling"]

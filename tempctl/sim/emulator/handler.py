@@ -408,6 +408,18 @@ class Handler(BaseHTTPRequestHandler):
                     return
                 fw.ambient_shift_c = offset
                 self._json(200, {"offset_c": offset, "ambient_c": fw.ambient_c()})
+            elif path == "/_emulator/cooling" and method == "POST":
+                # a failing fan or heatsink from now on: the thermal resistance times
+                # ``scale`` (plant.Plant.cooling_scale); the reported fan duty is unchanged
+                try:
+                    scale = float(json.loads(body or b"{}")["scale"])
+                    if not 0.1 <= scale <= 10.0:
+                        raise ValueError
+                except (ValueError, KeyError, TypeError):
+                    self._json(400, {"error": 'expected JSON {"scale": <0.1..10>}'})
+                    return
+                fw.plant.cooling_scale = scale
+                self._json(200, {"scale": scale})
             else:
                 self._json(
                     404,
@@ -417,6 +429,7 @@ class Handler(BaseHTTPRequestHandler):
                             "GET /_emulator/state",
                             "POST /_emulator/faults",
                             "POST /_emulator/ambient",
+                            "POST /_emulator/cooling",
                         ],
                     },
                 )
