@@ -299,7 +299,7 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0, hun
             result["healthy_missed_polls"] = int(sum(missed.get(a, 0) for a in healthy))
             result["hung_connections_accepted"] = hung_miners.accepted
             result["daemon_log_unresponsive_lines"] = sum(
-                "not answering" in line for line in out_path.read_text().splitlines()
+                "unresponsive:" in line for line in out_path.read_text().splitlines()
             )
         return result
     finally:

@@ -18,9 +18,10 @@ devices that answer never wait for a thread behind ones that don't.
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from tempctl.config import config_dict
@@ -130,6 +131,7 @@ class Daemon:
             driver = Driver(Controller(limits, dev.name, snapshot=snap), reading_capabilities)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), driver))
         self.lanes = Lanes(len(self.devices))
+        self._finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # jobs done, in order
         room_for_sockets(len(self.devices))
 
     # -- the loop ------------------------------------------------------------
@@ -192,28 +194,50 @@ class Daemon:
                     if not self.lanes.queue(d):
                         d.missed += 1  # still waiting for its probe
                 else:
-                    d.busy = self.lanes.submit(self._poll, d, slot)
-                    pending.add(d.busy)
+                    d.busy = self._track(self.lanes.submit(self._poll, d, slot), pending)
             for d, fut in self.lanes.start_probes(self._poll):
                 d.lateness_s = None  # a probe keeps no schedule
-                d.busy = fut
-                pending.add(fut)
+                d.busy = self._track(fut, pending)
             # Wake for the next slot or tick, at least every second, and often enough
             # for a short WatchdogSec.
             wake = min(next_tick, due[-1][0]) if due else next_tick
             timeout = min(max(0.0, wake - self.clock.monotonic()), self.wake_s)
             if pending:
-                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    self.sending.pop(fut, None)
-                    self.lanes.finished(fut)
-                    pending |= self._handle(fut.result())
+                self._collect(pending, timeout, due)
             else:
                 self.clock.wait(timeout, self.stop)
             self._maintain()
             self.notifier.ping()
         self._shutdown(pending)
         return 0
+
+    def _track(self, fut: Future, pending: set[Future]) -> Future:
+        pending.add(fut)
+        fut.add_done_callback(self._finished.put)
+        return fut
+
+    def _collect(self, pending: set[Future], timeout: float, due: list) -> None:
+        """Handle finished jobs: wait up to ``timeout`` for the first, then take the rest
+        while no poll is due (a burst of answers must not hold back the next slot).
+
+        Finished jobs come through a queue: waiting on hundreds of pending futures (hung
+        devices) at every turn of the loop would cost the loop more than the polls."""
+        try:
+            fut = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            pending.discard(fut)
+            self.sending.pop(fut, None)
+            self.lanes.finished(fut)
+            for new in self._handle(fut.result()):
+                self._track(new, pending)
+            if due and due[-1][0] <= self.clock.monotonic():
+                return
+            try:
+                fut = self._finished.get_nowait()
+            except queue.Empty:
+                return
 
     def _maintain(self) -> None:
         mono = self.clock.monotonic()
