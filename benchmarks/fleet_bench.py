@@ -24,17 +24,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
-import selectors
-import socket
 import statistics
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+
+from tempctl.daemon.lanes import room_for_sockets
+from tempctl.sim.hung import HungMiners
 
 from . import procs
 
@@ -112,66 +111,6 @@ def from_log(db: Path, interval_s: float) -> dict:
     }
 
 
-class HungMiners:
-    """``n`` loopback ports that accept, read and never answer; one thread, one selector.
-
-    A connection is closed only when the client closes it (the daemon's deadline).
-    """
-
-    def __init__(self, n: int):
-        self.sel = selectors.DefaultSelector()
-        self.addrs: list[str] = []
-        self.accepted = 0
-        for _ in range(n):
-            srv = socket.socket()
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(64)
-            srv.setblocking(False)
-            self.sel.register(srv, selectors.EVENT_READ, "listen")
-            self.addrs.append(f"127.0.0.1:{srv.getsockname()[1]}")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, name="hung-miners", daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            for key, _ in self.sel.select(timeout=0.2):
-                sock = key.fileobj
-                if key.data == "listen":
-                    try:
-                        conn, _ = sock.accept()
-                    except OSError:
-                        continue
-                    conn.setblocking(False)
-                    self.accepted += 1
-                    self.sel.register(conn, selectors.EVENT_READ, "conn")
-                    continue
-                try:
-                    data = sock.recv(65536)  # the request: read and ignored
-                except OSError:
-                    data = b""
-                if not data:
-                    self.sel.unregister(sock)
-                    sock.close()
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        for key in list(self.sel.get_map().values()):
-            key.fileobj.close()
-        self.sel.close()
-
-
-def raise_fd_limit(needed: int) -> int:
-    """Raise this process's soft RLIMIT_NOFILE (inherited by the daemon and emulator)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        soft = want
-    return soft
-
-
 def healthy_figures(db: Path, names: set[str], interval_s: float) -> dict:
     """Gaps, ticks without a reading and lateness of the ``names`` devices, from the log."""
     import sqlite3
@@ -219,8 +158,8 @@ def missed_by_device(port: int) -> dict[str, float]:
 def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0, hung: int = 0) -> dict:
     if not 0 <= hung < devices:
         raise ValueError("hung must be in [0, devices)")
-    # Listeners and keep-alive connections on both sides: a few per device.
-    fd_limit = raise_fd_limit(4 * devices + 256)
+    # Listeners and keep-alive connections on both sides, all inherited by the children.
+    fd_limit = room_for_sockets(2 * devices)
     procs.log(f"fleet: starting emulators for {devices - hung} devices, {hung} hung")
     emus, addrs = [], []
     for first in range(0, devices - hung, EMULATOR_MAX):  # `tempctl emulate` serves <= 256

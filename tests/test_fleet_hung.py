@@ -12,8 +12,6 @@ the hung polls' deadline is far beyond anything the healthy ones need.
 from __future__ import annotations
 
 import logging
-import selectors
-import socket
 import threading
 from concurrent.futures import Future
 
@@ -29,6 +27,7 @@ from tempctl.daemon.notify import Notifier
 from tempctl.device import Client
 from tempctl.sim.emulator import Emulator
 from tempctl.sim.firmware import BODIES_DIR
+from tempctl.sim.hung import HungMiners
 from tempctl.store.eventlog import Log
 
 OLD_POOL = 64  # the old daemon's thread pool: at most 64 workers, first come first served
@@ -36,55 +35,10 @@ HUNG = OLD_POOL + 2
 HUNG_DEADLINE_S = 15.0  # a hung poll ends only after this long (real time)
 
 
-class Hung:
-    """``n`` loopback ports that accept, read the request and never answer."""
-
-    def __init__(self, n: int):
-        self.sel = selectors.DefaultSelector()
-        self.addrs = []
-        for _ in range(n):
-            srv = socket.socket()
-            srv.bind(("127.0.0.1", 0))
-            srv.listen(16)
-            srv.setblocking(False)
-            self.sel.register(srv, selectors.EVENT_READ, "listen")
-            self.addrs.append(f"127.0.0.1:{srv.getsockname()[1]}")
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stop.is_set():
-            for key, _ in self.sel.select(timeout=0.1):
-                if key.data == "listen":
-                    try:
-                        conn, _ = key.fileobj.accept()
-                    except OSError:
-                        continue
-                    conn.setblocking(False)
-                    self.sel.register(conn, selectors.EVENT_READ, "conn")
-                    continue
-                try:
-                    data = key.fileobj.recv(65536)
-                except OSError:
-                    data = b""
-                if not data:  # the client gave up (its deadline): close our side too
-                    self.sel.unregister(key.fileobj)
-                    key.fileobj.close()
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
-        for key in list(self.sel.get_map().values()):
-            key.fileobj.close()  # wakes any request still blocked on a hung socket
-        self.sel.close()
-
-
 @pytest.fixture
 def hung():
-    h = Hung(HUNG)
-    yield h
-    h.close()
+    with HungMiners(HUNG) as h:
+        yield h
 
 
 class Stepping(FakeClock):
