@@ -220,3 +220,35 @@ def test_the_probe_lane_takes_devices_in_turn_and_never_more_than_its_threads():
     finally:
         gate.set()
         lanes.shutdown()
+
+
+def test_one_watcher_ends_every_hung_request_at_its_own_deadline(hung):
+    """Many requests to hung miners at once, with different deadlines: each ends with a
+    timeout naming its own deadline, and no thread is started per request."""
+    from tempctl.device import Timeout
+
+    deadlines = [0.2, 0.5, 0.3, 0.4] * 4
+    clients = [
+        Client("http://" + a, connect_timeout=s, read_timeout=s, retries=0)
+        for a, s in zip(hung.addrs, deadlines, strict=False)
+    ]
+    errors: list[BaseException | None] = [None] * len(clients)
+
+    def ask(i: int) -> None:
+        try:
+            clients[i].fetch_info()
+        except BaseException as exc:  # noqa: BLE001 - what it raised is the point
+            errors[i] = exc
+
+    askers = [threading.Thread(target=ask, args=(i,)) for i in range(len(clients))]
+    for t in askers:
+        t.start()
+    for t in askers:
+        t.join(timeout=60)
+    assert not any(t.is_alive() for t in askers), "a request outlived its deadline"
+    for s, exc in zip(deadlines, errors, strict=False):
+        assert isinstance(exc, Timeout), exc
+        assert f"within the {s:g} s deadline" in str(exc) or "timeout after" in str(exc), exc
+    watchers = [t for t in threading.enumerate() if t.name == "tempctl-deadlines"]
+    assert len(watchers) == 1
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]
