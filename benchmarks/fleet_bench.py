@@ -17,7 +17,8 @@ Measured:
 - daemon CPU (% of one core, after a warm-up of two ticks) and RSS;
 - with hung devices, per healthy device from the log: the longest gap between two
   readings, ticks without a reading, and lateness against the device's own slot (its
-  least-late poll, so this understates lateness by that poll's own, a few ms).
+  least-late poll, so this understates lateness by that poll's own, a few ms; a poll
+  more than half an interval late shows as a gap instead).
 """
 
 from __future__ import annotations
@@ -125,10 +126,11 @@ def healthy_figures(db: Path, names: set[str], interval_s: float) -> dict:
             per.setdefault(dev, []).append(ts)
     gaps, late, skipped = [], [], 0
     for ts in per.values():
-        first = ts[0]
-        ks = [round((t - first) / step) for t in ts]
-        phase = min(t - k * step for t, k in zip(ts, ks, strict=True))
-        late.extend((t - k * step - phase) / 1000 for t, k in zip(ts, ks, strict=True))
+        # Each poll's offset from the device's first one, folded into (-step/2, step/2]:
+        # the least of them is the device's slot (a poll later than step/2 shows as a gap).
+        offsets = [(t - ts[0] + step / 2) % step - step / 2 for t in ts]
+        slot = min(offsets)
+        late.extend((o - slot) / 1000 for o in offsets)
         for a, b in zip(ts, ts[1:]):
             gaps.append((b - a) / 1000)
             skipped += max(0, round((b - a) / step) - 1)
