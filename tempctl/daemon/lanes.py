@@ -11,8 +11,10 @@ Now there are two lanes:
   and reused, so a fleet that answers runs on a handful.
 - the *probe* lane: a device whose poll got no complete answer within the request's
   deadline is polled only here, at most ``PROBE_WORKERS`` at a time, in turn (first
-  queued, first probed; one place per device). Slots it misses meanwhile count as
-  missed polls. Its first answer puts it back in the regular lane.
+  queued, first probed; one place per device). A device that has timed out only once
+  goes first: one slow answer (an ESP32 busy for seconds) must not send it to the back
+  of a line of long-dead miners. Slots it misses meanwhile count as missed polls. Its
+  first answer puts it back in the regular lane.
 
 Every request has a hard overall deadline (device/transport.py), so no hung socket
 holds a thread longer than that.
@@ -41,7 +43,8 @@ class Lanes:
         self.probe = ThreadPoolExecutor(
             max_workers=self.probe_workers, thread_name_prefix="tempctl-probe"
         )
-        self.waiting: deque = deque()  # devices waiting for a probe, first queued first
+        self.soon: deque = deque()  # devices that timed out once: probed first
+        self.waiting: deque = deque()  # the others, first queued first
         self.queued: set[str] = set()  # their names (one place per device)
         self.probing: set[Future] = set()
 
@@ -49,19 +52,20 @@ class Lanes:
         """Run ``fn(*args)`` in the regular lane: at once, on a thread of its own if need be."""
         return self.regular.submit(fn, *args)
 
-    def queue(self, device) -> bool:
-        """Put ``device`` in line for a probe; False when it already has a place."""
+    def queue(self, device, *, soon: bool = False) -> bool:
+        """Put ``device`` in line for a probe (``soon``: ahead of the long-dead ones);
+        False when it already has a place."""
         if device.name in self.queued:
             return False
         self.queued.add(device.name)
-        self.waiting.append(device)
+        (self.soon if soon else self.waiting).append(device)
         return True
 
     def start_probes(self, fn: Callable) -> list[tuple[object, Future]]:
         """Start ``fn(device)`` for the devices first in line, as far as threads are free."""
         started = []
-        while self.waiting and len(self.probing) < self.probe_workers:
-            d = self.waiting.popleft()
+        while (self.soon or self.waiting) and len(self.probing) < self.probe_workers:
+            d = (self.soon or self.waiting).popleft()
             self.queued.discard(d.name)
             fut = self.probe.submit(fn, d)
             self.probing.add(fut)

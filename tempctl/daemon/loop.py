@@ -65,6 +65,7 @@ class Device:
     last_reading: Reading | None = None
     lateness_s: float | None = None  # how late the last poll started after its slot
     unresponsive: bool = False  # its last poll got no answer in time: polled in the probe lane
+    timeouts: int = 0  # polls in a row without an answer in time
 
     @property
     def controller(self) -> Controller:
@@ -191,7 +192,7 @@ class Daemon:
                 if d.busy is not None and not d.busy.done():
                     d.missed += 1  # a slow device never delays the others
                 elif d.unresponsive:
-                    if not self.lanes.queue(d):
+                    if not self.lanes.queue(d, soon=d.timeouts <= 1):
                         d.missed += 1  # still waiting for its probe
                 else:
                     d.busy = self._track(self.lanes.submit(self._poll, d, slot), pending)
@@ -361,6 +362,7 @@ class Daemon:
 
     def _lane(self, d: Device, answered: bool, ts: int) -> None:
         """Move a device between lanes, with one log line each way."""
+        d.timeouts = 0 if answered else d.timeouts + 1
         if answered == (not d.unresponsive):
             return
         d.unresponsive = not answered
