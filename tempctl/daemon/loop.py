@@ -187,6 +187,8 @@ class Daemon:
                 if next_tick <= mono:  # we fell behind (suspend, overload): skip, don't burst
                     behind = int((mono - next_tick) // self.interval) + 1
                     next_tick += behind * self.interval
+                    for d in self.devices:
+                        d.missed += behind  # whole ticks skipped: no device was polled
             while due and due[-1][0] <= mono:
                 slot, d = due.pop()
                 if d.busy is not None and not d.busy.done():
