@@ -145,7 +145,7 @@ def test_unresponsive_is_logged_once_per_device_and_so_is_its_return(
     tmp_path, hung, comeback, caplog
 ):
     """Hung miners time out at every probe (a 0.3 s deadline) but say so once; the one
-    that comes back has 2 s to answer, the healthy one 10 s: generous on loopback."""
+    that comes back has 3 s to answer, the healthy one 10 s: generous on loopback."""
     server, gate = comeback
     back = f"127.0.0.1:{server.port}"
     stuck = hung.addrs[:3]
@@ -162,7 +162,7 @@ def test_unresponsive_is_logged_once_per_device_and_so_is_its_return(
             return len(answers) >= 3 and min(len(c.readings.get(a, [])) for a in stuck) >= 4
 
         def client(url: str) -> Client:
-            s = {emu.urls[0]: 10.0, "http://" + back: 2.0}.get(url, 0.3)
+            s = {emu.urls[0]: 10.0, "http://" + back: 3.0}.get(url, 0.3)
             return Client(url, connect_timeout=s, read_timeout=s, retries=0)
 
         seen = Counter(stop, until)
@@ -192,7 +192,7 @@ def test_unresponsive_is_logged_once_per_device_and_so_is_its_return(
     for a in [*stuck, back]:
         gone = [m for m in lines if m.startswith(f"{a}: unresponsive")]
         assert len(gone) == 1, (a, gone)
-        assert f"{2 if a == back else 0.3:g} s deadline" in gone[0], gone
+        assert f"{3 if a == back else 0.3:g} s deadline" in gone[0], gone
     returned = [m for m in lines if "answers again" in m]
     assert returned == [f"{back}: answers again: back on its schedule"], returned
     assert not [m for m in lines if m.startswith("healthy:") and "unresponsive" in m]
