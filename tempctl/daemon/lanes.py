@@ -9,12 +9,12 @@ Now there are two lanes:
   in flight, so a job never waits in a queue for a thread: a device that stops answering
   holds one thread, its own, until its request's deadline. Threads are made on demand
   and reused, so a fleet that answers runs on a handful.
-- the *probe* lane: a device whose poll got no complete answer within the request's
-  deadline is polled only here, at most ``PROBE_WORKERS`` at a time, in turn (first
-  queued, first probed; one place per device). A device that has timed out only once
-  goes first: one slow answer (an ESP32 busy for seconds) must not send it to the back
-  of a line of long-dead miners. Slots it misses meanwhile count as missed polls. Its
-  first answer puts it back in the regular lane.
+- the *probe* lane: a device whose last ``PROBE_AFTER`` polls got no complete answer
+  within the request's deadline is polled only here, at most ``PROBE_WORKERS`` at a
+  time, in turn (first queued, first probed; one place per device). One slow answer (an
+  ESP32 busy for seconds, a starved machine) keeps the device on its schedule: it must
+  not wait behind a line of long-dead miners. Slots it misses meanwhile count as missed
+  polls. Its first answer puts it back in the regular lane.
 
 Every request has a hard overall deadline (device/transport.py), so no hung socket
 holds a thread longer than that.
@@ -31,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 # request deadline (<= 5 s), so 300 hung devices are each re-probed about every
 # 300 / 32 x 5 s = 47 s: how soon one that recovers is back on its schedule.
 PROBE_WORKERS = 32
+PROBE_AFTER = 2  # polls in a row without an answer in time
 FDS_PER_DEVICE = 2  # a keep-alive connection, plus one being replaced
 
 
@@ -43,8 +44,7 @@ class Lanes:
         self.probe = ThreadPoolExecutor(
             max_workers=self.probe_workers, thread_name_prefix="tempctl-probe"
         )
-        self.soon: deque = deque()  # devices that timed out once: probed first
-        self.waiting: deque = deque()  # the others, first queued first
+        self.waiting: deque = deque()  # devices waiting for a probe, first queued first
         self.queued: set[str] = set()  # their names (one place per device)
         self.probing: set[Future] = set()
 
@@ -52,20 +52,19 @@ class Lanes:
         """Run ``fn(*args)`` in the regular lane: at once, on a thread of its own if need be."""
         return self.regular.submit(fn, *args)
 
-    def queue(self, device, *, soon: bool = False) -> bool:
-        """Put ``device`` in line for a probe (``soon``: ahead of the long-dead ones);
-        False when it already has a place."""
+    def queue(self, device) -> bool:
+        """Put ``device`` in line for a probe; False when it already has a place."""
         if device.name in self.queued:
             return False
         self.queued.add(device.name)
-        (self.soon if soon else self.waiting).append(device)
+        self.waiting.append(device)
         return True
 
     def start_probes(self, fn: Callable) -> list[tuple[object, Future]]:
         """Start ``fn(device)`` for the devices first in line, as far as threads are free."""
         started = []
-        while (self.soon or self.waiting) and len(self.probing) < self.probe_workers:
-            d = (self.soon or self.waiting).popleft()
+        while self.waiting and len(self.probing) < self.probe_workers:
+            d = self.waiting.popleft()
             self.queued.discard(d.name)
             fut = self.probe.submit(fn, d)
             self.probing.add(fut)

@@ -10,9 +10,9 @@ stable-window check is a SQL query on the log); the decision (transition,
 events, command intents) is committed; only then are commands sent, on the
 device's worker, and their outcomes appended when they finish.
 
-Requests run in lanes (daemon/lanes.py): a device whose poll got no answer within
-the request deadline is polled in a bounded probe lane until it answers again, so
-devices that answer never wait for a thread behind ones that don't.
+Requests run in lanes (daemon/lanes.py): a device whose polls got no answer within
+the request deadline twice in a row is polled in a bounded probe lane until it
+answers again, so devices that answer never wait for a thread behind ones that don't.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
-from tempctl.daemon.lanes import Lanes, room_for_sockets
+from tempctl.daemon.lanes import PROBE_AFTER, Lanes, room_for_sockets
 from tempctl.daemon.notify import Notifier
 from tempctl.device import (
     AxeOSError,
@@ -64,8 +64,8 @@ class Device:
     last_error: str | None = None
     last_reading: Reading | None = None
     lateness_s: float | None = None  # how late the last poll started after its slot
-    unresponsive: bool = False  # its last poll got no answer in time: polled in the probe lane
-    timeouts: int = 0  # polls in a row without an answer in time
+    unresponsive: bool = False  # its last poll got no answer in time
+    timeouts: int = 0  # polls in a row without an answer in time (PROBE_AFTER: probe lane)
 
     @property
     def controller(self) -> Controller:
@@ -193,8 +193,8 @@ class Daemon:
                 slot, d = due.pop()
                 if d.busy is not None and not d.busy.done():
                     d.missed += 1  # a slow device never delays the others
-                elif d.unresponsive:
-                    if not self.lanes.queue(d, soon=d.timeouts <= 1):
+                elif d.timeouts >= PROBE_AFTER:
+                    if not self.lanes.queue(d):
                         d.missed += 1  # still waiting for its probe
                 else:
                     d.busy = self._track(self.lanes.submit(self._poll, d, slot), pending)
@@ -371,8 +371,9 @@ class Daemon:
         if d.unresponsive:
             level, msg = (
                 "warning",
-                f"unresponsive: no answer within {self._deadline_s(d)}; polled in the "
-                f"probe lane (up to {self.lanes.probe_workers} at a time) until it answers",
+                f"unresponsive: no answer within {self._deadline_s(d)}; from {PROBE_AFTER} "
+                "in a row, polled in the probe lane (up to "
+                f"{self.lanes.probe_workers} at a time) until it answers",
             )
         else:
             level, msg = "info", "answers again: back on its schedule"
