@@ -1,7 +1,10 @@
 """Fleet: one `tempctl run` guarding N emulated miners (default 250 at CHECK_INTERVAL 5 s).
 
 The emulator runs in its own process (`tempctl emulate --devices N`), the daemon in
-another, both on this machine's cores. Measured:
+another, both on this machine's cores. ``--hung H`` makes H of the N devices hung
+miners: loopback sockets that accept a connection, read the request and never answer
+(issue 23 item 1); the figures then also say how the N - H healthy ones fared.
+Measured:
 
 - poll lateness: when each poll started against when it was due. A daemon that
   records it (``Device.lateness_s``, exported as the ``tempctl_poll_lateness_seconds``
@@ -11,11 +14,16 @@ another, both on this machine's cores. Measured:
   tick (this understates lateness by the loop's own wake-up delay, well under 1 ms);
 - missed polls: ``tempctl_missed_polls_total`` from the daemon's metrics endpoint, and
   cross-checked against the log (every device must have one reading per tick);
-- daemon CPU (% of one core, after a warm-up of two ticks) and RSS.
+- daemon CPU (% of one core, after a warm-up of two ticks) and RSS;
+- with hung devices, per healthy device from the log: the longest gap between two
+  readings, ticks without a reading, and lateness against the device's own slot (its
+  least-late poll, so this understates lateness by that poll's own, a few ms; a poll
+  more than half an interval late shows as a gap instead).
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import tempfile
@@ -25,7 +33,12 @@ from pathlib import Path
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from tempctl.daemon.lanes import room_for_sockets
+from tempctl.sim.hung import HungMiners
+
 from . import procs
+
+EMULATOR_MAX = 256  # devices per `tempctl emulate` process
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -99,9 +112,69 @@ def from_log(db: Path, interval_s: float) -> dict:
     }
 
 
-def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> dict:
-    procs.log(f"fleet: starting an emulator with {devices} devices")
-    emu, addrs = procs.emulator(devices)
+def healthy_figures(db: Path, names: set[str], interval_s: float) -> dict:
+    """Gaps, ticks without a reading and lateness of the ``names`` devices, from the log."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    rows = conn.execute("SELECT device, ts_ms FROM readings ORDER BY device, ts_ms").fetchall()
+    conn.close()
+    step = interval_s * 1000
+    per: dict[str, list[int]] = {}
+    for dev, ts in rows:
+        if dev in names:
+            per.setdefault(dev, []).append(ts)
+    gaps, late, skipped = [], [], 0
+    for ts in per.values():
+        # Each poll's offset from the device's first one, folded into (-step/2, step/2]:
+        # the least of them is the device's slot (a poll later than step/2 shows as a gap).
+        offsets = [(t - ts[0] + step / 2) % step - step / 2 for t in ts]
+        slot = min(offsets)
+        late.extend((o - slot) / 1000 for o in offsets)
+        for a, b in zip(ts, ts[1:]):
+            gaps.append((b - a) / 1000)
+            skipped += max(0, round((b - a) / step) - 1)
+    return {
+        "healthy_devices": len(names),
+        "healthy_devices_polled": len(per),
+        "healthy_polls": sum(len(t) for t in per.values()),
+        "healthy_longest_gap_s": round(max(gaps), 3) if gaps else None,
+        "healthy_longest_gap_x_interval": round(max(gaps) / interval_s, 3) if gaps else None,
+        "healthy_ticks_without_reading": skipped,
+        "healthy_lateness_p50_s": round(statistics.median(late), 4) if late else None,
+        "healthy_lateness_p99_s": round(percentile(late, 99), 4),
+        "healthy_lateness_max_s": round(max(late), 4) if late else None,
+    }
+
+
+def missed_by_device(port: int) -> dict[str, float]:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+    return {
+        s.labels["device"]: s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "tempctl_missed_polls_total" and "device" in s.labels
+    }
+
+
+def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0, hung: int = 0) -> dict:
+    if not 0 <= hung < devices:
+        raise ValueError("hung must be in [0, devices)")
+    # Listeners and keep-alive connections on both sides, all inherited by the children.
+    fd_limit = room_for_sockets(2 * devices)
+    procs.log(f"fleet: starting emulators for {devices - hung} devices, {hung} hung")
+    emus, addrs = [], []
+    for first in range(0, devices - hung, EMULATOR_MAX):  # `tempctl emulate` serves <= 256
+        emu, some = procs.emulator(min(EMULATOR_MAX, devices - hung - first), seed=1 + first)
+        emus.append(emu)
+        addrs += some
+    hung_miners = HungMiners(hung) if hung else None
+    healthy = set(addrs)
+    if hung_miners is not None:
+        # Spread evenly, so hung devices sit before and after healthy ones in every tick.
+        hung_at = {j * devices // hung for j in range(hung)}
+        stuck, live = iter(hung_miners.addrs), iter(addrs)
+        addrs = [next(stuck) if i in hung_at else next(live) for i in range(devices)]
     tmp = Path(tempfile.mkdtemp(prefix="tempctl-fleet-"))
     db = tmp / "fleet.db"
     port = procs.free_port()
@@ -122,22 +195,25 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> 
                 warmup = 2 * interval_s + 1
                 procs.log(f"fleet: daemon running; measuring for {seconds:g} s")
                 time.sleep(warmup)
-                c0, e0, w0 = procs.cpu_s(daemon.pid), procs.cpu_s(emu.pid), time.monotonic()
+                c0, w0 = procs.cpu_s(daemon.pid), time.monotonic()
+                e0 = sum(procs.cpu_s(e.pid) for e in emus)
                 peak = 0.0
                 while time.monotonic() - w0 < seconds - warmup:
                     time.sleep(min(5.0, seconds - warmup))
                     peak = max(peak, procs.memory_mb(daemon.pid)["rss_mb"])
                 wall = time.monotonic() - w0
                 cpu = (procs.cpu_s(daemon.pid) - c0) / wall * 100
-                emu_cpu = (procs.cpu_s(emu.pid) - e0) / wall * 100
+                emu_cpu = (sum(procs.cpu_s(e.pid) for e in emus) - e0) / wall * 100
                 mem = procs.memory_mb(daemon.pid)
                 metrics, buckets = scrape(port)
+                missed = missed_by_device(port)
             finally:
                 procs.stop(daemon)
         if daemon.returncode != 0:
             raise RuntimeError(f"daemon exited {daemon.returncode}: {out_path.read_text()[-2000:]}")
         result = {
             "devices": devices,
+            "hung_devices": hung,
             "check_interval_s": interval_s,
             "duration_s": seconds,
             "cpus": os.cpu_count(),
@@ -157,10 +233,21 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> 
             "daemon_peak_rss_mb": max(mem["peak_rss_mb"], peak),
             "emulator_cpu_percent_of_one_core": round(emu_cpu, 1),
             "load_average_1m": round(os.getloadavg()[0], 2),
+            "fd_soft_limit": fd_limit,
         }
+        if hung:
+            result.update(healthy_figures(db, healthy, interval_s))
+            result["healthy_missed_polls"] = int(sum(missed.get(a, 0) for a in healthy))
+            result["hung_connections_accepted"] = hung_miners.accepted
+            result["daemon_log_unresponsive_lines"] = sum(
+                "unresponsive:" in line for line in out_path.read_text().splitlines()
+            )
         return result
     finally:
-        procs.stop(emu)
+        for emu in emus:
+            procs.stop(emu)
+        if hung_miners is not None:
+            hung_miners.close()
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
@@ -168,8 +255,11 @@ def run(devices: int = 250, interval_s: float = 5.0, seconds: float = 150.0) -> 
 
 if __name__ == "__main__":
     import json
-    import sys
 
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 250
-    secs = float(sys.argv[2]) if len(sys.argv) > 2 else 150.0
-    print(json.dumps(run(n, seconds=secs), indent=2))
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("devices", type=int, nargs="?", default=250, help="all devices, hung included")
+    p.add_argument("seconds", type=float, nargs="?", default=150.0)
+    p.add_argument("--hung", type=int, default=0, metavar="N", help="N of them hung")
+    p.add_argument("--interval", type=float, default=5.0, help="CHECK_INTERVAL (s)")
+    a = p.parse_args()
+    print(json.dumps(run(a.devices, a.interval, a.seconds, hung=a.hung), indent=2))

@@ -9,14 +9,19 @@ Per poll of a device: the reading is appended; the controller judges it (the
 stable-window check is a SQL query on the log); the decision (transition,
 events, command intents) is committed; only then are commands sent, on the
 device's worker, and their outcomes appended when they finish.
+
+Requests run in lanes (daemon/lanes.py): a device whose polls got no answer within
+the request deadline twice in a row is polled in a bounded probe lane until it
+answers again, so devices that answer never wait for a thread behind ones that don't.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from tempctl.config import config_dict
@@ -25,10 +30,12 @@ from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
 from tempctl.core.reading import Reading
+from tempctl.daemon.lanes import PROBE_AFTER, Lanes, room_for_sockets
 from tempctl.daemon.notify import Notifier
 from tempctl.device import (
     AxeOSError,
     Client,
+    Timeout,
     parse_statistics,
     password_from,
     reading_capabilities,
@@ -57,6 +64,8 @@ class Device:
     last_error: str | None = None
     last_reading: Reading | None = None
     lateness_s: float | None = None  # how late the last poll started after its slot
+    unresponsive: bool = False  # its last poll got no answer in time
+    timeouts: int = 0  # polls in a row without an answer in time (PROBE_AFTER: probe lane)
 
     @property
     def controller(self) -> Controller:
@@ -122,8 +131,9 @@ class Daemon:
             snap = eventlog.restore(dev.name, now_ms=self.clock.now_ms())
             driver = Driver(Controller(limits, dev.name, snapshot=snap), reading_capabilities)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), driver))
-        workers = min(64, 2 * len(self.devices) + 2)
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tempctl-io")
+        self.lanes = Lanes(len(self.devices))
+        self._finished: queue.SimpleQueue[Future] = queue.SimpleQueue()  # jobs done, in order
+        room_for_sockets(len(self.devices))
 
     # -- the loop ------------------------------------------------------------
 
@@ -177,29 +187,60 @@ class Daemon:
                 if next_tick <= mono:  # we fell behind (suspend, overload): skip, don't burst
                     behind = int((mono - next_tick) // self.interval) + 1
                     next_tick += behind * self.interval
+                    for d in self.devices:
+                        d.missed += behind  # whole ticks skipped: no device was polled
             while due and due[-1][0] <= mono:
                 slot, d = due.pop()
                 if d.busy is not None and not d.busy.done():
                     d.missed += 1  # a slow device never delays the others
-                    continue
-                fut = self.pool.submit(self._poll, d, slot)
-                d.busy = fut
-                pending.add(fut)
+                elif d.timeouts >= PROBE_AFTER:
+                    if not self.lanes.queue(d):
+                        d.missed += 1  # still waiting for its probe
+                else:
+                    d.busy = self._track(self.lanes.submit(self._poll, d, slot), pending)
+            for d, fut in self.lanes.start_probes(self._poll):
+                d.lateness_s = None  # a probe keeps no schedule
+                d.busy = self._track(fut, pending)
             # Wake for the next slot or tick, at least every second, and often enough
             # for a short WatchdogSec.
             wake = min(next_tick, due[-1][0]) if due else next_tick
             timeout = min(max(0.0, wake - self.clock.monotonic()), self.wake_s)
             if pending:
-                done, pending = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    self.sending.pop(fut, None)
-                    pending |= self._handle(fut.result())
+                self._collect(pending, timeout, due)
             else:
                 self.clock.wait(timeout, self.stop)
             self._maintain()
             self.notifier.ping()
         self._shutdown(pending)
         return 0
+
+    def _track(self, fut: Future, pending: set[Future]) -> Future:
+        pending.add(fut)
+        fut.add_done_callback(self._finished.put)
+        return fut
+
+    def _collect(self, pending: set[Future], timeout: float, due: list) -> None:
+        """Handle finished jobs: wait up to ``timeout`` for the first, then take the rest
+        while no poll is due (a burst of answers must not hold back the next slot).
+
+        Finished jobs come through a queue: waiting on hundreds of pending futures (hung
+        devices) at every turn of the loop would cost the loop more than the polls."""
+        try:
+            fut = self._finished.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            pending.discard(fut)
+            self.sending.pop(fut, None)
+            self.lanes.finished(fut)
+            for new in self._handle(fut.result()):
+                self._track(new, pending)
+            if due and due[-1][0] <= self.clock.monotonic():
+                return
+            try:
+                fut = self._finished.get_nowait()
+            except queue.Empty:
+                return
 
     def _maintain(self) -> None:
         mono = self.clock.monotonic()
@@ -219,24 +260,33 @@ class Daemon:
         Backfilled rows only feed the stable window and Datasette; the law never steps on
         them. When the device has nothing, the gap is recorded as a gap.
         """
+        gaps: list[tuple[Device, int]] = []
         for d in self.devices:
             row = self.eventlog.conn.execute(
                 "SELECT max(ts_ms) FROM readings WHERE device = ?", (d.name,)
             ).fetchone()
             last = row[0]
-            if last is None or now - last <= d.limits.gap_ms:
-                continue
+            if last is not None and now - last > d.limits.gap_ms:
+                gaps.append((d, last))
+        # All at once, each on its own thread: a hung device holds up the start by one
+        # request deadline, not one per device.
+        asked = [(d, last, self.lanes.submit(_statistics, d.client)) for d, last in gaps]
+        for d, last, fut in asked:
             rows: list[Reading] = []
+            body, exc = fut.result()
             try:
-                body = d.client.fetch_statistics()
                 if body:
                     rows = [
                         r
                         for r in parse_statistics(body, d.name, self.clock.now_ms(), None)
                         if last < r.ts_ms <= now
                     ]
-            except AxeOSError as exc:
+            except AxeOSError as bad:
+                exc = bad
+            if exc is not None:
                 logger.info("%s: no statistics to backfill the gap (%s)", d.name, exc)
+                if isinstance(exc, Timeout):
+                    self._lane(d, False, now)
             gap = f"{(now - last) / 1000:.0f} s without readings"
             if rows:
                 msg = f"backfilled {len(rows)} readings from the device's statistics ({gap})"
@@ -274,7 +324,7 @@ class Daemon:
         if self.writer.backlog:  # a last try, with a wait that still exits within 5 s
             self.writer.set_busy_timeout(1.0)
             self.writer.flush()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.lanes.shutdown()
         if self.writer.backlog:
             logger.error(
                 "%d log statements could not be written: %s",
@@ -289,12 +339,14 @@ class Daemon:
     def _poll(self, d: Device, slot: float | None = None):
         if slot is not None:
             d.lateness_s = self.clock.monotonic() - slot  # for metrics and benchmarks
+        answered = True
         try:
             ts = self.clock.now_ms()
             reading = d.client.read(d.name, ts)
         except AxeOSError as exc:
             reading = Reading(d.name, self.clock.now_ms(), error=f"{exc.kind}: {exc}")
-        return ("reading", d, reading)
+            answered = not isinstance(exc, Timeout)
+        return ("reading", d, reading, answered)
 
     def _send(self, d: Device, jobs: list[tuple[int, Command]]):
         return ("results", d, d.driver.carry_out(jobs, d.client))
@@ -303,11 +355,35 @@ class Daemon:
 
     def _handle(self, res) -> set[Future]:
         if res[0] == "reading":
-            _, d, reading = res
+            _, d, reading, answered = res
+            self._lane(d, answered, reading.ts_ms)
             return self._on_reading(d, reading)
         _, d, outcomes = res
         self._on_results(d, outcomes)
         return set()
+
+    def _lane(self, d: Device, answered: bool, ts: int) -> None:
+        """Move a device between lanes, with one log line each way."""
+        d.timeouts = 0 if answered else d.timeouts + 1
+        if answered == (not d.unresponsive):
+            return
+        d.unresponsive = not answered
+        if d.unresponsive:
+            level, msg = (
+                "warning",
+                f"unresponsive: no answer within {self._deadline_s(d)}; from {PROBE_AFTER} "
+                "in a row, polled in the probe lane (up to "
+                f"{self.lanes.probe_workers} at a time) until it answers",
+            )
+        else:
+            level, msg = "info", "answers again: back on its schedule"
+        logger.log(logging.WARNING if d.unresponsive else logging.INFO, "%s: %s", d.name, msg)
+        self._write([self.eventlog.event_op(d.name, ts, "log", msg, level=level, origin="daemon")])
+
+    @staticmethod
+    def _deadline_s(d: Device) -> str:
+        deadline = getattr(d.client, "deadline_s", None)
+        return f"the {deadline:g} s deadline" if deadline else "the deadline"
 
     def _on_reading(self, d: Device, r: Reading) -> set[Future]:
         d.polls += 1
@@ -345,7 +421,7 @@ class Daemon:
         if known is not None:
             self._on_results(d, known)
             return set()
-        fut = self.pool.submit(self._send, d, jobs)
+        fut = self.lanes.submit(self._send, d, jobs)
         self.sending[fut] = jobs
         d.busy = fut
         return {fut}
@@ -409,6 +485,13 @@ class Daemon:
                 f"{d.name} {d.controller.current.value} {d.controller.frequency:g}MHz {temp}"
             )
         return "; ".join(parts)
+
+
+def _statistics(client) -> tuple[dict | None, AxeOSError | None]:
+    try:
+        return client.fetch_statistics(), None
+    except AxeOSError as exc:
+        return None, exc
 
 
 def _log_decision(device: str, decision: Decision) -> None:
