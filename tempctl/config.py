@@ -22,7 +22,9 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, BinaryIO
+from urllib.parse import urlsplit
 
+from tempctl.daemon.webhook import PASSWORD_FILE_ENV, hide_password, split_urls
 from tempctl.device import normalize_url
 from tempctl.fields import BY_ATTR, FIELDS, Field, format_value
 
@@ -91,6 +93,7 @@ class Settings:
     log_level: str = _DEFAULTS["log_level"]
     retention_days: float = _DEFAULTS["retention_days"]
     alert_url: str = _DEFAULTS["alert_url"]
+    alert_password_file: str = _DEFAULTS["alert_password_file"]
     metrics_port: int = _DEFAULTS["metrics_port"]
     metrics_host: str = _DEFAULTS["metrics_host"]
     device_password_file: str = _DEFAULTS["device_password_file"]
@@ -203,7 +206,8 @@ def _parse_checked(f: Field, raw: object, name: str, source: str) -> object:
     except ValueError as e:
         problem = str(e)
     if problem:
-        raise ConfigError(_one_line(f"{name}={_fmt(raw)} ({source}): {problem}"))
+        shown = hide_password(_fmt(raw)) if f.type == "url" else _fmt(raw)
+        raise ConfigError(_one_line(f"{name}={shown} ({source}): {problem}"))
     return value
 
 
@@ -386,6 +390,12 @@ def _check_rules(s: Settings, origin: Callable[[str], tuple[str, str, int]]) -> 
         else:
             msg = f"{ln}={_fmt(a)} ({ls}): must be {_WORDS[op]} {rn}={_fmt(b)} ({rs})"
         raise ConfigError(msg)
+    if not s.alert_password_file and any(urlsplit(u).username for u in split_urls(s.alert_url)):
+        name, source, _ = origin("alert_url")
+        raise ConfigError(
+            f"{name}={hide_password(s.alert_url)} ({source}): names a user, so its password "
+            f"must be in a file named by {PASSWORD_FILE_ENV}, which is not set"
+        )
 
 
 # --- loading ------------------------------------------------------------------------------

@@ -8,13 +8,15 @@ with a warning.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
 
 from tempctl.core.limits import DEFAULTS
+from tempctl.daemon.webhook import PASSWORD_FILE_ENV, url_problem
 from tempctl.device import read_password_file
 
 # Firmware limits behind the ranges below (shared/reference/axeos-api.md):
@@ -112,13 +114,8 @@ def under(limit: float, text: str) -> Check:
     return lambda v: text if 0 < v < limit else None
 
 
-def _http_url_or_empty(v: str) -> str | None:
-    if v == "":
-        return None
-    parts = urlsplit(v)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        return "must be an http:// or https:// URL (or empty)"
-    return None
+def _alert_urls_or_empty(v: str) -> str | None:
+    return url_problem(v) if v else None
 
 
 def _password_file_or_empty(v: str) -> str | None:
@@ -128,6 +125,17 @@ def _password_file_or_empty(v: str) -> str | None:
         read_password_file(v)  # the problem names the file, never the password
     except ValueError as exc:
         return str(exc)
+    return None
+
+
+def _readable_by_others(v: str) -> str | None:
+    """The warning for a password file that group or other users may read (issue 23.9)."""
+    try:
+        mode = os.stat(v).st_mode if v else 0
+    except OSError:
+        return None
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        return f"readable by other users (mode {stat.S_IMODE(mode):04o}): chmod 600 it"
     return None
 
 
@@ -410,8 +418,22 @@ FIELDS: tuple[Field, ...] = (
         "--alert-url",
         "url",
         "",
-        "Webhook for alerts (ntfy-compatible); empty = off.",
-        _http_url_or_empty,
+        "Webhook for alerts (ntfy-compatible); several separated by commas; empty = off. "
+        "No password in the URL: name the user (https://alice@host/...) and put the "
+        f"password in {PASSWORD_FILE_ENV}.",
+        _alert_urls_or_empty,
+    ),
+    Field(
+        "alert_password_file",
+        PASSWORD_FILE_ENV,
+        "alert_password_file",
+        "--alert-password-file",
+        "path",
+        "",
+        "File holding the password for the alert URLs that name a user (HTTP Basic auth); "
+        "empty = none. Only the path is ever shown.",
+        _password_file_or_empty,
+        unusual=_readable_by_others,
     ),
     Field(
         "metrics_port",
@@ -444,6 +466,7 @@ FIELDS: tuple[Field, ...] = (
         "empty = none. Only the path is ever shown.",
         _password_file_or_empty,
         per_device=True,
+        unusual=_readable_by_others,
     ),
 )
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 import socket
+import socketserver
+import threading
 import time
 
 import pytest
@@ -278,3 +282,179 @@ def test_a_fault_is_alerted_once_per_interval(receiver, fault, priority):
     ((path, sent),) = received(receiver)
     assert (sent["kind"], sent["priority"]) == ("fault", priority)
     assert sent["message"].startswith(f"{fault}: ") and "overheat" not in sent["tags"]
+
+
+# --- issue 23 item 2: a slow webhook, an overall deadline, one lane per destination ---------
+
+
+class Trickle:
+    """A webhook on 127.0.0.1 that reads the request, then drips: ``body`` answers 200 with
+    its headers at once and then one body byte every ``every`` s; ``head`` drips the status
+    line itself. It drips until the client hangs up or the test ends."""
+
+    def __init__(self, mode: str, every: float = 0.2):
+        self.mode, self.every = mode, every
+        trickle = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                trickle._serve(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.requests: list[bytes] = []
+        self.open = 0  # connections the client has not hung up yet
+        self.hung_up = threading.Event()
+        self._stop = threading.Event()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        self.open += 1
+        try:
+            self._drip(conn)
+        except (OSError, EOFError):  # the client hung up (a shut-down socket resets us)
+            self.hung_up.set()
+        finally:
+            self.open -= 1
+
+    def _drip(self, conn: socket.socket) -> None:
+        def more(data: bytes) -> bytes:
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise EOFError
+            return data + chunk
+
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data = more(data)
+        head, _, rest = data.partition(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(rest) < length:
+            rest = more(rest)
+        self.requests.append(head + b"\r\n\r\n" + rest)
+        drip = b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"x" * 1000
+        if self.mode == "body":
+            end = drip.index(b"\r\n\r\n") + 4
+            conn.sendall(drip[:end])
+            drip = drip[end:]
+        for byte in drip:
+            if self._stop.wait(self.every):
+                return
+            conn.sendall(bytes([byte]))
+
+    def close(self) -> None:
+        self._stop.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_until(condition, seconds: float, what: str) -> None:
+    """Generous bounds only: the condition is what the test is about, not the timing."""
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, f"not within {seconds} s: {what}"
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def trickle():
+    made: list[Trickle] = []
+
+    def make(mode: str) -> Trickle:
+        made.append(Trickle(mode))
+        return made[-1]
+
+    yield make
+    for t in made:
+        t.close()
+
+
+def test_a_webhook_that_trickles_its_body_still_gets_every_alert(trickle):
+    """Issue 23 item 2: it answers 200 and then drips; the 200 is what counts."""
+    slow = trickle("body")
+    alerter = Alerter(slow.url + "/hooks/a")
+    for name in ("a", "b"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    wait_until(lambda: alerter.sent == 2, 20, f"2 alerts sent (sent {alerter.sent})")
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["device"] for r in slow.requests] == [
+        "a",
+        "b",
+    ]
+    assert alerter.failed == 0
+    alerter.close(timeout_s=1)
+
+
+def test_a_delivery_has_an_overall_deadline(trickle, caplog):
+    """A webhook that drips its status line never trips the per-read timeout; the
+    deadline cuts it off, and the next alert is tried."""
+    slow = trickle("head")
+    alerter = Alerter(slow.url + "/hooks/a", timeout_s=5, deadline_s=1)
+    for name in ("a", "b"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    wait_until(lambda: alerter.failed == 2, 30, f"both deliveries cut off ({alerter.failed})")
+    assert alerter.sent == 0
+    assert slow.hung_up.wait(10), "the webhook saw the connection closed"
+    assert "alert critical for a not delivered to" in caplog.text
+    assert "no answer within the 1 s deadline" in caplog.text
+    alerter.close(timeout_s=1)
+
+
+def test_a_slow_destination_never_holds_a_healthy_one(receiver, trickle):
+    """Two destinations in TEMPCTL_ALERT_URL; one hangs mid-answer. The healthy one gets
+    every alert while the slow one is still stuck on the first."""
+    receiver.expect_request("/hooks/ok", method="POST").respond_with_data("ok")
+    slow = trickle("head")
+    alerter = Alerter(f"{slow.url}/hooks/slow,{receiver.url_for('/hooks/ok')}", deadline_s=600)
+    t0 = time.perf_counter()
+    for name in ("a", "b", "c"):
+        poll(alerter, device(name), Reading(name, T, temp=72.0, frequency=575.0))
+    assert time.perf_counter() - t0 < 1.0  # the caller never waits for a webhook
+    wait_until(lambda: len(receiver.log) == 3, 20, "3 alerts at the healthy destination")
+    assert [m["device"] for _, m in received(receiver)] == ["a", "b", "c"]
+    slow_lane, ok_lane = alerter.lanes
+    wait_until(lambda: len(slow.requests) == 1, 20, "the first alert at the slow destination")
+    assert slow.open == 1  # still stuck on the first alert
+    assert (slow_lane.sent, slow_lane.failed, slow_lane.queue.qsize()) == (0, 0, 2)
+    assert (ok_lane.sent, ok_lane.failed) == (3, 0)
+    t0 = time.perf_counter()
+    alerter.close(timeout_s=0.5)  # the stuck lane is abandoned, not waited for
+    assert time.perf_counter() - t0 < 5.0
+
+
+# --- issue 23 item 3: credentials never leak, and work as HTTP Basic auth -------------------
+
+
+def _basic(req) -> str:
+    header = req.headers.get("Authorization", "")
+    assert header.startswith("Basic "), header
+    return base64.b64decode(header[6:]).decode("utf-8")
+
+
+def test_inline_credentials_never_reach_the_resolver_nor_the_log(receiver, caplog):
+    receiver.expect_request("/hooks/a", method="POST").respond_with_data("no", status=500)
+    url = receiver.url_for("/hooks/a").replace("http://", "http://alice:s3cret-pw@")
+    alerter = Alerter(url)
+    poll(alerter, device(), Reading("gamma", T, temp=75.0, frequency=575.0))
+    alerter.close(timeout_s=5)
+    ((req, _),) = receiver.log  # it got there: the host was not "alice:s3cret-pw@127.0.0.1"
+    assert req.headers["Host"] == f"127.0.0.1:{receiver.port}"
+    assert _basic(req) == "alice:s3cret-pw"
+    assert f"not delivered to {receiver.url_for('/hooks/a')}: HTTP Error 500" in caplog.text
+    assert "s3cret" not in caplog.text and "alice" not in caplog.text
+
+
+def test_the_password_file_gives_basic_auth_to_urls_that_name_a_user(receiver):
+    receiver.expect_request("/", method="POST").respond_with_data("ok")
+    receiver.expect_request("/hooks/open", method="POST").respond_with_data("ok")
+    port = receiver.port
+    alerter = Alerter(
+        f"http://alice@127.0.0.1:{port}/miners,http://127.0.0.1:{port}/hooks/open",
+        password="Sälzburg:42",
+    )
+    poll(alerter, device(), Reading("gamma", T, temp=75.0, frequency=575.0))
+    alerter.close(timeout_s=5)
+    by_path = {req.path: req for req, _ in receiver.log}
+    assert _basic(by_path["/"]) == "alice:Sälzburg:42"  # ntfy topic URL, with auth
+    assert json.loads(by_path["/"].get_data())["topic"] == "miners"
+    assert "Authorization" not in by_path["/hooks/open"].headers  # no user: no password

@@ -111,7 +111,7 @@ def test_read_password_file(tmp_path):
     path.write_text("\n")
     with pytest.raises(ValueError, match="is empty"):
         read_password_file(path)
-    with pytest.raises(ValueError, match="device password file"):
+    with pytest.raises(ValueError, match="password file"):
         read_password_file(tmp_path / "missing")
 
 
@@ -193,3 +193,139 @@ def test_the_daemon_sends_the_password_from_the_file(tmp_path, with_password):
     with sqlite3.connect(db) as conn:
         dump = "\n".join(conn.iterdump())
     assert PASSWORD not in output and PASSWORD not in dump
+
+
+# --- issue 23 item 9: a password file others can read warns; a changed password is picked up --
+
+
+@pytest.mark.parametrize(("mode", "warns"), [(0o644, True), (0o640, True), (0o600, False)])
+def test_a_password_file_others_can_read_warns(tmp_path, monkeypatch, mode, warns):
+    empty = tmp_path / "empty.toml"
+    empty.write_text("")
+    monkeypatch.setenv("TEMPCTL_CONFIG", str(empty))
+    path = tmp_path / "device-password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(mode)
+    env = {"TEMPCTL_DEVICE_PASSWORD_FILE": str(path), "BITAXE_IP": "127.0.0.1"}
+    result = CliRunner().invoke(cli, ["config", "--json"], env=env)
+    assert result.exit_code == 0, result.output
+    warnings = json.loads(result.stdout)["warnings"]
+    expected = [
+        f"TEMPCTL_DEVICE_PASSWORD_FILE={path} (environment): readable by other users "
+        f"(mode {mode:04o}): chmod 600 it"
+    ]
+    assert warnings == (expected if warns else [])
+    assert PASSWORD not in result.output
+
+
+@pytest.fixture
+def rotating(server):
+    """A device whose password the test changes (``server.password``); counts requests."""
+    server.clear()
+    server.password = PASSWORD
+    server.calls = 0
+
+    def guarded(request: Request) -> Response:
+        server.calls += 1
+        header = request.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            if base64.b64decode(header[6:]).decode().partition(":")[2] == server.password:
+                if request.method == "PATCH":
+                    return Response("", status=200, content_type="text/html")
+                return Response(json.dumps(GAMMA), content_type="application/json")
+        return Response('{"authRequired":1}', status=401, content_type="application/json")
+
+    server.expect_request(INFO).respond_with_handler(guarded)
+    server.expect_request("/api/system", method="PATCH").respond_with_handler(guarded)
+    yield server
+    server.clear()
+
+
+def test_a_changed_password_file_is_read_again_after_a_401(rotating, tmp_path):
+    from tempctl.device import password_from
+
+    path = tmp_path / "device-password"
+    path.write_text(PASSWORD + "\n")
+    with client(rotating, password=password_from(path)) as c:
+        assert c.read("gamma", 0).valid
+        # The user changes the password in AxeOS, then in the file: no restart needed.
+        rotating.password = "n3w-password"
+        path.write_text("n3w-password\n")
+        rotating.calls = 0
+        assert c.read("gamma", 1).valid
+        assert rotating.calls == 2  # the 401, then once more with the new password
+        rotating.password = "th1rd"
+        path.write_text("n3w-password-but-longer\n")  # a wrong password: one retry, no loop
+        rotating.calls = 0
+        with pytest.raises(AuthRequired, match="refused the password"):
+            c.read("gamma", 2)
+        assert rotating.calls == 2
+        rotating.calls = 0
+        for ts in (3, 4):  # still refused, file unchanged: not read again, not re-sent
+            with pytest.raises(AuthRequired):
+                c.read("gamma", ts)
+        assert rotating.calls == 2
+        path.write_text("th1rd\n")  # the file changes during the run of 401s: picked up
+        rotating.calls = 0
+        c.set_frequency(490)
+        assert rotating.calls == 2
+
+
+def test_a_password_file_others_can_read_is_still_used(rotating, tmp_path):
+    """The warning is a warning: the daemon keeps working with such a file."""
+    from tempctl.device import password_from
+
+    path = tmp_path / "device-password"
+    path.write_text(PASSWORD + "\n")
+    path.chmod(0o644)
+    with client(rotating, password=password_from(path)) as c:
+        assert c.read("gamma", 0).valid
+
+
+@pytest.mark.slow
+def test_the_daemon_picks_up_a_changed_password_without_a_restart(tmp_path):
+    """`tempctl run` (real subprocess): the password changes on the device, then in the file;
+    the daemon works again without a restart. The file is readable by others: it warns."""
+    import procs
+
+    current = {"password": PASSWORD}
+    with procs.fake_device() as dev:
+        original = dev._info
+
+        def guarded(request):
+            header = request.headers.get("Authorization", "")
+            if header.startswith("Basic "):
+                if base64.b64decode(header[6:]).decode().partition(":")[2] == current["password"]:
+                    return original(request)
+            return Response('{"authRequired":1}', status=401, content_type="application/json")
+
+        dev.server.clear_all_handlers()
+        dev.server.expect_request(INFO).respond_with_handler(guarded)
+        secret = tmp_path / "device-password"
+        secret.write_text(PASSWORD + "\n")
+        secret.chmod(0o644)
+        db = tmp_path / "tempctl.db"
+        extra = {"TEMPCTL_DEVICE_PASSWORD_FILE": str(secret)}
+        d = procs.start_daemon(dev.address, db, tmp_path, env_extra=extra)
+        v = procs.LogView(db)
+        try:
+            procs.wait_for(lambda: v.count("readings", "valid = 1") >= 2, 30, "valid polls", d)
+            current["password"] = "n3w-Password"  # changed in AxeOS
+            procs.wait_for(lambda: v.count("readings", "valid = 0") >= 2, 30, "refused polls", d)
+            secret.write_text("n3w-Password\n")  # ... and then in the file
+            refused = v.value("SELECT max(id) FROM readings")
+            procs.wait_for(
+                lambda: v.count("readings", "valid = 1 AND id > ?", refused) >= 2,
+                30,
+                "valid polls with the new password",
+                d,
+            )
+            procs.assert_clean_exit(d)
+        finally:
+            d.stop()
+    output = (tmp_path / "daemon.out").read_text()
+    assert "readable by other users (mode 0644): chmod 600 it" in output
+    with sqlite3.connect(db) as conn:
+        dump = "\n".join(conn.iterdump())
+    for text in (output, dump):
+        assert PASSWORD not in text and "n3w-Password" not in text

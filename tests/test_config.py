@@ -29,6 +29,7 @@ from tempctl.config import (
 # The device password file must exist to be valid (its contents are never shown).
 _PASSWORD_FILE = Path(tempfile.mkdtemp(prefix="tempctl-test-")) / "device-password"
 _PASSWORD_FILE.write_text("sample-password\n")
+_PASSWORD_FILE.chmod(0o600)  # readable by others would load with a warning
 
 # One valid, non-default value per setting, as text (env / flag) and as the parsed value.
 SAMPLES = {
@@ -61,6 +62,7 @@ SAMPLES = {
     "metrics_port": ("9101", 9101),
     "metrics_host": ("::1", "::1"),
     "device_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
+    "alert_password_file": (str(_PASSWORD_FILE), str(_PASSWORD_FILE)),
 }
 BY_ATTR = {f.attr: f for f in FIELDS}
 

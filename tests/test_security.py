@@ -14,8 +14,10 @@ Covered elsewhere, and referenced in docs/faults.md: response size cap and field
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
+import sqlite3
 import subprocess
 import threading
 import time
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import procs
 import pytest
+from click.testing import CliRunner
 from procs import (
     LogView,
     assert_clean_exit,
@@ -190,3 +193,130 @@ def test_world_writable_config_file_is_refused(tmp_path, fault, mode):
         f"Error: {config}: refusing a world-writable config file (fix with: chmod o-w {config})"
     )
     assert hits == 0 and not (tmp_path / "tempctl.db").exists()
+
+
+# --- issue 23 item 3: a password in an alert URL never shows, and Basic auth works ---------
+
+ALERT_SECRET = "s3cret-Hook-pw"
+
+
+@pytest.mark.parametrize("where", ["environment", "flag", "file"])
+def test_a_password_in_the_alert_url_is_refused_without_showing_it(tmp_path, where):
+    from tempctl.cli import cli
+
+    url = f"http://alice:{ALERT_SECRET}@127.0.0.1:9/hooks/tempctl"
+    config = procs.empty_config(tmp_path)
+    env = {k: "" for k in ("TEMPCTL_ALERT_URL", "TEMPCTL_ALERT_PASSWORD_FILE")}
+    env |= {"TEMPCTL_CONFIG": str(config), "BITAXE_IP": "127.0.0.1"}
+    args = ["config"]
+    if where == "environment":
+        env["TEMPCTL_ALERT_URL"] = url
+    elif where == "flag":
+        args += ["--alert-url", url]
+    else:
+        del env["TEMPCTL_ALERT_URL"]
+        config.write_text(f'alert_url = "{url}"\n')
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 2, result.output
+    assert ALERT_SECRET not in result.output
+    name = "--alert-url" if where == "flag" else "TEMPCTL_ALERT_URL"
+    assert name in result.output and "TEMPCTL_ALERT_PASSWORD_FILE" in result.output
+    if where == "file":
+        assert str(config) in result.output
+    assert "http://alice:***@127.0.0.1:9/hooks/tempctl" in result.output
+
+
+def test_a_user_in_the_alert_url_needs_the_password_file(tmp_path):
+    from tempctl.cli import cli
+
+    env = {
+        "TEMPCTL_CONFIG": str(procs.empty_config(tmp_path)),
+        "BITAXE_IP": "127.0.0.1",
+        "TEMPCTL_ALERT_URL": "http://alice@127.0.0.1:9/hooks/tempctl",
+        "TEMPCTL_ALERT_PASSWORD_FILE": "",
+    }
+    result = CliRunner().invoke(cli, ["config"], env=env)
+    assert result.exit_code == 2
+    assert "TEMPCTL_ALERT_URL=http://alice@127.0.0.1:9/hooks/tempctl" in result.output
+    assert "TEMPCTL_ALERT_PASSWORD_FILE, which is not set" in result.output
+
+
+def test_the_daemon_alerts_with_basic_auth_and_never_shows_the_password(tmp_path):
+    """`tempctl run` (real subprocess) with a hot device, TEMPCTL_ALERT_URL naming a user and
+    TEMPCTL_ALERT_PASSWORD_FILE: the webhook gets Basic auth; the password is nowhere in the
+    daemon's output, `tempctl config`, the log file, nor what Datasette serves."""
+    from dashboard import Server
+    from pytest_httpserver import HTTPServer
+    from werkzeug import Response
+
+    from tempctl.cli import cli
+
+    hook = HTTPServer(host="127.0.0.1", port=0, threaded=True)
+    hook.start()
+    auth: list[str] = []
+
+    def guarded(request):
+        auth.append(request.headers.get("Authorization", ""))
+        return Response("ok")
+
+    hook.expect_request("/hooks/tempctl", method="POST").respond_with_handler(guarded)
+    secret = tmp_path / "alert-password"
+    secret.write_text(ALERT_SECRET + "\n")
+    secret.chmod(0o600)
+    url = f"http://alice@127.0.0.1:{hook.port}/hooks/tempctl"
+    extra = {"TEMPCTL_ALERT_URL": url, "TEMPCTL_ALERT_PASSWORD_FILE": str(secret)}
+    db = tmp_path / "tempctl.db"
+    try:
+        body = procs.template_body()
+        body["temp"] = 72.0  # over TEMPCTL_CRITICAL (70): a critical alert
+        with fake_device(body) as dev:
+            d = start_daemon(dev.address, db, tmp_path, env_extra=extra)
+            try:
+                wait_for(lambda: auth, 30, "an alert at the webhook", d)
+                assert_clean_exit(d)
+            finally:
+                d.stop()
+            env = daemon_env(dev.address, db, tmp_path) | extra
+            shown = CliRunner().invoke(cli, ["config", "--json"], env=env)
+    finally:
+        hook.clear()
+        hook.stop()
+    assert auth[0] == "Basic " + base64.b64encode(f"alice:{ALERT_SECRET}".encode()).decode()
+    assert shown.exit_code == 0 and ALERT_SECRET not in shown.output
+    assert str(secret) in shown.output
+    assert ALERT_SECRET not in (tmp_path / "daemon.out").read_text()
+    v = LogView(db)
+    (config,) = [json.loads(r[0]) for r in v.rows("SELECT config FROM runs")]
+    assert config["alert_url"] == url and config["alert_password_file"] == str(secret)
+    with sqlite3.connect(db) as conn:
+        assert ALERT_SECRET not in "\n".join(conn.iterdump())
+    srv = Server(db, tmp_path / "datasette.log")
+    try:
+        page = srv.get(f"/{db.stem}/runs").text
+        rows = srv.get(f"/{db.stem}/runs.json", _shape="array").text
+    finally:
+        srv.stop()
+    assert "alert_password_file" in rows and ALERT_SECRET not in page + rows
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        f"http://alice:{ALERT_SECRET}@127.0.0.1:9/h",
+        f"http://alice:p@{ALERT_SECRET}@127.0.0.1/h",  # urlsplit splits at the last "@"
+        f"http://127.0.0.1/ok,https://bob:{ALERT_SECRET}@127.0.0.1/h?x=1",
+        f"http://alice:{ALERT_SECRET}@[::1/h",  # not even a URL
+        f"http://alice:{ALERT_SECRET}/h",  # no "@": the password parses as a bad port
+    ],
+)
+def test_no_refused_alert_url_shows_its_password(tmp_path, url):
+    from tempctl.cli import cli
+
+    env = {
+        "TEMPCTL_CONFIG": str(procs.empty_config(tmp_path)),
+        "BITAXE_IP": "127.0.0.1",
+        "TEMPCTL_ALERT_URL": url,
+    }
+    result = CliRunner().invoke(cli, ["config"], env=env)
+    assert result.exit_code == 2 and "TEMPCTL_ALERT_URL=" in result.output
+    assert ALERT_SECRET not in result.output

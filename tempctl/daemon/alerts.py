@@ -22,11 +22,17 @@ the URL as given. So ``https://ntfy.sh/my-miners`` works with ntfy as is, and
 A redirect (3xx) is a failure, never followed: an alert goes only where it was configured
 to go (issue 13 item 14).
 
+Several destinations: TEMPCTL_ALERT_URL may list more than one URL, separated by commas;
+each alert goes to every one. Credentials: see ``tempctl.daemon.webhook``.
+
 Rate limit: one alert per (device, kind) per ``min_interval_s``; the next one says how
-many were held back. Delivery: the observer only puts the alert on a bounded queue
-(``put_nowait``; a full queue drops and counts); one background thread POSTs with a
-timeout. A failed POST is logged and dropped, never retried: the condition, if it
-lasts, raises a fresh alert after the rate-limit interval.
+many were held back. Delivery: the observer only puts the alert on each destination's
+bounded queue (``put_nowait``; a full queue drops and counts). Each destination has its
+own thread (a lane), so a slow or hung webhook holds back only its own alerts, and each
+POST has an overall deadline (``deadline_s``) on top of the per-read ``timeout_s``: a
+webhook that trickles its answer is cut off when the deadline runs out (issue 23 item 2).
+A failed POST is logged and dropped, never retried: the condition, if it lasts, raises
+a fresh alert after the rate-limit interval.
 """
 
 from __future__ import annotations
@@ -36,13 +42,12 @@ import logging
 import queue
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 from tempctl import __version__
+from tempctl.daemon.webhook import Post, basic_auth, post, split_urls, without_userinfo
 
 log = logging.getLogger("tempctl")
 
@@ -71,16 +76,6 @@ FAULT_TEXT = {
     "hardware_fault": "the firmware reports a hardware fault and mining stopped; check the device",
     "pool_down": "no pool is reachable, so the firmware stopped mining (not an overheat)",
 }
-
-
-class _NoRedirects(urllib.request.HTTPRedirectHandler):
-    """Refuse every redirect: urllib then raises HTTPError for the 3xx, a failed POST."""
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: PLR0913
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirects())
 
 
 @dataclass(frozen=True)
@@ -127,34 +122,106 @@ def body(alert: Alert, topic: str | None) -> dict:
     }
 
 
-class Alerter:
-    """Daemon observer that turns readings and command outcomes into webhook alerts."""
+class Lane:
+    """One destination: its own bounded queue and thread, so a slow one holds only itself."""
 
     def __init__(
         self,
         url: str,
+        password: str | None,
         *,
-        min_interval_s: float = 900.0,
-        unreachable_after: int = 3,
-        queue_size: int = 100,
-        timeout_s: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
+        queue_size: int,
+        timeout_s: float,
+        deadline_s: float,
     ):
-        self.url, self.topic = target(url)
-        self.min_interval_s = min_interval_s
-        self.unreachable_after = unreachable_after
-        self.timeout_s = timeout_s
-        self.clock = clock
+        self.url, self.topic = target(without_userinfo(url))  # never the user info
+        headers = {"Content-Type": "application/json", "User-Agent": f"tempctl/{__version__}"}
+        auth = basic_auth(url, password)
+        if auth:
+            headers["Authorization"] = auth
+        self._post = Post(self.url, headers, timeout_s, deadline_s)
         self.queue: queue.Queue[Alert | None] = queue.Queue(maxsize=queue_size)
         self.sent = 0
         self.failed = 0
         self.dropped = 0
+        self.thread = threading.Thread(target=self._deliver, name="tempctl-alerts", daemon=True)
+        self.thread.start()
+
+    def put(self, alert: Alert) -> bool:
+        try:
+            self.queue.put_nowait(alert)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 100 == 0:
+                log.warning(
+                    "alerts to %s: queue full (the webhook is slow or down); %d dropped",
+                    self.url,
+                    self.dropped,
+                )
+            return False
+        return True
+
+    def _deliver(self) -> None:
+        while (alert := self.queue.get()) is not None:  # None: close() asks us to stop
+            self._send(alert)
+
+    def _send(self, alert: Alert) -> None:
+        data = json.dumps(body(alert, self.topic)).encode()
+        try:
+            post(self._post, data)
+            self.sent += 1
+        except Exception as exc:  # the lane must outlive any failure; URLError etc. are OSErrors
+            self.failed += 1
+            log.warning(
+                "alert %s for %s not delivered to %s: %s", alert.kind, alert.device, self.url, exc
+            )
+
+
+class Alerter:
+    """Daemon observer that turns readings and command outcomes into webhook alerts.
+
+    ``url``: one URL, several separated by commas, or a list; ``password`` is sent with
+    HTTP Basic auth to the URLs that name a user (``http://alice@host/...``).
+    """
+
+    def __init__(
+        self,
+        url: str | Sequence[str],
+        *,
+        password: str | None = None,
+        min_interval_s: float = 900.0,
+        unreachable_after: int = 3,
+        queue_size: int = 100,
+        timeout_s: float = 5.0,
+        deadline_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        urls = split_urls(url) if isinstance(url, str) else list(url)
+        if not urls:
+            raise ValueError("no alert URL given")
+        self.min_interval_s = min_interval_s
+        self.unreachable_after = unreachable_after
+        self.clock = clock
+        self.lanes = [
+            Lane(u, password, queue_size=queue_size, timeout_s=timeout_s, deadline_s=deadline_s)
+            for u in urls
+        ]
         self.suppressed = 0
         self._last: dict[tuple[str, str], float] = {}
         self._held: dict[tuple[str, str], int] = {}
         self._fails: dict[str, int] = {}
-        self._thread = threading.Thread(target=self._deliver, name="tempctl-alerts", daemon=True)
-        self._thread.start()
+
+    @property
+    def sent(self) -> int:
+        return sum(lane.sent for lane in self.lanes)
+
+    @property
+    def failed(self) -> int:
+        return sum(lane.failed for lane in self.lanes)
+
+    @property
+    def dropped(self) -> int:
+        return sum(lane.dropped for lane in self.lanes)
 
     # -- observer hooks (daemon main thread: decide, enqueue, return) ------------
 
@@ -230,50 +297,20 @@ class Alerter:
             self.suppressed += 1
             return False
         self._last[key] = now
-        try:
-            held = self._held.pop(key, 0)
-            self.queue.put_nowait(Alert(device, kind, message, ts_ms, held, priority))
-        except queue.Full:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 100 == 0:
-                log.warning(
-                    "alerts: queue full (the webhook is slow or down); %d dropped", self.dropped
-                )
-            return False
-        return True
-
-    # -- delivery (background thread) --------------------------------------------
-
-    def _deliver(self) -> None:
-        while (alert := self.queue.get()) is not None:  # None: close() asks us to stop
-            self._post(alert)
-
-    def _post(self, alert: Alert) -> None:
-        data = json.dumps(body(alert, self.topic)).encode()
-        req = urllib.request.Request(
-            self.url,
-            data=data,
-            method="POST",
-            headers={"Content-Type": "application/json", "User-Agent": f"tempctl/{__version__}"},
-        )
-        try:
-            with _OPENER.open(req, timeout=self.timeout_s) as resp:
-                resp.read()
-            self.sent += 1
-        except (OSError, ValueError) as exc:  # URLError, HTTPError, timeouts are OSErrors
-            self.failed += 1
-            log.warning(
-                "alert %s for %s not delivered to %s: %s", alert.kind, alert.device, self.url, exc
-            )
+        alert = Alert(device, kind, message, ts_ms, self._held.pop(key, 0), priority)
+        queued = [lane.put(alert) for lane in self.lanes]
+        return any(queued)
 
     def close(self, timeout_s: float = 2.0) -> None:
-        """Deliver what is queued for up to ``timeout_s``, then stop the thread."""
+        """Deliver what is queued for up to ``timeout_s``, then stop the threads."""
         deadline = time.monotonic() + timeout_s
-        try:
-            self.queue.put(None, timeout=timeout_s)  # after what is already queued
-        except queue.Full:
-            pass  # a hung webhook: the daemon thread is abandoned at exit
-        self._thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        for lane in self.lanes:
+            try:  # after what is already queued
+                lane.queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                pass  # a hung webhook: its daemon thread is abandoned at exit
+        for lane in self.lanes:
+            lane.thread.join(timeout=max(0.0, deadline - time.monotonic()))
 
 
 def _no_data(reading) -> bool:

@@ -49,8 +49,11 @@ def daemon_extras(settings) -> Extras:
         extras.observers.append(m)
     if settings.alert_url:
         from tempctl.daemon.alerts import Alerter
+        from tempctl.device import read_password_file
 
-        extras.alerter = Alerter(settings.alert_url)
+        path = settings.alert_password_file
+        password = read_password_file(path) if path else None  # read here, never shown
+        extras.alerter = Alerter(settings.alert_url, password=password)
         extras.observers.append(extras.alerter)
     if settings.retention_days > 0:
         from tempctl.store.retention import Retention, min_keep_ms

@@ -8,7 +8,8 @@ behind this facade may be split or renamed. They are:
 * ``parse``: info body → ``Reading`` (overheat signature, faults);
 * ``statistics``: statistics ring → backfilled readings;
 * ``capabilities``: what a firmware can do, ``parse_version`` (the project's only one);
-* ``transport`` and ``client``: HTTP, retries, deadline, body caps, Basic auth.
+* ``transport`` and ``client``: HTTP, retries, deadline, body caps, Basic auth;
+* ``secret``: passwords from files, read again after a 401.
 """
 
 from tempctl.device.capabilities import (
@@ -26,8 +27,6 @@ from tempctl.device.client import (
     PATCH_MAX_BYTES,
     STATS_MAX_BODY,
     Client,
-    password_from,
-    read_password_file,
 )
 from tempctl.device.errors import (
     AuthRequired,
@@ -39,6 +38,7 @@ from tempctl.device.errors import (
     Unreachable,
 )
 from tempctl.device.parse import FAULTS, parse_info
+from tempctl.device.secret import PasswordFile, password_from, read_password_file
 from tempctl.device.statistics import STATS_COLUMNS, parse_statistics
 from tempctl.device.urls import normalize_url
 from tempctl.device.values import plausible_temp
@@ -56,6 +56,7 @@ __all__ = [
     "Capabilities",
     "Client",
     "DeviceCapabilities",
+    "PasswordFile",
     "Rejected",
     "Timeout",
     "TooLarge",

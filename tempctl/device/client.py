@@ -14,7 +14,6 @@ import json
 import time
 import zlib
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Self
 
 import requests
@@ -34,6 +33,7 @@ from tempctl.device.errors import (
     TooLarge,
 )
 from tempctl.device.parse import API_MAX, API_MIN, parse_info
+from tempctl.device.secret import PasswordFile
 from tempctl.device.statistics import STATS_COLUMNS
 from tempctl.device.transport import (
     RETRY_STATUSES,
@@ -52,8 +52,6 @@ __all__ = [
     "PATCH_MAX_BYTES",
     "STATS_MAX_BODY",
     "Client",
-    "password_from",
-    "read_password_file",
 ]
 
 INFO_PATH = "/api/system/info"
@@ -73,29 +71,6 @@ DEVICE_USER = "admin"
 PASSWORD_HINT = "device wants a password: set TEMPCTL_DEVICE_PASSWORD_FILE"
 
 
-def read_password_file(path: str | Path) -> str:
-    """The device password from a file: its first line, without the line end.
-
-    Raises ValueError naming the file (never the password) when it is unreadable or empty.
-    """
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise ValueError(f"device password file {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        first = raw.decode("utf-8").splitlines()[0] if raw.strip() else ""
-    except UnicodeDecodeError:
-        raise ValueError(f"device password file {str(path)!r}: not UTF-8 text") from None
-    if not first:
-        raise ValueError(f"device password file {str(path)!r} is empty")
-    return first
-
-
-def password_from(path: str | Path | None) -> str | None:
-    """``read_password_file(path)``, or None when no file is configured (empty path)."""
-    return read_password_file(path) if path else None
-
-
 class Client:
     """One AxeOS device. Not thread-safe: use one Client per device and thread.
 
@@ -103,7 +78,9 @@ class Client:
     larger of the two timeouts, so a daemon that sets the read timeout below its poll
     interval (and the interval above the connect timeout) gets a total below the interval.
     ``password`` turns on HTTP Basic auth (open ESP-Miner PR #1750); it is never logged nor
-    shown in errors or ``repr``.
+    shown in errors or ``repr``. Given as a ``PasswordFile``, the file is read again after
+    a 401 (once per run of 401s, or when the file changed since) and the request is sent
+    once more if it holds a new password: never a loop.
 
     Example:
         client = Client("http://bitaxe.local")
@@ -121,7 +98,7 @@ class Client:
         backoff: float = 0.25,
         max_body: int = MAX_BODY,
         deadline_s: float | None = None,
-        password: str | None = None,
+        password: str | PasswordFile | None = None,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = normalize_url(base_url)
@@ -140,10 +117,9 @@ class Client:
         self._session.headers.update(
             {"User-Agent": f"tempctl/{__version__}", "Accept-Encoding": "identity"}
         )
-        # Bytes, so requests sends the password as UTF-8 (it would encode a str as latin-1).
-        self._auth = (
-            HTTPBasicAuth(DEVICE_USER.encode(), password.encode("utf-8")) if password else None
-        )
+        self._password_file = password if isinstance(password, PasswordFile) else None
+        self._auth = _basic(password.value if isinstance(password, PasswordFile) else password)
+        self._refused = False  # the last answer was a 401 (and the file was read again)
         # GET and PATCH /api/system are idempotent, so urllib3 may retry them.
         retrying = DeadlineAdapter(
             self._deadline, max_retries=make_retry(retries, backoff, frozenset({"GET", "PATCH"}))
@@ -297,6 +273,8 @@ class Client:
             self._deadline.stop()
         if response.status_code == 200:
             return latency
+        if response.status_code == 401:
+            self._fresh_password()  # for the next call: a restart is never sent twice
         answer = Answer(response.status_code, body, "", None, latency)
         raise self._write_error("POST", RESTART_PATH, answer)
 
@@ -340,6 +318,40 @@ class Client:
         headers: dict[str, str] | None = None,
         max_body: int | None = None,
     ) -> Answer:
+        answer = self._send(method, path, data, headers, max_body)
+        if answer.status == 401 and self._fresh_password():
+            # The 401 is the auth check answering instead of the request (axeos-api.md §14),
+            # so a GET or PATCH sent once more with the new password is not applied twice.
+            answer = self._send(method, path, data, headers, max_body)
+        if answer.status == 401:
+            raise self._auth_error(method, path, answer)
+        self._refused = False
+        return answer
+
+    def _fresh_password(self) -> bool:
+        """After a 401: True when the password file, read again, holds a new password.
+
+        Read once per run of 401s, and again only if the file was written since: a
+        device that keeps refusing never makes us read (or send) in a loop.
+        """
+        if self._password_file is None:
+            return False
+        if self._refused and not self._password_file.changed():
+            return False
+        self._refused = True
+        if not self._password_file.reread():
+            return False
+        self._auth = _basic(self._password_file.value)
+        return True
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        data: bytes | None,
+        headers: dict[str, str] | None,
+        max_body: int | None,
+    ) -> Answer:
         url = self._url(path)
         what = f"{method} {url}"
         started = time.perf_counter()
@@ -376,8 +388,6 @@ class Client:
             location=response.headers.get("Location"),
             latency_s=time.perf_counter() - started,
         )
-        if answer.status == 401:
-            raise self._auth_error(method, path, answer)
         return answer
 
     def _read_body(self, response: requests.Response, what: str, cap: int) -> bytes:
@@ -517,6 +527,11 @@ class Client:
         if not isinstance(value, dict):
             raise bad(f"JSON {type(value).__name__}, expected an object")
         return value
+
+
+def _basic(password: str | None) -> HTTPBasicAuth | None:
+    # Bytes, so requests sends the password as UTF-8 (it would encode a str as latin-1).
+    return HTTPBasicAuth(DEVICE_USER.encode(), password.encode("utf-8")) if password else None
 
 
 def _is_html(answer: Answer) -> bool:
