@@ -54,6 +54,7 @@ _RULES = (
     ("critical", ">", "temp_threshold"),
     ("min_frequency", "<=", "second_frequency"),  # only when set (0 = auto)
     ("critical_floor", "<=", "second_frequency"),
+    ("min_voltage", "<", "max_voltage"),
 )
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -86,6 +87,10 @@ class Settings:
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
     restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
+    voltage: str = _DEFAULTS["voltage"]
+    min_voltage: int = _DEFAULTS["min_voltage"]
+    max_voltage: int = _DEFAULTS["max_voltage"]
+    goal: str = _DEFAULTS["goal"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

@@ -21,6 +21,7 @@ from tempctl.core.controller import Controller
 from tempctl.core.decision import Command, Decision, Event, Outcome
 from tempctl.core.limits import Limits, WindowStats
 from tempctl.core.reading import Reading
+from tempctl.core.voltage import Governor
 
 __all__ = ["Actuator", "Capabilities", "Driver", "UnsafeCommand", "check_safe"]
 
@@ -76,6 +77,12 @@ class Driver:
         self._capabilities = capabilities
         self._caps_key: tuple | None = None
         self.write_refused: str | None = None
+        lim = self.limits
+        self.voltage = (  # issue 21: chooses the core voltage for the law's frequency
+            Governor(lim.min_voltage, lim.max_voltage, lim.goal)
+            if getattr(lim, "voltage", "off") == "auto"
+            else None
+        )
 
     def step(self, reading: Reading, window: Callable[[], WindowStats] | None = None) -> Decision:
         """Judge one poll (stamped ``reading.ts_ms``)."""
@@ -102,7 +109,10 @@ class Driver:
                         origin="tempctl",
                     )
                 self.write_refused = refused
+        before = ctl.frequency
         decision = ctl.step(reading, reading.ts_ms, window)
+        if self.voltage is not None:
+            self.voltage.step(reading, decision, before, ctl.frequency)
         if alarm is not None:
             decision.events.insert(0, alarm)
         return decision

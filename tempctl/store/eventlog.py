@@ -28,13 +28,15 @@ from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 
 APP_ID = "tempctl"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 MIGRATIONS: dict[int, str] = {  # version -> SQL taking the schema from version-1 to version
     2: "ALTER TABLE readings ADD COLUMN autofan INTEGER CHECK (autofan IN (0, 1));"
     "ALTER TABLE readings ADD COLUMN fault TEXT;"
     "ALTER TABLE readings ADD COLUMN mac TEXT;"
     "ALTER TABLE readings ADD COLUMN hostname TEXT;"
     "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
+    3: "ALTER TABLE readings ADD COLUMN error_pct REAL;"
+    "ALTER TABLE readings ADD COLUMN expected_hashrate REAL;",
 }
 
 READING_COLUMNS = (
@@ -65,6 +67,8 @@ READING_COLUMNS = (
     "mac",
     "hostname",
     "firmware_floor",
+    "error_pct",
+    "expected_hashrate",
 )
 _INSERT_READING = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
@@ -357,6 +361,8 @@ class Log:
             r.mac,
             r.hostname,
             r.firmware_floor,
+            getattr(r, "error_pct", None),
+            getattr(r, "expected_hashrate", None),
         )
 
     def decision_ops(
