@@ -6,7 +6,7 @@ module chooses the voltage for it: the device's own learned V_min(f) plus a marg
 
 How it learns (per 25 MHz frequency bin, from the device's own error signal):
 
-* after each change it waits one poll, then judges the **median** of ``SAMPLES`` readings of
+* after each change it waits one poll, then judges ``SAMPLES`` readings of
   ``errorPercentage`` (v2.11+: error hashrate / hashrate × 100, noisy, 10-18 % spikes at low
   frequency from the small denominator, PR #1810's comments). Stable: median <= STABLE_PCT
   (tuners judge stable at 0.2-2 %). Before v2.11 the signal is hashrate / expectedHashrate
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from statistics import median
 
 from tempctl.core.decision import Command, Decision, Event
 from tempctl.core.limits import FREQ_EPS
@@ -45,7 +44,7 @@ WINDOW_MV = (1000, 1500)  # TPS546 floor (vcore.c) to the top voltageOptions ent
 GOVERNED_ASICS = frozenset({"BM1366", "BM1368", "BM1370"})
 BIN_MHZ = 25.0
 STEP_MV = 10  # issue 21: 5-10 mV steps (PR #1810 trimmed by 25 mV)
-SAMPLES = 5  # readings judged per step (a median of several, as tuners do)
+SAMPLES = 10  # readings judged per step (several, as tuners do)
 STABLE_PCT = 1.5
 MIN_HASH_SHARE = 0.92
 SLOPE_MV_PER_MHZ = 0.8  # unknown bins: twice the 0.4 mV/MHz of the ThePeacemaker82 Gamma
@@ -188,7 +187,7 @@ class Governor:
             return
         self.samples.append(sample)
         b, v = _bin(frequency), self.target
-        if len(self.samples) >= 3 and self._bad(median(self.samples[-3:])):
+        if self._errors_rose():
             # errors rose: back at once to the last voltage proven stable here (or a step up)
             self.failed[b] = max(self.failed.get(b, 0), v)
             if self.stable.get(b, 10**6) <= v:
@@ -198,7 +197,7 @@ class Governor:
             return
         if len(self.samples) < SAMPLES:
             return
-        if not self._bad(median(self.samples)):
+        if not self._errors_rose():
             self.stable[b] = min(self.stable.get(b, 10**6), v)
             lower = v - STEP_MV
             if lower >= self.floor_for(frequency) and lower >= self.min_mv:
@@ -216,8 +215,19 @@ class Governor:
             return max(0.0, 100.0 * (1.0 - reading.hashrate / reading.expected_hashrate))
         return None
 
-    def _bad(self, value: float) -> bool:
-        return value > self.limit
+    def _errors_rose(self) -> bool:
+        """The window's errors already exceed what a whole stable window may hold.
+
+        Summed, not a median: errorPercentage is counted error events over a small window, so
+        at a full-speed hashrate one event reads several % and the median of a few readings
+        is 0 even at 2-3 % true errors. Three readings at least, and for the firmware's own
+        signal three with errors, so one 10-18 % spike from the small denominator never
+        decides alone; an excess that is already conclusive decides at once.
+        """
+        s = self.samples
+        if len(s) < 3 or sum(s) <= self.limit * SAMPLES:
+            return False
+        return self.limit != STABLE_PCT or sum(1 for x in s if x > 0) >= 3
 
     def _before_raise(self, freq: float, decision: Decision) -> None:
         want = self.need(freq, self.target)
