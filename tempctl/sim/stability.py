@@ -20,7 +20,7 @@ Issue 21.1. Every constant is cited; "(estimate)" marks a modelling choice the d
 * Below V_min by d mV the chip's error share is ``BASE_ERROR·exp(d / ERROR_SCALE_MV)`` (at and
   above V_min it decays to ``BASE_ERROR``). Fitted by eye to the same ThePeacemaker82 rows:
   hashrate / expected is 0.978 at d ≈ 5 (675 MHz / 1100 mV), 0.913 at d ≈ 25 (725 / 1100) and
-  0.733 at d ≈ 35 (750 / 1100); the model gives 0.995, 0.93, 0.76. ``BASE_ERROR`` 0.2 % is the
+  0.733 at d ≈ 35 (750 / 1100); the model gives 0.996, 0.935, 0.74. ``BASE_ERROR`` 0.2 % is the
   low end of what tuners call stable (0.2-2 %, PR #1810) and near the 0.31 % of the v2.15.0
   Gamma example body (tempctl/data/bodies). ``STOP_MV``: further below, the chip stops hashing
   (estimate: about twice the deficit of the worst measured row, 750 MHz at 1100 mV).
@@ -50,7 +50,7 @@ DEFAULT_MARGIN_MV = 50.0
 # Family defaults (axeos-api §10): frequency MHz, voltage mV
 DEFAULTS = {"BM1366": (485.0, 1200.0), "BM1368": (490.0, 1166.0), "BM1397": (425.0, 1400.0)}
 BASE_ERROR = 0.002
-ERROR_SCALE_MV = 8.0
+ERROR_SCALE_MV = 7.2
 STOP_MV = 70.0
 ERROR_QUANTUM_GHS = 72.0
 
