@@ -319,3 +319,22 @@ def test_auto_voltage_holds_the_threshold_at_more_hash_and_replays(runs):
     off_conn = sqlite3.connect(runs["off"][1])
     n = off_conn.execute("SELECT count(*) FROM commands WHERE kind = 'set_fields'").fetchone()
     assert n[0] == 0  # default off: never a voltage command
+
+
+def test_the_learned_table_is_restored_after_a_restart(runs):
+    from tempctl.core.controller import Controller
+    from tempctl.core.driver import Driver
+    from tempctl.core.limits import Limits
+    from tempctl.store.eventlog import restore
+
+    conn = sqlite3.connect(runs["auto"][1])
+    snap = restore(conn, "sim-tempctl")
+    table = json.loads(snap.voltage)
+    assert table["stable"]
+    driver = Driver(Controller(Limits(voltage="auto"), "sim-tempctl", snapshot=snap))
+    assert driver.voltage.table() == table
+    # voltage off: nothing learned is used; a garbled table starts afresh
+    assert Driver(Controller(Limits(), "x", snapshot=snap)).voltage is None
+    broken = Driver(Controller(Limits(voltage="auto"), "x", snapshot=None))
+    broken.voltage.restore('{"stable": {"500": "x"}}')
+    assert broken.voltage.table() == {"stable": {}, "failed": {}}

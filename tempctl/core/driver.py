@@ -83,6 +83,9 @@ class Driver:
             if getattr(lim, "voltage", "off") == "auto"
             else None
         )
+        table = getattr(controller, "voltage_table", None)
+        if self.voltage is not None and table:
+            self.voltage.restore(table)  # learned before a restart (the log's last table)
 
     def step(self, reading: Reading, window: Callable[[], WindowStats] | None = None) -> Decision:
         """Judge one poll (stamped ``reading.ts_ms``)."""

@@ -109,9 +109,15 @@ class Governor:
         }
 
     def restore(self, text: str) -> None:
-        data = json.loads(text)
-        self.stable = {float(k): int(v) for k, v in data.get("stable", {}).items()}
-        self.failed = {float(k): int(v) for k, v in data.get("failed", {}).items()}
+        """The table a ``voltage`` event logged; an unreadable one starts afresh (safe: the
+        governor then steps down from the device's voltage and learns again)."""
+        try:
+            data = json.loads(text)
+            stable = {float(k): int(v) for k, v in data.get("stable", {}).items()}
+            failed = {float(k): int(v) for k, v in data.get("failed", {}).items()}
+        except (ValueError, TypeError, AttributeError):
+            return
+        self.stable, self.failed = stable, failed
 
     def clamp(self, mv: float) -> int:
         return int(min(self.max_mv, max(self.min_mv, round(mv))))

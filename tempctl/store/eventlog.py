@@ -572,6 +572,11 @@ def restore(
                 identity = None
         elif kind == "trip" and message.startswith("before trip "):
             before_trip = message[len("before trip ") :]
+    voltage = conn.execute(  # the governor's last learned table (core/voltage.py)
+        "SELECT message FROM events WHERE device = ? AND kind = 'voltage' AND ts_ms < ? "
+        f"AND message LIKE '%; table {{%' ORDER BY {order} LIMIT 1",
+        (device, before),
+    ).fetchone()
     last_change = max(changes) if changes else None
     if now_ms is not None:
         last_change = None if last_change is None else min(last_change, now_ms)
@@ -588,4 +593,5 @@ def restore(
         model,
         identity,
         before_trip,
+        voltage[0].rpartition("; table ")[2] if voltage else None,
     )
