@@ -201,7 +201,18 @@ def test_voltage_rises_before_a_frequency_raise():
     d = Decision(commands=[Command("set_frequency", "climb", 550.0)])
     gov.step(reading(1050, 500), d, 500, 550)
     assert [c.kind for c in d.commands] == ["set_fields", "set_frequency"]
-    assert voltages(d)[0] == 1050 + 40  # the 0.8 mV/MHz guess for an unknown bin
+    assert voltages(d)[0] == 1050 + 30  # the 0.6 mV/MHz guess for an unknown bin
+    # back down and up again to a frequency seen stable at this voltage: no ratchet
+    gov.stable[550.0] = 1080
+    gov.step(reading(1080, 525), Decision(), 550, 525)
+    d = Decision(commands=[Command("set_frequency", "climb", 550.0)])
+    gov.step(reading(1080, 525), d, 525, 550)
+    assert voltages(d) == []
+    # an error at a lower frequency is a floor for this one (plus the slope)
+    gov.failed = {500.0: 1060}
+    d = Decision(commands=[Command("set_frequency", "climb", 550.0)])
+    gov.step(reading(1080, 525), d, 525, 550)
+    assert voltages(d) == [1060 + 30 + STEP_MV + gov.margin]
 
 
 def test_unknown_chip_or_old_firmware_keeps_it_off_with_one_note():

@@ -47,7 +47,9 @@ STEP_MV = 10  # issue 21: 5-10 mV steps (PR #1810 trimmed by 25 mV)
 SAMPLES = 10  # readings judged per step (several, as tuners do)
 STABLE_PCT = 1.5
 MIN_HASH_SHARE = 0.92
-SLOPE_MV_PER_MHZ = 0.8  # unknown bins: twice the 0.4 mV/MHz of the ThePeacemaker82 Gamma
+# V_min's slope, the steep end of the calibration data: 0.33 mV/MHz (mtab3000, 400-520 MHz),
+# 0.62 (to the ThePeacemaker82 Gamma's 650 MHz / 1100 mV), 0.4 (its 650-750 MHz)
+SLOPE_MV_PER_MHZ = 0.6
 MARGINS_MV = {"hashrate": 20, "efficiency": 10}
 
 
@@ -123,28 +125,27 @@ class Governor:
         return int(min(self.max_mv, max(self.min_mv, round(mv))))
 
     def floor_for(self, freq: float) -> int:
-        """The lowest voltage this device may try at ``freq``: one step above where it erred,
-        plus the margin; the window's bottom where it never erred."""
+        """The lowest voltage this device may try at ``freq``: one step above where it erred
+        (at this frequency, or at a lower one plus the slope), plus the margin; the window's
+        bottom where it never erred."""
         b = _bin(freq)
-        worst = self.failed.get(b)
-        # a higher frequency needs at least what a lower one needed
+        worst = None
         for k, v in self.failed.items():
-            if k < b and (worst is None or v > worst):
-                worst = v
+            if k <= b:  # a higher frequency needs at least what a lower one needed
+                bound = v + SLOPE_MV_PER_MHZ * (b - k)
+                worst = bound if worst is None or bound > worst else worst
         return self.clamp(self.min_mv if worst is None else worst + STEP_MV + self.margin)
 
-    def need(self, freq: float, current: int) -> int:
-        """The voltage ``freq`` needs before it is set: a proven stable voltage of its bin, or
-        the nearest lower bin's plus a conservative slope; the current one when unknown."""
+    def need(self, freq: float, current: int, before: float) -> int:
+        """The voltage ``freq`` needs before it is set (``current`` runs ``before``): what its
+        errors taught, and where this or a higher frequency was never seen stable at
+        ``current`` or below, the slope's worth more. A voltage seen stable is an upper bound
+        of V_min, an error a lower bound: only the lower bounds and the slope raise it, so
+        the law's ups and downs never ratchet the voltage up."""
         b = _bin(freq)
-        if b in self.stable:
-            return self.clamp(max(self.stable[b], self.floor_for(freq)))
-        lower = [k for k in self.stable if k < b]
-        if not lower:
-            return self.clamp(max(current, self.floor_for(freq)))
-        k = max(lower)
-        guess = self.stable[k] + SLOPE_MV_PER_MHZ * (freq - k)
-        return self.clamp(max(guess, self.floor_for(freq)))
+        proven = any(v <= current for k, v in self.stable.items() if k >= b)
+        guess = current if proven else current + SLOPE_MV_PER_MHZ * max(0.0, freq - before)
+        return self.clamp(max(current, guess, self.floor_for(freq)))
 
     # -- one poll ------------------------------------------------------------------------
 
@@ -175,7 +176,7 @@ class Governor:
             None,
         )
         if raise_to is not None:
-            self._before_raise(raise_to, decision)
+            self._before_raise(raise_to, before, decision)
             return
         if any(c.kind in ("set_frequency", "restart", "set_fields") for c in decision.commands):
             self._reset()  # the law moved (down) or restored: judge afresh next poll
@@ -235,8 +236,8 @@ class Governor:
             return False
         return self.limit != STABLE_PCT or sum(1 for x in s if x > 0) >= 3
 
-    def _before_raise(self, freq: float, decision: Decision) -> None:
-        want = self.need(freq, self.target)
+    def _before_raise(self, freq: float, before: float, decision: Decision) -> None:
+        want = self.need(freq, self.target, before)
         if want > self.target:
             i = next(i for i, c in enumerate(decision.commands) if c.kind == "set_frequency")
             decision.commands.insert(i, self._command(want, f"voltage for {freq:g} MHz"))
