@@ -349,3 +349,20 @@ def test_the_learned_table_is_restored_after_a_restart(runs):
     broken = Driver(Controller(Limits(voltage="auto"), "x", snapshot=None))
     broken.voltage.restore('{"stable": {"500": "x"}}')
     assert broken.voltage.table() == {"stable": {}, "failed": {}}
+
+
+def test_dry_run_says_what_it_would_do_and_sends_nothing():
+    from tempctl.core.controller import Controller
+    from tempctl.core.driver import Driver
+    from tempctl.core.limits import Limits
+
+    driver = Driver(Controller(Limits(voltage="auto", dry_run=True), "d"))
+    said, outcomes = [], []
+    for i in range(3 * (SAMPLES + 1)):
+        r = reading(1150, 575.0)
+        d = driver.step(Reading(**{**{f: getattr(r, f) for f in r.__slots__}, "ts_ms": i * 30_000}))
+        jobs = [(None, c) for c in d.commands if c.kind == "set_fields"]
+        outcomes += driver.preset(jobs) or []
+        said += [e.message for e in d.events if e.kind == "voltage"]
+    assert said and all("trying 1140" in m for m in said)  # the device never moved
+    assert outcomes and {o.outcome for o in outcomes} == {"dry_run"}
