@@ -178,8 +178,14 @@ class Governor:
         if raise_to is not None:
             self._before_raise(raise_to, before, decision)
             return
-        if any(c.kind in ("set_frequency", "restart", "set_fields") for c in decision.commands):
-            self._reset()  # the law moved (down) or restored: judge afresh next poll
+        if any(c.kind in ("restart", "set_fields") for c in decision.commands):
+            self._reset()  # a restart or a trip restore: judge afresh next poll
+            return
+        if decision.commands:
+            # A frequency fall: no voltage move in the same poll (the firmware ramps the
+            # frequency down over ~2 s, axeos-api §5.3). It keeps the window: what was stable
+            # at the higher frequency is stable at the lower one, and errors seen there only
+            # make this bin's floor safer.
             return
         if not reading.valid or reading.overheat or reading.fault or not reading.hashrate:
             return
