@@ -24,7 +24,6 @@ import json
 import sqlite3
 import sys
 import tempfile
-from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
@@ -55,9 +54,10 @@ def fv_oracle(scenario, settings: Settings, seed: int, hours: float) -> float:
     def best(ambient: float) -> float:
         def ok(f: float) -> bool:
             v = volts(f)
-            return v >= chip.v_min(f) and steady_die(
-                params, f, v, ambient, fan
-            ) <= settings.temp_threshold
+            return (
+                v >= chip.v_min(f)
+                and steady_die(params, f, v, ambient, fan) <= settings.temp_threshold
+            )
 
         top = settings.max_frequency
         if ok(top):
@@ -84,16 +84,16 @@ def from_log(db: Path, settings: Settings, days: float) -> dict:
     power, hashrate = conn.execute(
         "SELECT sum(power), sum(hashrate) FROM readings WHERE valid = 1 AND hashrate > 0"
     ).fetchone()
-    mean_err, = conn.execute("SELECT avg(error_pct) FROM readings").fetchone()
-    hourly = conn.execute(
-        "SELECT avg(error_pct) FROM readings GROUP BY ts_ms / 3600000"
-    ).fetchall()
-    changes, = conn.execute("SELECT count(*) FROM commands WHERE kind = 'set_fields'").fetchone()
-    outside, = conn.execute(
+    (mean_err,) = conn.execute("SELECT avg(error_pct) FROM readings").fetchone()
+    hourly = conn.execute("SELECT avg(error_pct) FROM readings GROUP BY ts_ms / 3600000").fetchall()
+    (changes,) = conn.execute("SELECT count(*) FROM commands WHERE kind = 'set_fields'").fetchone()
+    (outside,) = conn.execute(
         "SELECT count(*) FROM readings WHERE core_voltage NOT BETWEEN ? AND ?",
         (settings.min_voltage, settings.max_voltage),
     ).fetchone()
-    lo_v, hi_v = conn.execute("SELECT min(core_voltage), max(core_voltage) FROM readings").fetchone()
+    lo_v, hi_v = conn.execute(
+        "SELECT min(core_voltage), max(core_voltage) FROM readings"
+    ).fetchone()
     conn.close()
     worst = max((h for (h,) in hourly if h is not None), default=None)
     return {

@@ -25,6 +25,7 @@ from tempctl.sim.stability import (
     error_share,
     nominal_v_min,
 )
+from tests.test_simulate import AFTERNOON as SIM_AFTERNOON
 
 # --- the simulator's chip -----------------------------------------------------------------
 
@@ -286,21 +287,15 @@ def test_invariants_bounds_order_and_revert(seq, lo, span, goal, start):
 
 # --- end to end in the simulator ----------------------------------------------------------
 
-AFTERNOON = """
-description = "test: room 27 -> 35 -> 27 °C"
-duration_h = 6
-ambient = [[0, 27], [1, 27], [2, 35], [4, 35], [5, 27], [6, 27]]
-
-[device]
-asic = "BM1370"
-firmware = "v2.15.0"
-frequency_mhz = 575
-core_voltage_mv = 1150
-
-[fan]
-mode = "fixed"
-pct = 100
-"""
+# test_simulate's hot afternoon, hotter and longer: 575 MHz / 1150 mV at 35 °C is far too hot
+AFTERNOON = (
+    SIM_AFTERNOON.replace("duration_h = 4", "duration_h = 6")
+    .replace("27 -> 33 -> 27", "27 -> 35 -> 27")
+    .replace(
+        "ambient = [[0, 27], [0.5, 27], [1.5, 33], [2.5, 33], [3.5, 27], [4, 27]]",
+        "ambient = [[0, 27], [1, 27], [2, 35], [4, 35], [5, 27], [6, 27]]",
+    )
+)
 
 
 @pytest.fixture(scope="module")

@@ -38,15 +38,7 @@ READING_COLUMNS = (
     "error_pct",
     "expected_hashrate",
 )
-V2_COLUMNS = (  # and v3's
-    "autofan",
-    "fault",
-    "mac",
-    "hostname",
-    "firmware_floor",
-    "error_pct",
-    "expected_hashrate",
-)
+V2_COLUMNS = READING_COLUMNS[READING_COLUMNS.index("autofan") :]  # v2's and v3's
 
 
 def reading_sql(conn: sqlite3.Connection) -> str:
