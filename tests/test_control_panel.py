@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 from benchload import load_benchmark
 
-from tempctl.sim.plant import oracle_frequency, params_for
+from tempctl.sim.plant import oracle_frequency, params_for, steady_die
 
 panel = load_benchmark("control_panel")
 cq = load_benchmark("control_quality")
@@ -94,3 +94,20 @@ def test_the_panel_table_and_its_worst_cases(monkeypatch, capsys):
     assert "over 2 runs (1 plants × 1 noises × 2 weathers × 1 seeds)" in text
     with pytest.raises(SystemExit, match="unknown panel plant"):
         cq.main(["--panel", "--only", "lava_lamp"])
+
+
+def test_simulate_judges_the_hotter_sensors_true_value_and_names_the_plant():
+    """A two-sensor board whose temp2 runs 1.5 °C hotter: at a fixed 575 MHz in its 30.5 °C
+    room the die settles near 62.3 °C, under 63, but the temp2 spot near 63.8 °C, over it."""
+    from tempctl.config import Settings
+    from tempctl.sim.scenario import load_scenario
+    from tempctl.sim.simulate import simulate
+
+    s = load_scenario(str(panel.panel_dir() / "two_sensor_hot_temp2.toml"))
+    die = steady_die(params_for("BM1370"), 575, 1150, 30.5, 100)
+    assert die < 63.0 < die + 1.5
+    report = simulate(s, ["fixed:575"], Settings(), days=1 / 24, poll_s=30)
+    m = report["policies"]["fixed:575"]
+    assert m["max_temp"] == pytest.approx(die + 1.5, abs=0.05)
+    assert m["pct_time_above"] > 90
+    assert report["plant"] == {"sensors": 2, "temp2_offset_c": 1.5}

@@ -396,6 +396,12 @@ def simulate(
         "policies": {},
         "db": db,
     }
+    if scenario.plant or scenario.cooling_loss:  # the [plant] the run was on
+        report["plant"] = dict(scenario.plant)
+        if scenario.cooling_loss:
+            report["plant"]["cooling_loss"] = [
+                {"at_h": round(t / 3600.0, 4), "fraction": f} for t, f in scenario.cooling_loss
+            ]
     if scenario.faults:
         report["faults"] = {
             "requests": scenario.faults.requests,
