@@ -361,3 +361,23 @@ def test_dry_run_says_what_it_would_do_and_sends_nothing():
         said += [e.message for e in d.events if e.kind == "voltage"]
     assert said and all("trying 1140" in m for m in said)  # the device never moved
     assert outcomes and {o.outcome for o in outcomes} == {"dry_run"}
+
+
+def test_replay_check_compares_the_voltage_a_command_sets(runs, tmp_path):
+    import shutil
+
+    db = tmp_path / "tampered.db"
+    shutil.copy(runs["auto"][1], db)
+    conn = sqlite3.connect(db)
+    (cid, body), *_ = conn.execute(
+        "SELECT id, payload FROM commands WHERE kind = 'set_fields' ORDER BY id"
+    )
+    mv = json.loads(body)["coreVoltage"]
+    conn.execute("DROP TRIGGER commands_no_update")
+    conn.execute(
+        "UPDATE commands SET payload = ? WHERE id = ?", (json.dumps({"coreVoltage": mv - 5}), cid)
+    )
+    conn.commit()
+    result = check(conn)
+    assert not result.ok
+    assert "coreVoltage" in result.divergence.describe()
