@@ -381,3 +381,9 @@ def test_replay_check_compares_the_voltage_a_command_sets(runs, tmp_path):
     result = check(conn)
     assert not result.ok
     assert "coreVoltage" in result.divergence.describe()
+
+
+@pytest.mark.parametrize("asic, mhz, mv", [("BM1366", 485, 1200), ("BM1368", 490, 1166)])
+def test_other_families_are_stable_at_their_defaults_with_room_to_spare(asic, mhz, mv):
+    # (estimate) the BM1370 curve scaled by the default voltages (axeos-api §10)
+    assert nominal_v_min(asic, mhz) <= mv - 3 * 25 - 50

@@ -14,9 +14,9 @@ Issue 21.1. Every constant is cited; "(estimate)" marks a modelling choice the d
 * Each device's chip is offset from the nominal one by ``N(0, OFFSET_SD_MV)`` drawn from the
   seed, clipped to ±3 sd: chips differ by 50 mV or more (ESP-Miner #369, #376: on BM1370 at
   525 MHz one maintainer needs 1150 mV while others run 1100 mV at 575 MHz).
-* Other families have no stability data here (estimate): the BM1370 shape shifted so that
-  V_min at the family's default frequency sits ``DEFAULT_MARGIN_MV`` below its default voltage
-  (axeos-api §10 defaults: the vendors' own stable point).
+* Other families have no stability data here (estimate): the BM1370 curve scaled by the ratio
+  of the family's default voltage to the Gamma's 1150 mV (axeos-api §10 defaults), on the
+  assumption that vendors leave each chip a similar relative margin at its defaults.
 * Below V_min by d mV the chip's error share is ``BASE_ERROR·exp(d / ERROR_SCALE_MV)`` (at and
   above V_min it decays to ``BASE_ERROR``). Fitted by eye to the same ThePeacemaker82 rows:
   hashrate / expected is 0.978 at d ≈ 5 (675 MHz / 1100 mV), 0.913 at d ≈ 25 (725 / 1100) and
@@ -46,9 +46,8 @@ __all__ = [
 
 V_MIN_KNOTS = ((400.0, 975.0), (520.0, 1015.0), (650.0, 1095.0), (700.0, 1115.0), (750.0, 1135.0))
 OFFSET_SD_MV = 25.0
-DEFAULT_MARGIN_MV = 50.0
-# Family defaults (axeos-api §10): frequency MHz, voltage mV
-DEFAULTS = {"BM1366": (485.0, 1200.0), "BM1368": (490.0, 1166.0), "BM1397": (425.0, 1400.0)}
+# Default core voltage (mV) per family (axeos-api §10); the BM1370 (Gamma) is calibrated
+DEFAULT_MV = {"BM1370": 1150.0, "BM1366": 1200.0, "BM1368": 1166.0, "BM1397": 1400.0}
 BASE_ERROR = 0.002
 ERROR_SCALE_MV = 7.2
 STOP_MV = 70.0
@@ -69,11 +68,9 @@ def _bm1370(freq_mhz: float) -> float:
 
 def nominal_v_min(asic: str, freq_mhz: float) -> float:
     """V_min (mV) of the family's nominal chip at this frequency."""
-    default = DEFAULTS.get(asic.upper())
-    if default is None:  # BM1370 and the BM1372/73 modelled on it (sim/params.py)
-        return _bm1370(freq_mhz)
-    f_def, v_def = default
-    return _bm1370(freq_mhz) + (v_def - DEFAULT_MARGIN_MV - _bm1370(f_def))
+    # BM1372/73 and unknown chips: the BM1370 they are modelled on (sim/params.py)
+    scale = DEFAULT_MV.get(asic.upper(), DEFAULT_MV["BM1370"]) / DEFAULT_MV["BM1370"]
+    return _bm1370(freq_mhz) * scale
 
 
 def error_share(deficit_mv: float) -> float:
