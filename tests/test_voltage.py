@@ -387,3 +387,29 @@ def test_replay_check_compares_the_voltage_a_command_sets(runs, tmp_path):
 def test_other_families_are_stable_at_their_defaults_with_room_to_spare(asic, mhz, mv):
     # (estimate) the BM1370 curve scaled by the default voltages (axeos-api §10)
     assert nominal_v_min(asic, mhz) <= mv - 3 * 25 - 50
+
+
+def test_a_raise_is_not_sent_when_its_voltage_was_refused():
+    from tempctl.core.controller import Controller
+    from tempctl.core.driver import Driver
+    from tempctl.core.limits import Limits
+
+    class Device:
+        sent: list = []
+
+        def set_fields(self, fields):
+            raise OSError("timed out")
+
+        def set_frequency(self, mhz):
+            self.sent.append(mhz)
+
+        def restart(self):
+            pass
+
+    driver = Driver(Controller(Limits(voltage="auto"), "d"))
+    jobs = [
+        (1, Command("set_fields", "voltage for 550 MHz", fields=(("coreVoltage", 1080),))),
+        (2, Command("set_frequency", "climb", 550.0)),
+    ]
+    out = driver.carry_out(jobs, Device())
+    assert [o.outcome for o in out] == ["failed", "skipped"] and Device.sent == []

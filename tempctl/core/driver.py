@@ -65,6 +65,14 @@ def check_safe(cmd: Command, limits: Limits) -> None:
             raise UnsafeCommand(f"refusing to send {body}")
 
 
+def _voltage_refused(before: Outcome) -> bool:
+    return (
+        not before.ok
+        and before.command.kind == "set_fields"
+        and "coreVoltage" in before.command.payload
+    )
+
+
 class Driver:
     """One device's Controller plus the rules every caller shares."""
 
@@ -138,6 +146,12 @@ class Driver:
             if cmd.kind == "restart" and out and not out[-1].ok:
                 out.append(
                     Outcome(cid, cmd, "skipped", error="the change before it was not accepted")
+                )
+                continue
+            if cmd.kind == "set_frequency" and out and _voltage_refused(out[-1]):
+                # voltage rises before frequency (issue 21): never a raise without it
+                out.append(
+                    Outcome(cid, cmd, "skipped", error="the voltage it needs was not accepted")
                 )
                 continue
             try:
