@@ -1,10 +1,11 @@
 """End to end, issue 21: the real daemon against `tempctl emulate` in the heat wave's peak.
 
 A steady 38 °C room (the heat wave's peak, replay/scenarios/heatwave.toml): at 1150 mV the
-oracle is about 285 MHz. Steady, so the two runs meet the same room however long each takes. With TEMPCTL_VOLTAGE=auto the daemon lowers the core voltage towards
-the device's own V_min + margin (the emulated chip, sim/stability.py), and the law then fits
-a higher frequency under the same threshold. Timing is scaled as in test_model_e2e (plant
-120x, 0.5 s polls, 3 s settle); every wait is on a condition in the log, not on the clock.
+oracle is about 285 MHz. Steady, so the two runs meet the same room however long each
+takes. With TEMPCTL_VOLTAGE=auto the daemon lowers the core voltage towards the device's own
+V_min + margin (the emulated chip, sim/stability.py), and the law then fits a higher
+frequency under the same threshold. Timing is scaled as in test_model_e2e (plant 120x,
+0.5 s polls, 3 s settle); every wait is on a condition in the log, not on the clock.
 """
 
 from __future__ import annotations
