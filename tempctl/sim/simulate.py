@@ -28,6 +28,7 @@ from tempctl.device import parse_info
 from tempctl.offline.report import Tally
 from tempctl.sim.faults import FaultyDevice
 from tempctl.sim.firmware import Firmware, plant_params
+from tempctl.sim.stability import BASE_ERROR
 from tempctl.sim.plant import oracle_frequency
 from tempctl.sim.policies import NullSink, Policy, canonical, make_policy
 from tempctl.sim.scenario import Scenario
@@ -242,7 +243,9 @@ def oracle(
         )
 
     params = nominal
+    # a stable chip still loses its base error share (sim/stability.py), as the policies do
     per_mhz = params.small_cores * params.chips / 1000.0 * params.hash_efficiency
+    per_mhz *= 1.0 - BASE_ERROR
     gh_s = mhz_s = 0.0
     hours, mhz = [], []
     t = 0.0
