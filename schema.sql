@@ -55,7 +55,9 @@ CREATE TABLE IF NOT EXISTS readings (
     fault TEXT,                    -- mining stopped: power_fault | hardware_fault | pool_down (v2)
     mac TEXT,                      -- identity, to tell a swapped device at the same address (v2)
     hostname TEXT,
-    firmware_floor TEXT            -- newest release whose info keys it shows (odd versions) (v2)
+    firmware_floor TEXT,           -- newest release whose info keys it shows (odd versions) (v2)
+    error_pct REAL,                -- errorPercentage, v2.11+ (v3, issue 21: the voltage governor)
+    expected_hashrate REAL         -- expectedHashrate: the stability signal before v2.11 (v3)
 ) STRICT;
 
 -- The stable-window query reads one device's recent rows in time order.

@@ -17,13 +17,12 @@ import difflib
 import math
 import operator
 import os
-import stat
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import urlsplit
 
+from tempctl.config_file import ConfigError, check_env_file, one_line, read_toml
 from tempctl.daemon.webhook import PASSWORD_FILE_ENV, hide_password, split_urls
 from tempctl.device import normalize_url
 from tempctl.fields import BY_ATTR, FIELDS, Field, format_value
@@ -39,10 +38,6 @@ ENVIRONMENT = "environment"
 COMMAND_LINE = "command line"
 
 
-class ConfigError(Exception):
-    """A setting is missing, malformed or out of range. ``str()`` is one line."""
-
-
 _BY_TOML: dict[str, Field] = {f.toml: f for f in FIELDS}
 _KNOWN_ENV = {f.env for f in FIELDS} | {CONFIG_ENV, "TEMPCTL_ENV_FILE"}
 _DEFAULTS: dict[str, Any] = {f.attr: f.default for f in FIELDS}
@@ -54,6 +49,7 @@ _RULES = (
     ("critical", ">", "temp_threshold"),
     ("min_frequency", "<=", "second_frequency"),  # only when set (0 = auto)
     ("critical_floor", "<=", "second_frequency"),
+    ("min_voltage", "<", "max_voltage"),
 )
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 _FLIP = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}
@@ -86,6 +82,10 @@ class Settings:
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
     restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
+    voltage: str = _DEFAULTS["voltage"]
+    min_voltage: int = _DEFAULTS["min_voltage"]
+    max_voltage: int = _DEFAULTS["max_voltage"]
+    goal: str = _DEFAULTS["goal"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]
@@ -211,7 +211,7 @@ def _parse_checked(f: Field, raw: object, name: str, source: str) -> object:
     except ValueError as e:
         problem = str(e)
     if problem:
-        raise ConfigError(_one_line(f"{name}={_shown(f, raw)} ({source}): {problem}"))
+        raise ConfigError(one_line(f"{name}={_shown(f, raw)} ({source}): {problem}"))
     return value
 
 
@@ -243,10 +243,6 @@ def _parse_devices(raw: object) -> tuple[Device, ...]:
     return devices
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.splitlines())
-
-
 # --- the TOML file ------------------------------------------------------------------------
 
 
@@ -261,53 +257,7 @@ def _pick_config(
     return default_config, None
 
 
-def _read_toml(path: str, label: str | None) -> dict | None:
-    """The parsed file, or None when the (optional) default file does not exist."""
-    try:
-        with open(path, "rb") as fh:
-            return _load_private(fh, path)
-    except FileNotFoundError:
-        if label is None:
-            return None
-        raise ConfigError(f"{label}: file not found") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
-
-
 ENV_FILE_ENV = "TEMPCTL_ENV_FILE"
-
-
-def _check_env_file(path: str | None) -> None:
-    """systemd reads the EnvironmentFile before tempctl starts; the unit names it in
-    TEMPCTL_ENV_FILE so tempctl can still refuse one that anyone may have written."""
-    if not path:
-        return
-    try:
-        st = os.stat(path)
-    except OSError:
-        return  # systemd's "-" prefix makes a missing env file legal
-    if st.st_mode & stat.S_IWOTH:
-        raise ConfigError(
-            f"{path}: refusing a world-writable environment file (fix with: chmod o-w {path})"
-        )
-
-
-def _load_private(fh: BinaryIO, path: str) -> dict:
-    # fstat the open file so the file checked is the file read.
-    st = os.fstat(fh.fileno())
-    if not stat.S_ISREG(st.st_mode):
-        raise ConfigError(f"{path}: config file is not a regular file")
-    if st.st_mode & stat.S_IWOTH:
-        # Anyone on the host could raise the thresholds or point tempctl at another device.
-        raise ConfigError(
-            f"{path}: refusing a world-writable config file (fix with: chmod o-w {path})"
-        )
-    try:
-        return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(_one_line(f"{path}: not valid TOML: {e}")) from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text") from None
 
 
 def _unknown(prefix: str, key: str, path: str, known: list[str]) -> ConfigError:
@@ -345,7 +295,7 @@ def _device_tables(tables: object, path: str) -> tuple[Device, ...]:
         try:
             device = _device(str(table["url"]))
         except ValueError as e:
-            raise ConfigError(_one_line(f"{where}.url={table['url']} ({path}): {e}")) from None
+            raise ConfigError(one_line(f"{where}.url={table['url']} ({path}): {e}")) from None
         name = table.get("name", device.name)
         if not isinstance(name, str) or not name.strip():
             raise ConfigError(f"{where}.name={_fmt(name)} ({path}): must be a non-empty text")
@@ -435,9 +385,9 @@ def load_settings(
         if attr not in BY_ATTR:
             raise TypeError(f"load_settings: unknown setting {attr!r}")
 
-    _check_env_file(environ.get(ENV_FILE_ENV))
+    check_env_file(environ.get(ENV_FILE_ENV))
     path, label = _pick_config(config_path, environ, default_config or DEFAULT_CONFIG_PATH)
-    data = _read_toml(path, label)
+    data = read_toml(path, label)
     from_file = _file_values(data, path) if data is not None else {}
 
     values: dict[str, object] = {}
@@ -460,7 +410,7 @@ def load_settings(
             try:
                 values[f.attr] = _parse(f, raw)
             except ValueError as e:
-                raise ConfigError(_one_line(f"{name}={_fmt(raw)} ({source}): {e}")) from None
+                raise ConfigError(one_line(f"{name}={_fmt(raw)} ({source}): {e}")) from None
         else:
             values[f.attr] = _parse_checked(f, raw, name, source)
         sources[f.attr] = source
@@ -546,7 +496,7 @@ def parse_assignment(text: str) -> tuple[str, object]:
         try:
             return f.attr, _parse(f, raw)
         except ValueError as e:
-            raise ConfigError(_one_line(f"{name}={raw} (--set): {e}")) from None
+            raise ConfigError(one_line(f"{name}={raw} (--set): {e}")) from None
     return f.attr, _parse_checked(f, raw, name, "--set")
 
 

@@ -8,17 +8,26 @@ with a warning.
 
 from __future__ import annotations
 
-import os
-import stat
-from collections.abc import Callable
 from dataclasses import dataclass
-from ipaddress import ip_address
 from typing import Any
-from urllib.parse import urlsplit
 
+from tempctl.checks import (
+    Check,
+    Range,
+    alert_urls_or_empty,
+    between,
+    format_value,
+    host,
+    mqtt_url_or_empty,
+    not_empty,
+    over,
+    password_file_or_empty,
+    readable_by_others,
+    topic_part,
+    under,
+)
 from tempctl.core.limits import DEFAULTS
-from tempctl.daemon.webhook import PASSWORD_FILE_ENV, url_problem
-from tempctl.device import read_password_file
+from tempctl.daemon.webhook import PASSWORD_FILE_ENV
 
 # Firmware limits behind the ranges below (shared/reference/axeos-api.md):
 # §5.2: the API accepts any frequency 1-65535 MHz, so "the daemon must enforce its own
@@ -28,9 +37,6 @@ from tempctl.device import read_password_file
 # A TEMPCTL_CRITICAL above the ASIC trip could never fire before the firmware's own trip.
 FREQ_MIN, FREQ_MAX = 50.0, 1500.0
 ASIC_TRIP, VR_TRIP = 75.0, 105.0
-
-
-Check = Callable[[Any], "str | None"]
 
 
 @dataclass(frozen=True)
@@ -58,130 +64,7 @@ class Field:
         return f"{self.help} Allowed: {allowed}." if allowed else self.help
 
 
-# --- validators: each returns the problem text or None ---------------------------------
-
-
-def _num(x: float) -> str:
-    return format_value(float(x))
-
-
-@dataclass(frozen=True)
-class Range:
-    """The range check; its message names the range, e.g. 'must be between 30 and 75'.
-    ``above``: the low end itself is excluded ('must be above 0 and at most 168');
-    ``zero``: 0 is allowed too, meaning ``zero`` ('must be 0 (auto) or between ...');
-    ``unit`` is for the docs only ('30 to 74 °C')."""
-
-    low: float
-    high: float
-    why: str = ""
-    above: bool = False
-    zero: str = ""
-    unit: str = ""
-
-    def __call__(self, v: float) -> str | None:
-        if self.zero and v == 0:
-            return None
-        if self.low <= v <= self.high and not (self.above and v == self.low):
-            return None
-        why = f" ({self.why})" if self.why else ""
-        if self.above:
-            return f"must be above {_num(self.low)} and at most {_num(self.high)}{why}"
-        zero = f"0 ({self.zero}) or " if self.zero else ""
-        return f"must be {zero}between {_num(self.low)} and {_num(self.high)}{why}"
-
-    @property
-    def allowed(self) -> str:
-        """The range as the docs show it: '30 to 74 °C', 'above 0, at most 168 h'."""
-        unit = f" {self.unit}" if self.unit else ""
-        if self.above:
-            return f"above {_num(self.low)}, at most {_num(self.high)}{unit}"
-        zero = f"0 ({self.zero}) or " if self.zero else ""
-        return f"{zero}{_num(self.low)} to {_num(self.high)}{unit}"
-
-
-def between(
-    low: float, high: float, why: str = "", *, above: bool = False, unit: str = ""
-) -> Check:
-    return Range(low, high, why, above, unit=unit)
-
-
-def over(limit: float, text: str) -> Check:
-    """A warning check: ``text`` when the value is above ``limit``."""
-    return lambda v: text if v > limit else None
-
-
-def under(limit: float, text: str) -> Check:
-    return lambda v: text if 0 < v < limit else None
-
-
-def _alert_urls_or_empty(v: str) -> str | None:
-    return url_problem(v) if v else None
-
-
-def _password_file_or_empty(v: str) -> str | None:
-    if not v:
-        return None
-    try:
-        read_password_file(v)  # the problem names the file, never the password
-    except ValueError as exc:
-        return str(exc)
-    return None
-
-
-def _readable_by_others(v: str) -> str | None:
-    """The warning for a password file that group or other users may read (issue 23.9)."""
-    try:
-        mode = os.stat(v).st_mode if v else 0
-    except OSError:
-        return None
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        return f"readable by other users (mode {stat.S_IMODE(mode):04o}): chmod 600 it"
-    return None
-
-
-def _host(v: str) -> str | None:
-    try:
-        ip_address(v.strip("[]"))
-        return None
-    except ValueError:
-        pass
-    labels = v.rstrip(".").split(".")
-    if v and all(lbl and len(lbl) <= 63 and lbl.replace("-", "").isalnum() for lbl in labels):
-        return None
-    return "must be a host name or IP address"
-
-
-def _mqtt_url_or_empty(v: str) -> str | None:
-    """mqtt://[user@]host[:port] or mqtts://; a password in the URL would end up in logs,
-    the stored config and Datasette, so it is refused (TEMPCTL_MQTT_PASSWORD_FILE)."""
-    if v == "":
-        return None
-    try:
-        parts = urlsplit(v)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        return "must be mqtt://[user@]host[:port] or mqtts://... (a bad port)"
-    if parts.password is not None:
-        return "must not contain a password: put it in TEMPCTL_MQTT_PASSWORD_FILE"
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        return "must be mqtt://[user@]host[:port] or mqtts://... (or empty)"
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        return "must be mqtt://[user@]host[:port] with nothing after the port"
-    return None
-
-
-def _topic_part(v: str) -> str | None:
-    if not v or any(c in v for c in "#+\0") or v.startswith("/") or v.endswith("/"):
-        return "must be a non-empty MQTT topic without +, #, NUL or a leading/trailing /"
-    return None
-
-
 _floor_check = Range(FREQ_MIN, FREQ_MAX, zero="auto", unit="MHz")
-
-
-def _not_empty(v: str) -> str | None:
-    return "must not be empty" if not v else None
 
 
 # --- the table ---------------------------------------------------------------------------
@@ -276,7 +159,7 @@ FIELDS: tuple[Field, ...] = (
         "path",
         "./tempctl.db",
         "SQLite log file (default $STATE_DIRECTORY/tempctl.db under systemd, else ./tempctl.db).",
-        _not_empty,
+        not_empty,
     ),
     Field(
         "settle",
@@ -375,6 +258,53 @@ FIELDS: tuple[Field, ...] = (
         per_device=True,
     ),
     Field(
+        "voltage",
+        "TEMPCTL_VOLTAGE",
+        "voltage",
+        "--voltage",
+        "choice",
+        DEFAULTS["voltage"],
+        "Core voltage control: off (leave it as set) or auto (learn each device's lowest "
+        "stable voltage from its error rate and run a margin above it, so a higher frequency "
+        "fits under TEMP_THRESHOLD).",
+        choices=("off", "auto"),
+        per_device=True,
+    ),
+    Field(
+        "min_voltage",
+        "TEMPCTL_MIN_VOLTAGE",
+        "min_voltage",
+        "--min-voltage",
+        "int",
+        DEFAULTS["min_voltage"],
+        "Lowest core voltage (mV) TEMPCTL_VOLTAGE=auto may set; below TEMPCTL_MAX_VOLTAGE.",
+        between(1000, 1500, "the TPS546 regulator's window", unit="mV"),
+        per_device=True,
+    ),
+    Field(
+        "max_voltage",
+        "TEMPCTL_MAX_VOLTAGE",
+        "max_voltage",
+        "--max-voltage",
+        "int",
+        DEFAULTS["max_voltage"],
+        "Highest core voltage (mV) TEMPCTL_VOLTAGE=auto may set.",
+        between(1000, 1500, "the TPS546 regulator's window", unit="mV"),
+        per_device=True,
+    ),
+    Field(
+        "goal",
+        "TEMPCTL_GOAL",
+        "goal",
+        "--goal",
+        "choice",
+        DEFAULTS["goal"],
+        "What TEMPCTL_VOLTAGE=auto favours: hashrate (a wider voltage margin) or efficiency "
+        "(a narrower one, fewer joules per terahash).",
+        choices=("hashrate", "efficiency"),
+        per_device=True,
+    ),
+    Field(
         "step",
         "TEMPCTL_STEP",
         "step",
@@ -447,7 +377,7 @@ FIELDS: tuple[Field, ...] = (
         "Webhook for alerts (ntfy-compatible); several separated by commas; empty = off. "
         "No password in the URL: name the user (https://alice@host/...) and put the "
         f"password in {PASSWORD_FILE_ENV}.",
-        _alert_urls_or_empty,
+        alert_urls_or_empty,
     ),
     Field(
         "alert_password_file",
@@ -458,8 +388,8 @@ FIELDS: tuple[Field, ...] = (
         "",
         "File holding the password for the alert URLs that name a user (HTTP Basic auth); "
         "empty = none. Only the path is ever shown.",
-        _password_file_or_empty,
-        unusual=_readable_by_others,
+        password_file_or_empty,
+        unusual=readable_by_others,
     ),
     Field(
         "metrics_port",
@@ -479,7 +409,7 @@ FIELDS: tuple[Field, ...] = (
         "host",
         "127.0.0.1",
         "Address the Prometheus endpoint listens on.",
-        _host,
+        host,
     ),
     Field(
         "device_password_file",
@@ -490,9 +420,9 @@ FIELDS: tuple[Field, ...] = (
         "",
         "File holding the device's AxeOS password (HTTP Basic auth, ESP-Miner PR #1750); "
         "empty = none. Only the path is ever shown.",
-        _password_file_or_empty,
+        password_file_or_empty,
         per_device=True,
-        unusual=_readable_by_others,
+        unusual=readable_by_others,
     ),
     Field(
         "mqtt_url",
@@ -503,7 +433,7 @@ FIELDS: tuple[Field, ...] = (
         "",
         "MQTT broker for Home Assistant: mqtt://[user@]host[:port] (1883), mqtts:// for TLS "
         "(8883); no password in it; empty = off.",
-        _mqtt_url_or_empty,
+        mqtt_url_or_empty,
     ),
     Field(
         "mqtt_password_file",
@@ -513,7 +443,7 @@ FIELDS: tuple[Field, ...] = (
         "path",
         "",
         "File holding the MQTT broker password; empty = none. Only the path is ever shown.",
-        _password_file_or_empty,
+        password_file_or_empty,
     ),
     Field(
         "mqtt_prefix",
@@ -523,7 +453,7 @@ FIELDS: tuple[Field, ...] = (
         "str",
         "tempctl",
         "Topic prefix of tempctl's MQTT state, availability and command topics.",
-        _topic_part,
+        topic_part,
     ),
     Field(
         "mqtt_discovery",
@@ -533,7 +463,7 @@ FIELDS: tuple[Field, ...] = (
         "str",
         "homeassistant",
         "Home Assistant's MQTT discovery prefix.",
-        _topic_part,
+        topic_part,
     ),
     Field(
         "mqtt_control",
@@ -548,19 +478,6 @@ FIELDS: tuple[Field, ...] = (
 )
 
 BY_ATTR: dict[str, Field] = {f.attr: f for f in FIELDS}
-
-
-def format_value(value: object) -> str:
-    """Render a value the way a user would type it: 400 not 400.0, true not True."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() and abs(value) < 1e15 else repr(value)
-    if isinstance(value, (list, tuple)):
-        return ",".join(getattr(d, "url", None) or format_value(d) for d in value)
-    if isinstance(value, str) and not value.isprintable():
-        return repr(value)  # keep the error on one line and show what was really there
-    return str(value)
 
 
 __all__ = ["BY_ATTR", "FIELDS", "Field", "format_value"]

@@ -233,5 +233,5 @@ def test_controls_apply_on_the_loop_thread_with_the_configuration_rules(tmp_path
     for _ in range(PENDING + 10):  # a flood is bounded, not queued without end
         c.offer("tempctl/dry_run/set", b"OFF")
     assert c.dropped == 10
-    daemon.pool.shutdown()
+    daemon.lanes.shutdown()
     log.close()

@@ -329,6 +329,8 @@ def test_logged_reading_has_what_the_controller_reads():
         "aa:bb",
         "gamma",
         None,
+        0.31,
+        1173.0,
     )
     r = LoggedReading._make(row)
     full = Reading(
@@ -347,8 +349,12 @@ def test_logged_reading_has_what_the_controller_reads():
         fan_pct=100.0,
         mac="aa:bb",
         hostname="gamma",
+        error_pct=0.31,
+        expected_hashrate=1173.0,
     )
     for name in (
+        "error_pct",
+        "expected_hashrate",
         "ts_ms",
         "temp",
         "vr_temp",

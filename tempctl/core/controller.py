@@ -125,6 +125,7 @@ class Controller:
         self._decision: Decision | None = None
         self._from_state = State.NORMAL
         self.restored = snapshot is not None
+        self.voltage_table = snapshot.voltage if snapshot else None  # the driver's governor
         if snapshot:
             self._restore(snapshot)
 

@@ -106,3 +106,4 @@ class Snapshot:
     model: str | None = None  # the learned thermal model (JSON of model.ModelParams)
     identity: tuple[str | None, str | None] | None = None  # (mac, hostname) last seen
     before_trip: str | None = None  # JSON: settings the user had before a firmware trip
+    voltage: str | None = None  # JSON: the voltage governor's learned table (issue 21)

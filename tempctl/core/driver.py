@@ -21,6 +21,7 @@ from tempctl.core.controller import Controller
 from tempctl.core.decision import Command, Decision, Event, Outcome
 from tempctl.core.limits import Limits, WindowStats
 from tempctl.core.reading import Reading
+from tempctl.core.voltage import Governor
 
 __all__ = ["Actuator", "Capabilities", "Driver", "UnsafeCommand", "check_safe"]
 
@@ -64,6 +65,14 @@ def check_safe(cmd: Command, limits: Limits) -> None:
             raise UnsafeCommand(f"refusing to send {body}")
 
 
+def _voltage_refused(before: Outcome) -> bool:
+    return (
+        not before.ok
+        and before.command.kind == "set_fields"
+        and "coreVoltage" in before.command.payload
+    )
+
+
 class Driver:
     """One device's Controller plus the rules every caller shares."""
 
@@ -76,6 +85,15 @@ class Driver:
         self._capabilities = capabilities
         self._caps_key: tuple | None = None
         self.write_refused: str | None = None
+        lim = self.limits
+        self.voltage = (  # issue 21: chooses the core voltage for the law's frequency
+            Governor(lim.min_voltage, lim.max_voltage, lim.goal)
+            if getattr(lim, "voltage", "off") == "auto"
+            else None
+        )
+        table = getattr(controller, "voltage_table", None)
+        if self.voltage is not None and table:
+            self.voltage.restore(table)  # learned before a restart (the log's last table)
 
     def step(self, reading: Reading, window: Callable[[], WindowStats] | None = None) -> Decision:
         """Judge one poll (stamped ``reading.ts_ms``)."""
@@ -102,7 +120,10 @@ class Driver:
                         origin="tempctl",
                     )
                 self.write_refused = refused
+        before = ctl.frequency
         decision = ctl.step(reading, reading.ts_ms, window)
+        if self.voltage is not None:
+            self.voltage.step(reading, decision, before, ctl.frequency)
         if alarm is not None:
             decision.events.insert(0, alarm)
         return decision
@@ -125,6 +146,12 @@ class Driver:
             if cmd.kind == "restart" and out and not out[-1].ok:
                 out.append(
                     Outcome(cid, cmd, "skipped", error="the change before it was not accepted")
+                )
+                continue
+            if cmd.kind == "set_frequency" and out and _voltage_refused(out[-1]):
+                # voltage rises before frequency (issue 21): never a raise without it
+                out.append(
+                    Outcome(cid, cmd, "skipped", error="the voltage it needs was not accepted")
                 )
                 continue
             try:

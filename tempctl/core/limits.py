@@ -35,6 +35,13 @@ DEFAULTS: dict[str, object] = {
     "dry_run": False,
     "max_restarts_per_hour": 4,
     "restore_after_trip": True,
+    # Issue 21: the voltage governor (core/voltage.py), off until proven on hardware. The
+    # bounds sit inside the TPS546 window (1000 mV floor, axeos-api §10, §14); 1200 mV is
+    # the top of what users usually run (1150-1200 mV, issue 21).
+    "voltage": "off",
+    "min_voltage": 1000,
+    "max_voltage": 1200,
+    "goal": "hashrate",
 }
 
 
@@ -70,6 +77,10 @@ class Limits:
     dry_run: bool = DEFAULTS["dry_run"]
     max_restarts_per_hour: int = DEFAULTS["max_restarts_per_hour"]
     restore_after_trip: bool = DEFAULTS["restore_after_trip"]
+    voltage: str = DEFAULTS["voltage"]
+    min_voltage: int = DEFAULTS["min_voltage"]
+    max_voltage: int = DEFAULTS["max_voltage"]
+    goal: str = DEFAULTS["goal"]
 
     @classmethod
     def from_settings(cls, settings) -> Limits:

@@ -41,6 +41,10 @@ class Reading:
     # The newest release whose info keys the device shows (e.g. "v2.14.0"): evidence for
     # capabilities when the version string is no release number. Not logged.
     firmware_floor: str | None = None
+    # Issue 21: the stability signal. errorPercentage (v2.11+), and expectedHashrate (the
+    # only signal before v2.11: hashRate against it).
+    error_pct: float | None = None
+    expected_hashrate: float | None = None
 
     @property
     def valid(self) -> bool:

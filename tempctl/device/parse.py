@@ -68,6 +68,8 @@ def parse_info(body: Mapping[str, Any], device: str, ts_ms: int) -> Reading:
         # 1e5 GH/s is ~27x a SupraHex at its defaults (§10), far above any Bitaxe.
         hashrate=number(body, "hashRate", notes, low=0, high=1e5),
         power=number(body, "power", notes, low=0, high=1000),
+        error_pct=number(body, "errorPercentage", notes, low=0, high=1000),
+        expected_hashrate=number(body, "expectedHashrate", notes, low=0, high=1e5),
         fan_pct=fan_pct,
         fan_rpm=fan_rpm,
         autofan=autofan,

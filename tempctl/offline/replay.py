@@ -260,8 +260,9 @@ def _transition_dict(ts, from_state, to_state, reason, frequency) -> dict:
     }
 
 
-def _command_dict(ts, kind, frequency, attempt) -> dict:
-    return {"ts_ms": ts, "kind": kind, "frequency": frequency, "attempt": attempt}
+def _command_dict(ts, kind, frequency, attempt, body=None) -> dict:
+    out = {"ts_ms": ts, "kind": kind, "frequency": frequency, "attempt": attempt}
+    return {**out, "payload": body} if body is not None else out
 
 
 def check(
@@ -321,7 +322,8 @@ def _check_one(
         (run.id, device),
     ).fetchall()
     rec_c = conn.execute(
-        "SELECT id, ts_ms, kind, frequency, attempt FROM commands "
+        "SELECT id, ts_ms, kind, frequency, attempt, "
+        "CASE kind WHEN 'set_fields' THEN payload END FROM commands "
         "WHERE run_id = ? AND device = ? ORDER BY id",
         (run.id, device),
     ).fetchall()
@@ -403,7 +405,9 @@ def _check_one(
             return diverged("transition", _transition_dict(*rec_t[ti]), None)
         if d.commands:
             for cmd in d.commands:
-                mine = (ts, cmd.kind, cmd.frequency, cmd.attempt)
+                # set_fields (voltage, trip restores) compare their body too (issue 21)
+                body = json.dumps(cmd.payload, sort_keys=True) if cmd.kind == "set_fields" else None
+                mine = (ts, cmd.kind, cmd.frequency, cmd.attempt, body)
                 if ci >= n_c or rec_c[ci][1:] != mine:
                     return diverged(
                         "command",

@@ -31,6 +31,7 @@ from tempctl.sim.firmware import Firmware, plant_params
 from tempctl.sim.plant import oracle_frequency
 from tempctl.sim.policies import NullSink, Policy, canonical, make_policy
 from tempctl.sim.scenario import Scenario
+from tempctl.sim.stability import BASE_ERROR
 from tempctl.store.eventlog import Log
 
 PLOT_INSTALL = "pip install 'tempctl[plot]'"  # matplotlib is an extra (pyproject.toml)
@@ -242,7 +243,9 @@ def oracle(
         )
 
     params = nominal
+    # a stable chip still loses its base error share (sim/stability.py), as the policies do
     per_mhz = params.small_cores * params.chips / 1000.0 * params.hash_efficiency
+    per_mhz *= 1.0 - BASE_ERROR
     gh_s = mhz_s = 0.0
     hours, mhz = [], []
     t = 0.0

@@ -58,6 +58,8 @@ READING_COLUMNS = (
     "mac",
     "hostname",
     "firmware_floor",
+    "error_pct",
+    "expected_hashrate",
 )
 _INSERT_READING = (
     f"INSERT INTO readings ({', '.join(READING_COLUMNS)}) "
@@ -351,6 +353,8 @@ class Log:
             r.mac,
             r.hostname,
             r.firmware_floor,
+            getattr(r, "error_pct", None),
+            getattr(r, "expected_hashrate", None),
         )
 
     def decision_ops(
@@ -560,6 +564,11 @@ def restore(
                 identity = None
         elif kind == "trip" and message.startswith("before trip "):
             before_trip = message[len("before trip ") :]
+    voltage = conn.execute(  # the governor's last learned table (core/voltage.py)
+        "SELECT message FROM events WHERE device = ? AND kind = 'voltage' AND ts_ms < ? "
+        f"AND message LIKE '%; table {{%' ORDER BY {order} LIMIT 1",
+        (device, before),
+    ).fetchone()
     last_change = max(changes) if changes else None
     if now_ms is not None:
         last_change = None if last_change is None else min(last_change, now_ms)
@@ -576,4 +585,5 @@ def restore(
         model,
         identity,
         before_trip,
+        voltage[0].rpartition("; table ")[2] if voltage else None,
     )

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def _allow_mqtt_origin(conn: sqlite3.Connection) -> None:
@@ -36,4 +36,7 @@ MIGRATIONS: dict[int, str | Callable[[sqlite3.Connection], None]] = {
     "ALTER TABLE readings ADD COLUMN hostname TEXT;"
     "ALTER TABLE readings ADD COLUMN firmware_floor TEXT;",
     3: _allow_mqtt_origin,
+    # v4: what the voltage governor judges stability by (issue 21)
+    4: "ALTER TABLE readings ADD COLUMN error_pct REAL;"
+    "ALTER TABLE readings ADD COLUMN expected_hashrate REAL;",
 }

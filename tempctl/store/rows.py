@@ -35,8 +35,10 @@ READING_COLUMNS = (
     "mac",
     "hostname",
     "firmware_floor",
+    "error_pct",
+    "expected_hashrate",
 )
-V2_COLUMNS = ("autofan", "fault", "mac", "hostname", "firmware_floor")
+V2_COLUMNS = READING_COLUMNS[READING_COLUMNS.index("autofan") :]  # v2's and v3's
 
 
 def reading_sql(conn: sqlite3.Connection) -> str:
@@ -73,3 +75,5 @@ class LoggedReading(NamedTuple):
     mac: str | None
     hostname: str | None
     firmware_floor: str | None
+    error_pct: float | None = None
+    expected_hashrate: float | None = None

@@ -45,6 +45,7 @@ from tempctl.sim.firmware.telemetry import AVERAGES, Sample, TelemetryMixin
 from tempctl.sim.firmware.trip import OverheatMixin
 from tempctl.sim.firmware.versions import loop_period_s, version_of
 from tempctl.sim.plant import Plant
+from tempctl.sim.stability import Stability
 
 if TYPE_CHECKING:  # only the Scenario interface is used (fields + ambient(t))
     from tempctl.sim.scenario import Scenario
@@ -170,6 +171,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
         self._trip_setting: tuple[float, int] | None = None
         self._frozen_hashrate: float | None = None
         self.stats = StatsRing()
+        self.stability = Stability(self.params.asic, seed, self.params.chips)  # issue 21.1
         self._pid = pid_for(self.v)
         amb = self._ambient(self.t)
         self.plant = Plant(
@@ -332,6 +334,7 @@ class Firmware(OverheatMixin, TelemetryMixin, SettingsMixin, StopsMixin):
             * self.board.chips
             / 1000.0
             * self.params.hash_efficiency
+            * self.stability.hash_factor(self.actual_mhz, self.applied_mv)
         )
 
     # -- events ------------------------------------------------------------------------------

@@ -136,12 +136,22 @@ class TelemetryMixin(_Base):
             return 0.0
         if self.v >= (2, 11, 0):
             # §4.1: ASIC hash counters polled at 1 Hz: smooth, +-1-3 %
-            base = self.plant.hashrate(self.actual_mhz, True)
+            base = self.plant.hashrate(self.actual_mhz, True) * self._hash_factor()
             return base * (1.0 + 0.01 * step_noise(self.seed, "hr", self.t, 1.0))
         # <= v2.10: nonce-count estimate, slow and noisy (+-5-10 %): knots every 30 s, uniform
         # in +-sqrt(3)·hash_noise_old so that their sd is the traces' (docs/sensor.md)
         amp = 1.7320508 * self.params.hash_noise_old
         return self._hr_slow * (1.0 + amp * smooth_noise(self.seed, "hr", self.t, 30.0))
+
+    def _hash_factor(self) -> float:
+        """What errors below V_min leave of the hashrate (sim/stability.py, issue 21.1)."""
+        return self.stability.hash_factor(self.actual_mhz, self.applied_mv)
+
+    def _error_percentage(self, hashrate: float) -> float:
+        """v2.11+ ``errorPercentage``: error hashrate / hashrate × 100, with its noise."""
+        if not self._hashing():
+            return 0.0
+        return self.stability.error_percentage(self.actual_mhz, self.applied_mv, hashrate)
 
     def _expected_hashrate(self) -> float:
         if self.phase != MINING:
@@ -223,6 +233,7 @@ class TelemetryMixin(_Base):
             "hostname": self.hostname,
             "miningPaused": self.phase == PAUSED,
             "resetReason": self.reset_reason,
+            "errorPercentage": self._error_percentage(hashrate),
             "fullHostname": f"{self.hostname}.local",
             "mdnsHostname": self.hostname,
         }
@@ -327,7 +338,7 @@ class TelemetryMixin(_Base):
             "hashrate_1m": avg["hashRate_1m"],
             "hashrate_10m": avg["hashRate_10m"],
             "hashrate_1h": avg["hashRate_1h"],
-            "errorPercentage": self.template.get("errorPercentage", 0),
+            "errorPercentage": self._error_percentage(self._hashrate_value()),
             "asicTemp": fl(s.temp),
             "asicTemp2": fl(s.temp2),
             "vrTemp": s.vr,

@@ -1,0 +1,180 @@
+"""Issue 21.4: what TEMPCTL_VOLTAGE=auto buys, against two oracles, on the weathers.
+
+    python benchmarks/voltage_quality.py [--seeds 0 1] [--scenario heatwave ...] [--json]
+
+Per weather and seed, tempctl runs the simulated Gamma twice (voltage off, voltage auto;
+the same chip, whose V_min(f) is sim/stability.py's with the seed's offset). Reported:
+
+* hash (GH·h), over the fixed-voltage oracle (the highest frequency whose true steady die
+  holds the threshold at the scenario's voltage, sim/simulate.py) and over the (f, V) oracle:
+  the same at the chip's true V_min(f) + the governor's margin (within the window and
+  TEMPCTL_MAX_VOLTAGE), its hash less the base error share;
+* J/TH (reported power over reported hashrate, all readings), mean errorPercentage, the
+  worst hourly mean, voltage changes per day, the hottest true die after the first settle,
+  firmware trips, minutes outside [TEMPCTL_MIN_VOLTAGE, TEMPCTL_MAX_VOLTAGE];
+* ``--goal efficiency`` in a cool room (constant, 28 °C): J/TH against voltage off.
+
+Prints a markdown table (or JSON). No network: simulation only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from tempctl.config import Settings
+from tempctl.core.voltage import MARGINS_MV, WINDOW_MV
+from tempctl.sim.firmware import plant_params
+from tempctl.sim.plant import steady_die
+from tempctl.sim.scenario import load_scenario
+from tempctl.sim.simulate import simulate
+from tempctl.sim.stability import BASE_ERROR, Stability
+
+WEATHERS = ("heatwave", "closet", "daynight", "steady_31_5", "constant")
+GRID_S = 60.0
+
+
+def fv_oracle(scenario, settings: Settings, seed: int, hours: float) -> float:
+    """GH·h of the best (f, V) at every minute: V = true V_min(f) + margin, clamped."""
+    params = scenario.plant_params(plant_params(scenario.asic))
+    chip = Stability(params.asic, seed, params.chips)
+    margin = MARGINS_MV[settings.goal]
+    lo, hi = max(WINDOW_MV[0], settings.min_voltage), min(WINDOW_MV[1], settings.max_voltage)
+    fan = scenario.fan_pct if scenario.fan_mode == "fixed" else 100.0
+
+    def volts(f: float) -> float:
+        return min(hi, max(lo, chip.v_min(f) + margin))
+
+    @lru_cache(maxsize=4096)
+    def best(ambient: float) -> float:
+        def ok(f: float) -> bool:
+            v = volts(f)
+            return (
+                v >= chip.v_min(f)
+                and steady_die(params, f, v, ambient, fan) <= settings.temp_threshold
+            )
+
+        top = settings.max_frequency
+        if ok(top):
+            return top
+        a, b = 50.0, top
+        if not ok(a):
+            return a
+        while b - a > 0.05:
+            m = (a + b) / 2
+            a, b = (m, b) if ok(m) else (a, m)
+        return a
+
+    per_mhz = params.small_cores * params.chips / 1000.0 * params.hash_efficiency
+    total, t, end = 0.0, 0.0, hours * 3600.0
+    while t < end - 1e-9:
+        dt = min(GRID_S, end - t)
+        t += dt
+        total += best(round(scenario.ambient(t), 2)) * per_mhz * (1 - BASE_ERROR) * dt
+    return total / 3600.0
+
+
+def from_log(db: Path, settings: Settings, days: float) -> dict:
+    conn = sqlite3.connect(db)
+    power, hashrate = conn.execute(
+        "SELECT sum(power), sum(hashrate) FROM readings WHERE valid = 1 AND hashrate > 0"
+    ).fetchone()
+    (mean_err,) = conn.execute("SELECT avg(error_pct) FROM readings").fetchone()
+    hourly = conn.execute("SELECT avg(error_pct) FROM readings GROUP BY ts_ms / 3600000").fetchall()
+    (changes,) = conn.execute("SELECT count(*) FROM commands WHERE kind = 'set_fields'").fetchone()
+    (outside,) = conn.execute(
+        "SELECT count(*) FROM readings WHERE core_voltage NOT BETWEEN ? AND ?",
+        (settings.min_voltage, settings.max_voltage),
+    ).fetchone()
+    lo_v, hi_v = conn.execute(
+        "SELECT min(core_voltage), max(core_voltage) FROM readings"
+    ).fetchone()
+    conn.close()
+    worst = max((h for (h,) in hourly if h is not None), default=None)
+    return {
+        "j_per_th": round(power / hashrate * 1000.0, 2) if hashrate else None,
+        "mean_error_pct": None if mean_err is None else round(mean_err, 3),
+        "worst_hour_error_pct": None if worst is None else round(worst, 3),
+        "voltage_changes_per_day": round(changes / days, 1),
+        "readings_outside_voltage_bounds": outside,
+        "voltage_range_mv": [lo_v, hi_v],
+    }
+
+
+def one(name: str, seed: int, voltage: str, goal: str, tmp: Path, poll_s: float) -> dict:
+    scenario = load_scenario(name)
+    settings = Settings(voltage=voltage, goal=goal)
+    db = tmp / f"{name}-{seed}-{voltage}-{goal}.db"
+    report = simulate(scenario, ["tempctl"], settings, poll_s=poll_s, seed=seed, db=str(db))
+    m = report["policies"]["tempctl"]
+    hours = m["hours"]
+    fv = fv_oracle(scenario, settings, seed, hours)
+    out = {
+        "weather": name,
+        "seed": seed,
+        "voltage": voltage,
+        "goal": goal,
+        "gh_hours": m["gh_hours"],
+        "vs_fixed_oracle": round(m["gh_hours"] / report["oracle"]["gh_hours"], 3),
+        "vs_fv_oracle": round(m["gh_hours"] / fv, 3),
+        "fv_over_fixed_oracle": round(fv / report["oracle"]["gh_hours"], 3),
+        "max_die_after_settle": m["max_temp_after_settle"],
+        "firmware_trips": m["firmware_trips"],
+        "frequency_changes_per_day": round(m["frequency_changes"] * 24 / hours, 1),
+    }
+    out.update(from_log(db, settings, hours / 24.0))
+    return out
+
+
+COLUMNS = (
+    "weather",
+    "seed",
+    "voltage",
+    "goal",
+    "gh_hours",
+    "vs_fixed_oracle",
+    "vs_fv_oracle",
+    "fv_over_fixed_oracle",
+    "j_per_th",
+    "mean_error_pct",
+    "worst_hour_error_pct",
+    "voltage_changes_per_day",
+    "max_die_after_settle",
+    "firmware_trips",
+    "readings_outside_voltage_bounds",
+)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for r in rows:
+        lines.append("| " + " | ".join("" if r[c] is None else str(r[c]) for c in COLUMNS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", action="append", help="weathers (default: all five)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--poll", type=float, default=30.0, help="CHECK_INTERVAL in simulation")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scenario or WEATHERS:
+            for seed in args.seeds:
+                for voltage, goal in (("off", "hashrate"), ("auto", "hashrate")):
+                    rows.append(one(name, seed, voltage, goal, Path(tmp), args.poll))
+                if name == "constant":
+                    rows.append(one(name, seed, "auto", "efficiency", Path(tmp), args.poll))
+    print(json.dumps(rows, indent=1) if args.json else markdown(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
