@@ -11,7 +11,9 @@ the valid readings with ts in (now-W-G, now] are examined in time order. A row
 its temp is above TEMP_THRESHOLD, or its vr_temp is above TEMPCTL_VR_THRESHOLD.
 A reading flagged with the firmware's overheat trip breaks it too, even with
 no valid temperature. Under the model law a reading that is not evidence (``evidence.py``:
-booting, not hashing, ramping) breaks it too.
+booting, not hashing, ramping) breaks it too, and a single reading's temperature does not:
+the law asks the filtered die for that (``ThermalModel.calm_ms``), since a law aiming just
+below the threshold sees noisy readings above it all the time.
 The streak starts at the latest breaking row (else the first row examined);
 if the newest valid row is older than G, the streak is empty (a dead sensor
 never looks cool). Temperatures of rows in (now-W, now] are summed in integer
@@ -35,7 +37,8 @@ WITH w AS (
   WHERE device = :device AND ts_ms > :lo AND ts_ms <= :now AND (valid = 1 OR overheat = 1)
 )
 SELECT
-  max(CASE WHEN dt > :gap OR temp > :thr OR vr_temp > :vr OR overheat = 1 OR suspect
+  max(CASE WHEN dt > :gap OR (temp > :thr AND NOT :strict) OR vr_temp > :vr OR overheat = 1
+           OR suspect
       THEN ts_ms END),
   min(ts_ms),
   max(ts_ms),
@@ -133,7 +136,7 @@ class StableWindow:
             overheat
             or (suspect and self._strict)
             or (prev is not None and ts_ms - prev > self._g)
-            or temp > self._thr
+            or (temp > self._thr and not self._strict)
             or (vr_temp is not None and vr_temp > self._vr)
         ):
             self._last_bad = ts_ms
