@@ -223,7 +223,7 @@ class Controller:
             # Already above the threshold: aim lower by the excess, so that the fast part of
             # the drop (about half of it within seconds) brings the die under at once.
             excess = max(0.0, temp - lim.temp_threshold) if temp is not None else 0.0
-            aim = lim.temp_threshold - margin_c(self.model) - excess
+            aim = lim.temp_threshold - margin_c(self.model, self.horizon_s) - excess
             target = self.model.highest(aim, lim.lowest, f, ahead)
         if target is None:
             if f > lim.first_frequency + FREQ_EPS:
@@ -241,9 +241,8 @@ class Controller:
         if f >= lim.max_frequency - FREQ_EPS:
             return None
         if lim.law == "model" and self.model.ready:
-            up = self.model.highest(
-                lim.temp_threshold - margin_c(self.model), f, lim.max_frequency, self.horizon_s
-            )
+            aim = lim.temp_threshold - margin_c(self.model, self.horizon_s)
+            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s)
             up = min(up, f + lim.step)
         else:
             facts = self._facts
@@ -264,7 +263,7 @@ class Controller:
         if self.limits.law != "model" or not self.model.ready:
             return True
         pred = self.model.predict(self.ceiling, self.horizon_s)
-        aim = self.limits.temp_threshold - margin_c(self.model)
+        aim = self.limits.temp_threshold - margin_c(self.model, self.horizon_s)
         return pred is None or pred > aim - CEILING_LIFT_C
 
     def next_step(self, now_ms: int) -> float | None:
@@ -359,6 +358,7 @@ class Controller:
         self._alarm("critical: " + self._what())
 
     def _act_throttle(self) -> None:
+        self._ceiling_if_raised()  # over right after a step up: that frequency failed
         self._set(self._facts.target)
         self._predicted_note()
 

@@ -33,9 +33,9 @@ N, T1, T2, R = State.NORMAL, State.THROTTLED_1, State.THROTTLED_2, State.RECOVER
 ALL = (N, T1, T2, R)
 
 MARGIN_C = 0.2  # before the filter has a reading (the model is not ready then either)
-MARGIN_Z = 2.5  # model targets aim this many sds of the die estimate below TEMP_THRESHOLD:
-# the estimate's own uncertainty (estimator.py), so a quiet sensor costs little hash and a
-# noisy one does not flap; 2.5 sd puts ~0.6 % of estimates above their aim
+MARGIN_Z = 2.5  # model targets aim this many sds below TEMP_THRESHOLD: of the die estimate
+# and of its wander until a change has settled (``margin_c``), so a quiet sensor costs little
+# hash and a noisy one does not flap; 2.5 sd puts ~0.6 % of outcomes above their aim
 ACT_NOW_C = 1.0  # this far above the threshold, act before the last change has settled
 CEILING_LIFT_C = 1.0  # a failed step's ceiling lifts once predicted this far under the aim
 
@@ -117,9 +117,10 @@ LAWS: dict[str, tuple[Row, ...]] = {"levels": LEVELS, "model": MODEL}
 # -- predicates shared by Facts and the controller's fast path --------------------------------
 
 
-def margin_c(model) -> float:
-    """How far below TEMP_THRESHOLD the model law aims: from the estimate's uncertainty."""
-    sd = model.sd()
+def margin_c(model, horizon_s: float) -> float:
+    """How far below TEMP_THRESHOLD the model law aims: from the estimate's uncertainty by
+    the time a change has settled (``horizon_s``)."""
+    sd = model.sd(horizon_s)
     return MARGIN_C if sd is None else MARGIN_Z * sd
 
 
@@ -147,6 +148,7 @@ class Facts:
         "temp",
         "vr",
         "die",
+        "_filtered",
     )
 
     def __init__(
@@ -165,10 +167,11 @@ class Facts:
         # which a lone reading far from the prediction waits for a second one; critical
         # readings act on their own regardless (``critical``).
         m = controller.model
-        self.die = reading.temp
+        est = None
         if controller.limits.law == "model" and m.last_ts == now_ms and reading.temp is not None:
             est = m.die_now(now_ms)
-            self.die = reading.temp if est is None else est
+        self._filtered = est is not None
+        self.die = est if self._filtered else reading.temp
 
     # -- temperature ------------------------------------------------------------------------
 
@@ -178,9 +181,9 @@ class Facts:
 
     @property
     def hot(self) -> bool:
-        if self.die is self.temp:
-            return is_hot(self._r, self._c.limits)
         lim = self._c.limits
+        if not self._filtered:
+            return is_hot(self._r, lim)
         return self.die > lim.temp_threshold or (self.vr is not None and self.vr > lim.vr_threshold)
 
     @property
@@ -300,17 +303,18 @@ class Facts:
             elif lim.law == "levels":
                 self._stable = self._window().ok(lim)
             else:
-                # Held: no unrepresentative or missing reading (the window) and the filtered
-                # die never above the threshold (the model: single noisy readings over it are
-                # expected when aiming just below it) for STABLE_TIMEFRAME, all of it after
+                # Held: no unrepresentative or missing reading and no reading above the
+                # threshold (the window: it counts readings from before a restart), or, as
+                # single noisy readings over it are expected when aiming just below it, the
+                # filtered die never above it (the model) for STABLE_TIMEFRAME; all of it after
                 # the last change had settled (readings within settle of a change are not
                 # evidence of the new level). No average test: the aim is just below on purpose.
                 ws = self._window()
                 since = None if c.last_change_ms is None else c.last_change_ms + lim.settle * 1000
+                held = ws.stable_ms >= lim.window_ms or (
+                    ws.held_ms >= lim.window_ms and c.model.calm_ms(self._now) >= lim.window_ms
+                )
                 self._stable = (
-                    ws.count > 0
-                    and ws.stable_ms >= lim.window_ms
-                    and c.model.calm_ms(self._now) >= lim.window_ms
-                    and (since is None or self._now - since >= lim.window_ms)
+                    ws.count > 0 and held and (since is None or self._now - since >= lim.window_ms)
                 )
         return self._stable

@@ -29,8 +29,9 @@ __all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
 FAN_REF, FAN_STILL, FAN_EXP = 100.0, 10.0, 0.55  # plant.FanEffect (mtab3000 traces)
 P0_SHARE = 0.28  # static share of board power: Gamma 5.14 W of ~18.4 W at 575 MHz (plant.py)
 SMOOTH_S = 90.0  # time constant of the smoothed power
-PROCESS_C_PER_SQRT_H = 0.5  # the steady die wanders this much in an hour beyond the trend
-# (the filter's process noise; with it a 0.3 °C sensor gives a ±0.11 °C estimate at 30 s polls)
+PROCESS_C_PER_SQRT_H = 0.3  # the steady die wanders this much (sd) in an hour beyond the
+# trend: the filter's process noise. With it a 0.3 °C sensor gives a ±0.08 °C estimate at 30 s
+# polls, a 0.06 °C one ±0.03 °C; and the die may wander ±0.04 °C within a 210 s settle.
 STEP_REL_ERR = 0.25  # a step's predicted ΔT∞ is this uncertain (R and k learned to ~±25 %)
 COOLING_JUMP_C = 1.0  # a confirmed jump this large at unchanged settings is the cooling: no
 # room warms 1 °C between two polls (TREND_MAX_C_PER_S is 10 °C/h)
@@ -130,7 +131,8 @@ class ThermalModel:
     def __init__(self, params: ModelParams, time_scale: float = 1.0):
         self.ts = max(time_scale, 1e-3)
         self.tau_max = 90.0 * self.ts
-        params = replace(params, tau_s=min(params.tau_s, self.tau_max / 2))
+        # the same bound _learn keeps, so a learned τ survives a restart unchanged
+        params = replace(params, tau_s=min(params.tau_s, self.tau_max))
         self.params = params
         self.kf = DieFilter(params.noise_c)  # t_ss: the steady die at the current f
         self.updating = True  # False while readings lack power or voltage (STALE_POLLS)
@@ -173,9 +175,16 @@ class ThermalModel:
         since = self.first_ms if self.hot_ms is None else max(self.hot_ms, self.first_ms)
         return now_ms - since
 
-    def sd(self) -> float | None:
-        """Standard deviation of the steady-die estimate (None before the first reading)."""
-        return None if self.kf.x is None else self.kf.sd
+    def sd(self, horizon_s: float = 0.0) -> float | None:
+        """Standard deviation of the steady-die estimate ``horizon_s`` from now: what the
+        filter is unsure of, and what the die may wander by before then (None before the
+        first reading)."""
+        if self.kf.x is None:
+            return None
+        return math.sqrt(self.kf.var + self._process_var(horizon_s))
+
+    def _process_var(self, dt_s: float) -> float:
+        return PROCESS_C_PER_SQRT_H**2 * dt_s / (3600.0 * self.ts)
 
     def die_now(self, ts_ms: int) -> float | None:
         """The filtered die temperature now: the steady estimate minus the lag still to come."""
@@ -312,9 +321,7 @@ class ThermalModel:
         self.gated = False
         if freq is None:
             return None
-        has_power = (
-            power is not None and mv is not None and 0 < power <= POWER_MAX_W and mv > 0
-        )
+        has_power = power is not None and mv is not None and power > 0 and mv > 0
         self._note_updating(ts_ms, has_power)
         p = self.params
         if self.f is None or abs(freq - self.f) > 0.5:
@@ -338,9 +345,7 @@ class ThermalModel:
         dt = 0.0 if self.last_ts is None else max(0.0, (ts_ms - self.last_ts) / 1000.0)
         self.last_ts = ts_ms
         before = self.kf.x
-        self.kf.predict(
-            self.slope() * dt, PROCESS_C_PER_SQRT_H**2 * dt / (3600.0 * self.ts)
-        )
+        self.kf.predict(self.slope() * dt, self._process_var(dt))
         status = self.kf.update(est, learn_noise=not settling)
         if self.first_ms is None:
             self.first_ms = ts_ms
@@ -390,7 +395,9 @@ class ThermalModel:
     def _power_plausible(self, power: float) -> bool:
         """False for a power reading far from the smoothed one, until a second confirms it."""
         ref = self.p
-        if ref is None or abs(power - ref) <= max(POWER_GATE_W, POWER_GATE_REL * ref):
+        if ref is None:
+            return power <= POWER_MAX_W
+        if abs(power - ref) <= max(POWER_GATE_W, POWER_GATE_REL * ref):
             self._p_held = None
             return True
         held = self._p_held
