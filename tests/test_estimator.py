@@ -204,3 +204,15 @@ def test_a_short_learned_tau_survives_a_restart():
     again = Controller(lim, "gamma", snapshot=snap)
     assert again.model.params.tau_s == 0.9
     assert again.model.params.r == 1.3 and again.model.params.steps == 4
+
+
+def test_the_learned_noise_is_persisted_with_the_model():
+    """A restart starts from the device's own sensor noise, not the prior."""
+    dev = device(lambda t: 31.5, noise=0.45)
+    dev.run(4)
+    snap = dev.ctl.snapshot()
+    again = Controller(LIM, "gamma", snapshot=snap)
+    learned = dev.ctl.model.kf.noise_c
+    assert 0.35 <= learned <= 0.55
+    assert abs(again.model.kf.noise_c - learned) <= 0.25 * learned
+    assert again.model.params == dev.ctl.model.params
