@@ -553,6 +553,7 @@ class Controller:
             params = ModelParams.from_json(snap.model, self.model.params)
             self.model = ThermalModel(params, self.time_scale)
             self.model.f = self.frequency
+        self.model.warm(snap.recent, self.limits.temp_threshold)
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)

@@ -106,3 +106,6 @@ class Snapshot:
     model: str | None = None  # the learned thermal model (JSON of model.ModelParams)
     identity: tuple[str | None, str | None] | None = None  # (mac, hostname) last seen
     before_trip: str | None = None  # JSON: settings the user had before a firmware trip
+    # (ts_ms, temp, frequency) of the last representative readings, oldest first: the die
+    # estimator (estimator.py) is rebuilt from them, so daemon and replay start alike
+    recent: tuple[tuple[int, float, float], ...] = ()

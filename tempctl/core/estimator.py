@@ -28,6 +28,7 @@ NOISE_PRIOR_C = 0.30  # median sd of successive differences / √2 on the 30-60 
 NOISE_MIN_C = 0.04  # floor: the EMC2101's 0.125 °C step alone is 0.036 °C sd (step / √12)
 NOISE_GAIN = 1.0 / 64  # weight of one squared difference in the learned noise variance
 GATE_SD = 4.0  # a reading this many innovation sds from the prediction waits for a second one
+GATE_AFTER = 3  # readings an estimate needs before it may hold one back (one says little)
 BIAS_GAIN = 0.2  # weight of one normalised innovation in the running bias
 BIAS_LIMIT = 1.0  # a running bias beyond this (in sds) means the plant moved: follow faster
 
@@ -35,7 +36,7 @@ BIAS_LIMIT = 1.0  # a running bias beyond this (in sds) means the plant moved: f
 class DieFilter:
     """Mean ``x`` and variance ``var`` (°C²) of the steady die; ``noise_var`` of a reading."""
 
-    __slots__ = ("x", "var", "noise_var", "held", "last", "bias")
+    __slots__ = ("x", "var", "noise_var", "held", "last", "bias", "n")
 
     def __init__(self, noise_c: float = NOISE_PRIOR_C):
         self.noise_var = max(noise_c, NOISE_MIN_C) ** 2
@@ -44,6 +45,7 @@ class DieFilter:
         self.held: float | None = None  # a far reading waiting for a second one
         self.last: float | None = None  # the last reading used, for the noise pairs
         self.bias = 0.0
+        self.n = 0  # readings used since the last reset
 
     @property
     def noise_c(self) -> float:
@@ -58,6 +60,7 @@ class DieFilter:
         self.x = self.held = self.last = None
         self.var = self.noise_var
         self.bias = 0.0
+        self.n = 0
 
     def predict(self, drift_c: float, process_var: float) -> None:
         """Time passed: the room moved by ``drift_c`` (the trend), give or take."""
@@ -76,11 +79,11 @@ class DieFilter:
         """One reading ``z`` (lag-corrected to the steady die). Returns ACCEPTED, HELD or
         CONFIRMED (a held reading and this one agree: the die moved; the state jumps)."""
         if self.x is None:
-            self.x, self.var, self.held, self.last = z, self.noise_var, None, z
+            self.x, self.var, self.held, self.last, self.n = z, self.noise_var, None, z, 1
             return ACCEPTED
         s = self.var + self.noise_var
         nu = z - self.x
-        if nu * nu > GATE_SD * GATE_SD * s:
+        if nu * nu > GATE_SD * GATE_SD * s and self.n >= GATE_AFTER:
             h = self.held
             if (
                 h is not None
@@ -88,11 +91,12 @@ class DieFilter:
                 and (z - h) ** 2 <= GATE_SD * GATE_SD * 2 * self.noise_var
             ):
                 self.x, self.var = (h + z) / 2, self.noise_var / 2
-                self.held, self.last, self.bias = None, z, 0.0
+                self.held, self.last, self.bias, self.n = None, z, 0.0, 2
                 return CONFIRMED
             self.held = z
             return HELD
         self.held = None
+        self.n += 1
         if learn_noise and self.last is not None:
             d = z - self.last
             self.noise_var += NOISE_GAIN * (d * d / 2 - self.noise_var)

@@ -165,10 +165,16 @@ class Facts:
         self.vr = reading.vr_temp
         # The law's temperature. Under the model law: the filtered die (estimator.py), in
         # which a lone reading far from the prediction waits for a second one; critical
-        # readings act on their own regardless (``critical``).
+        # readings act on their own regardless (``critical``). While the model is not
+        # updating (no power or voltage in the readings) the reading itself, as in tempctl 0.1.
         m = controller.model
         est = None
-        if controller.limits.law == "model" and m.last_ts == now_ms and reading.temp is not None:
+        if (
+            controller.limits.law == "model"
+            and m.updating
+            and m.last_ts == now_ms
+            and reading.temp is not None
+        ):
             est = m.die_now(now_ms)
         self._filtered = est is not None
         self.die = est if self._filtered else reading.temp

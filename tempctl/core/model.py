@@ -374,6 +374,27 @@ class ThermalModel:
             return None  # never learned from: a spike, a junk power value, a stale model
         return self._learn(ts_ms, temp, power) or self.noise_note()
 
+    def warm(self, readings, threshold: float) -> None:
+        """Rebuild the filter after a restart from the log's last readings (``Snapshot.recent``:
+        (ts_ms, temp, frequency) of representative readings, oldest first), so a restart
+        neither forgets what the die was doing nor how long it stayed under the threshold.
+        The filter only: the steps among them were learned from in their own run."""
+        f_prev = None
+        for ts_ms, temp, freq in readings:
+            if f_prev is not None and abs(freq - f_prev) > 0.5:
+                self.kf.reset()  # a change the model did not predict here: start again
+            if self.last_ts is not None:
+                dt = max(0.0, (ts_ms - self.last_ts) / 1000.0)
+                self.kf.predict(0.0, self._process_var(dt))
+            self.kf.update(temp, learn_noise=False)
+            self.last_ts, f_prev = ts_ms, freq
+            if self.first_ms is None:
+                self.first_ms = ts_ms
+            if self.kf.x > threshold:
+                self.hot_ms = ts_ms
+        if f_prev is not None and self.f is not None and abs(self.f - f_prev) > 0.5:
+            self.kf.reset()  # the device runs another frequency than the readings show
+
     def _note_updating(self, ts_ms: int, has_power: bool) -> None:
         """Readings without power or voltage: say once that the model stops updating."""
         self._good_polls = self._good_polls + 1 if has_power else 0

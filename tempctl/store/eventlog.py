@@ -26,6 +26,7 @@ from tempctl.core.controller import Command, Decision, Limits, Snapshot, State, 
 from tempctl.core.reading import Reading
 from tempctl.core.window import query_window
 from tempctl.resources import schema_path
+from tempctl.store.recent import recent_readings
 
 APP_ID = "tempctl"
 SCHEMA_VERSION = 2
@@ -582,4 +583,5 @@ def restore(
         model,
         identity,
         before_trip,
+        recent_readings(conn, device, before, order),
     )
