@@ -408,7 +408,7 @@ class ThermalModel:
             self._step = None
             msg = (
                 "model not updating: a reading without a plausible power or coreVoltage; "
-                "the law acts on the (filtered) temperature alone until "
+                "the law acts on the temperature readings alone until "
                 f"{STALE_POLLS} readings in a row carry both"
             )
         self.events.append(Event("note", msg, level="info" if now else "warning", origin="device"))
