@@ -15,9 +15,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_law_model import GAMMA, LIM, PlantDevice, oracle
 
-from tempctl.core.controller import Controller, Snapshot, State
+from tempctl.core.controller import Controller, Limits, Snapshot, State
 from tempctl.core.limits import FREQ_EPS
 from tempctl.core.model import ModelParams
+from tempctl.core.reading import Reading
 
 THR = LIM.temp_threshold
 
@@ -220,3 +221,53 @@ def test_the_learned_noise_is_persisted_with_the_model():
     assert 0.35 <= learned <= 0.55
     assert abs(again.model.kf.noise_c - learned) <= 0.25 * learned
     assert again.model.params == dev.ctl.model.params
+
+
+def test_replay_check_is_exact_across_a_restart_on_a_noisy_sensor(tmp_path):
+    """The daemon rebuilds the filter from the log's last readings at a restart; replay
+    restores each run the same way, so `replay --check` finds the same decisions."""
+    import sqlite3
+
+    from test_replay import LIM_SETTINGS, _daemon_poll
+
+    from tempctl.config import config_dict
+    from tempctl.offline.replay import check
+    from tempctl.store.eventlog import Log
+
+    limits = Limits.from_settings(LIM_SETTINGS)
+    log = Log(tmp_path / "noisy.db")
+    rng = random.Random(7)
+    plant = replace(GAMMA, noise_c=0.45)
+    freq, t = 575.0, 0
+    ctl = None
+    for run_start, run_end in ((0, 300), (320, 700)):
+        log.start_run(config_dict(LIM_SETTINGS), {}, ts_ms=run_start * 1000)
+        ctl = Controller(limits, "dev", snapshot=log.restore("dev"))
+        if run_start:
+            assert ctl.model.kf.x is not None  # rebuilt from the first run's readings
+        for t in range(run_start, run_end):
+            # a die 0.06 °C/MHz above 30 °C, with the plant's noisiest sensor
+            die = 30.0 + 0.058 * freq + rng.gauss(0, plant.noise_c)
+            r = Reading(
+                "dev",
+                t * 1000,
+                temp=round(die * 8) / 8,
+                frequency=freq,
+                core_voltage=1150,
+                power=5.0 + 0.0228 * freq,
+                hashrate=freq * 2.04,
+                fan_pct=100.0,
+                autofan=False,
+                uptime_s=3600 + t,
+                version="v2.15.0",
+                asic_model="BM1370",
+            )
+            _daemon_poll(log, ctl, r)
+            freq = ctl.frequency
+    log.close()
+    conn = sqlite3.connect(tmp_path / "noisy.db")
+    runs_with_commands = conn.execute("SELECT count(DISTINCT run_id) FROM commands").fetchone()[0]
+    assert runs_with_commands == 2  # the law acted in both runs
+    result = check(conn)
+    assert result.ok, result.divergence.describe()
+    assert result.readings == 680
