@@ -22,7 +22,7 @@ from transitions import Machine
 
 from tempctl.core import aftermath, cooling, observe, stuck
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
-from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
+from tempctl.core.law import CEILING_LIFT_C, LAWS, Facts, Row, is_critical, is_hot, margin_c
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
 from tempctl.core.reading import Reading
@@ -82,6 +82,7 @@ class Controller:
         self._now = 0
         self._budget_warned_ms: int | None = None
         self.ambient_seen: list[tuple[int, float]] = []  # cooling.watch
+        self.cooling_jumps: list[tuple[int, float]] = []  # cooling.watch: model.cooling's
         self.ambient_params = None
         self.worse_alarm_ms: int | None = None
         observe.init(self)
@@ -235,7 +236,7 @@ class Controller:
             # Already above the threshold: aim lower by the excess, so that the fast part of
             # the drop (about half of it within seconds) brings the die under at once.
             excess = max(0.0, temp - lim.temp_threshold) if temp is not None else 0.0
-            aim = lim.temp_threshold - MARGIN_C - excess
+            aim = lim.temp_threshold - margin_c(self.model, self.horizon_s) - excess
             target = self.model.highest(aim, lim.lowest, f, ahead)
         if target is None:
             if f > lim.first_frequency + FREQ_EPS:
@@ -253,9 +254,8 @@ class Controller:
         if f >= lim.max_frequency - FREQ_EPS:
             return None
         if lim.law == "model" and self.model.ready:
-            up = self.model.highest(
-                lim.temp_threshold - MARGIN_C, f, lim.max_frequency, self.horizon_s
-            )
+            aim = lim.temp_threshold - margin_c(self.model, self.horizon_s)
+            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s)
             up = min(up, f + lim.step)
         else:
             facts = self._facts
@@ -276,7 +276,7 @@ class Controller:
         if self.limits.law != "model" or not self.model.ready:
             return True
         pred = self.model.predict(self.ceiling, self.horizon_s)
-        aim = self.limits.temp_threshold - MARGIN_C
+        aim = self.limits.temp_threshold - margin_c(self.model, self.horizon_s)
         return pred is None or pred > aim - CEILING_LIFT_C
 
     def next_step(self, now_ms: int) -> float | None:
@@ -376,6 +376,7 @@ class Controller:
         self._set(self.limits.lowest)
 
     def _act_throttle(self) -> None:
+        self._ceiling_if_raised()  # over right after a step up: that frequency failed
         self._set(self._facts.target)
         self._predicted_note()
 
@@ -451,7 +452,7 @@ class Controller:
         lim, f = self.limits, self.frequency
         target = lim.clamp(f if target is None else target)
         facts = self._facts
-        if target > f + FREQ_EPS and (facts.hot or facts.critical):
+        if target > f + FREQ_EPS and facts.no_raise:
             target = f  # a hot or critical reading never raises the frequency (issue 13.1)
         self.raised = raised
         if abs(target - f) > FREQ_EPS:
@@ -570,6 +571,7 @@ class Controller:
             params = ModelParams.from_json(snap.model, self.model.params)
             self.model = ThermalModel(params, self.time_scale)
             self.model.f = self.frequency
+        self.model.warm(snap.recent, self.limits.temp_threshold)
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)

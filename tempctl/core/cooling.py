@@ -97,8 +97,18 @@ def note_fan_held(c, r: Reading, d) -> None:
 
 
 def watch(c, now_ms: int, d) -> None:
-    """Alarm when the effective ambient jumps: the cooling got worse (see the module)."""
+    """Alarm when the effective ambient jumps: the cooling got worse (see the module).
+
+    The estimator may take a sudden rise into the °C/W at once (model.cooling), which
+    leaves the effective ambient where it was: its die jumps count toward WORSE_C too."""
     model = c.model
+    jumps = c.cooling_jumps
+    if model.cooling is not None and model.cooling[0] > (jumps[-1][0] if jumps else -1):
+        if model.cooling[1] > 1:
+            jumps.append((model.cooling[0], model.cooling[2]))
+    while jumps and now_ms - jumps[0][0] > WORSE_WINDOW_S * c.time_scale * 1000:
+        jumps.pop(0)
+    jumped = sum(j for _, j in jumps)
     amb = model.ambient() if c.limits.law == "model" and model.ready else None
     hist = c.ambient_seen
     if amb is None or model.params is not c.ambient_params:
@@ -106,24 +116,25 @@ def watch(c, now_ms: int, d) -> None:
         # scenario at hour 164): compare only estimates from the same parameters
         hist.clear()
         c.ambient_params = model.params
-        if amb is None:
-            return
     window_ms = WORSE_WINDOW_S * c.time_scale * 1000
-    hist.append((now_ms, amb))
+    if amb is not None:
+        hist.append((now_ms, amb))
     while hist and now_ms - hist[0][0] > window_ms:
         hist.pop(0)
-    low_ms, low = min(hist, key=lambda h: h[1])
+    low_ms, low = min(hist, key=lambda h: h[1]) if hist else (now_ms, amb)
+    rise = (amb - low if amb is not None else 0.0) + jumped
     last = c.worse_alarm_ms
-    if amb - low < WORSE_C or (last is not None and now_ms - last < WORSE_REPEAT_MS):
+    if rise < WORSE_C or (last is not None and now_ms - last < WORSE_REPEAT_MS):
         return
     c.worse_alarm_ms = now_ms
+    since = min([low_ms] + [t for t, _ in jumps])
     d.events.append(
         Event(
             "alarm",
-            f"cooling got worse: at {c.frequency:g} MHz the die runs as if the room were "
-            f"{amb - low:.1f} °C warmer than {(now_ms - low_ms) / 60_000:.0f} min ago "
-            f"(effective ambient {low:.1f} -> {amb:.1f} °C); no room warms that fast: "
-            "check the fan and heatsink. tempctl throttles to what the cooling holds now",
+            f"cooling got worse: at {c.frequency:g} MHz the die runs {rise:.1f} °C hotter "
+            f"than {(now_ms - since) / 60_000:.0f} min ago at the same settings, as if the "
+            "room had warmed that much; no room warms that fast: check the fan and "
+            "heatsink. tempctl throttles to what the cooling holds now",
             level="alarm",
             origin="tempctl",
         )

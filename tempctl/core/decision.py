@@ -107,3 +107,6 @@ class Snapshot:
     identity: tuple[str | None, str | None] | None = None  # (mac, hostname) last seen
     before_trip: str | None = None  # JSON: settings the user had before a firmware trip
     voltage: str | None = None  # JSON: the voltage governor's learned table (issue 21)
+    # (ts_ms, temp, frequency) of the last representative readings, oldest first: the die
+    # estimator (estimator.py) is rebuilt from them, so daemon and replay start alike
+    recent: tuple[tuple[int, float, float], ...] = ()

@@ -18,13 +18,25 @@ from tempctl.core.decision import State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
 from tempctl.core.reading import Reading
 
-__all__ = ["CEILING_LIFT_C", "LAWS", "LEVELS", "MODEL", "Facts", "Row", "is_critical", "is_hot"]
+__all__ = [
+    "CEILING_LIFT_C",
+    "LAWS",
+    "LEVELS",
+    "MODEL",
+    "Facts",
+    "Row",
+    "is_critical",
+    "is_hot",
+    "margin_c",
+]
 
 N, T1, T2, R = State.NORMAL, State.THROTTLED_1, State.THROTTLED_2, State.RECOVERING
 ALL = (N, T1, T2, R)
 
-MARGIN_C = 0.2  # model targets aim this far below TEMP_THRESHOLD (sensor noise ~0.06 °C
-# plus the EMC2101's 0.125 °C steps, plant.py; ~11 MHz on a Gamma at 575 MHz)
+MARGIN_C = 0.2  # before the filter has a reading (the model is not ready then either)
+MARGIN_Z = 2.5  # model targets aim this many sds below TEMP_THRESHOLD: of the die estimate
+# and of its wander until a change has settled (``margin_c``), so a quiet sensor costs little
+# hash and a noisy one does not flap; 2.5 sd puts ~0.6 % of outcomes above their aim
 ACT_NOW_C = 1.0  # this far above the threshold, act before the last change has settled
 CEILING_LIFT_C = 1.0  # a failed step's ceiling lifts once predicted this far under the aim
 
@@ -116,6 +128,13 @@ LAWS: dict[str, tuple[Row, ...]] = {"levels": LEVELS, "model": MODEL}
 # -- predicates shared by Facts and the controller's fast path --------------------------------
 
 
+def margin_c(model, horizon_s: float) -> float:
+    """How far below TEMP_THRESHOLD the model law aims: from the estimate's uncertainty by
+    the time a change has settled (``horizon_s``)."""
+    sd = model.sd(horizon_s)
+    return MARGIN_C if sd is None else MARGIN_Z * sd
+
+
 def is_critical(r: Reading, lim: Limits) -> bool:
     return r.overheat or (r.temp is not None and r.temp >= lim.critical)
 
@@ -132,7 +151,19 @@ def is_hot(r: Reading, lim: Limits) -> bool:
 class Facts:
     """The conditions of one poll, computed lazily and at most once each."""
 
-    __slots__ = ("_c", "_r", "_now", "_window", "_stable", "_target", "_over", "temp", "vr")
+    __slots__ = (
+        "_c",
+        "_r",
+        "_now",
+        "_window",
+        "_stable",
+        "_target",
+        "_over",
+        "temp",
+        "vr",
+        "die",
+        "_filtered",
+    )
 
     def __init__(
         self, controller, reading: Reading, now_ms: int, window: Callable[[], WindowStats] | None
@@ -146,6 +177,21 @@ class Facts:
         self._over: bool | None = None  # two MODEL rows test it; the prediction is the cost
         self.temp = reading.temp
         self.vr = reading.vr_temp
+        # The law's temperature. Under the model law: the filtered die (estimator.py), in
+        # which a lone reading far from the prediction waits for a second one; critical
+        # readings act on their own regardless (``critical``). While the model is not
+        # updating (no power or voltage in the readings) the reading itself, as in tempctl 0.1.
+        m = controller.model
+        est = None
+        if (
+            controller.limits.law == "model"
+            and m.updating
+            and m.last_ts == now_ms
+            and reading.temp is not None
+        ):
+            est = m.die_now(now_ms)
+        self._filtered = est is not None
+        self.die = est if self._filtered else reading.temp
 
     # -- temperature ------------------------------------------------------------------------
 
@@ -155,7 +201,18 @@ class Facts:
 
     @property
     def hot(self) -> bool:
-        return is_hot(self._r, self._c.limits)
+        lim = self._c.limits
+        if not self._filtered:
+            return is_hot(self._r, lim)
+        if self.vr is not None and self.vr > lim.vr_threshold:
+            return True
+        return self.die > lim.temp_threshold and not fan_held(self._r, lim)
+
+    @property
+    def no_raise(self) -> bool:
+        """A hot or critical reading never raises the frequency (issue 13.1): the reading
+        itself counts here, not only the estimate; it costs a poll's delay, never a change."""
+        return self.hot or self.critical or is_hot(self._r, self._c.limits)
 
     @property
     def not_hot(self) -> bool:
@@ -165,8 +222,8 @@ class Facts:
     def cool(self) -> bool:
         lim = self._c.limits
         return (
-            self.temp is not None
-            and self.temp <= lim.temp_threshold - lim.hysteresis
+            self.die is not None
+            and self.die <= lim.temp_threshold - lim.hysteresis
             and not self.hot
         )
 
@@ -193,7 +250,7 @@ class Facts:
         c = self._c
         if self.settled or c.current is State.NORMAL:
             return True
-        return self.temp is not None and self.temp > c.limits.temp_threshold + ACT_NOW_C
+        return self.die is not None and self.die > c.limits.temp_threshold + ACT_NOW_C
 
     @property
     def critical_due(self) -> bool:
@@ -259,7 +316,7 @@ class Facts:
     def target(self) -> float:
         """Where a throttle goes: the model's pick, never above the current frequency."""
         if self._target is None:
-            self._target = self._c.throttle_target(self.temp)
+            self._target = self._c.throttle_target(self.die)
         return self._target
 
     @property
@@ -282,15 +339,18 @@ class Facts:
             elif lim.law == "levels":
                 self._stable = self._window().ok(lim)
             else:
-                # Held: no hot, unrepresentative or missing reading for STABLE_TIMEFRAME, all
-                # of it after the last change had settled (readings within settle of a change
-                # are not evidence of the new level). No average test: the model aims just
-                # below the threshold on purpose.
+                # Held: no unrepresentative or missing reading and no reading above the
+                # threshold (the window: it counts readings from before a restart), or, as
+                # single noisy readings over it are expected when aiming just below it, the
+                # filtered die never above it (the model) for STABLE_TIMEFRAME; all of it after
+                # the last change had settled (readings within settle of a change are not
+                # evidence of the new level). No average test: the aim is just below on purpose.
                 ws = self._window()
                 since = None if c.last_change_ms is None else c.last_change_ms + lim.settle * 1000
+                held = ws.stable_ms >= lim.window_ms or (
+                    ws.held_ms >= lim.window_ms and c.model.calm_ms(self._now) >= lim.window_ms
+                )
                 self._stable = (
-                    ws.count > 0
-                    and ws.stable_ms >= lim.window_ms
-                    and (since is None or self._now - since >= lim.window_ms)
+                    ws.count > 0 and held and (since is None or self._now - since >= lim.window_ms)
                 )
         return self._stable

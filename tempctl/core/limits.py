@@ -127,6 +127,8 @@ class WindowStats:
     stable_ms: int  # how long the trailing streak has held (no gap, none hot)
     count: int  # valid readings in [now - window, now]
     sum_mc: int  # their temperatures summed in milli-°C (exact integer arithmetic)
+    held_ms: int = 0  # the same streak with no temperature test (gaps, trips, evidence only):
+    # the model law asks its filtered die for the temperature part (law.Facts.stable)
 
     def ok(self, limits: Limits) -> bool:
         if self.count == 0 or self.stable_ms < limits.window_ms:

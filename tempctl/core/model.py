@@ -21,11 +21,24 @@ import json
 import math
 from dataclasses import asdict, dataclass, replace
 
+from tempctl.core.decision import Event
+from tempctl.core.estimator import ACCEPTED, CONFIRMED, NOISE_PRIOR_C, DieFilter
+
 __all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
 
 FAN_REF, FAN_STILL, FAN_EXP = 100.0, 10.0, 0.55  # plant.FanEffect (mtab3000 traces)
 P0_SHARE = 0.28  # static share of board power: Gamma 5.14 W of ~18.4 W at 575 MHz (plant.py)
-SMOOTH_S = 90.0  # time constant of the smoothed steady-state estimate
+SMOOTH_S = 90.0  # time constant of the smoothed power
+PROCESS_C_PER_SQRT_H = 0.3  # the steady die wanders this much (sd) in an hour beyond the
+# trend: the filter's process noise. With it a 0.3 °C sensor gives a ±0.08 °C estimate at 30 s
+# polls, a 0.06 °C one ±0.03 °C; and the die may wander ±0.04 °C within a 210 s settle.
+STEP_REL_ERR = 0.25  # a step's predicted ΔT∞ is this uncertain (R and k learned to ~±25 %)
+COOLING_JUMP_C = 1.0  # a confirmed jump this large at unchanged settings is the cooling: no
+# room warms 1 °C between two polls (TREND_MAX_C_PER_S is 10 °C/h)
+POWER_GATE_W, POWER_GATE_REL = 2.0, 0.5  # a power reading this far from the smoothed one waits
+# for a second (a 900 W spike would teach k 4x too high, issue 20)
+POWER_MAX_W = 400.0  # no single board draws this; a reading above is the parser's junk
+STALE_POLLS = 10  # the model updates again after this many readings with power and voltage
 TREND_S = 1800.0  # the ambient trend is a least-squares slope over this long
 TREND_MAX_C_PER_S = 10.0 / 3600  # clamp: no room warms faster than 10 °C/h
 AUTOFAN_SATURATED = 98.0  # % duty: above this the PID has no headroom left
@@ -49,6 +62,7 @@ class ModelParams:
     share: float = 0.50  # fast share of a step (pmcochrane 1 Hz trace, data/README §4)
     tau_s: float = 48.0  # slow time constant (data/README §4)
     steps: int = 0  # frequency steps learned from
+    noise_c: float = NOISE_PRIOR_C  # sd of one temperature reading (learned, estimator.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -61,9 +75,17 @@ class ModelParams:
                 fallback, **{k: float(data[k]) for k in ("r", "k", "leak", "share", "tau_s")}
             )
             out = replace(out, steps=int(data.get("steps", 0)))
+            out = replace(out, noise_c=float(data.get("noise_c", fallback.noise_c)))
         except (ValueError, TypeError, KeyError):
             return fallback
-        ok = 0.05 <= out.r <= 10 and 0 <= out.k <= 1 and 10 <= out.tau_s <= 600
+        # τ down to 0.05 s: at short settle times (tests, the demo) the model learns 0.75-30 s
+        # (issue 23.5); ThermalModel clamps it to its own time scale anyway
+        ok = (
+            0.05 <= out.r <= 10
+            and 0 <= out.k <= 1
+            and 0.05 <= out.tau_s <= 600
+            and 0.01 <= out.noise_c <= 10
+        )
         return out if ok else fallback
 
 
@@ -89,6 +111,7 @@ class _Step:
     duty: float | None
     slope: float  # ambient trend at the step, °C/s
     t_pred: float  # predicted ΔT∞
+    var_before: float  # the filter's variance of t_before
     n: int = 0
     t_sum: float = 0.0
     p_sum: float = 0.0
@@ -108,9 +131,19 @@ class ThermalModel:
     def __init__(self, params: ModelParams, time_scale: float = 1.0):
         self.ts = max(time_scale, 1e-3)
         self.tau_max = 90.0 * self.ts
-        params = replace(params, tau_s=min(params.tau_s, self.tau_max / 2))
+        # the same bound _learn keeps, so a learned τ survives a restart unchanged
+        params = replace(params, tau_s=min(params.tau_s, self.tau_max))
         self.params = params
-        self.t_ss: float | None = None  # smoothed steady-state die estimate at the current f
+        self.kf = DieFilter(params.noise_c)  # t_ss: the steady die at the current f
+        self.updating = True  # False while readings lack power or voltage (STALE_POLLS)
+        self._good_polls = STALE_POLLS
+        self._p_held: float | None = None  # a power reading far from the smoothed one
+        self.gated = False  # the last reading was held by the filter or the power gate
+        # (ts, °C/W ratio, die jump °C) of the last jump the cooling made (cooling.watch)
+        self.cooling: tuple[int, float, float] | None = None
+        self.events: list[Event] = []  # notes for the log, drained by the caller
+        self.first_ms: int | None = None  # first reading seen (since a start or a restore)
+        self.hot_ms: int | None = None  # last reading whose filtered die was above threshold
         self.p: float | None = None  # smoothed power, W
         self.f: float | None = None
         self.mv: float | None = None
@@ -132,9 +165,45 @@ class ThermalModel:
     # -- what the law asks --------------------------------------------------------------------
 
     @property
+    def t_ss(self) -> float | None:
+        return self.kf.x
+
+    def calm_ms(self, now_ms: int) -> int:
+        """How long the filtered die has stayed at or below the threshold (0 before any
+        reading: a restart starts the count again, which only delays a climb)."""
+        if self.first_ms is None:
+            return 0
+        since = self.first_ms if self.hot_ms is None else max(self.hot_ms, self.first_ms)
+        return now_ms - since
+
+    def sd(self, horizon_s: float = 0.0) -> float | None:
+        """Standard deviation of the steady-die estimate ``horizon_s`` from now: what the
+        filter is unsure of, and what the die may wander by before then (None before the
+        first reading)."""
+        if self.kf.x is None:
+            return None
+        return math.sqrt(self.kf.var + self._process_var(horizon_s))
+
+    def _process_var(self, dt_s: float) -> float:
+        return PROCESS_C_PER_SQRT_H**2 * dt_s / (3600.0 * self.ts)
+
+    def die_now(self, ts_ms: int) -> float | None:
+        """The filtered die temperature now: the steady estimate minus the lag still to come."""
+        x = self.kf.x
+        if x is None:
+            return None
+        if self.change is not None:
+            p = self.params
+            age = (ts_ms - self.change[0]) / 1000.0
+            if 0 <= age < 8 * p.tau_s:
+                x -= (1 - p.share) * self.change[1] * math.exp(-age / p.tau_s)
+        return x
+
+    @property
     def ready(self) -> bool:
         return (
-            self.t_ss is not None
+            self.updating
+            and self.t_ss is not None
             and self.p is not None
             and self.f
             and self.mv
@@ -220,17 +289,19 @@ class ThermalModel:
             pred = self.dt_df() * (f_to - self.f)
             self.change = (ts_ms, pred)
             self._step = _Step(
-                ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred
+                ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred, self.kf.var
             )
-            self.t_ss += pred  # the smoothed estimate now stands for the new frequency
+            self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
         else:
             self.change, self._step = None, None
+            self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
 
     def forget_transient(self) -> None:
         """A reboot or a stop: what was being smoothed no longer holds."""
-        self.t_ss = self.p = None
+        self.kf.reset()
+        self.p = self._p_held = None
         self.change = self._step = None
 
     def observe(
@@ -242,38 +313,152 @@ class ThermalModel:
         mv: float | None,
         duty: float | None,
         autofan: bool | None,
+        threshold: float | None = None,
     ) -> str | None:
-        """A representative reading. Returns a note when the learned parameters changed."""
-        if freq is None or power is None or mv is None or power <= 0 or mv <= 0:
+        """A representative reading. Returns a note when the learned parameters changed.
+
+        Every reading with a frequency feeds the filter; only those with a plausible power
+        and voltage keep the model updating, and only readings neither gate held teach it."""
+        self.gated = False
+        if freq is None:
             return None
+        has_power = power is not None and mv is not None and power > 0 and mv > 0
+        self._note_updating(ts_ms, has_power)
         p = self.params
         if self.f is None or abs(freq - self.f) > 0.5:
             self.note_change(ts_ms, freq)
-        self.mv, self.duty, self.autofan = float(mv), duty, bool(autofan)
-        if p.k <= 0:  # first reading: the dynamic share of this board's power
+        if has_power and (mv != self.mv or duty != self.duty):
+            self.kf.last = None  # noise pairs only at unchanged settings
+        if has_power:
+            self.mv, self.duty, self.autofan = float(mv), duty, bool(autofan)
+        if has_power and p.k <= 0:  # first reading: the dynamic share of this board's power
             v2 = (mv / 1000.0) ** 2
             self.params = p = replace(
                 p, k=(1 - P0_SHARE) * power / (freq * v2 * (1 + p.leak * (temp - 60)))
             )
         # lag-corrected steady-state estimate of this reading
-        est = temp
+        est, settling = temp, False
         if self.change is not None:
             age = (ts_ms - self.change[0]) / 1000.0
             if age < 8 * p.tau_s:
                 est = temp + (1 - p.share) * self.change[1] * math.exp(-age / p.tau_s)
+                settling = age < 4 * p.tau_s
         dt = 0.0 if self.last_ts is None else max(0.0, (ts_ms - self.last_ts) / 1000.0)
         self.last_ts = ts_ms
-        if self.t_ss is None or self.p is None:
-            self.t_ss, self.p = est, power
-        else:
-            last_dt, a = self._smooth_of
-            if dt != last_dt:
-                a = 1.0 - math.exp(-dt / (SMOOTH_S * self.ts))
-                self._smooth_of = (dt, a)
-            self.t_ss += a * (est - self.t_ss)
-            self.p += a * (power - self.p)
+        before = self.kf.x
+        self.kf.predict(self.slope() * dt, self._process_var(dt))
+        status = self.kf.update(est, learn_noise=not settling)
+        if self.first_ms is None:
+            self.first_ms = ts_ms
+        die = self.die_now(ts_ms)
+        if threshold is not None and die is not None and die > threshold:
+            self.hot_ms = ts_ms
+        power_ok = has_power and self._power_plausible(power)
+        self.gated = status not in (ACCEPTED, CONFIRMED) or not power_ok
+        if not has_power:
+            return None
+        if power_ok:
+            if self.p is None:
+                self.p = power
+            else:
+                last_dt, a = self._smooth_of
+                if dt != last_dt:
+                    a = 1.0 - math.exp(-dt / (SMOOTH_S * self.ts))
+                    self._smooth_of = (dt, a)
+                self.p += a * (power - self.p)
+        if self.p is None or self.t_ss is None:
+            return None
+        if status == CONFIRMED:
+            return self._jumped(ts_ms, before)
         self._add_trend(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
-        return self._learn(ts_ms, temp, power)
+        if self.gated or not self.updating:
+            return None  # never learned from: a spike, a junk power value, a stale model
+        return self._learn(ts_ms, temp, power) or self.noise_note()
+
+    def warm(self, readings, threshold: float) -> None:
+        """Rebuild the filter after a restart from the log's last readings (``Snapshot.recent``:
+        (ts_ms, temp, frequency) of representative readings, oldest first), so a restart
+        neither forgets what the die was doing nor how long it stayed under the threshold.
+        The filter only: the steps among them were learned from in their own run."""
+        f_prev = None
+        for ts_ms, temp, freq in readings:
+            if f_prev is not None and abs(freq - f_prev) > 0.5:
+                self.kf.reset()  # a change the model did not predict here: start again
+            if self.last_ts is not None:
+                dt = max(0.0, (ts_ms - self.last_ts) / 1000.0)
+                self.kf.predict(0.0, self._process_var(dt))
+            self.kf.update(temp, learn_noise=False)
+            self.last_ts, f_prev = ts_ms, freq
+            if self.first_ms is None:
+                self.first_ms = ts_ms
+            if self.kf.x > threshold:
+                self.hot_ms = ts_ms
+        if f_prev is not None and self.f is not None and abs(self.f - f_prev) > 0.5:
+            self.kf.reset()  # the device runs another frequency than the readings show
+
+    def _note_updating(self, ts_ms: int, has_power: bool) -> None:
+        """Readings without power or voltage: say once that the model stops updating."""
+        self._good_polls = self._good_polls + 1 if has_power else 0
+        now = self._good_polls >= STALE_POLLS
+        if now == self.updating:
+            return
+        self.updating = now
+        if now:
+            msg = "model updating again: readings carry power and coreVoltage"
+        else:
+            self._step = None
+            msg = (
+                "model not updating: a reading without a plausible power or coreVoltage; "
+                "the law acts on the temperature readings alone until "
+                f"{STALE_POLLS} readings in a row carry both"
+            )
+        self.events.append(Event("note", msg, level="info" if now else "warning", origin="device"))
+
+    def _power_plausible(self, power: float) -> bool:
+        """False for a power reading far from the smoothed one, until a second confirms it."""
+        ref = self.p
+        if ref is None:
+            return power <= POWER_MAX_W
+        if abs(power - ref) <= max(POWER_GATE_W, POWER_GATE_REL * ref):
+            self._p_held = None
+            return True
+        held = self._p_held
+        if held is not None and abs(power - held) <= max(POWER_GATE_W, 0.1 * held):
+            self.p, self._p_held = (held + power) / 2, None  # two agree: the power moved
+            self._step = None  # a step that straddles it teaches nothing
+            return True
+        self._p_held = power
+        return False
+
+    def _jumped(self, ts_ms: int, before: float | None) -> str | None:
+        """Two readings agree the die moved far from the estimate. At unchanged settings and
+        fan, faster than any room warms: the cooling changed; the °C/W takes the jump."""
+        self._step = None
+        p = self.params
+        settled = self.change is None or (ts_ms - self.change[0]) / 1000.0 >= 8 * p.tau_s
+        fixed_fan = not self.autofan or (self.duty or 0) >= AUTOFAN_SATURATED
+        if before is None or not settled or not fixed_fan or not self.updating:
+            return None
+        jump = self.t_ss - before
+        if abs(jump) < COOLING_JUMP_C or not self.p:
+            return None
+        r = min(max(p.r + jump / (self._scale(self.duty) * self.p), p.r / 3), p.r * 3)
+        ratio = r / p.r
+        self.params = replace(p, r=r)
+        self.cooling = (ts_ms, ratio, jump)
+        word = "worse" if ratio > 1 else "better"
+        return (
+            f"cooling {word}: °C/W x{ratio:.2f} ({p.r:.3f} -> {r:.3f}): the die moved "
+            f"{jump:+.1f} °C at unchanged settings, faster than a room warms"
+        )
+
+    def noise_note(self) -> str | None:
+        """A note when the learned sensor noise drifted 25 % from the persisted one."""
+        n, kept = self.kf.noise_c, self.params.noise_c
+        if abs(n - kept) <= 0.25 * kept:
+            return None
+        self.params = replace(self.params, noise_c=round(n, 4))
+        return f"learned sensor noise {n:.3f} °C (sd of one reading, was {kept:.3f})"
 
     def _add_trend(self, t: float, ta: float) -> None:
         if self._t0 is None:
@@ -339,7 +524,10 @@ class ThermalModel:
         if taus:
             taus.sort()
             tau = min(max(taus[len(taus) // 2], self.tau_max / 40), self.tau_max)
-        g = LEARN_GAIN
+        # weighted by what the step tells: its expected die change against the noise of
+        # the before and after estimates
+        sig2 = (s * p.r * d_p) ** 2
+        g = LEARN_GAIN * sig2 / (sig2 + st.var_before + self.kf.noise_var / st.n)
         self.params = replace(
             p,
             r=p.r + g * (r_obs - p.r),

@@ -233,8 +233,17 @@ def _feed_model(c, r: Reading, now_ms: int, d: Decision) -> None:
     if evidence.exclusion(r) is not None:
         return
     note = c.model.observe(
-        now_ms, r.temp, r.power, r.frequency, r.core_voltage, r.fan_pct, r.autofan
+        now_ms,
+        r.temp,
+        r.power,
+        r.frequency,
+        r.core_voltage,
+        r.fan_pct,
+        r.autofan,
+        threshold=c.limits.temp_threshold,
     )
+    d.events.extend(c.model.events)
+    c.model.events.clear()
     if note:
         d.events.append(model_event(c.model.params, note))
 

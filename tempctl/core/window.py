@@ -14,7 +14,9 @@ no valid temperature. Under the model law a reading that is not evidence (``evid
 booting, not hashing, ramping) breaks it too.
 The streak starts at the latest breaking row (else the first row examined);
 if the newest valid row is older than G, the streak is empty (a dead sensor
-never looks cool). Temperatures of rows in (now-W, now] are summed in integer
+never looks cool). ``held_ms`` is the same streak with no temperature test (the model law
+asks its filtered die for that part: single noisy readings above the threshold are expected
+when aiming just below it). Temperatures of rows in (now-W, now] are summed in integer
 milli-°C so the average test is exact on both sides.
 """
 
@@ -40,7 +42,8 @@ SELECT
   min(ts_ms),
   max(ts_ms),
   count(CASE WHEN ts_ms > :start AND temp IS NOT NULL THEN 1 END),
-  coalesce(sum(CASE WHEN ts_ms > :start THEN CAST(temp * 1000 + 0.5 AS INTEGER) END), 0)
+  coalesce(sum(CASE WHEN ts_ms > :start THEN CAST(temp * 1000 + 0.5 AS INTEGER) END), 0),
+  max(CASE WHEN dt > :gap OR vr_temp > :vr OR overheat = 1 OR suspect THEN ts_ms END)
 FROM w
 """
 
@@ -58,11 +61,13 @@ def _stats(
     last: int | None,
     count: int,
     sum_mc: int,
+    last_break: int | None = None,
 ) -> WindowStats:
     if first is None or now - last > gap:
-        return WindowStats(0, count, sum_mc)
+        return WindowStats(0, count, sum_mc, 0)
     since = first if last_bad is None else max(last_bad, first)
-    return WindowStats(now - since, count, sum_mc)
+    held = first if last_break is None else max(last_break, first)
+    return WindowStats(now - since, count, sum_mc, now - held)
 
 
 def query_window(conn, device: str, now_ms: int, limits: Limits) -> WindowStats:
@@ -83,8 +88,8 @@ def query_window(conn, device: str, now_ms: int, limits: Limits) -> WindowStats:
             "ramp": RAMP_TOLERANCE,
         },
     ).fetchone()
-    last_bad, first, last, count, sum_mc = row
-    return _stats(now_ms, g, last_bad, first, last, count or 0, sum_mc or 0)
+    last_bad, first, last, count, sum_mc, last_break = row
+    return _stats(now_ms, g, last_bad, first, last, count or 0, sum_mc or 0, last_break)
 
 
 class StableWindow:
@@ -102,6 +107,7 @@ class StableWindow:
         "_n",
         "_prev",
         "_last_bad",
+        "_last_break",
         "_strict",
     )
 
@@ -115,6 +121,7 @@ class StableWindow:
         self._n = 0
         self._prev: int | None = None
         self._last_bad: int | None = None
+        self._last_break: int | None = None  # as _last_bad, with no temperature test
         self._strict = limits.law == "model"
 
     def add(
@@ -133,9 +140,10 @@ class StableWindow:
             overheat
             or (suspect and self._strict)
             or (prev is not None and ts_ms - prev > self._g)
-            or temp > self._thr
             or (vr_temp is not None and vr_temp > self._vr)
         ):
+            self._last_bad = self._last_break = ts_ms
+        elif temp > self._thr:
             self._last_bad = ts_ms
         self._prev = ts_ms
         if temp is None:  # an overheat row: breaks the streak, counts for coverage only
@@ -160,7 +168,8 @@ class StableWindow:
         first = older[0] if older else (recent[0][0] if recent else None)
         last = recent[-1][0] if recent else (older[-1] if older else None)
         last_bad = self._last_bad if self._last_bad is not None and self._last_bad > lo else None
-        return _stats(now_ms, self._g, last_bad, first, last, self._n, self._sum)
+        brk = self._last_break if self._last_break is not None and self._last_break > lo else None
+        return _stats(now_ms, self._g, last_bad, first, last, self._n, self._sum, brk)
 
 
 def suspect(uptime_s, hashrate, frequency, actual_frequency) -> bool:

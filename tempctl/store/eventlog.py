@@ -27,6 +27,7 @@ from tempctl.core.reading import Reading
 from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 from tempctl.store.migrations import MIGRATIONS, SCHEMA_VERSION
+from tempctl.store.recent import recent_readings
 
 APP_ID = "tempctl"
 
@@ -586,4 +587,5 @@ def restore(
         identity,
         before_trip,
         voltage[0].rpartition("; table ")[2] if voltage else None,
+        recent_readings(conn, device, before, order),
     )
