@@ -286,7 +286,7 @@ def explain(c) -> str:
     if lim.law != "model" or not m.ready:
         what = {State.NORMAL: "running at MAX_FREQUENCY", State.RECOVERING: "restoring"}
         return f"{what.get(state, 'throttled')} at {f:g} MHz"
-    trend = m.slope() * 3600 / m.ts
+    trend = m.slope() * 3600  # °C per hour of the log's clock (slope() is per second)
     room = f"effective ambient {m.ambient():.1f} °C (the die with no load), " + (
         "steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"
     )
