@@ -113,11 +113,13 @@ def status(as_json, **kwargs):
     import time
     from pathlib import Path
 
+    from tempctl.cli.offline import NotALog, require_log
     from tempctl.store.status import device_status, format_status
 
     settings = settings_from_cli(kwargs, require_devices=False)
     if not Path(settings.db).exists():
-        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+        raise NotALog(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    require_log(settings.db)
     eventlog = _open_log(settings.db, read_only=True)
     now = int(time.time() * 1000)
     rows = [device_status(eventlog.conn, d, now) for d in eventlog.devices()]

@@ -142,7 +142,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
         )
     if version == 0:
         conn.close()
-        raise LogError(f"{path}: empty file, no tempctl log in it yet")
+        raise LogError(f"{path}: an empty database, no tempctl log in it yet")
     return conn
 
 
@@ -183,6 +183,18 @@ def check_file(path: str | os.PathLike) -> None:
             f"{p}: a SQLite database that is not a tempctl log "
             f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
         )
+
+
+def require_log(path: str | os.PathLike) -> None:
+    """Refuse anything but an existing tempctl log, for the commands that only read one: an
+    empty file or a SQLite database without tempctl's tables has nothing to read (issue 23.6)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LogError(f"{p}: no such tempctl log")
+    check_file(p)  # not SQLite, unreadable, someone else's
+    if p.stat().st_size == 0:
+        raise LogError(f"{p}: an empty file, not a tempctl log (the daemon writes one)")
+    _connect_read_only(str(p)).close()  # no tables yet, or a newer schema
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
