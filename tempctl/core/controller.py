@@ -81,6 +81,7 @@ class Controller:
         self._notes: set[str] = set()  # one-per-episode notices already given
         self._now = 0
         self._budget_warned_ms: int | None = None
+        self._clip_restored = False  # restored stamps not yet clipped to the first poll
         observe.init(self)
         aftermath.init(self)
         self.machine = Machine(
@@ -137,6 +138,8 @@ class Controller:
         """Judge one poll. ``window`` is called only when the law needs the stable check."""
         decision = Decision()
         self._now = now_ms
+        if self._clip_restored:
+            self._clip_future(now_ms)
         observe.observe(self, reading, now_ms, decision)
         if not self.started:
             return decision
@@ -542,7 +545,17 @@ class Controller:
         self.restarts_ms = [t for t in self.restarts_ms if t > hour_ago]
         return len(self.restarts_ms) + spare < self.limits.max_restarts_per_hour
 
+    def _clip_future(self, now_ms: int) -> None:
+        """Stamps restored from a run whose clock was ahead (issue 13.12) count as of the
+        first poll: a bogus future change must not hold off settling or spend restarts. Done
+        here, not in restore, so the daemon and replay clip at the same instant (23.4)."""
+        self._clip_restored = False
+        if self.last_change_ms is not None:
+            self.last_change_ms = min(self.last_change_ms, now_ms)
+        self.restarts_ms = [min(t, now_ms) for t in self.restarts_ms]
+
     def _restore(self, snap: Snapshot) -> None:
+        self._clip_restored = True
         if snap.frequency is not None:
             self.frequency = snap.frequency
         self.ceiling, self.ceiling_until_ms = snap.ceiling, snap.ceiling_until_ms

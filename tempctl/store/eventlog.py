@@ -510,10 +510,8 @@ class Log:
         ).fetchone()
         return row[0]
 
-    def restore(
-        self, device: str, before_ms: int | None = None, *, now_ms: int | None = None
-    ) -> Snapshot | None:
-        return restore(self.conn, device, before_ms, now_ms=now_ms)
+    def restore(self, device: str, *, before_run: int | None = None) -> Snapshot | None:
+        return restore(self.conn, device, before_run=before_run)
 
     def devices(self) -> list[str]:
         return [
@@ -526,47 +524,43 @@ class Log:
 
 
 def restore(
-    conn: sqlite3.Connection,
-    device: str,
-    before_ms: int | None = None,
-    *,
-    now_ms: int | None = None,
+    conn: sqlite3.Connection, device: str, *, before_run: int | None = None
 ) -> Snapshot | None:
-    """Rebuild a controller's memory from the log (as of ``before_ms``).
+    """Rebuild a controller's memory from the log: what a daemon starting now restores, or
+    (``before_run``, for replay) what the daemon that started that run restored.
 
-    Without ``before_ms`` (a daemon start) the latest decision is the latest row written,
-    whatever its stamp; ``now_ms`` then caps stamps from a run whose clock was ahead, so a
-    bogus future change never holds off settling (issue 13.12)."""
-    before = before_ms if before_ms is not None else 2**62
-    order = "ts_ms DESC, id DESC" if before_ms is not None else "id DESC"
+    The latest row is the latest *written* (id order), whatever its stamp: a run whose clock
+    was days ahead leaves rows stamped after later runs' (issue 23.4). Such future stamps
+    are clipped by the controller at its first poll (``Controller._clip_future``)."""
+    where, args = ("run_id < ?", (before_run,)) if before_run is not None else ("1", ())
     row = conn.execute(
         "SELECT to_state, frequency, ceiling, ceiling_until_ms, backoff_s, last_good, ts_ms "
-        f"FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY {order} LIMIT 1",
-        (device, before),
+        f"FROM transitions WHERE device = ? AND {where} ORDER BY id DESC LIMIT 1",
+        (device, *args),
     ).fetchone()
     if row is None:
         return None
     state, freq, ceiling, until, backoff, last_good, ts = row
     last_cmd = conn.execute(
-        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ? "
-        f"ORDER BY {order} LIMIT 1",
-        (device, before),
+        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' "
+        f"AND {where} ORDER BY id DESC LIMIT 1",
+        (device, *args),
     ).fetchone()
     last_cmd = last_cmd[0] if last_cmd else None
     restarts = tuple(
         r[0]
         for r in conn.execute(
-            "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'restart' AND ts_ms >= ? "
-            "AND ts_ms < ? ORDER BY ts_ms",
-            (device, before - 3_600_000 if before_ms else 0, before),
+            f"SELECT ts_ms FROM commands WHERE device = ? AND kind = 'restart' AND {where} "
+            "ORDER BY ts_ms",
+            (device, *args),
         )
     )
     changes = [t for t in (ts, last_cmd) if t is not None]
     model = identity = before_trip = None
     for kind, message in conn.execute(
         "SELECT kind, message FROM events WHERE id IN (SELECT max(id) FROM events "
-        "WHERE device = ? AND kind IN ('model', 'device', 'trip') AND ts_ms < ? GROUP BY kind)",
-        (device, before),
+        f"WHERE device = ? AND kind IN ('model', 'device', 'trip') AND {where} GROUP BY kind)",
+        (device, *args),
     ):
         if kind == "model":
             model = message.partition("model=")[2] or None
@@ -579,9 +573,6 @@ def restore(
         elif kind == "trip" and message.startswith("before trip "):
             before_trip = message[len("before trip ") :]
     last_change = max(changes) if changes else None
-    if now_ms is not None:
-        last_change = None if last_change is None else min(last_change, now_ms)
-        restarts = tuple(min(t, now_ms) for t in restarts)
     return Snapshot(
         State(state),
         freq,

@@ -35,17 +35,17 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
     limits = run_limits(conn, device)
     t = conn.execute(
         "SELECT to_state, ts_ms, frequency, reason, ceiling, ceiling_until_ms, backoff_s "
-        "FROM transitions WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "FROM transitions WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     r = conn.execute(
         "SELECT ts_ms, valid, temp, vr_temp, frequency, hashrate, error FROM readings "
-        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     c = conn.execute(
         "SELECT ts_ms, kind, frequency, reason, outcome, error FROM command_log "
-        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     doing = explain(conn, device, limits)
