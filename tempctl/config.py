@@ -84,6 +84,8 @@ class Settings:
     min_frequency: float = _DEFAULTS["min_frequency"]
     law: str = _DEFAULTS["law"]
     restore_after_trip: bool = _DEFAULTS["restore_after_trip"]
+    user_cap: str = _DEFAULTS["user_cap"]
+    user_cap_hours: float = _DEFAULTS["user_cap_hours"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

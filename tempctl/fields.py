@@ -341,6 +341,31 @@ FIELDS: tuple[Field, ...] = (
         per_device=True,
     ),
     Field(
+        "user_cap",
+        "TEMPCTL_USER_CAP",
+        "user_cap",
+        "--user-cap",
+        "choice",
+        DEFAULTS["user_cap"],
+        "A frequency a person lowers by hand in AxeOS: keep (tempctl never sets it higher "
+        "until the user raises it again, or TEMPCTL_USER_CAP_HOURS pass) or off (tempctl "
+        "works from it and climbs back towards MAX_FREQUENCY).",
+        choices=("keep", "off"),
+        per_device=True,
+    ),
+    Field(
+        "user_cap_hours",
+        "TEMPCTL_USER_CAP_HOURS",
+        "user_cap_hours",
+        "--user-cap-hours",
+        "float",
+        DEFAULTS["user_cap_hours"],
+        "Hours a user's cap (TEMPCTL_USER_CAP=keep) lasts; 0 = until the user raises the "
+        "frequency again in AxeOS.",
+        Range(0.1, 8760, "hours", zero="until raised", unit="h"),
+        per_device=True,
+    ),
+    Field(
         "step",
         "TEMPCTL_STEP",
         "step",

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, observe
+from tempctl.core import aftermath, observe, usercap
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, MARGIN_C, Facts, Row, is_critical, is_hot
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -61,7 +61,7 @@ class Controller:
     """One device's thermal controller. Pure: every input arrives as an argument."""
 
     def __init__(self, limits: Limits, device: str = "device", snapshot: Snapshot | None = None):
-        self.limits = limits
+        self.limits = limits  # the run's, or narrowed by a user's cap (usercap.py)
         self.device = device
         self.rows: tuple[Row, ...] = LAWS[limits.law]
         self.frequency: float = limits.max_frequency  # what tempctl believes the device runs
@@ -84,6 +84,7 @@ class Controller:
         self._clip_restored = False  # restored stamps not yet clipped to the first poll
         observe.init(self)
         aftermath.init(self)
+        usercap.init(self)
         self.machine = Machine(
             model=self,
             states=list(State),
@@ -189,10 +190,13 @@ class Controller:
             self.model.params.to_json(),
             self.identity,
             aftermath.dumps(self),
+            self.user_cap,
+            self.user_cap_ms,
         )
 
     def reset(self) -> None:
         """A different device answers at this address: start over as with no history."""
+        usercap.apply(self, None, None)  # another device's owner set no cap for this one
         lim = self.limits  # the state stays until reconcile moves it (the chain stays whole)
         self.frequency = lim.max_frequency
         self.last_change_ms = self.ceiling = self.ceiling_until_ms = self.last_good = None
@@ -282,7 +286,8 @@ class Controller:
 
     def explain(self) -> str:
         """What the law is doing, in words (tempctl status, the dashboard)."""
-        return observe.explain(self)
+        cap = usercap.describe(self)
+        return observe.explain(self) + (f"; {cap}" if cap else "")
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -553,6 +558,8 @@ class Controller:
         if self.last_change_ms is not None:
             self.last_change_ms = min(self.last_change_ms, now_ms)
         self.restarts_ms = [min(t, now_ms) for t in self.restarts_ms]
+        if self.user_cap_ms is not None:
+            self.user_cap_ms = min(self.user_cap_ms, now_ms)
 
     def _restore(self, snap: Snapshot) -> None:
         self._clip_restored = True
@@ -569,3 +576,5 @@ class Controller:
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)
+        if snap.user_cap is not None:
+            usercap.apply(self, snap.user_cap, snap.user_cap_ms)

@@ -106,3 +106,5 @@ class Snapshot:
     model: str | None = None  # the learned thermal model (JSON of model.ModelParams)
     identity: tuple[str | None, str | None] | None = None  # (mac, hostname) last seen
     before_trip: str | None = None  # JSON: settings the user had before a firmware trip
+    user_cap: float | None = None  # MHz a user lowered the device to (core/usercap.py)
+    user_cap_ms: int | None = None  # when tempctl saw it set

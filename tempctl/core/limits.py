@@ -35,6 +35,8 @@ DEFAULTS: dict[str, object] = {
     "dry_run": False,
     "max_restarts_per_hour": 4,
     "restore_after_trip": True,
+    "user_cap": "keep",  # a frequency a user lowers in AxeOS is kept as a cap (core/usercap.py)
+    "user_cap_hours": 0.0,  # 0 = until the user raises it
 }
 
 
@@ -70,6 +72,8 @@ class Limits:
     dry_run: bool = DEFAULTS["dry_run"]
     max_restarts_per_hour: int = DEFAULTS["max_restarts_per_hour"]
     restore_after_trip: bool = DEFAULTS["restore_after_trip"]
+    user_cap: str = DEFAULTS["user_cap"]
+    user_cap_hours: float = DEFAULTS["user_cap_hours"]
 
     @classmethod
     def from_settings(cls, settings) -> Limits:

@@ -556,13 +556,16 @@ def restore(
         )
     )
     changes = [t for t in (ts, last_cmd) if t is not None]
-    model = identity = before_trip = None
-    for kind, message in conn.execute(
-        "SELECT kind, message FROM events WHERE id IN (SELECT max(id) FROM events "
-        f"WHERE device = ? AND kind IN ('model', 'device', 'trip') AND {where} GROUP BY kind)",
+    model = identity = before_trip = cap = cap_ms = None
+    for kind, message, cap_mhz, ts_ms in conn.execute(
+        "SELECT kind, message, frequency_to, ts_ms FROM events WHERE id IN (SELECT max(id) "
+        "FROM events WHERE device = ? AND kind IN ('model', 'device', 'trip', 'user_cap') "
+        f"AND {where} GROUP BY kind)",
         (device, *args),
     ):
-        if kind == "model":
+        if kind == "user_cap":  # NULL: lifted
+            cap, cap_ms = cap_mhz, (ts_ms if cap_mhz is not None else None)
+        elif kind == "model":
             model = message.partition("model=")[2] or None
         elif kind == "device" and message.startswith("identity "):
             try:
@@ -585,4 +588,6 @@ def restore(
         model,
         identity,
         before_trip,
+        cap,
+        cap_ms,
     )
