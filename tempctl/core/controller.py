@@ -286,8 +286,7 @@ class Controller:
 
     def explain(self) -> str:
         """What the law is doing, in words (tempctl status, the dashboard)."""
-        cap = usercap.describe(self)
-        return observe.explain(self) + (f"; {cap}" if cap else "")
+        return observe.explain(self)
 
     # -- evaluation ------------------------------------------------------------------------------
 
@@ -578,3 +577,5 @@ class Controller:
         aftermath.loads(self, snap.before_trip)
         if snap.user_cap is not None:
             usercap.apply(self, snap.user_cap, snap.user_cap_ms)
+            # set in AxeOS after the last transition (a NORMAL device has none for it)
+            self.frequency = min(self.frequency, snap.user_cap)

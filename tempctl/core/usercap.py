@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from tempctl.core.decision import Event
 from tempctl.core.limits import FREQ_EPS
 
-__all__ = ["apply", "check", "describe", "init", "note", "user_set"]
+__all__ = ["apply", "check", "describe", "init", "note", "text", "user_set"]
 
 HOUR_MS = 3_600_000
 
@@ -105,7 +105,11 @@ def describe(c) -> str | None:
     """'user cap 450 MHz, set in AxeOS at 2026-12-07 20:10:00 UTC' (status, events)."""
     if c.user_cap is None:
         return None
-    return f"user cap {c.user_cap:g} MHz, set in AxeOS at {_when(c.user_cap_ms)}"
+    return text(c.user_cap, c.user_cap_ms)
+
+
+def text(mhz: float, set_ms: int) -> str:
+    return f"user cap {mhz:g} MHz, set in AxeOS at {_when(set_ms)}"
 
 
 def _lift(c, now_ms: int, d, why: str, origin: str) -> None:
