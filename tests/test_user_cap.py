@@ -10,6 +10,7 @@ again lifts the cap. TEMPCTL_USER_CAP=off keeps tempctl 0.2's behaviour: it clim
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 
@@ -27,6 +28,7 @@ from tempctl.offline.replay import check
 from tempctl.sim.emulator import Emulator
 from tempctl.sim.scenario import parse_scenario
 from tempctl.store.eventlog import Log
+from tempctl.ui import server as ui
 
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 COOL_ROOM = parse_scenario(
@@ -151,6 +153,11 @@ def test_status_and_the_log_show_the_cap(tmp_path):
     view = conn.execute("SELECT device, cap_mhz, shown FROM user_caps").fetchall()
     assert view == [("gamma", 450.0, view[0][2])]
     assert view[0][2].startswith("user cap 450 MHz, set in AxeOS at 2026-01-01 00:10:")
+    # the dashboard's chart, its query as the dashboard runs it with no filter set
+    dash = ui.render_metadata("tempctl")["plugins"]["datasette-dashboards"]
+    sql = re.sub(r"\[\[.*?\]\]", "", dash["tempctl-history"]["charts"]["user_caps"]["query"])
+    rows = conn.execute(sql, {"device": "", "date_start": "", "date_end": ""}).fetchall()
+    assert rows == [("gamma", view[0][2], "until raised in AxeOS")]
 
 
 def test_user_cap_off_climbs_back_as_before(tmp_path):
