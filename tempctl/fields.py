@@ -203,8 +203,8 @@ FIELDS: tuple[Field, ...] = (
         "--max-frequency",
         "float",
         DEFAULTS["max_frequency"],
-        "Highest frequency (MHz): never exceeded, and the one restored to; at least "
-        "FIRST_FREQUENCY.",
+        "Highest frequency (MHz): never exceeded, and the one restored to (a lower frequency a "
+        "user sets in AxeOS is kept instead: TEMPCTL_USER_CAP); at least FIRST_FREQUENCY.",
         between(FREQ_MIN, FREQ_MAX, unit="MHz"),
         per_device=True,
         unusual=over(625, "above 625 MHz, the highest frequencyOptions entry (axeos-api.md §7)"),

@@ -42,6 +42,9 @@ def run(**kwargs):
     Every reading, transition, command and event is appended to the SQLite log
     (TEMPCTL_DB). Stops cleanly on SIGTERM/SIGINT; speaks sd_notify under systemd.
 
+    A frequency you lower by hand in AxeOS is kept as a cap until you raise it again
+    (TEMPCTL_USER_CAP=keep, TEMPCTL_USER_CAP_HOURS); TEMPCTL_USER_CAP=off climbs back.
+
     \b
     Example:
         BITAXE_IP=127.0.0.1:8123 TEMP_THRESHOLD=63 tempctl run
