@@ -171,6 +171,13 @@ def test_user_cap_off_climbs_back_as_before(tmp_path):
         "SELECT message FROM events WHERE kind = 'frequency_change'"
     ).fetchone()[0]
     assert "TEMPCTL_USER_CAP=off: tempctl works from it and climbs back" in message
+    # a log from before the setting (no user_cap in its runs.config) climbed back: replay
+    # reproduces it as recorded
+    conn = sqlite3.connect(db)
+    assert check(conn).ok
+    conn.execute("UPDATE runs SET config = json_remove(config, '$.user_cap')")
+    conn.commit()
+    assert check(conn).ok
 
 
 def test_a_cap_with_hours_expires_then_tempctl_climbs():

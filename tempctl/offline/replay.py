@@ -182,6 +182,7 @@ def settings_for(config: dict, device: str, overrides: dict | None = None) -> Se
         if f.attr in config and f.attr != "devices" and config[f.attr] is not None
     }
     values.setdefault("law", "levels")  # logs written before the model law (tempctl 0.1)
+    values.setdefault("user_cap", "off")  # before the user cap (issue 23.8) tempctl climbed back
     devices = tuple(
         Device(d["name"], d["url"], d.get("overrides") or {}, d.get("where", ""))
         for d in config.get("devices") or ()
