@@ -400,3 +400,54 @@ def test_replay_checks_a_log_written_with_the_clock_two_days_ahead_in_between(tm
     code, out = replay_check(db)
     assert code == 0, out
     assert out.startswith("ok: 3 run(s)"), out
+
+
+def test_replay_checks_a_log_written_with_the_clock_two_days_ahead_faketime(tmp_path):
+    # The same recipe with real `tempctl run` processes, the middle one under libfaketime
+    # two days ahead, and `tempctl replay` as a user runs it. What the runs decide depends
+    # on this machine's pace; that replay reproduces it exactly does not.
+    if LIBFAKETIME is None:
+        pytest.skip("libfaketime not installed (Debian: apt-get install faketime)")
+    import subprocess
+
+    db = tmp_path / "tempctl.db"
+    v = LogView(db)
+
+    def in_run(run: int, state: str, n: int = 1):
+        return lambda: v.count("transitions", "run_id = ? AND to_state = ?", run, state) >= n
+
+    with fake_device() as dev:
+        dev.info["temp"] = 66.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, name="true-clock")
+        try:
+            wait_for(in_run(1, "THROTTLED_2"), 60, "THROTTLED_2 in run 1", d.proc)
+            d.stop()
+        finally:
+            d.close()
+        dev.info["temp"] = 50.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, offset=2 * DAY_MS // 1000, name="ahead")
+        try:
+            wait_for(in_run(2, "RECOVERING", 2), 120, "RECOVERING steps in run 2", d.proc)
+            d.stop()
+        finally:
+            d.close()
+        dev.info["temp"] = 66.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, name="true-again")
+        try:
+            wait_for(in_run(3, "THROTTLED_2"), 60, "THROTTLED_2 in run 3", d.proc)
+            dev.info["temp"] = 50.0
+            wait_for(in_run(3, "RECOVERING"), 120, "RECOVERING in run 3", d.proc)
+            d.stop()
+        finally:
+            d.close()
+    runs = v.rows("SELECT ts_ms FROM runs ORDER BY id")
+    assert runs[1][0] - runs[0][0] > DAY_MS and runs[2][0] < runs[1][0]  # the recipe held
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "replay", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ok: 3 run(s)"), r.stdout
