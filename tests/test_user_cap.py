@@ -13,6 +13,7 @@ import json
 import re
 import sqlite3
 import threading
+from dataclasses import replace
 
 import requests
 from click.testing import CliRunner
@@ -26,25 +27,14 @@ from tempctl.core.reading import Reading
 from tempctl.daemon.loop import Daemon
 from tempctl.offline.replay import check
 from tempctl.sim.emulator import Emulator
-from tempctl.sim.scenario import parse_scenario
+from tempctl.sim.scenario import load_scenario
 from tempctl.store.eventlog import Log
 from tempctl.ui import server as ui
 
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
-COOL_ROOM = parse_scenario(
-    {
-        "description": "test: a 25 °C room all day",
-        "duration_h": 24,
-        "ambient": [[0, 25], [24, 25]],
-        "device": {
-            "asic": "BM1370",
-            "firmware": "v2.15.0",
-            "frequency_mhz": 575,
-            "core_voltage_mv": 1150,
-        },
-        "fan": {"mode": "fixed", "pct": 100},
-    },
-    name="cool",
+# the "constant" scenario (a Gamma at 575 MHz, fixed fan) in the 25 °C room, all day
+COOL_ROOM = replace(
+    load_scenario("constant"), name="cool", duration_s=86_400.0, ambient_points=((0.0, 25.0),)
 )
 INTERVAL_S = 30.0
 
