@@ -284,3 +284,25 @@ SELECT device, date(day_ms / 1000, 'unixepoch') AS day, state, frequency,
        round((min(seg_end_ms, day_ms + 86400000) - start_ms) / 3600000.0, 4) AS hours,
        id AS transition_id, run_id
 FROM piece;
+
+-- The frequency a user set by hand in AxeOS that tempctl keeps as a cap
+-- (TEMPCTL_USER_CAP=keep; core/usercap.py): each device's latest 'user_cap' event,
+-- while it holds a cap (frequency_to is NULL once the cap was lifted). until_utc uses
+-- the latest run's TEMPCTL_USER_CAP_HOURS (0: until the user raises it in AxeOS).
+CREATE VIEW IF NOT EXISTS user_caps AS
+WITH latest AS (
+    SELECT * FROM events
+    WHERE id IN (SELECT max(id) FROM events WHERE kind = 'user_cap' GROUP BY device)
+), run AS (
+    SELECT coalesce(json_extract(config, '$.user_cap_hours'), 0) AS hours
+    FROM runs ORDER BY id DESC LIMIT 1
+)
+SELECT l.device, l.frequency_to AS cap_mhz, l.ts_ms AS set_ms,
+       datetime(l.ts_ms / 1000, 'unixepoch') AS set_utc,
+       CASE WHEN run.hours > 0
+            THEN datetime(l.ts_ms / 1000 + run.hours * 3600, 'unixepoch') END AS until_utc,
+       printf('user cap %g MHz, set in AxeOS at %s UTC', l.frequency_to,
+              datetime(l.ts_ms / 1000, 'unixepoch')) AS shown,
+       l.message
+FROM latest l LEFT JOIN run ON 1
+WHERE l.frequency_to IS NOT NULL;

@@ -86,6 +86,8 @@ class Settings:
     min_voltage: int = _DEFAULTS["min_voltage"]
     max_voltage: int = _DEFAULTS["max_voltage"]
     goal: str = _DEFAULTS["goal"]
+    user_cap: str = _DEFAULTS["user_cap"]
+    user_cap_hours: float = _DEFAULTS["user_cap_hours"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

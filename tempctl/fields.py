@@ -120,8 +120,8 @@ FIELDS: tuple[Field, ...] = (
         "--max-frequency",
         "float",
         DEFAULTS["max_frequency"],
-        "Highest frequency (MHz): never exceeded, and the one restored to; at least "
-        "FIRST_FREQUENCY.",
+        "Highest frequency (MHz): never exceeded, and the one restored to (a lower frequency a "
+        "user sets in AxeOS is kept instead: TEMPCTL_USER_CAP); at least FIRST_FREQUENCY.",
         between(FREQ_MIN, FREQ_MAX, unit="MHz"),
         per_device=True,
         unusual=over(625, "above 625 MHz, the highest frequencyOptions entry (axeos-api.md §7)"),
@@ -302,6 +302,31 @@ FIELDS: tuple[Field, ...] = (
         "What TEMPCTL_VOLTAGE=auto favours: hashrate (a wider voltage margin) or efficiency "
         "(a narrower one, fewer joules per terahash).",
         choices=("hashrate", "efficiency"),
+        per_device=True,
+    ),
+    Field(
+        "user_cap",
+        "TEMPCTL_USER_CAP",
+        "user_cap",
+        "--user-cap",
+        "choice",
+        DEFAULTS["user_cap"],
+        "A frequency a person lowers by hand in AxeOS: keep (tempctl never sets it higher "
+        "until the user raises it again, or TEMPCTL_USER_CAP_HOURS pass) or off (tempctl "
+        "works from it and climbs back towards MAX_FREQUENCY).",
+        choices=("keep", "off"),
+        per_device=True,
+    ),
+    Field(
+        "user_cap_hours",
+        "TEMPCTL_USER_CAP_HOURS",
+        "user_cap_hours",
+        "--user-cap-hours",
+        "float",
+        DEFAULTS["user_cap_hours"],
+        "Hours a user's cap (TEMPCTL_USER_CAP=keep) lasts; 0 = until the user raises the "
+        "frequency again in AxeOS.",
+        Range(0.1, 8760, "hours", zero="until raised", unit="h"),
         per_device=True,
     ),
     Field(

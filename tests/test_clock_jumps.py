@@ -341,3 +341,113 @@ def test_a_wall_clock_behind_every_row_still_stamps_after_them(tmp_path):
     events = [e["message"] for e in v.events("clock")]
     assert sum("behind every row in the log" in e for e in events) == 1, events
     assert any("wall clock moved -" in e for e in events), events  # and the skew, as ever
+
+
+# --- replay of a log written across a clock that was days ahead (issue 23.4) ---------------
+
+
+def replay_check(db) -> tuple[int, str]:
+    from click.testing import CliRunner
+
+    from tempctl.cli import cli
+
+    res = CliRunner().invoke(cli, ["replay", str(db)], env={"TEMPCTL_CONFIG": ""})
+    return res.exit_code, res.output
+
+
+def test_replay_checks_a_log_written_with_the_clock_two_days_ahead_in_between(tmp_path):
+    # The recipe: a run on the true clock, one with the clock 2 days ahead, one on the true
+    # clock again. The third run's daemon restores the second run's last decision (the
+    # latest written); replay used to restore the first run's (the latest stamped before).
+    db = tmp_path / "tempctl.db"
+    v = LogView(db)
+    wall = time.time()
+    with fake_device() as dev:
+        dev.info["temp"] = 66.0  # hot: THROTTLED_1, then THROTTLED_2 after settling
+
+        def hot(t, e, stop):
+            if e >= 2 * SETTLE + 1:
+                stop.set()
+
+        run_stepped(tmp_path, dev.address, db, hot, wall0=wall)
+        dev.info["temp"] = 50.0  # cool: the stable window passes, tempctl restores
+
+        def cool(t, e, stop):
+            if e >= 4 * WINDOW_S:
+                stop.set()
+
+        def recovering(t, e, stop):
+            if e >= WINDOW_S + 2.5 * SETTLE:  # stopped half-way up
+                stop.set()
+
+        run_stepped(tmp_path, dev.address, db, recovering, wall0=wall + 2 * DAY_MS / 1000)
+
+        def hot_then_cool(t, e, stop):  # the stable window counts again
+            dev.info["temp"] = 66.0 if e < 2 * SETTLE + 1 else 50.0
+            if e >= 4 * WINDOW_S:
+                stop.set()
+
+        run_stepped(tmp_path, dev.address, db, hot_then_cool, wall0=wall + 60)
+    runs = v.rows("SELECT id, ts_ms FROM runs ORDER BY id")
+    assert [r[0] for r in runs] == [1, 2, 3]
+    assert runs[1][1] - runs[0][1] > DAY_MS and runs[2][1] < runs[1][1]  # the recipe held
+    states = [
+        [r[0] for r in v.rows("SELECT to_state FROM transitions WHERE run_id = ? ORDER BY id", i)]
+        for i in (1, 2, 3)
+    ]
+    assert states[0][-1] == "THROTTLED_2" and states[1][-1] == "RECOVERING", states
+    assert states[2][:2] == ["THROTTLED_2", "RECOVERING"], states  # hot, then the window
+    code, out = replay_check(db)
+    assert code == 0, out
+    assert out.startswith("ok: 3 run(s)"), out
+
+
+def test_replay_checks_a_log_written_with_the_clock_two_days_ahead_faketime(tmp_path):
+    # The same recipe with real `tempctl run` processes, the middle one under libfaketime
+    # two days ahead, and `tempctl replay` as a user runs it. What the runs decide depends
+    # on this machine's pace; that replay reproduces it exactly does not.
+    if LIBFAKETIME is None:
+        pytest.skip("libfaketime not installed (Debian: apt-get install faketime)")
+    import subprocess
+
+    db = tmp_path / "tempctl.db"
+    v = LogView(db)
+
+    def in_run(run: int, state: str, n: int = 1):
+        return lambda: v.count("transitions", "run_id = ? AND to_state = ?", run, state) >= n
+
+    with fake_device() as dev:
+        dev.info["temp"] = 66.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, name="true-clock")
+        try:
+            wait_for(in_run(1, "THROTTLED_2"), 60, "THROTTLED_2 in run 1", d.proc)
+            d.stop()
+        finally:
+            d.close()
+        dev.info["temp"] = 50.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, offset=2 * DAY_MS // 1000, name="ahead")
+        try:
+            wait_for(in_run(2, "RECOVERING", 2), 120, "RECOVERING steps in run 2", d.proc)
+            d.stop()
+        finally:
+            d.close()
+        dev.info["temp"] = 66.0
+        d = FaketimeDaemon(tmp_path, dev.address, db, name="true-again")
+        try:
+            wait_for(in_run(3, "THROTTLED_2"), 60, "THROTTLED_2 in run 3", d.proc)
+            dev.info["temp"] = 50.0
+            wait_for(in_run(3, "RECOVERING"), 120, "RECOVERING in run 3", d.proc)
+            d.stop()
+        finally:
+            d.close()
+    runs = v.rows("SELECT ts_ms FROM runs ORDER BY id")
+    assert runs[1][0] - runs[0][0] > DAY_MS and runs[2][0] < runs[1][0]  # the recipe held
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "replay", str(db)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.startswith("ok: 3 run(s)"), r.stdout

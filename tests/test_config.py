@@ -52,6 +52,8 @@ SAMPLES = {
     "min_frequency": ("250", 250.0),
     "law": ("levels", "levels"),
     "restore_after_trip": ("false", False),
+    "user_cap": ("off", "off"),
+    "user_cap_hours": ("12", 12.0),
     "step": ("12.5", 12.5),
     "apply": ("restart", "restart"),
     "dry_run": ("1", True),

@@ -68,6 +68,7 @@ def test_history_is_append_only(log):
 
 def test_restore_reads_latest_transition(log):
     log.save_decision("d", 1000, decision())
+    log.start_run({"test": True}, ts_ms=500)  # a run stamped earlier (a clock behind)
     log.save_decision(
         "d",
         5000,
@@ -82,7 +83,7 @@ def test_restore_reads_latest_transition(log):
         400.0,
     )
     assert snap.last_change_ms == 5000
-    assert log.restore("d", before_ms=2000).state is State.THROTTLED_1
+    assert log.restore("d", before_run=2).state is State.THROTTLED_1  # as run 2 started
     assert log.restore("other") is None
 
 

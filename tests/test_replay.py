@@ -438,4 +438,49 @@ def test_cli(simulated, tmp_path):
     other = tmp_path / "other.db"
     sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
     res = runner.invoke(cli, ["replay", str(other)])
-    assert res.exit_code == 1 and "not a tempctl log" in res.output
+    assert res.exit_code == 2 and "not a tempctl log" in res.output
+
+
+def _zero_bytes(path: Path) -> None:
+    path.write_bytes(b"")
+
+
+def _no_tables(path: Path) -> None:
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE t (x)")
+    conn.execute("DROP TABLE t")  # a valid SQLite file with nothing in it
+    conn.close()
+
+
+def _foreign(path: Path) -> None:
+    sqlite3.connect(path).execute("CREATE TABLE photos (x)").connection.close()
+
+
+NOT_LOGS = {
+    "0 bytes": (_zero_bytes, "an empty file, not a tempctl log"),
+    "no tables": (_no_tables, "an empty database, no tempctl log in it yet"),
+    "foreign": (_foreign, "a SQLite database that is not a tempctl log (tables: photos)"),
+}
+LOG_READERS = {
+    "replay": ["replay", "{db}"],
+    "replay --set": ["replay", "{db}", "--set", "TEMP_THRESHOLD=61"],
+    "fit": ["fit", "{db}"],
+    "tune": ["tune", "{db}", "--grid", "TEMP_THRESHOLD=60,61"],
+    "status": ["status", "--db", "{db}"],
+}
+
+
+@pytest.mark.parametrize("command", LOG_READERS, ids=list(LOG_READERS))
+@pytest.mark.parametrize("kind", NOT_LOGS, ids=list(NOT_LOGS))
+def test_a_file_that_is_no_tempctl_log_is_a_clear_error(tmp_path, kind, command):
+    # issue 23.6: an empty SQLite file crashed replay and fit with a traceback
+    make, message = NOT_LOGS[kind]
+    db = tmp_path / "x.db"
+    make(db)
+    before = db.read_bytes()
+    argv = [a.format(db=db) for a in LOG_READERS[command]]
+    res = CliRunner().invoke(cli, argv, env={"TEMPCTL_CONFIG": ""})
+    assert res.exit_code == 2, (res.output, res.exception)
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {db}: {message}"), res.output
+    assert "Traceback" not in res.output and db.read_bytes() == before

@@ -93,3 +93,41 @@ def test_status_on_a_read_only_log(tmp_path, what):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)[0]["state"] == "THROTTLED_1"
     assert sha(db) == before
+
+
+def ramp_log(path: Path, settle: float, c_per_h: float) -> None:
+    """An hour of readings (every 5 s) at one setting, the die warming at ``c_per_h`` °C/h
+    with constant power: the room warms at that rate (issue 23.7)."""
+    log = Log(path)
+    t0 = 1_700_000_000_000
+    log.start_run({"law": "model", "settle": settle}, ts_ms=t0)
+    t = Transition("NORMAL", "NORMAL", "start", 575.0, 55.0, None, None, 0.0, None)
+    log.save_decision("miner", t0 + 1, Decision(t, [], []))
+    for i in range(1, 721):
+        ts = t0 + 5000 * i
+        log.save_reading(
+            Reading(
+                "miner",
+                ts,
+                temp=55.0 + c_per_h * (ts - t0) / 3_600_000,
+                frequency=575.0,
+                power=15.0,
+                core_voltage=1150,
+                fan_pct=50.0,
+                asic_model="BM1370",
+                hashrate=1000.0,
+                uptime_s=100 + 5 * i,
+            )
+        )
+    log.close()
+
+
+@pytest.mark.parametrize("settle", [6.0, 180.0])
+def test_status_shows_the_ambient_trend_per_hour(tmp_path, settle):
+    # 180/settle used to scale the figure: +90.0 °C/h at settle 6 s for a 3 °C/h room
+    db = tmp_path / "tempctl.db"
+    ramp_log(db, settle, 3.0)
+    r = status(db, tmp_path)
+    assert r.returncode == 0, r.stderr
+    doing = json.loads(r.stdout)[0]["doing"]
+    assert doing.endswith("+3.0 °C/h"), doing

@@ -65,6 +65,9 @@ def run(allow_remote, **kwargs):
     Every reading, transition, command and event is appended to the SQLite log
     (TEMPCTL_DB). Stops cleanly on SIGTERM/SIGINT; speaks sd_notify under systemd.
 
+    A frequency you lower by hand in AxeOS is kept as a cap until you raise it again
+    (TEMPCTL_USER_CAP=keep, TEMPCTL_USER_CAP_HOURS); TEMPCTL_USER_CAP=off climbs back.
+
     \b
     Example:
         BITAXE_IP=127.0.0.1:8123 TEMP_THRESHOLD=63 tempctl run
@@ -150,11 +153,13 @@ def status(as_json, **kwargs):
     import time
     from pathlib import Path
 
+    from tempctl.cli.offline import NotALog, require_log
     from tempctl.store.status import device_status, format_status
 
     settings = settings_from_cli(kwargs, require_devices=False)
     if not Path(settings.db).exists():
-        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+        raise NotALog(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    require_log(settings.db)
     eventlog = _open_log(settings.db, read_only=True)
     now = int(time.time() * 1000)
     rows = [device_status(eventlog.conn, d, now) for d in eventlog.devices()]

@@ -65,17 +65,34 @@ def _count_readings(conn, device, run_id, since_ms, until_ms) -> int:
     return conn.execute(sql, args).fetchone()[0]
 
 
-def _read_log(path):
-    """A tempctl log opened for reading (refuses other files)."""
+class NotALog(click.ClickException):
+    """The file given is no tempctl log (empty, not SQLite, someone else's): bad input, so
+    ``Error: <one line>`` and exit status 2, never a traceback (issue 23.6)."""
+
+    exit_code = 2
+
+
+def require_log(path) -> None:
+    """Exit 2 unless ``path`` is a tempctl log with something in it."""
     import sqlite3
 
-    from tempctl.store.eventlog import LogError, check_file
+    from tempctl.store.eventlog import LogError, require_log
 
     try:
-        check_file(path)
-        return sqlite3.connect(path)
+        require_log(path)
     except (LogError, sqlite3.Error) as e:
-        raise click.ClickException(str(e)) from None
+        raise NotALog(str(e)) from None
+
+
+def _read_log(path):
+    """A tempctl log opened for reading (refuses other files, exit 2)."""
+    import sqlite3
+
+    require_log(path)
+    try:
+        return sqlite3.connect(path)
+    except sqlite3.Error as e:
+        raise NotALog(f"{path}: {e}") from None
 
 
 @cli.command()

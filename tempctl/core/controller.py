@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, cooling, observe, stuck
+from tempctl.core import aftermath, cooling, observe, stuck, usercap
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, Facts, Row, is_critical, is_hot, margin_c
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -61,7 +61,7 @@ class Controller:
     """One device's thermal controller. Pure: every input arrives as an argument."""
 
     def __init__(self, limits: Limits, device: str = "device", snapshot: Snapshot | None = None):
-        self.limits = limits
+        self.limits = limits  # the run's, or narrowed by a user's cap (usercap.py)
         self.device = device
         self.rows: tuple[Row, ...] = LAWS[limits.law]
         self.frequency: float = limits.max_frequency  # what tempctl believes the device runs
@@ -85,8 +85,10 @@ class Controller:
         self.cooling_jumps: list[tuple[int, float]] = []  # cooling.watch: model.cooling's
         self.ambient_params = None
         self.worse_alarm_ms: int | None = None
+        self._clip_restored = False  # restored stamps not yet clipped to the first poll
         observe.init(self)
         aftermath.init(self)
+        usercap.init(self)
         self.machine = Machine(
             model=self,
             states=list(State),
@@ -142,6 +144,8 @@ class Controller:
         """Judge one poll. ``window`` is called only when the law needs the stable check."""
         decision = Decision()
         self._now = now_ms
+        if self._clip_restored:
+            self._clip_future(now_ms)
         observe.observe(self, reading, now_ms, decision)
         if not self.started:
             return decision
@@ -199,10 +203,13 @@ class Controller:
             self.model.params.to_json(),
             self.identity,
             aftermath.dumps(self),
+            user_cap=self.user_cap,
+            user_cap_ms=self.user_cap_ms,
         )
 
     def reset(self) -> None:
         """A different device answers at this address: start over as with no history."""
+        usercap.apply(self, None, None)  # another device's owner set no cap for this one
         lim = self.limits  # the state stays until reconcile moves it (the chain stays whole)
         self.frequency = lim.max_frequency
         self.last_change_ms = self.ceiling = self.ceiling_until_ms = self.last_good = None
@@ -560,7 +567,19 @@ class Controller:
         self.restarts_ms = [t for t in self.restarts_ms if t > hour_ago]
         return len(self.restarts_ms) + spare < self.limits.max_restarts_per_hour
 
+    def _clip_future(self, now_ms: int) -> None:
+        """Stamps restored from a run whose clock was ahead (issue 13.12) count as of the
+        first poll: a bogus future change must not hold off settling or spend restarts. Done
+        here, not in restore, so the daemon and replay clip at the same instant (23.4)."""
+        self._clip_restored = False
+        if self.last_change_ms is not None:
+            self.last_change_ms = min(self.last_change_ms, now_ms)
+        self.restarts_ms = [min(t, now_ms) for t in self.restarts_ms]
+        if self.user_cap_ms is not None:
+            self.user_cap_ms = min(self.user_cap_ms, now_ms)
+
     def _restore(self, snap: Snapshot) -> None:
+        self._clip_restored = True
         if snap.frequency is not None:
             self.frequency = snap.frequency
         self.ceiling, self.ceiling_until_ms = snap.ceiling, snap.ceiling_until_ms
@@ -575,3 +594,7 @@ class Controller:
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)
+        if snap.user_cap is not None:
+            usercap.apply(self, snap.user_cap, snap.user_cap_ms)
+            # set in AxeOS after the last transition (a NORMAL device has none for it)
+            self.frequency = min(self.frequency, snap.user_cap)

@@ -110,3 +110,5 @@ class Snapshot:
     # (ts_ms, temp, frequency) of the last representative readings, oldest first: the die
     # estimator (estimator.py) is rebuilt from them, so daemon and replay start alike
     recent: tuple[tuple[int, float, float], ...] = ()
+    user_cap: float | None = None  # MHz a user lowered the device to (core/usercap.py)
+    user_cap_ms: int | None = None  # when tempctl saw it set

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, object] = {
     "min_voltage": 1000,
     "max_voltage": 1200,
     "goal": "hashrate",
+    "user_cap": "keep",  # a frequency a user lowers in AxeOS is kept as a cap (core/usercap.py)
+    "user_cap_hours": 0.0,  # 0 = until the user raises it
 }
 
 
@@ -81,6 +83,8 @@ class Limits:
     min_voltage: int = DEFAULTS["min_voltage"]
     max_voltage: int = DEFAULTS["max_voltage"]
     goal: str = DEFAULTS["goal"]
+    user_cap: str = DEFAULTS["user_cap"]
+    user_cap_hours: float = DEFAULTS["user_cap_hours"]
 
     @classmethod
     def from_settings(cls, settings) -> Limits:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tempctl.core import aftermath, evidence, reconcile, stuck
+from tempctl.core import aftermath, evidence, reconcile, stuck, usercap
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
@@ -50,6 +50,7 @@ def observe(c, r: Reading, now_ms: int, d: Decision) -> None:
     if r.overheat and not c.tripped and r.frequency is not None:
         c.trip_mhz = r.frequency
     c.tripped = r.overheat
+    usercap.check(c, r, now_ms, d)  # expired, switched off, or raised while we were stopped
     if r.frequency is not None:
         if not c.started:
             reconcile.reconcile(c, r, now_ms, d)
@@ -199,13 +200,14 @@ def _who(c, r: Reading, observed: float) -> str:
 
 
 def adopt(c, r: Reading, observed: float, now_ms: int, d: Decision, origin: str | None) -> None:
-    """Someone else set the frequency: log who, and work from the new value."""
-    lim = c.limits
+    """Someone else set the frequency: log who, and work from the new value (a user's lower
+    value is kept as a cap unless TEMPCTL_USER_CAP=off: usercap.py)."""
     if origin:
         d.events.append(
             Event(
                 "frequency_change",
-                f"frequency changed by {origin}: {c.frequency:g} -> {observed:g} MHz",
+                f"frequency changed by {origin}: {c.frequency:g} -> {observed:g} MHz"
+                + (usercap.note(c) if origin == "user" else ""),
                 level="warning",
                 origin=origin,
                 frequency_from=c.frequency,
@@ -214,6 +216,9 @@ def adopt(c, r: Reading, observed: float, now_ms: int, d: Decision, origin: str 
         )
     if origin == "firmware":
         aftermath.note_trip(c, d, now_ms, edge=False, left_mhz=observed)
+    elif origin == "user":
+        usercap.user_set(c, observed, now_ms, d)
+    lim = c.limits
     c.frequency = observed
     c.last_change_ms = now_ms
     c.raised = False
@@ -300,15 +305,16 @@ def explain(c) -> str:
     """The law's current intent in words, e.g. for `tempctl status`."""
     lim, f, m = c.limits, c.frequency, c.model
     state = c.current
+    top = "MAX_FREQUENCY" if c.user_cap is None else "the user cap"
     if lim.law != "model" or not m.ready:
-        what = {State.NORMAL: "running at MAX_FREQUENCY", State.RECOVERING: "restoring"}
+        what = {State.NORMAL: f"running at {top}", State.RECOVERING: "restoring"}
         return f"{what.get(state, 'throttled')} at {f:g} MHz"
-    trend = m.slope() * 3600 / m.ts
+    trend = m.slope() * 3600  # °C per hour of the log's clock (slope() is per second)
     room = f"effective ambient {m.ambient():.1f} °C (the die with no load), " + (
         "steady" if abs(trend) < 0.05 else f"{trend:+.1f} °C/h"
     )
     if f >= lim.max_frequency - FREQ_EPS:
-        return f"running at MAX_FREQUENCY {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
+        return f"running at {top} {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
     pred = m.predict(up, c.horizon_s)
     return (

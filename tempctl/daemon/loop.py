@@ -128,7 +128,7 @@ class Daemon:
         for dev in settings.devices:
             s = settings.for_device(dev)
             limits = Limits.from_settings(s)
-            snap = eventlog.restore(dev.name, now_ms=self.clock.now_ms())
+            snap = eventlog.restore(dev.name)  # future stamps: Controller._clip_future
             driver = Driver(Controller(limits, dev.name, snapshot=snap), reading_capabilities)
             self.devices.append(Device(dev.name, dev.url, limits, client_factory(dev.url), driver))
         self.lanes = Lanes(len(self.devices))

@@ -195,7 +195,7 @@ def _counterfactual_one(
     new, cls = tuple.__new__, LoggedReading
     for run in runs:
         limits = limits_for(run.config, device, overrides)
-        snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_ms=run.ts_ms)
+        snap = ctl.snapshot() if ctl is not None else restore(conn, device, before_run=run.id)
         ctl = Controller(limits, device, snapshot=snap)
         driver = Driver(ctl, _writable)
         rows = _rows(conn, sql, run, device, lo, hi)

@@ -2,7 +2,8 @@
 
 ``check`` re-drives every run as the daemon drove it and compares the decisions
 with what was recorded. Per run and device: a new Controller restored from the log
-as of the run's start (``log.restore``), Limits from that run's ``runs.config``
+as the daemon starting the run restored it (``log.restore``: the rows written before, in
+write order, whatever their stamps), Limits from that run's ``runs.config``
 (+ the device's overrides), a ``StableWindow`` pre-filled with the readings that the
 window query would have seen, then every reading in logged order. Backfilled
 readings only feed the window. Each command's recorded outcome is fed back
@@ -181,6 +182,7 @@ def settings_for(config: dict, device: str, overrides: dict | None = None) -> Se
         if f.attr in config and f.attr != "devices" and config[f.attr] is not None
     }
     values.setdefault("law", "levels")  # logs written before the model law (tempctl 0.1)
+    values.setdefault("user_cap", "off")  # before the user cap (issue 23.8) tempctl climbed back
     devices = tuple(
         Device(d["name"], d["url"], d.get("overrides") or {}, d.get("where", ""))
         for d in config.get("devices") or ()
@@ -219,15 +221,18 @@ class ReplayWindow:
         self.win = StableWindow(limits)
         self.last_ts = -(2**62)
         first_ts, first_id = first
-        self._fill(first_ts - limits.window_ms - limits.gap_ms - 1, first_id, strict=True)
+        self._fill(first_ts, first_id, strict=True)
 
-    def _fill(self, lo_ts: int, upto_id: int, strict: bool) -> None:
+    def _fill(self, now_ts: int, upto_id: int, strict: bool) -> None:
+        # As the window query sees it at now_ts: rows stamped after it (a run whose clock
+        # was ahead wrote them earlier, issue 23.4) are not in the window.
         op = "<" if strict else "<="
+        lo_ts = now_ts - self.limits.window_ms - self.limits.gap_ms - 1
         for ts, temp, vr, oh, up, hr, f, live in self.conn.execute(
             "SELECT ts_ms, temp, vr_temp, overheat, uptime_s, hashrate, frequency, "
-            f"actual_frequency FROM readings WHERE device = ? AND ts_ms > ? AND id {op} ? "
-            "ORDER BY ts_ms, id",
-            (self.device, lo_ts, upto_id),
+            "actual_frequency FROM readings WHERE device = ? AND ts_ms > ? AND ts_ms <= ? "
+            f"AND id {op} ? ORDER BY ts_ms, id",
+            (self.device, lo_ts, now_ts, upto_id),
         ):
             self.win.add(ts, temp, vr, oh, suspect(up, hr, f, live))
             self.last_ts = ts
@@ -247,7 +252,7 @@ class ReplayWindow:
         newest = self.last_ts
         self.win = StableWindow(self.limits)
         self.last_ts = -(2**62)
-        self._fill(newest - self.limits.window_ms - self.limits.gap_ms - 1, r.id, strict=False)
+        self._fill(newest, r.id, strict=False)
 
 
 def _transition_dict(ts, from_state, to_state, reason, frequency) -> dict:
@@ -313,7 +318,7 @@ def _check_one(
 ) -> Divergence | None:
     limits = limits_for(run.config, device)
     driver = Driver(
-        Controller(limits, device, snapshot=restore(conn, device, before_ms=run.ts_ms)),
+        Controller(limits, device, snapshot=restore(conn, device, before_run=run.id)),
         reading_capabilities,
     )
     rec_t = conn.execute(

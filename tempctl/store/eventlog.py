@@ -138,7 +138,7 @@ def _connect_read_only(path: str) -> sqlite3.Connection:
         )
     if version == 0:
         conn.close()
-        raise LogError(f"{path}: empty file, no tempctl log in it yet")
+        raise LogError(f"{path}: an empty database, no tempctl log in it yet")
     return conn
 
 
@@ -179,6 +179,18 @@ def check_file(path: str | os.PathLike) -> None:
             f"{p}: a SQLite database that is not a tempctl log "
             f"(tables: {', '.join(sorted(tables))}); refusing to touch it"
         )
+
+
+def require_log(path: str | os.PathLike) -> None:
+    """Refuse anything but an existing tempctl log, for the commands that only read one: an
+    empty file or a SQLite database without tempctl's tables has nothing to read (issue 23.6)."""
+    p = Path(path)
+    if not p.is_file():
+        raise LogError(f"{p}: no such tempctl log")
+    check_file(p)  # not SQLite, unreadable, someone else's
+    if p.stat().st_size == 0:
+        raise LogError(f"{p}: an empty file, not a tempctl log (the daemon writes one)")
+    _connect_read_only(str(p)).close()  # no tables yet, or a newer schema
 
 
 def ensure_schema(conn: sqlite3.Connection) -> None:
@@ -497,10 +509,8 @@ class Log:
         ).fetchone()
         return row[0]
 
-    def restore(
-        self, device: str, before_ms: int | None = None, *, now_ms: int | None = None
-    ) -> Snapshot | None:
-        return restore(self.conn, device, before_ms, now_ms=now_ms)
+    def restore(self, device: str, *, before_run: int | None = None) -> Snapshot | None:
+        return restore(self.conn, device, before_run=before_run)
 
     def devices(self) -> list[str]:
         return [
@@ -513,49 +523,48 @@ class Log:
 
 
 def restore(
-    conn: sqlite3.Connection,
-    device: str,
-    before_ms: int | None = None,
-    *,
-    now_ms: int | None = None,
+    conn: sqlite3.Connection, device: str, *, before_run: int | None = None
 ) -> Snapshot | None:
-    """Rebuild a controller's memory from the log (as of ``before_ms``).
+    """Rebuild a controller's memory from the log: what a daemon starting now restores, or
+    (``before_run``, for replay) what the daemon that started that run restored.
 
-    Without ``before_ms`` (a daemon start) the latest decision is the latest row written,
-    whatever its stamp; ``now_ms`` then caps stamps from a run whose clock was ahead, so a
-    bogus future change never holds off settling (issue 13.12)."""
-    before = before_ms if before_ms is not None else 2**62
-    order = "ts_ms DESC, id DESC" if before_ms is not None else "id DESC"
+    The latest row is the latest *written* (id order), whatever its stamp: a run whose clock
+    was days ahead leaves rows stamped after later runs' (issue 23.4). Such future stamps
+    are clipped by the controller at its first poll (``Controller._clip_future``)."""
+    where, args = ("run_id < ?", (before_run,)) if before_run is not None else ("1", ())
     row = conn.execute(
         "SELECT to_state, frequency, ceiling, ceiling_until_ms, backoff_s, last_good, ts_ms "
-        f"FROM transitions WHERE device = ? AND ts_ms < ? ORDER BY {order} LIMIT 1",
-        (device, before),
+        f"FROM transitions WHERE device = ? AND {where} ORDER BY id DESC LIMIT 1",
+        (device, *args),
     ).fetchone()
     if row is None:
         return None
     state, freq, ceiling, until, backoff, last_good, ts = row
     last_cmd = conn.execute(
-        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' AND ts_ms < ? "
-        f"ORDER BY {order} LIMIT 1",
-        (device, before),
+        "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'set_frequency' "
+        f"AND {where} ORDER BY id DESC LIMIT 1",
+        (device, *args),
     ).fetchone()
     last_cmd = last_cmd[0] if last_cmd else None
     restarts = tuple(
         r[0]
         for r in conn.execute(
-            "SELECT ts_ms FROM commands WHERE device = ? AND kind = 'restart' AND ts_ms >= ? "
-            "AND ts_ms < ? ORDER BY ts_ms",
-            (device, before - 3_600_000 if before_ms else 0, before),
+            f"SELECT ts_ms FROM commands WHERE device = ? AND kind = 'restart' AND {where} "
+            "ORDER BY ts_ms",
+            (device, *args),
         )
     )
     changes = [t for t in (ts, last_cmd) if t is not None]
-    model = identity = before_trip = None
-    for kind, message in conn.execute(
-        "SELECT kind, message FROM events WHERE id IN (SELECT max(id) FROM events "
-        "WHERE device = ? AND kind IN ('model', 'device', 'trip') AND ts_ms < ? GROUP BY kind)",
-        (device, before),
+    model = identity = before_trip = cap = cap_ms = None
+    for kind, message, cap_mhz, ts_ms in conn.execute(
+        "SELECT kind, message, frequency_to, ts_ms FROM events WHERE id IN (SELECT max(id) "
+        "FROM events WHERE device = ? AND kind IN ('model', 'device', 'trip', 'user_cap') "
+        f"AND {where} GROUP BY kind)",
+        (device, *args),
     ):
-        if kind == "model":
+        if kind == "user_cap":  # NULL: lifted
+            cap, cap_ms = cap_mhz, (ts_ms if cap_mhz is not None else None)
+        elif kind == "model":
             model = message.partition("model=")[2] or None
         elif kind == "device" and message.startswith("identity "):
             try:
@@ -566,14 +575,11 @@ def restore(
         elif kind == "trip" and message.startswith("before trip "):
             before_trip = message[len("before trip ") :]
     voltage = conn.execute(  # the governor's last learned table (core/voltage.py)
-        "SELECT message FROM events WHERE device = ? AND kind = 'voltage' AND ts_ms < ? "
-        f"AND message LIKE '%; table {{%' ORDER BY {order} LIMIT 1",
-        (device, before),
+        f"SELECT message FROM events WHERE device = ? AND kind = 'voltage' AND {where} "
+        "AND message LIKE '%; table {%' ORDER BY id DESC LIMIT 1",
+        (device, *args),
     ).fetchone()
     last_change = max(changes) if changes else None
-    if now_ms is not None:
-        last_change = None if last_change is None else min(last_change, now_ms)
-        restarts = tuple(min(t, now_ms) for t in restarts)
     return Snapshot(
         State(state),
         freq,
@@ -586,6 +592,8 @@ def restore(
         model,
         identity,
         before_trip,
-        voltage[0].rpartition("; table ")[2] if voltage else None,
-        recent_readings(conn, device, before, order),
+        voltage=voltage[0].rpartition("; table ")[2] if voltage else None,
+        recent=recent_readings(conn, device, where, args),
+        user_cap=cap,
+        user_cap_ms=cap_ms,
     )

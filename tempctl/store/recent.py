@@ -14,14 +14,15 @@ __all__ = ["RECENT_READINGS", "recent_readings"]
 RECENT_READINGS = 40  # what the die estimator is rebuilt from: ~20 min at 30 s polls
 
 
-def recent_readings(conn: sqlite3.Connection, device: str, before: int, order: str) -> tuple:
-    """The last representative readings before ``before``, oldest first (``Snapshot.recent``):
-    valid, live (not backfilled), not tripped or stopped, and evidence (``window.suspect``)."""
+def recent_readings(conn: sqlite3.Connection, device: str, where: str, args: tuple) -> tuple:
+    """The last representative readings written (``where``: restore's choice of runs), oldest
+    first (``Snapshot.recent``): valid, live (not backfilled), not tripped or stopped, and
+    evidence (``window.suspect``)."""
     rows = conn.execute(
         "SELECT ts_ms, temp, frequency, uptime_s, hashrate, actual_frequency FROM readings "
-        "WHERE device = ? AND ts_ms < ? AND valid = 1 AND overheat = 0 AND backfilled = 0 "
-        f"AND frequency IS NOT NULL AND fault IS NULL ORDER BY {order} LIMIT ?",
-        (device, before, RECENT_READINGS),
+        f"WHERE device = ? AND {where} AND valid = 1 AND overheat = 0 AND backfilled = 0 "
+        "AND frequency IS NOT NULL AND fault IS NULL ORDER BY id DESC LIMIT ?",
+        (device, *args, RECENT_READINGS),
     ).fetchall()
     return tuple(
         (ts, temp, freq)

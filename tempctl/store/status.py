@@ -7,6 +7,7 @@ import sqlite3
 from dataclasses import fields
 from datetime import UTC
 
+from tempctl.core import usercap
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.evidence import exclusion
 from tempctl.core.window import query_window
@@ -35,20 +36,21 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
     limits = run_limits(conn, device)
     t = conn.execute(
         "SELECT to_state, ts_ms, frequency, reason, ceiling, ceiling_until_ms, backoff_s "
-        "FROM transitions WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "FROM transitions WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     r = conn.execute(
         "SELECT ts_ms, valid, temp, vr_temp, frequency, hashrate, error FROM readings "
-        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     c = conn.execute(
         "SELECT ts_ms, kind, frequency, reason, outcome, error FROM command_log "
-        "WHERE device = ? ORDER BY ts_ms DESC, id DESC LIMIT 1",
+        "WHERE device = ? ORDER BY id DESC LIMIT 1",
         (device,),
     ).fetchone()
     doing = explain(conn, device, limits)
+    cap = user_cap(restore(conn, device), limits)
     # Judge the window as of the last reading, as the daemon did.
     at = r[0] if r else now_ms
     w = query_window(conn, device, at, limits)
@@ -56,7 +58,7 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         "device": device,
         "state": t[0] if t else None,
         "since_ms": t[1] if t else None,
-        "frequency": t[2] if t else None,
+        "frequency": (t[2] if not cap else min(t[2], cap["mhz"])) if t else None,
         "reason": t[3] if t else None,
         "ceiling": t[4] if t and t[5] and t[5] > now_ms else None,
         "ceiling_until_ms": t[5] if t and t[5] and t[5] > now_ms else None,
@@ -68,6 +70,7 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         "stable_ok": w.ok(limits),
         "last_command": None,
         "doing": doing,
+        "user_cap": cap,
     }
     if r:
         out["last_reading"] = {
@@ -90,6 +93,19 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
             "error": c[5],
         }
     return out
+
+
+def user_cap(snap, limits: Limits) -> dict | None:
+    """The frequency a user set in AxeOS that tempctl keeps as a cap (core/usercap.py)."""
+    if snap is None or snap.user_cap is None or limits.user_cap == "off":
+        return None
+    hours = limits.user_cap_hours
+    return {
+        "mhz": snap.user_cap,
+        "set_ms": snap.user_cap_ms,
+        "until_ms": snap.user_cap_ms + int(hours * 3_600_000) if hours > 0 else None,
+        "text": usercap.text(snap.user_cap, snap.user_cap_ms),
+    }
 
 
 def explain(conn: sqlite3.Connection, device: str, limits: Limits) -> str | None:
@@ -126,6 +142,10 @@ def format_status(s: dict) -> str:
         lines.append(f"  frequency  {s['frequency']:g} MHz (target)")
         if s.get("doing"):
             lines.append(f"  doing      {s['doing']}")
+        cap = s.get("user_cap")
+        if cap:
+            until = "raised in AxeOS" if cap["until_ms"] is None else when(cap["until_ms"])
+            lines.append(f"  cap        {cap['text']} (kept until {until})")
     else:
         lines.append("  state      (no decision logged yet)")
     r = s["last_reading"]
