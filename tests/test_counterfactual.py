@@ -10,6 +10,7 @@ import pytest
 
 from tempctl.config import Settings
 from tempctl.offline.truth import (
+    GRAZE_DEGMIN,
     HASH_RATIO_TOL,
     MINUTES_ABS_TOL,
     MINUTES_REL_TOL,
@@ -48,7 +49,10 @@ def test_prediction_matches_the_real_run(recorded, case):
     assert abs(r["peak_c"]["error"]) <= PEAK_TOL_C, table
     assert len(r["minutes_above"]) == (2 if "TEMP_THRESHOLD" in case.name else 1)
     for m in r["minutes_above"].values():
-        assert abs(m["error"]) <= max(MINUTES_ABS_TOL, MINUTES_REL_TOL * m["measured"]), table
+        grazes = abs(m["degree_minutes_error"]) <= GRAZE_DEGMIN  # hundredths of a degree
+        assert grazes or abs(m["error"]) <= max(MINUTES_ABS_TOL, MINUTES_REL_TOL * m["measured"]), (
+            table
+        )
     assert r["ok"]
 
 

@@ -74,6 +74,8 @@ class ControllerMachine(RuleBasedStateMachine):
                 }
                 if self.ctl.last_good is not None:
                     allowed.add(self.ctl.last_good)
+                if self.ctl.user_cap is not None:
+                    allowed.add(self.ctl.user_cap)  # a device above a user's cap goes back to it
                 if c.attempt > 1 or not started:
                     allowed.add(f)  # read-back retries and start-up reconcile re-send a level
                 assert any(abs(f - a) <= FREQ_EPS for a in allowed), (f, before, allowed)
