@@ -16,7 +16,7 @@ so the grid (6.25 MHz, ~1 % of a Gamma's power) does not make it flap.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
 
@@ -33,7 +33,9 @@ __all__ = [
     "demand",
     "init",
     "limit_w",
+    "reallocate",
     "set_share",
+    "share_event",
     "watch",
 ]
 
@@ -174,6 +176,32 @@ def demand(c, device: str, step_mhz: float) -> Demand | None:
     if own > 0:  # its own cap binds anyway: no share above it helps
         want = min(want, own)
     return Demand(device, p, median(h for _, h in seen), want, floor)
+
+
+def reallocate(controllers: Mapping[str, object], budget: float) -> dict[str, float]:
+    """One round of the daemon's allocation: the shares that changed, by device. Nothing
+    until every device has a measured point (a device not yet heard from may draw anything)."""
+    demands = []
+    for name, c in controllers.items():
+        x = demand(c, name, c.base_limits.step)
+        if x is None:
+            return {}
+        demands.append(x)
+    shares = allocate(demands, budget)
+    return {n: w for n, w in shares.items() if changed(controllers[n].power_share, w)}
+
+
+def share_event(old: float | None, new: float, budget: float) -> Event:
+    """The log's record of a share: replay hands it to the controller at the same reading.
+    frequency_from/_to carry watts here (the events table has no other number)."""
+    was = "none" if old is None else f"{old:g} W"
+    return Event(
+        "power_budget",
+        f"power share {new:g} W of TEMPCTL_POWER_BUDGET {budget:g} W (was {was})",
+        origin="daemon",
+        frequency_from=old,
+        frequency_to=new,
+    )
 
 
 def changed(old: float | None, new: float) -> bool:
