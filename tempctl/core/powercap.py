@@ -48,6 +48,8 @@ def init(c) -> None:
     c.power_mhz = None  # the ceiling in force (MHz), None: no power cap binds
     c.power_share = None  # W: this device's share of the daemon's budget (None: no budget)
     c.power_seen = ((None, None), ())  # ((f, mV), powers at it)
+    if not hasattr(c, "voltage_for"):
+        c.voltage_for = None  # the governor's need(f, mV now, f now) -> mV (driver.py)
 
 
 def limit_w(c) -> float | None:
@@ -83,17 +85,27 @@ def watch(c, r, now_ms: int, d) -> None:
         return  # no single power reading is evidence; the ceiling stays
     p = median(x for x, _ in seen)
     slope = slope_w_per_mhz(c, p, f, mv, r.temp)
-    new = ceiling_for(p, f, slope, cap)
     top = c.base_limits.max_frequency
+    new = ceiling_for(p, f, slope, cap)
+    if c.voltage_for is not None:  # (f, V): a raise brings the voltage it needs first
+        while new > f and predict(c, p, f, mv, slope, new) > AIM * cap:
+            new -= PLL_STEP
     cur = top if c.power_mhz is None else c.power_mhz
     if new >= top - FREQ_EPS:
         if c.power_mhz is not None:
             _put(c, None, d, f"{p:.1f} W at {f:g} MHz: MAX_FREQUENCY fits under {cap:g} W")
         return
-    predicted = p + slope * (cur - f)
-    if new > cur + FREQ_EPS or (new < cur - FREQ_EPS and predicted > cap):
+    if new > cur + FREQ_EPS or (new < cur - FREQ_EPS and predict(c, p, f, mv, slope, cur) > cap):
         why = f"{p:.1f} W at {f:g} MHz, {slope * 1000:.1f} mW/MHz, cap {cap:g} W"
         _put(c, max(new, c.base_limits.lowest), d, why)
+
+
+def predict(c, p: float, f: float, mv: float, slope: float, at: float) -> float:
+    """Power at ``at`` MHz from the measured ``p`` at (``f``, ``mv``): P = p0 + k·f·V², with
+    V the governor's choice for ``at`` when it runs (it never lowers V for a raise)."""
+    v = mv if c.voltage_for is None or at <= f else c.voltage_for(at, int(mv), f)
+    dyn = slope * f  # k·f·V² at the measured point
+    return p - dyn + dyn * (at / f) * (v / mv) ** 2
 
 
 def _sample(c, r) -> None:
@@ -170,7 +182,8 @@ def demand(c, device: str, step_mhz: float) -> Demand | None:
     p = median(x for x, _ in seen)
     slope = slope_w_per_mhz(c, p, f, mv, None)
     lim = c.base_limits
-    want = p + slope * max(min(f + step_mhz, lim.max_frequency) - f, 0.0)
+    # a share of want / AIM lets the device draw ``want`` (the ceiling aims at AIM of it)
+    want = (p + slope * max(min(f + step_mhz, lim.max_frequency) - f, 0.0)) / AIM
     floor = min(max(p + slope * (lim.lowest - f), 0.0), p)
     own = lim.power_limit
     if own > 0:  # its own cap binds anyway: no share above it helps
