@@ -210,3 +210,14 @@ def test_daemon_shares_a_budget_and_the_least_efficient_gives_way(tmp_path):
     assert shares >= 2
     res = check(conn)
     assert res.ok, res
+
+
+def test_a_low_cap_keeps_the_runs_floor_and_raises_no_heat_alarm():
+    c = Controller(Limits(power_limit=8.0, settle=30.0, check_interval=5.0), "gamma")
+    floor = c.limits.lowest  # TEMPCTL_MIN_FREQUENCY=0: 40 % of MAX_FREQUENCY
+    ds = feed(c, [reading(5 * i, 18.0) for i in range(12)])
+    assert c.power_mhz == floor and c.limits.max_frequency == floor
+    assert c.limits.lowest == floor  # not 40 % of the narrowed MAX
+    assert c.frequency == floor  # the above_max row took it down
+    kinds = [e.kind for d in ds for e in d.events]
+    assert "power_cap" in kinds and "floor" not in kinds

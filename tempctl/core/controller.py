@@ -473,7 +473,7 @@ class Controller:
         """Once per episode: below SECOND_FREQUENCY, and below the firmware's option list."""
         lim = self.limits
         if new < lim.second_frequency - FREQ_EPS:
-            if "floor" not in self._notes:
+            if "floor" not in self._notes and not powercap.below_second(self):
                 self._notes.add("floor")
                 amb = self.model.ambient()
                 at = f" ({amb:.1f} °C effective ambient)" if amb is not None else ""

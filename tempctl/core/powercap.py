@@ -28,6 +28,7 @@ __all__ = [
     "AIM",
     "Demand",
     "allocate",
+    "below_second",
     "ceiling_for",
     "changed",
     "demand",
@@ -115,6 +116,11 @@ def _sample(c, r) -> None:
     key, seen = c.power_seen
     seen = (seen if key == (f, mv) else ())[-(KEEP - 1) :] + ((p, r.hashrate or 0.0),)
     c.power_seen = ((f, mv), seen)
+
+
+def below_second(c) -> bool:
+    """The power ceiling itself is below SECOND_FREQUENCY: going there says nothing of heat."""
+    return c.power_mhz is not None and c.power_mhz < c.base_limits.second_frequency - FREQ_EPS
 
 
 def set_share(c, watts: float | None) -> None:

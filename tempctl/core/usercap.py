@@ -54,7 +54,9 @@ def narrow(c) -> None:
         )
     power = getattr(c, "power_mhz", None)
     if power is not None:  # never below the floor: the power cap is no reason to stall
-        lim = replace(lim, max_frequency=max(min(power, lim.max_frequency), lim.lowest))
+        # the floor stays the run's: TEMPCTL_MIN_FREQUENCY=0 derives it from MAX_FREQUENCY
+        top = max(min(power, lim.max_frequency), lim.lowest)
+        lim = replace(lim, max_frequency=top, min_frequency=lim.lowest)
     c.limits = lim
 
 
