@@ -221,3 +221,24 @@ def test_a_low_cap_keeps_the_runs_floor_and_raises_no_heat_alarm():
     assert c.frequency == floor  # the above_max row took it down
     kinds = [e.kind for d in ds for e in d.events]
     assert "power_cap" in kinds and "floor" not in kinds
+
+
+def test_a_restart_keeps_the_ceiling_and_replays(tmp_path):
+    """The ceiling is read back from the log (the last power_cap event): the restarted
+    controller does not climb over the cap while it re-derives it."""
+    db = str(tmp_path / "restart.db")
+    scn = replace(COOL_ROOM, duration_s=1800.0)
+    for _ in range(2):
+        simulate(scn, ["tempctl"], Settings(power_limit=15.0), poll_s=5, db=db)
+    conn = sqlite3.connect(db)
+    run_id = conn.execute("SELECT max(id) FROM runs WHERE kind = 'simulation'").fetchone()[0]
+    powers = [
+        p
+        for (p,) in conn.execute(
+            "SELECT power FROM readings WHERE run_id = ? ORDER BY id", (run_id,)
+        )
+    ]
+    # the simulated board starts at 575 MHz each run: the first reading is before any command
+    assert len(powers) > 300 and max(powers[1:]) <= 15.0 * 1.03, max(powers[1:])
+    res = check(conn)
+    assert res.ok, res

@@ -207,6 +207,7 @@ class Controller:
             aftermath.dumps(self),
             user_cap=self.user_cap,
             user_cap_ms=self.user_cap_ms,
+            power_cap=self.power_mhz,
         )
 
     def reset(self) -> None:
@@ -588,6 +589,8 @@ class Controller:
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)
+        self.power_mhz = snap.power_cap  # usercap.narrow applies it
+        usercap.narrow(self)
         if snap.user_cap is not None:
             usercap.apply(self, snap.user_cap, snap.user_cap_ms)
             # set in AxeOS after the last transition (a NORMAL device has none for it)
