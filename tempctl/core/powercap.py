@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from statistics import median
 
+from tempctl.core import usercap
 from tempctl.core.decision import Event
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import P0_SHARE, POWER_MAX_W
@@ -129,10 +130,8 @@ def set_share(c, watts: float | None) -> None:
 
 
 def _put(c, mhz: float | None, d, why: str) -> None:
-    from tempctl.core import usercap  # usercap.narrow composes every ceiling
-
     old, c.power_mhz = c.power_mhz, mhz
-    usercap.narrow(c)
+    usercap.narrow(c)  # composes every ceiling (the user's, this one) into c.limits
     d.events.append(
         Event(
             "power_cap",
