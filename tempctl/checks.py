@@ -151,3 +151,9 @@ def topic_part(v: str) -> str | None:
 
 def not_empty(v: str) -> str | None:
     return "must not be empty" if not v else None
+
+
+# A board's power: a single-chip Bitaxe's self-test bound is 12 + 3 W, a SupraHex's 90 + 3 W
+# (axeos-api §10, maxPower up to 120 W);
+# 2000 W leaves room for a daemon's whole shelf under TEMPCTL_POWER_BUDGET.
+POWER_RANGE = Range(5, 2000, "W", zero="off", unit="W")

@@ -88,6 +88,8 @@ class Settings:
     goal: str = _DEFAULTS["goal"]
     user_cap: str = _DEFAULTS["user_cap"]
     user_cap_hours: float = _DEFAULTS["user_cap_hours"]
+    power_limit: float = _DEFAULTS["power_limit"]
+    power_budget: float = _DEFAULTS["power_budget"]
     step: float = _DEFAULTS["step"]
     apply: str = _DEFAULTS["apply"]
     dry_run: bool = _DEFAULTS["dry_run"]

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tempctl.checks import (
+    POWER_RANGE,
     Check,
     Range,
     alert_urls_or_empty,
@@ -328,6 +329,29 @@ FIELDS: tuple[Field, ...] = (
         "frequency again in AxeOS.",
         Range(0.1, 8760, "hours", zero="until raised", unit="h"),
         per_device=True,
+    ),
+    Field(
+        "power_limit",
+        "TEMPCTL_POWER_LIMIT",
+        "power_limit",
+        "--power-limit",
+        "float",
+        DEFAULTS["power_limit"],
+        "Power cap (W) per device: tempctl keeps the board's measured power under it by "
+        "choosing the highest frequency whose predicted power fits; 0 = off.",
+        POWER_RANGE,
+        per_device=True,
+    ),
+    Field(
+        "power_budget",
+        "TEMPCTL_POWER_BUDGET",
+        "power_budget",
+        "--power-budget",
+        "float",
+        DEFAULTS["power_budget"],
+        "Shared power budget (W) for all devices of one daemon: when their sum would exceed "
+        "it, the least efficient device (J/TH) gets a lower cap first; 0 = off.",
+        POWER_RANGE,
     ),
     Field(
         "step",

@@ -54,6 +54,8 @@ SAMPLES = {
     "restore_after_trip": ("false", False),
     "user_cap": ("off", "off"),
     "user_cap_hours": ("12", 12.0),
+    "power_limit": ("18.5", 18.5),
+    "power_budget": ("40", 40.0),
     "step": ("12.5", 12.5),
     "apply": ("restart", "restart"),
     "dry_run": ("1", True),

@@ -20,7 +20,7 @@ from dataclasses import replace
 
 from transitions import Machine
 
-from tempctl.core import aftermath, cooling, observe, stuck, usercap
+from tempctl.core import aftermath, cooling, observe, powercap, stuck, usercap
 from tempctl.core.decision import Command, Decision, Event, Snapshot, State, Transition
 from tempctl.core.law import CEILING_LIFT_C, LAWS, Facts, Row, is_critical, is_hot, margin_c
 from tempctl.core.limits import FREQ_EPS, PLL_STEP, Limits, WindowStats
@@ -89,6 +89,7 @@ class Controller:
         observe.init(self)
         aftermath.init(self)
         usercap.init(self)
+        powercap.init(self)
         self.machine = Machine(
             model=self,
             states=list(State),
@@ -166,6 +167,7 @@ class Controller:
             reading = stuck.invalid(reading)
         if cooling.fan_held(reading, self.limits):
             cooling.note_fan_held(self, reading, decision)
+        powercap.watch(self, reading, now_ms, decision)  # may lower limits.max_frequency
         if (reading.valid and reading.frequency is not None) or reading.overheat:
             self._law(reading, now_ms, window, decision)
         aftermath.check(self, reading, now_ms, decision)  # a stalled core reads -1 too
@@ -205,10 +207,12 @@ class Controller:
             aftermath.dumps(self),
             user_cap=self.user_cap,
             user_cap_ms=self.user_cap_ms,
+            power_cap=self.power_mhz,
         )
 
     def reset(self) -> None:
         """A different device answers at this address: start over as with no history."""
+        powercap.init(self)
         usercap.apply(self, None, None)  # another device's owner set no cap for this one
         lim = self.limits  # the state stays until reconcile moves it (the chain stays whole)
         self.frequency = lim.max_frequency
@@ -307,26 +311,14 @@ class Controller:
             return
         self._notes.add("fault")
         if fault == "pool_down":
-            d.events.append(
-                Event(
-                    "fault",
-                    "mining stopped (pool_down): no pool reachable (the firmware "
-                    "stops the ASIC, fan at 30 %); not an overheat, nothing to do "
-                    "here",
-                    level="warning",
-                    origin="device",
-                )
+            msg = (
+                "mining stopped (pool_down): no pool reachable (the firmware stops the ASIC, "
+                "fan at 30 %); not an overheat, nothing to do here"
             )
         else:
-            d.events.append(
-                Event(
-                    "fault",
-                    f"mining stopped: {fault} reported by the device; "
-                    "not an overheat, needs a person",
-                    level="warning",  # the alerter sends its own "fault" alert
-                    origin="device",
-                )
-            )
+            msg = f"mining stopped: {fault} reported by the device; not an overheat, needs a person"
+        # the alerter sends its own "fault" alert
+        d.events.append(Event("fault", msg, level="warning", origin="device"))
 
     def _ceiling_holds(self, now_ms: int) -> bool:
         return (
@@ -381,6 +373,9 @@ class Controller:
 
     def _act_to_lowest(self) -> None:
         self._set(self.limits.lowest)
+
+    def _act_to_max(self) -> None:
+        self._set(self.limits.max_frequency)  # a power ceiling came down (powercap.py)
 
     def _act_throttle(self) -> None:
         self._ceiling_if_raised()  # over right after a step up: that frequency failed
@@ -479,7 +474,7 @@ class Controller:
         """Once per episode: below SECOND_FREQUENCY, and below the firmware's option list."""
         lim = self.limits
         if new < lim.second_frequency - FREQ_EPS:
-            if "floor" not in self._notes:
+            if "floor" not in self._notes and not powercap.below_second(self):
                 self._notes.add("floor")
                 amb = self.model.ambient()
                 at = f" ({amb:.1f} °C effective ambient)" if amb is not None else ""
@@ -594,6 +589,8 @@ class Controller:
         if snap.identity:
             self.identity = tuple(snap.identity)
         aftermath.loads(self, snap.before_trip)
+        self.power_mhz = snap.power_cap  # usercap.narrow applies it
+        usercap.narrow(self)
         if snap.user_cap is not None:
             usercap.apply(self, snap.user_cap, snap.user_cap_ms)
             # set in AxeOS after the last transition (a NORMAL device has none for it)

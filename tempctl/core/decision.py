@@ -112,3 +112,4 @@ class Snapshot:
     recent: tuple[tuple[int, float, float], ...] = ()
     user_cap: float | None = None  # MHz a user lowered the device to (core/usercap.py)
     user_cap_ms: int | None = None  # when tempctl saw it set
+    power_cap: float | None = None  # MHz: the power ceiling in force (core/powercap.py)

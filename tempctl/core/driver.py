@@ -91,6 +91,8 @@ class Driver:
             if getattr(lim, "voltage", "off") == "auto"
             else None
         )
+        if self.voltage is not None:  # the power cap predicts with the voltage f will get
+            controller.voltage_for = self.voltage.need
         table = getattr(controller, "voltage_table", None)
         if self.voltage is not None and table:
             self.voltage.restore(table)  # learned before a restart (the log's last table)

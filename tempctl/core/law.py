@@ -107,6 +107,8 @@ MODEL: tuple[Row, ...] = (
         "SECOND_FREQUENCY cannot hold TEMP_THRESHOLD at this ambient",
     ),
     row(ALL, T1, ["over", "act_now"], "throttle", "above threshold"),
+    # Above a power ceiling (TEMPCTL_POWER_LIMIT, the budget: powercap.py): down to it.
+    row(ALL, N, ["above_max", "settled"], "to_max", "above the power cap"),
     # NORMAL below MAX: the firmware's trip left F - 100 MHz (or a user lowered it), and
     # NORMAL has no way up of its own; judge the new level like a start below MAX.
     row(
@@ -298,6 +300,10 @@ class Facts:
     @property
     def at_max(self) -> bool:
         return self._c.frequency >= self._c.limits.max_frequency - FREQ_EPS
+
+    @property
+    def above_max(self) -> bool:
+        return self._c.frequency > self._c.limits.max_frequency + FREQ_EPS
 
     @property
     def below_max(self) -> bool:

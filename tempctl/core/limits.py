@@ -44,6 +44,8 @@ DEFAULTS: dict[str, object] = {
     "goal": "hashrate",
     "user_cap": "keep",  # a frequency a user lowers in AxeOS is kept as a cap (core/usercap.py)
     "user_cap_hours": 0.0,  # 0 = until the user raises it
+    "power_limit": 0.0,  # W per device, 0 = off (core/powercap.py)
+    "power_budget": 0.0,  # W for all devices of one daemon, 0 = off (core/powercap.py)
 }
 
 
@@ -85,6 +87,7 @@ class Limits:
     goal: str = DEFAULTS["goal"]
     user_cap: str = DEFAULTS["user_cap"]
     user_cap_hours: float = DEFAULTS["user_cap_hours"]
+    power_limit: float = DEFAULTS["power_limit"]
 
     @classmethod
     def from_settings(cls, settings) -> Limits:

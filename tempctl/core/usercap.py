@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from tempctl.core.decision import Event
 from tempctl.core.limits import FREQ_EPS
 
-__all__ = ["apply", "check", "describe", "init", "note", "text", "user_set"]
+__all__ = ["apply", "check", "describe", "init", "narrow", "note", "text", "user_set"]
 
 HOUR_MS = 3_600_000
 
@@ -35,19 +35,29 @@ def init(c) -> None:
 
 def apply(c, mhz: float | None, set_ms: int | None) -> None:
     """Hold ``mhz`` as the cap (None: no cap). No event: restore and the callers below."""
-    base = c.base_limits
     c.user_cap, c.user_cap_ms = mhz, (set_ms if mhz is not None else None)
-    if mhz is None:
-        c.limits = base
-        return
-    # A cap under tempctl's floor pins the range to it: never raise towards the floor.
-    floor = min(base.lowest, mhz)
-    c.limits = replace(
-        base,
-        max_frequency=min(mhz, base.max_frequency),
-        min_frequency=floor,
-        critical_floor=floor,
-    )
+    narrow(c)
+
+
+def narrow(c) -> None:
+    """``c.limits``: the run's, under the user's cap and the power cap (powercap.py)."""
+    base = lim = c.base_limits
+    mhz = c.user_cap
+    if mhz is not None:
+        # A cap under tempctl's floor pins the range to it: never raise towards the floor.
+        floor = min(base.lowest, mhz)
+        lim = replace(
+            base,
+            max_frequency=min(mhz, base.max_frequency),
+            min_frequency=floor,
+            critical_floor=floor,
+        )
+    power = getattr(c, "power_mhz", None)
+    if power is not None:  # never below the floor: the power cap is no reason to stall
+        # the floor stays the run's: TEMPCTL_MIN_FREQUENCY=0 derives it from MAX_FREQUENCY
+        top = max(min(power, lim.max_frequency), lim.lowest)
+        lim = replace(lim, max_frequency=top, min_frequency=lim.lowest)
+    c.limits = lim
 
 
 def note(c) -> str:

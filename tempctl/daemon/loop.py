@@ -25,6 +25,7 @@ from concurrent.futures import Future, wait
 from dataclasses import dataclass
 
 from tempctl.config import config_dict
+from tempctl.core import powercap
 from tempctl.core.clock import ANCHOR_MAX_AHEAD_MS, SystemClock, anchor
 from tempctl.core.controller import Command, Controller, Decision, Limits
 from tempctl.core.decision import Outcome
@@ -404,10 +405,23 @@ class Daemon:
                 r.hashrate,
             )
         self._write([self.eventlog.reading_op(r)])
+        if self.settings.power_budget > 0:
+            self._share(d, r.ts_ms)
         decision = d.driver.step(r, window=lambda: self.eventlog.window(d.name, r.ts_ms, d.limits))
         for obs in self.observers:
             obs.on_reading(d, r, decision)
         return self._act(d, r.ts_ms, decision)
+
+    def _share(self, d: Device, ts: int) -> None:
+        """TEMPCTL_POWER_BUDGET: this device's share, logged at its reading (replay feeds it
+        back at the same one); the allocation itself is pure (core/powercap.py)."""
+        budget = self.settings.power_budget
+        new = powercap.reallocate({x.name: x.controller for x in self.devices}, budget).get(d.name)
+        if new is None:
+            return
+        ev = powercap.share_event(d.controller.power_share, new, budget)
+        powercap.set_share(d.controller, new)
+        self._act(d, ts, Decision(events=[ev]))
 
     def _act(self, d: Device, ts: int, decision: Decision) -> set[Future]:
         if not decision:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from tempctl.config import FIELDS, Device, Settings, validate
+from tempctl.core import powercap
 from tempctl.core.controller import Controller, Limits
 from tempctl.core.decision import Outcome
 from tempctl.core.driver import Driver
@@ -340,6 +341,13 @@ def _check_one(
             (run.id, device),
         )
     }
+    # the daemon's TEMPCTL_POWER_BUDGET shares, handed over at the reading they were logged at
+    shares = conn.execute(
+        "SELECT ts_ms, frequency_to FROM events WHERE run_id = ? AND device = ? "
+        "AND kind = 'power_budget' ORDER BY id",
+        (run.id, device),
+    ).fetchall()
+    next_s = shares[0][0] if shares else 2**62
     cur = conn.execute(sql + run.reading_sql + "ORDER BY id", (run.id, device))
     first = conn.execute(
         "SELECT ts_ms, id FROM readings WHERE run_id = ? AND device = ? ORDER BY id LIMIT 1",
@@ -393,6 +401,8 @@ def _check_one(
         if next_p <= ts:
             _feed(driver, pending, ts)
             next_p = pending[0][0] if pending else big
+        if next_s <= ts:
+            next_s = _shares(driver.controller, shares, ts)
         probe.now = ts
         d = step(r, probe)
         t = d.transition
@@ -440,6 +450,12 @@ def _check_one(
     if progress is not None:
         progress(count % PROGRESS_ROWS)
     return None
+
+
+def _shares(controller, shares: list, upto_ts: int) -> int:
+    while shares and shares[0][0] <= upto_ts:
+        powercap.set_share(controller, shares.pop(0)[1])
+    return shares[0][0] if shares else 2**62
 
 
 def _feed(driver: Driver, pending: list, upto_ts: int) -> None:

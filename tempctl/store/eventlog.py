@@ -27,7 +27,7 @@ from tempctl.core.reading import Reading
 from tempctl.core.window import query_window
 from tempctl.resources import schema_path
 from tempctl.store.migrations import MIGRATIONS, SCHEMA_VERSION
-from tempctl.store.recent import recent_readings
+from tempctl.store.recent import power_ceiling, recent_readings
 
 APP_ID = "tempctl"
 
@@ -596,4 +596,5 @@ def restore(
         recent=recent_readings(conn, device, where, args),
         user_cap=cap,
         user_cap_ms=cap_ms,
+        power_cap=power_ceiling(conn, device, where, args),
     )

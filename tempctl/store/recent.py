@@ -9,7 +9,7 @@ import sqlite3
 
 from tempctl.core.window import suspect
 
-__all__ = ["RECENT_READINGS", "recent_readings"]
+__all__ = ["RECENT_READINGS", "power_ceiling", "recent_readings"]
 
 RECENT_READINGS = 40  # what the die estimator is rebuilt from: ~20 min at 30 s polls
 
@@ -29,3 +29,14 @@ def recent_readings(conn: sqlite3.Connection, device: str, where: str, args: tup
         for ts, temp, freq, up, hashrate, live in reversed(rows)
         if not suspect(up, hashrate, freq, live)
     )
+
+
+def power_ceiling(conn: sqlite3.Connection, device: str, where: str, args: tuple) -> float | None:
+    """The power ceiling in force (MHz, the last ``power_cap`` event; NULL: lifted), so a
+    restart does not climb over the cap for the readings the ceiling is re-derived from."""
+    row = conn.execute(
+        f"SELECT frequency_to FROM events WHERE device = ? AND kind = 'power_cap' AND {where} "
+        "ORDER BY id DESC LIMIT 1",
+        (device, *args),
+    ).fetchone()
+    return row[0] if row else None
