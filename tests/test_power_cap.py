@@ -12,7 +12,7 @@ import threading
 from dataclasses import replace
 
 import requests
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from tempctl.config import Device, Settings
