@@ -186,7 +186,8 @@ def render(rows: list[dict], *, seconds: float | None = None) -> str:
 
 def run_suites(results: Path, pytest_args: list[str]) -> int:
     env = dict(os.environ, **{RESULTS_ENV: str(results)})
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SUITES, *pytest_args]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    cmd += [*SUITES, *pytest_args]  # one process: the results file is shared
     return subprocess.run(cmd, cwd=REPO, env=env, check=False).returncode
 
 
