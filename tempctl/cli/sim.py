@@ -65,7 +65,8 @@ from tempctl.cli.options import (
     help="Fault injection: name=probability or bare name (always), comma-separated, "
     "e.g. timeout=0.05,5xx=0.1,reboot=0.001. Per request: timeout, 5xx, reboot, overheat, "
     "sensor_m1, sensor_0, sensor_127, wrong_types, missing, mac_change, huge, truncated, "
-    "malformed, patch_ignored, patch_400, restart_fail. Lasting conditions that stop mining "
+    "malformed, patch_ignored, patch_400, restart_fail; no_power (drops only power and "
+    "coreVoltage), power_spike (reports 900 W). Lasting conditions that stop mining "
     "(bare: while named; name=p: an info request starts one for 60 plant-s): pool_down "
     "(v2.14+, fan 30 %), power_fault (v2.6+), hardware_fault (v2.14+).",
 )

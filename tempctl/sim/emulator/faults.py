@@ -21,11 +21,13 @@ __all__ = [
     "CONDITION_FAULTS",
     "CONDITION_HOLD_S",
     "FAULT_NAMES",
+    "FIELD_FAULTS",
     "FaultSpec",
     "GET_FAULTS",
     "INFO_FAULTS",
     "PATCH_FAULTS",
     "RESTART_FAULTS",
+    "SPIKE_W",
     "apply_conditions",
     "parse_faults",
     "spec_from_body",
@@ -52,7 +54,14 @@ FAULT_NAMES = (
     "pool_down",
     "power_fault",
     "hardware_fault",
+    "no_power",
+    "power_spike",
 )
+# Power and voltage faults on the info route (issue 20.4): ``no_power`` drops only ``power``
+# and ``coreVoltage`` (``missing`` drops ``temp`` too), ``power_spike`` reports 900 W. Like the
+# conditions they draw only when the spec names them, so older specs keep their sequences.
+FIELD_FAULTS = ("no_power", "power_spike")
+SPIKE_W = 900.0
 # Conditions that last (see the module docstring); the firmware stops mining while one holds.
 CONDITION_FAULTS = ("pool_down", "power_fault", "hardware_fault")
 CONDITION_HOLD_S = 60.0

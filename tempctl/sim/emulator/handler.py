@@ -15,10 +15,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from tempctl.sim.emulator import live
 from tempctl.sim.emulator.faults import (
+    FIELD_FAULTS,
     GET_FAULTS,
     INFO_FAULTS,
     PATCH_FAULTS,
     RESTART_FAULTS,
+    SPIKE_W,
     apply_conditions,
     parse_faults,
     spec_from_body,
@@ -282,6 +284,7 @@ class Handler(BaseHTTPRequestHandler):
         fw = d.firmware
         apply_conditions(d, draw=True)
         active = self._roll(d, INFO_FAULTS)
+        active |= self._roll(d, tuple(n for n in FIELD_FAULTS if d.faults.p(n) > 0))
         if self._common_faults(d, active):
             return
         for name, value in (("sensor_m1", -1.0), ("sensor_0", 0.0), ("sensor_127", 127.0)):
@@ -301,6 +304,11 @@ class Handler(BaseHTTPRequestHandler):
                 ["vrTemp", "frequency", "hashRate", "uptimeSeconds", "coreVoltage", "version"], 2
             ):
                 info.pop(key, None)
+        if "no_power" in active:
+            info.pop("power", None)
+            info.pop("coreVoltage", None)
+        if "power_spike" in active:
+            info["power"] = SPIKE_W
         if "mac_change" in active:
             info["hostname"] = fw.hostname + "-other"
             if "macAddr" in info:
