@@ -73,8 +73,17 @@ def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha)
         node = wait_for(lambda: miner_node(ha), 30, "the miner's discovery configs", d)
         mac = emu.state().get("mac") or ""
         assert node == "tempctl_" + re.sub(r"[^0-9a-f]", "", mac.lower()) or not mac
-        configs = ha.configs()
-        mine = {t.split("/")[3]: (t.split("/")[1], c) for t, c in configs.items() if node in t}
+
+        def mine_now():
+            configs = ha.configs()
+            return {t.split("/")[3]: (t.split("/")[1], c) for t, c in configs.items() if node in t}
+
+        def score(m):
+            return {k for k in m if k.endswith(("_24h", "_start"))}
+
+        # the discovery burst may still be arriving: wait for its last part, the scorecard's
+        wait_for(lambda: len(score(mine_now())) == 14, 30, "the scorecard's discovery configs", d)
+        mine = mine_now()
         for key, (_, cfg) in mine.items():
             assert REQUIRED <= set(cfg), (key, cfg)
             assert cfg["unique_id"] == f"{node}_{key}"
@@ -103,9 +112,8 @@ def test_discovery_state_and_availability_follow_the_miner(tmp_path, broker, ha)
         }
         assert mine["state"][1]["options"] == ["NORMAL", "THROTTLED_1", "THROTTLED_2", "RECOVERING"]
         # tempctl run hands the bridge its live scorecard: one sensor per figure and window
-        score = {k for k in mine if k.endswith(("_24h", "_start"))}
-        assert len(score) == 14 and "hash_ratio_est_24h" in score
-        daemon_cfgs = [c for t, c in configs.items() if "/tempctl_daemon_" in t]
+        assert "hash_ratio_est_24h" in score(mine) and "j_per_th_start" in score(mine)
+        daemon_cfgs = [c for t, c in ha.configs().items() if "/tempctl_daemon_" in t]
         assert daemon_cfgs and all(c["availability_topic"] == "tempctl/status" for c in daemon_cfgs)
         wait_for(lambda: ha.text("tempctl/status") == "online", 10, "daemon online", d)
         wait_for(lambda: availability(ha, emu) == "online", 10, "miner online", d)

@@ -21,8 +21,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from tests.test_model_e2e import rows, tempctl
+from test_model_e2e import rows, tempctl
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +51,9 @@ def noisy_two_sensor(tmp_path):
     assert proc.wait(timeout=20) == 0
 
 
-def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(noisy_two_sensor, tmp_path):
+def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
+    noisy_two_sensor, tmp_path
+):
     url = noisy_two_sensor
     db = tmp_path / "tempctl.db"
     conf = tmp_path / "none.toml"
@@ -77,8 +78,12 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(noisy_t
         while True:
             s = state(url)
             samples.append(
-                (s["plant_time_s"], s["die_c"] + TEMP2_OFFSET, s["frequency_mhz"],
-                 s["overheat_trips"])
+                (
+                    s["plant_time_s"],
+                    s["die_c"] + TEMP2_OFFSET,
+                    s["frequency_mhz"],
+                    s["overheat_trips"],
+                )
             )
             if s["plant_time_s"] >= PLANT_RUN_S:
                 break
@@ -117,6 +122,8 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(noisy_t
 
     check = subprocess.run(
         [sys.executable, "-m", "tempctl", "replay", str(db), "--check"],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True,
+        text=True,
+        timeout=180,
     )
     assert check.returncode == 0, check.stdout + check.stderr

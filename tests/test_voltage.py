@@ -9,6 +9,7 @@ import statistics
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_simulate import AFTERNOON as SIM_AFTERNOON
 
 from tempctl.config import Settings
 from tempctl.core.decision import Command, Decision
@@ -25,7 +26,6 @@ from tempctl.sim.stability import (
     error_share,
     nominal_v_min,
 )
-from tests.test_simulate import AFTERNOON as SIM_AFTERNOON
 
 # --- the simulator's chip -----------------------------------------------------------------
 

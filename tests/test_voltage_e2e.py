@@ -20,8 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
-from tests.test_model_e2e import rows, tempctl, wait_for
+from test_model_e2e import rows, tempctl, wait_for
 
 pytestmark = pytest.mark.slow
 

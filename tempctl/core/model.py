@@ -415,10 +415,13 @@ class ThermalModel:
         self.events.append(Event("note", msg, level="info" if now else "warning", origin="device"))
 
     def _power_plausible(self, power: float) -> bool:
-        """False for a power reading far from the smoothed one, until a second confirms it."""
+        """False for a power reading far from the smoothed one, until a second confirms it;
+        never for one above POWER_MAX_W, however many agree (a firmware's junk can repeat)."""
+        if power > POWER_MAX_W:
+            return False
         ref = self.p
         if ref is None:
-            return power <= POWER_MAX_W
+            return True
         if abs(power - ref) <= max(POWER_GATE_W, POWER_GATE_REL * ref):
             self._p_held = None
             return True
