@@ -130,7 +130,8 @@ def budget(hours: float, seed: int, budget_w: float = 30.0) -> dict:
             elif len(last) == 2:
                 worst_before = max(worst_before, sum(last.values()))
         per = {d: minute_means(conn, d, settled) for d in ("efficient", "hungry")}
-        both = [per["efficient"][m] + per["hungry"][m] for m in per["efficient"] if m in per["hungry"]]
+        eff, hungry = per["efficient"], per["hungry"]
+        both = [eff[m] + hungry[m] for m in eff if m in hungry]
         # one device's step: TEMPCTL_STEP at the largest W/MHz either device showed
         slope = conn.execute(
             "SELECT max((a.power - b.power) / (a.frequency - b.frequency)) FROM readings a "
