@@ -65,9 +65,7 @@ def one_cap(celsius: float, cap: float, voltage: str, hours: float, seed: int) -
         s = Settings(power_limit=cap, voltage=voltage)
         rep = simulate(room(celsius, hours), ["tempctl"], s, poll_s=5, seed=seed, db=db)
         conn = sqlite3.connect(db)
-        first = conn.execute(
-            "SELECT min(ts_ms) FROM events WHERE kind = 'power_cap'"
-        ).fetchone()[0]
+        first = conn.execute("SELECT min(ts_ms) FROM events WHERE kind = 'power_cap'").fetchone()[0]
         moves = conn.execute("SELECT count(*) FROM events WHERE kind = 'power_cap'").fetchone()[0]
         uncapped = conn.execute("SELECT power FROM readings ORDER BY id LIMIT 1").fetchone()[0]
         means = list(minute_means(conn, after_ms=(first or 0) + int(s.settle * 1000)).values())
