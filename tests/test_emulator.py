@@ -556,3 +556,34 @@ def test_emulate_refuses_non_loopback_and_bad_faults():
     assert r.exit_code == 2 and "not a loopback address; add --allow-remote" in r.output
     r = CliRunner().invoke(cli, ["emulate", "--faults", "5xx=2"])
     assert r.exit_code == 2 and "'5xx=2'" in r.output
+
+
+def test_pace_holds_plant_time_within_reach_of_the_latest_poll():
+    """--pace: a late poll (a busy machine) stalls the plant instead of leaving it unwatched."""
+    with emulator(scale=120.0, pace_s=45.0) as emu:
+        url = emu.urls[0]
+        start = emu.device_time()
+        advance(emu, 0.25)  # on time: 30 s of plant time
+        assert emu.device_time() == pytest.approx(start + 30.0)
+        requests.get(url + "/api/system/info", timeout=TIMEOUT).raise_for_status()
+        polled = emu.device_time()
+        advance(emu, 2.0)  # 240 s of wall-scaled time without a poll: the plant runs 45 s
+        assert emu.device_time() == pytest.approx(polled + 45.0)
+        state = requests.get(url + "/_emulator/state", timeout=TIMEOUT).json()
+        assert state["plant_time_s"] == pytest.approx(polled + 45.0, abs=0.01)
+        requests.get(url + "/api/system/info", timeout=TIMEOUT).raise_for_status()
+        assert emu.held_s == pytest.approx(240.0 - 45.0)
+        advance(emu, 0.25)  # polls on time again: plant time runs at the scale
+        assert emu.device_time() == pytest.approx(polled + 45.0 + 30.0)
+        # writes and the state endpoint do not feed the pace; only a poll does
+        requests.get(url + "/_emulator/state", timeout=TIMEOUT)
+        advance(emu, 1.0)
+        assert emu.device_time() == pytest.approx(polled + 45.0 + 45.0)
+
+
+def test_without_pace_plant_time_follows_the_clock():
+    with emulator(scale=120.0) as emu:
+        start = emu.device_time()
+        requests.get(emu.urls[0] + "/api/system/info", timeout=TIMEOUT).raise_for_status()
+        advance(emu, 2.0)
+        assert emu.device_time() == pytest.approx(start + 240.0)

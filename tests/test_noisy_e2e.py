@@ -3,7 +3,10 @@
 The plant is replay/scenarios/panel/two_sensor_hot_temp2.toml (temp2 reads the die + 1.5 °C,
 so the parser must control on temp2) with 0.3 °C sensor noise, the median of the real traces
 (docs/sensor.md). Everything is compressed 120x: the emulator's plant time (--scale 120), and
-the daemon's 30 s polls, 180 s settle and 1 h stable window, each divided by 120.
+the daemon's 30 s polls, 180 s settle and 1 h stable window, each divided by 120. The
+emulator runs with ``--pace 45``: plant time never runs more than 45 s (1.5 polls) past the
+latest poll, so a daemon scheduled late on a busy machine meets a plant that waited for it,
+as a real board is watched every 30 s, instead of one left unwatched for minutes.
 
 The true hot-sensor value comes from the emulator's ``/_emulator/state`` (die_c + the offset),
 sampled in plant time; judgements are made in plant time and on the log, never on wall time.
@@ -30,7 +33,8 @@ THRESHOLD = 63.0  # the default; the oracle below is for it
 TEMP2_OFFSET = 1.5
 ORACLE_MHZ = 528.0  # the panel file's oracle in its 30.5 °C room
 PLANT_RUN_S = 2.5 * 3600  # plant time to run: 75 s of wall time at 120x
-FIRST_SETTLE_S = 1800.0  # plant seconds from the first decision before the die is judged
+PACE_S = 45.0  # plant seconds the emulator may run past the latest poll
+FIRST_SETTLE_S = 1800.0  # plant seconds from the start before the die is judged
 PANEL = Path(__file__).resolve().parent.parent / "replay/scenarios/panel/two_sensor_hot_temp2.toml"
 
 
@@ -43,7 +47,11 @@ def state(url: str) -> dict:
 def noisy_two_sensor(tmp_path):
     scenario = tmp_path / "two_sensor_noisy.toml"
     scenario.write_text(PANEL.read_text() + "noise_c = 0.3\n")  # [plant] is the last table
-    proc = tempctl("emulate", "--scenario", str(scenario), "--scale", str(SCALE), "--seed", "7")
+    proc = tempctl(
+        "emulate",
+        *("--scenario", str(scenario), "--scale", str(SCALE), "--pace", str(PACE_S)),
+        *("--seed", "7"),
+    )
     url = proc.stdout.readline().strip()
     assert url.startswith("http://127.0.0.1:"), url
     yield url
@@ -51,11 +59,6 @@ def noisy_two_sensor(tmp_path):
     assert proc.wait(timeout=20) == 0
 
 
-@pytest.mark.skipif(
-    os.environ.get("CI") == "true",
-    reason="real time at scale 120: on a busy machine late polls move the die's time above the "
-    "threshold (failed 1 of 4 runs here); kept for development until it samples on plant time",
-)
 def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
     noisy_two_sensor, tmp_path
 ):
@@ -78,6 +81,7 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
     )
     proc = tempctl("run", env=env)
     samples = []  # (plant s, true hot sensor °C, frequency MHz, overheat trips)
+    held = 0.0  # plant seconds the pace held back (the daemon polled late)
     wall_deadline = time.monotonic() + 4 * PLANT_RUN_S / SCALE  # generous: a busy CI box
     try:
         while True:
@@ -90,6 +94,7 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
                     s["overheat_trips"],
                 )
             )
+            held = s["pace_held_s"]
             if s["plant_time_s"] >= PLANT_RUN_S:
                 break
             if proc.poll() is not None:
@@ -114,10 +119,10 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
     # the true hot sensor against the threshold, after the first settle
     worst = max(t for _, t, _, _ in judged)
     share_above = sum(t > THRESHOLD for _, t, _, _ in judged) / len(judged)
-    assert worst <= THRESHOLD + 0.5, (worst, share_above)
-    # Issue 20 asks <= 1 %; the panel's steady rooms measure 0-2 % on this plant and noise, and
-    # at scale 120 a busy CI machine polls late (2.1 % seen beside two CPU burners), so 3 %.
-    assert share_above <= 0.03, (worst, share_above)
+    figures = dict(worst=round(worst, 2), share_above=round(share_above, 4), held_s=held)
+    print(f"noisy two-sensor e2e: {figures}")
+    assert worst <= THRESHOLD + 0.5, figures
+    assert share_above <= 0.01, figures  # issue 20: at most 1 % of the time above
 
     # the firmware never tripped, neither in the plant nor in the log
     assert samples[-1][3] == 0, samples[-1]

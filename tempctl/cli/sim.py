@@ -28,6 +28,15 @@ from tempctl.cli.options import (
 @scenario_option()
 @scale_option(1.0)
 @click.option(
+    "--pace",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    metavar="SECONDS",
+    help="Plant time waits for a late poll: it runs at most SECONDS (plant time) past the "
+    "latest GET /api/system/info. For compressed runs (--scale) on a busy machine, where a "
+    "poll scheduled late would leave the plant running unwatched for minutes.",
+)
+@click.option(
     "--firmware",
     metavar="V",
     default=None,
@@ -98,6 +107,7 @@ def emulate(
     port,
     scenario,
     scale,
+    pace,
     firmware,
     asic,
     version_label,
@@ -159,6 +169,7 @@ def emulate(
             port=port,
             devices=devices,
             scale=scale,
+            pace_s=pace,
             firmware=firmware,
             asic=asic,
             faults=faults,

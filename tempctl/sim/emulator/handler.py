@@ -137,7 +137,8 @@ class Handler(BaseHTTPRequestHandler):
         self._live: dict | None = None
         with d.lock:
             fw = d.firmware
-            fw.advance(self.emulator.device_time())
+            poll = method == "GET" and url.path == "/api/system/info"
+            fw.advance(self.emulator.polled() if poll else self.emulator.device_time())
             if not fw.reachable():
                 self._drop()
                 return
@@ -397,7 +398,12 @@ class Handler(BaseHTTPRequestHandler):
             fw.advance(emu.device_time())
             if path == "/_emulator/state" and method == "GET":
                 state = fw.state()
-                state.update(index=d.index, faults=str(d.faults), device_time_s=emu.device_time())
+                state.update(
+                    index=d.index,
+                    faults=str(d.faults),
+                    device_time_s=emu.device_time(),
+                    pace_held_s=round(emu.held_s, 3),
+                )
                 self._json(200, state)
             elif path == "/_emulator/faults" and method == "POST":
                 try:

@@ -7,7 +7,9 @@ While a device reboots its listening socket is closed, so clients see a real
 listen holds it (SO_REUSEPORT, which only our own sockets set) until the device
 listens again, so no other program can take the port during the reboot. A failed
 rebind is logged and counted in ``Emulator.errors``, and retried every tick.
-Plant time runs ``scale`` times faster than ``clock``.
+Plant time runs ``scale`` times faster than ``clock``. With ``pace_s`` it also waits for a
+late poll: it runs at most ``pace_s`` plant seconds past the latest GET /api/system/info, so
+a compressed run on a busy machine (a daemon scheduled late) is not a plant left unwatched.
 
 The package docstring (``tempctl.sim.emulator``) gives the overview; fault injection
 is described in ``faults``.
@@ -140,11 +142,14 @@ class Emulator:
         version_label: str | None = None,
         password: str | None = None,
         auth_read_required: bool = False,
+        pace_s: float | None = None,
     ):
         if devices < 1:
             raise ValueError("devices must be >= 1")
         if scale <= 0:
             raise ValueError("scale must be > 0")
+        if pace_s is not None and pace_s <= 0:
+            raise ValueError("pace must be > 0")
         self.scenario = load_scenario(scenario) if isinstance(scenario, str) else scenario
         self.host = host
         self.scale = scale
@@ -157,6 +162,10 @@ class Emulator:
         self.errors: list[str] = []  # failed (re)binds, oldest first
         self.start_s = start_hours * 3600.0
         self._t0: float | None = None
+        self.pace_s = pace_s
+        self._poll: tuple[float, float] | None = None  # (clock, plant s) at the latest poll
+        self.held_s = 0.0  # plant seconds the pace held back, for the state endpoint
+        self._pace_lock = threading.Lock()
         self._stop = threading.Event()
         self._sync_lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
@@ -223,10 +232,28 @@ class Emulator:
         return self._stop.wait(seconds)
 
     def device_time(self) -> float:
-        """Plant seconds: start + scale * (clock() - t0)."""
+        """Plant seconds: start + scale * (clock() - t0), held within ``pace_s`` of the
+        latest poll when pacing."""
         if self._t0 is None:
             return self.start_s
-        return self.start_s + self.scale * (self.clock() - self._t0)
+        now = self.clock()
+        poll = self._poll
+        if poll is None:
+            return self.start_s + self.scale * (now - self._t0)
+        return poll[1] + min(self.scale * (now - poll[0]), self.pace_s)
+
+    def polled(self) -> float:
+        """A GET /api/system/info arrived: the plant time it reads (and, pacing, the new
+        anchor the plant may run ``pace_s`` past)."""
+        if self.pace_s is None or self._t0 is None:
+            return self.device_time()
+        with self._pace_lock:
+            now = self.clock()
+            plant = self.device_time()
+            if self._poll is not None:
+                self.held_s += max(0.0, self.scale * (now - self._poll[0]) - self.pace_s)
+            self._poll = (now, plant)
+            return plant
 
     def firmware(self, index: int = 0) -> Firmware:
         return self.devices[index].firmware
