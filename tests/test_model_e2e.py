@@ -11,7 +11,6 @@ never leave [floor, MAX].
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +19,7 @@ import time
 import urllib.request
 
 import pytest
+from procs import daemon_env
 
 pytestmark = pytest.mark.slow
 
@@ -76,22 +76,19 @@ def wait_for(predicate, timeout, what, proc):
 
 def test_closet_too_hot_for_second_frequency_comes_back_under_the_threshold(closet, tmp_path):
     db = tmp_path / "tempctl.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE"))}
-    env.update(
-        BITAXE_IP=closet,
-        CHECK_INTERVAL="0.5",
-        TEMPCTL_SETTLE="3",
-        STABLE_TIMEFRAME="0.004",
-        TEMPCTL_DB=str(db),
-        TEMPCTL_CONFIG=str(tmp_path / "none.toml"),
-        TEMP_THRESHOLD=str(THRESHOLD),
-        FIRST_FREQUENCY="490",
-        SECOND_FREQUENCY="400",
-        MAX_FREQUENCY="575",
-        TEMPCTL_LAW="model",
+    env = daemon_env(
+        closet,
+        db,
+        tmp_path,
+        check_interval=0.5,
+        settle=3,
+        stable_timeframe=0.004,
+        temp_threshold=THRESHOLD,
+        first_frequency=490,
+        second_frequency=400,
+        max_frequency=575,
+        law="model",
     )
-    (tmp_path / "none.toml").write_text("# empty\n")
-    (tmp_path / "none.toml").chmod(0o600)
     proc = tempctl("run", env=env)
 
     def settled_below_second():

@@ -15,7 +15,6 @@ sampled in plant time; judgements are made in plant time and on the log, never o
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -24,6 +23,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from procs import daemon_env
 from test_model_e2e import rows, tempctl
 
 pytestmark = pytest.mark.slow
@@ -64,20 +64,16 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
 ):
     url = noisy_two_sensor
     db = tmp_path / "tempctl.db"
-    conf = tmp_path / "none.toml"
-    conf.write_text("# empty\n")
-    conf.chmod(0o600)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE"))}
-    env.update(
-        BITAXE_IP=url,
-        CHECK_INTERVAL=str(30 / SCALE),
-        TEMPCTL_SETTLE=str(180 / SCALE),
-        STABLE_TIMEFRAME=str(1.0 / SCALE),  # hours
-        TEMPCTL_DB=str(db),
-        TEMPCTL_CONFIG=str(conf),
-        TEMP_THRESHOLD=str(THRESHOLD),
-        MAX_FREQUENCY="575",
-        TEMPCTL_LAW="model",
+    env = daemon_env(
+        url,
+        db,
+        tmp_path,
+        check_interval=30 / SCALE,
+        settle=180 / SCALE,
+        stable_timeframe=1.0 / SCALE,  # hours
+        temp_threshold=THRESHOLD,
+        max_frequency=575,
+        law="model",
     )
     proc = tempctl("run", env=env)
     samples = []  # (plant s, true hot sensor °C, frequency MHz, overheat trips)

@@ -11,7 +11,6 @@ frequency under the same threshold. Timing is scaled as in test_model_e2e (plant
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
 import subprocess
@@ -20,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from procs import daemon_env
 from test_model_e2e import rows, tempctl, wait_for
 
 pytestmark = pytest.mark.slow
@@ -46,20 +46,17 @@ def emulator(tmp_path):
 def run_daemon(tmp_path, voltage: str, done):
     emu, url = emulator(tmp_path)
     db = tmp_path / f"{voltage}.db"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEMPCTL_", "BITAXE"))}
-    env.update(
-        BITAXE_IP=url,
-        CHECK_INTERVAL="0.5",
-        TEMPCTL_SETTLE="3",
-        STABLE_TIMEFRAME="0.004",
-        TEMPCTL_DB=str(db),
-        TEMPCTL_CONFIG=str(tmp_path / "none.toml"),
-        TEMP_THRESHOLD=str(THRESHOLD),
-        MAX_FREQUENCY="575",
-        TEMPCTL_VOLTAGE=voltage,
+    env = daemon_env(
+        url,
+        db,
+        tmp_path,
+        check_interval=0.5,
+        settle=3,
+        stable_timeframe=0.004,
+        temp_threshold=THRESHOLD,
+        max_frequency=575,
+        voltage=voltage,
     )
-    (tmp_path / "none.toml").write_text("# empty\n")
-    (tmp_path / "none.toml").chmod(0o600)
     proc = tempctl("run", env=env)
     try:
         wait_for(lambda: done(db), 300, f"voltage {voltage}: settled", proc)
