@@ -340,7 +340,12 @@ def test_prune_command(filled, tmp_path):
     res = runner.invoke(cli, ["prune", "--retention-days", "1", "--json"], env=env)
     assert json.loads(res.output)["folded"] == 0
     res = runner.invoke(cli, ["prune", "--retention-days", "1", "--db", str(tmp_path / "no.db")])
-    assert res.exit_code == 1 and "no such tempctl log" in res.output
+    assert res.exit_code == 2 and "no such tempctl log" in res.output
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    res = runner.invoke(cli, ["prune", "--retention-days", "1", "--db", str(empty)])
+    assert res.exit_code == 2 and "an empty file, not a tempctl log" in res.output, res.output
+    assert empty.stat().st_size == 0  # not turned into a log by pruning it
 
 
 def test_retention_and_vacuum_write_through_the_log():

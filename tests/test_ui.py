@@ -473,6 +473,7 @@ def test_cli_refuses_a_remote_host_without_allow_remote(fixture_log):
     "content, message",
     [
         (None, "no such tempctl log"),
+        (b"", "an empty file, not a tempctl log"),
         (b"hello", "not a SQLite database"),
         ("other", "not a tempctl log"),
     ],
@@ -484,7 +485,9 @@ def test_cli_needs_an_existing_tempctl_log(tmp_path, content, message):
     elif content is not None:
         db.write_bytes(content)
     res = CliRunner().invoke(cli, ["ui", "--db", str(db)], env={"TEMPCTL_CONFIG": ""})
-    assert res.exit_code == 1 and message in res.output, res.output
+    assert res.exit_code == 2 and message in res.output, res.output
+    if isinstance(content, bytes):
+        assert db.read_bytes() == content  # refused, untouched
 
 
 def test_cli_refuses_a_busy_port(fixture_log):

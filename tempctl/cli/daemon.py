@@ -214,6 +214,7 @@ def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
     from datetime import UTC, datetime
     from pathlib import Path
 
+    from tempctl.cli.offline import NotALog, require_log
     from tempctl.store.retention import min_keep_ms, prune
 
     settings = settings_from_cli(kwargs, require_devices=False)
@@ -223,7 +224,8 @@ def prune_cmd(batch_rows, vacuum, as_json, **kwargs):
             "to keep with --retention-days or TEMPCTL_RETENTION_DAYS"
         )
     if not Path(settings.db).exists():
-        raise click.ClickException(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+        raise NotALog(f"{settings.db}: no such tempctl log (set TEMPCTL_DB or --db)")
+    require_log(settings.db)  # an empty or foreign file is not made a log by pruning it
     eventlog = _open_log(settings.db, create=False)
     now = int(time.time() * 1000)
     batch = None if settings.dry_run or batch_rows == 0 else batch_rows

@@ -48,6 +48,9 @@ def ui(host, port, open_browser, allow_remote, **kwargs):
             "(a reverse proxy with authentication, or an SSH tunnel), or add --allow-remote.",
             param_hint="--host",
         )
+    from tempctl.cli.offline import require_log
+
+    require_log(settings.db)  # bad input: one line, exit 2 (as replay and status)
     try:
         code = ui_mod.run_ui(
             settings.db,
