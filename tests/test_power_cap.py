@@ -10,8 +10,10 @@ from __future__ import annotations
 import sqlite3
 import threading
 from dataclasses import replace
+from pathlib import Path
 
 import requests
+from dashboard import Server
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -28,6 +30,7 @@ from tempctl.sim.emulator import Emulator
 from tempctl.sim.scenario import load_scenario
 from tempctl.sim.simulate import simulate
 from tempctl.store.eventlog import Log
+from tempctl.store.status import device_status, format_status
 
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 COOL_ROOM = replace(
@@ -157,6 +160,58 @@ def test_simulated_gamma_holds_the_cap_within_3_percent_and_replays(tmp_path):
     assert res.ok and res.transitions > 0, res
 
 
+def test_the_levels_law_holds_the_cap_too_and_status_shows_it(tmp_path):
+    """TEMPCTL_LAW=levels (tempctl 0.1's law) is no reason to ignore a power limit: its own
+    rows take the device down to the ceiling and restore by TEMPCTL_STEP when it rises."""
+    db = str(tmp_path / "levels.db")
+    scn = replace(COOL_ROOM, duration_s=3 * 3600.0)
+    report = simulate(scn, ["levels"], Settings(power_limit=15.0), poll_s=5, db=db)
+    conn = sqlite3.connect(db)
+    t0 = conn.execute("SELECT min(ts_ms) FROM readings").fetchone()[0]
+    means = one_minute_means(db, t0 + 180_000)
+    assert len(means) > 170
+    assert all(abs(m - 15.0) <= 0.03 * 15.0 for m in means), (min(means), max(means))
+    assert report["policies"]["levels"]["mean_frequency"] < 500
+    reasons = [r for (r,) in conn.execute("SELECT reason FROM transitions ORDER BY id")]
+    assert "above the power cap" in reasons
+    assert "below MAX_FREQUENCY under a power cap that rose" in reasons
+    res = check(conn)
+    assert res.ok and res.transitions > 0, res
+    # tempctl status, from the log alone
+    last = conn.execute("SELECT max(ts_ms) FROM readings").fetchone()[0]
+    s = device_status(conn, "sim-levels", last)
+    ceiling = conn.execute(
+        "SELECT frequency_to FROM events WHERE kind = 'power_cap' ORDER BY id DESC LIMIT 1"
+    ).fetchone()[0]
+    assert s["power_cap"] == {
+        "limit_w": 15.0, "budget_w": None, "share_w": None, "watts": 15.0,
+        "mhz": ceiling, "binds": True,
+    }  # fmt: skip
+    assert s["frequency"] <= ceiling < 575
+    assert f"power cap  15 W (TEMPCTL_POWER_LIMIT): ceiling {ceiling:g} MHz" in format_status(s)
+    # Datasette's canned query, on the real server (tempctl ui)
+    srv = Server(Path(db), tmp_path / "datasette.log")
+    try:
+        rows = srv.query("power_caps_now", device="")
+    finally:
+        srv.stop()
+    assert rows[0]["ceiling_mhz"] == ceiling and rows[0]["kind"] == "power_cap"
+    assert (
+        len(rows)
+        == conn.execute("SELECT count(*) FROM events WHERE kind = 'power_cap'").fetchone()[0]
+    )
+
+
+def test_the_levels_law_without_a_binding_cap_is_unchanged():
+    """A cap above what the levels law runs changes none of its decisions."""
+    hot = replace(COOL_ROOM, duration_s=3 * 3600.0, ambient_points=((0.0, 32.0),))
+    capped = simulate(hot, ["levels"], Settings(power_limit=40.0), poll_s=5)
+    free = simulate(hot, ["levels"], Settings(), poll_s=5)
+    a, b = capped["policies"]["levels"], free["policies"]["levels"]
+    keys = ("mean_frequency", "max_temp", "frequency_changes", "gh_hours")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+
+
 def test_simulated_heat_keeps_the_threshold_below_the_cap(tmp_path):
     """A cap above what the threshold allows never raises the frequency over it."""
     hot = replace(COOL_ROOM, duration_s=3 * 3600.0, ambient_points=((0.0, 38.0),))
@@ -208,6 +263,19 @@ def test_daemon_shares_a_budget_and_the_least_efficient_gives_way(tmp_path):
     assert max(steps) > 28.5  # the budget is used, not left idle
     shares = conn.execute("SELECT count(*) FROM events WHERE kind = 'power_budget'").fetchone()[0]
     assert shares >= 2
+    # tempctl status shows each device's share of the budget (the last power_budget event)
+    last = conn.execute("SELECT max(ts_ms) FROM readings").fetchone()[0]
+    for dev in ("efficient", "hungry"):
+        cap = device_status(conn, dev, last)["power_cap"]
+        share = conn.execute(
+            "SELECT frequency_to FROM events WHERE kind = 'power_budget' AND device = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (dev,),
+        ).fetchone()[0]
+        assert (cap["limit_w"], cap["budget_w"], cap["share_w"]) == (None, 30.0, share)
+        assert cap["watts"] == share
+    text = format_status(device_status(conn, "hungry", last))
+    assert "of TEMPCTL_POWER_BUDGET 30 W" in text
     res = check(conn)
     assert res.ok, res
 
