@@ -7,15 +7,19 @@ with two emulated Gammas under a shared budget; replay --check on both logs.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 import threading
 from dataclasses import replace
 from pathlib import Path
 
+import procs
 import requests
-from dashboard import Server
+from dashboard import Server, free_port
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tempctl.config import Device, Settings
 from tempctl.core import powercap
@@ -310,3 +314,65 @@ def test_a_restart_keeps_the_ceiling_and_replays(tmp_path):
     assert len(powers) > 300 and max(powers[1:]) <= 15.0 * 1.03, max(powers[1:])
     res = check(conn)
     assert res.ok, res
+
+
+# -- end to end: `tempctl run` (levels law) against `tempctl emulate` --------------------------
+
+
+def test_tempctl_run_under_the_levels_law_holds_and_shows_the_cap(tmp_path):
+    """The real daemon (FAST timing: TEMPCTL_LAW=levels) with TEMPCTL_POWER_LIMIT=15 on an
+    emulated Gamma (~18 W at 575 MHz): the device goes under the ceiling, Prometheus and
+    `tempctl status` show it, and `tempctl replay` reproduces every decision."""
+    emu = procs.start_emulator(tmp_path, scenario="constant", seed=4)
+    db = tmp_path / "tempctl.db"
+    port = free_port()
+    d = procs.start_daemon(emu.address, db, tmp_path, power_limit=15.0, metrics_port=port)
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def gauges() -> dict[str, float]:
+        try:
+            text = requests.get(url, timeout=2).text
+        except requests.RequestException:
+            return {}
+        return {
+            s.name: s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name.startswith(("tempctl_power", "tempctl_target_frequency"))
+        }
+
+    try:
+        g = procs.wait_for(
+            lambda: (x := gauges()).get("tempctl_power_cap_binding") == 1 and x,
+            60,
+            "a binding power ceiling on /metrics",
+            d,
+        )
+        assert g["tempctl_power_limit_watts"] == 15.0
+        assert g["tempctl_target_frequency_mhz"] <= g["tempctl_power_ceiling_mhz"] < 575
+        procs.wait_for(
+            lambda: gauges().get("tempctl_power_watts", 99) <= 15.0, 60, "power under the cap", d
+        )
+        procs.assert_clean_exit(d)
+    finally:
+        d.stop()
+        emu.stop()
+    env = procs.daemon_env(emu.address, db, tmp_path)
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "status", "--db", str(db), "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cap = json.loads(r.stdout)[0]["power_cap"]
+    conn = sqlite3.connect(db)
+    assert json.loads(conn.execute("SELECT config FROM runs").fetchone()[0])["law"] == "levels"
+    last = conn.execute(
+        "SELECT frequency_to FROM events WHERE kind = 'power_cap' ORDER BY id DESC LIMIT 1"
+    )
+    assert cap["limit_w"] == cap["watts"] == 15.0 and cap["mhz"] == last.fetchone()[0]
+    conn.close()
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "replay", str(db)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("ok: 1 run(s)"), r.stdout + r.stderr
