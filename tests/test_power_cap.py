@@ -17,7 +17,7 @@ from pathlib import Path
 import procs
 import requests
 from dashboard import Server, free_port
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -376,3 +376,34 @@ def test_tempctl_run_under_the_levels_law_holds_and_shows_the_cap(tmp_path):
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert r.returncode == 0 and r.stdout.startswith("ok: 1 run(s)"), r.stdout + r.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    law=st.sampled_from(["levels", "model"]),
+    cap=st.floats(8, 20),
+    polls=st.lists(
+        st.tuples(st.floats(45, 70), st.floats(0.7, 1.3), st.booleans()), min_size=5, max_size=80
+    ),
+)
+def test_either_law_never_stays_above_the_ceiling_past_a_settle(law, cap, polls):
+    """Whatever the temperatures and powers: tempctl never commands above MAX_FREQUENCY or
+    below the floor, and is above a power ceiling only within TEMPCTL_SETTLE of its last
+    change (the row that takes it down waits for the change to settle)."""
+    lim = Limits(law=law, power_limit=cap, settle=30.0, check_interval=5.0)
+    c = Controller(lim, "gamma")
+    f = lim.max_frequency
+    for i, (temp, scale, spike) in enumerate(polls):
+        ts = START_MS + 5000 * i
+        power = 900.0 if spike else 18.0 * (f / 575) * scale  # issue 20's spikes too
+        r = Reading(
+            "gamma", ts, temp=temp, frequency=f, core_voltage=1150, hashrate=2.1 * f,
+            power=power, asic_model="BM1370", version="v2.15.0",
+        )  # fmt: skip
+        d = c.step(r, ts)
+        for cmd in d.commands:
+            if cmd.frequency is not None:
+                assert lim.lowest - 1e-6 <= cmd.frequency <= lim.max_frequency + 1e-6
+                f = cmd.frequency  # the device follows
+        if c.power_mhz is not None and c.frequency > c.limits.max_frequency + 1e-6:
+            assert ts - c.last_change_ms < lim.settle * 1000, (c.frequency, c.power_mhz)
