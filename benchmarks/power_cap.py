@@ -3,7 +3,9 @@
     python benchmarks/power_cap.py [--hours 6] [--seed 0]
 
 * ``cap``: the simulated Gamma (575 MHz, 1150 mV: ~18 W uncapped) in a 25 °C and a 32 °C
-  room under a 12 W and a 15 W cap, TEMPCTL_VOLTAGE off and auto. After the first settle
+  room under a 12 W and a 15 W cap, TEMPCTL_VOLTAGE off and auto, and under
+  TEMPCTL_LAW=levels (voltage off; its floor is SECOND_FREQUENCY, 400 MHz, so 12 W also
+  with TEMPCTL_MIN_FREQUENCY=250). After the first settle
   (the first ceiling, plus TEMPCTL_SETTLE) every whole minute's mean reported power is
   compared with the cap: the worst over and under it (%), the share of minutes within 3 %,
   the mean frequency and hash, and how often the ceiling moved.
@@ -59,20 +61,31 @@ def minute_means(conn, device: str | None = None, after_ms: int = 0) -> dict[int
     return dict(rows[1:-1])  # whole minutes only
 
 
-def one_cap(celsius: float, cap: float, voltage: str, hours: float, seed: int) -> dict:
+def one_cap(
+    celsius: float,
+    cap: float,
+    voltage: str,
+    hours: float,
+    seed: int,
+    law: str = "model",
+    min_frequency: float = 0.0,
+) -> dict:
+    policy = "tempctl" if law == "model" else law  # the simulator's levels policy
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "cap.db")
-        s = Settings(power_limit=cap, voltage=voltage)
-        rep = simulate(room(celsius, hours), ["tempctl"], s, poll_s=5, seed=seed, db=db)
+        s = Settings(power_limit=cap, voltage=voltage, min_frequency=min_frequency)
+        rep = simulate(room(celsius, hours), [policy], s, poll_s=5, seed=seed, db=db)
         conn = sqlite3.connect(db)
         first = conn.execute("SELECT min(ts_ms) FROM events WHERE kind = 'power_cap'").fetchone()[0]
         moves = conn.execute("SELECT count(*) FROM events WHERE kind = 'power_cap'").fetchone()[0]
         uncapped = conn.execute("SELECT power FROM readings ORDER BY id LIMIT 1").fetchone()[0]
         means = list(minute_means(conn, after_ms=(first or 0) + int(s.settle * 1000)).values())
         conn.close()
-    m = rep["policies"]["tempctl"]
+    m = rep["policies"][policy]
     rel = [p / cap - 1 for p in means] or [0.0]
     return {
+        "law": law,
+        "min_frequency": min_frequency,
         "room_c": celsius,
         "cap_w": cap,
         "voltage": voltage,
@@ -179,6 +192,12 @@ def main() -> None:
         for c in (25.0, 32.0)
         for w in (12.0, 15.0)
         for v in ("off", "auto")
+    ]
+    # the levels law's floor is SECOND_FREQUENCY (400 MHz): a 12 W cap needs a lower one
+    caps += [
+        one_cap(c, w, "off", args.hours, args.seed, "levels", low)
+        for c in (25.0, 32.0)
+        for w, low in ((12.0, 0.0), (15.0, 0.0), (12.0, 250.0))
     ]
     out = {"cap": caps, "budget": budget(min(args.hours, 4.0), args.seed)}
     print(json.dumps(out, indent=1))

@@ -337,8 +337,9 @@ FIELDS: tuple[Field, ...] = (
         "--power-limit",
         "float",
         DEFAULTS["power_limit"],
-        "Power cap (W) per device: tempctl keeps the board's measured power under it by "
-        "choosing the highest frequency whose predicted power fits; 0 = off.",
+        "Power cap (W) per device, under either TEMPCTL_LAW: tempctl keeps the board's "
+        "measured power under it by choosing the highest frequency whose predicted power "
+        "fits; 0 = off.",
         POWER_RANGE,
         per_device=True,
     ),

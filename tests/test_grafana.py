@@ -59,12 +59,16 @@ def dashboard() -> dict:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> set[str]:
     """Sample names a running daemon's endpoint serves: the daemon against the emulator
-    (fake clock, a hot afternoon: throttles, commands, a scorecard with every figure)."""
+    (fake clock, a hot afternoon: throttles, commands, a scorecard with every figure; a
+    power cap, so its series are served too)."""
     db = tmp_path_factory.mktemp("grafana") / "tempctl.db"
     clock = FakeClock()
     with Emulator("heatwave", start_hours=5.0, clock=clock.monotonic, seed=1) as emu:
         settings = Settings(
-            devices=(Device("gamma", emu.urls[0]),), check_interval=30.0, law="levels"
+            devices=(Device("gamma", emu.urls[0]),),
+            check_interval=30.0,
+            law="levels",
+            power_limit=15.0,
         )
         card = Scorecard.for_log(db)
         m = Metrics(scorecard=card)
@@ -89,6 +93,8 @@ def test_the_dashboard_shows_what_the_issue_asks(dashboard):
         "tempctl_temperature_threshold_celsius",
         "tempctl_frequency_mhz",
         "tempctl_target_frequency_mhz",
+        "tempctl_power_ceiling_mhz",
+        "tempctl_power_limit_watts",
         "tempctl_state",
         *(name for name, _, _ in SCORECARD_GAUGES),
     ):

@@ -286,3 +286,31 @@ def test_the_daemon_has_one_scorecard_for_every_exporter(tmp_path):
         assert extras.observers.count(card) == 1
     finally:
         extras.close()
+
+
+def test_the_power_cap_is_exported_per_device(served):
+    """TEMPCTL_POWER_LIMIT: the watts, the frequency ceiling it sets and whether it binds,
+    in the exposition text; a device without a cap has none of these series."""
+    m, port, _ = served
+    capped = device("capped", Limits(power_limit=15.0, law="levels", check_interval=5.0))
+    free = device("free", Limits())
+    for i in range(4):  # ~18 W at 575 MHz: three readings at one point move the ceiling
+        r = Reading(
+            "capped", T + i * 5000, temp=55.0, frequency=575.0, core_voltage=1150,
+            hashrate=1200.0, power=18.0,
+        )  # fmt: skip
+        feed(m, capped, r)
+    feed(m, free, Reading("free", T, temp=55.0, frequency=575.0, power=18.0))
+    ctl = capped.controller
+    assert ctl.power_mhz is not None and ctl.frequency == ctl.power_mhz < 575
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    assert "# HELP tempctl_power_ceiling_mhz Highest frequency the power cap allows" in text
+    assert "# TYPE tempctl_power_limit_watts gauge" in text
+    assert f'tempctl_power_ceiling_mhz{{device="capped"}} {ctl.power_mhz}' in text
+    s = scrape(port)
+    assert value(s, "tempctl_power_limit_watts", device="capped") == 15.0
+    assert value(s, "tempctl_power_ceiling_mhz", device="capped") == ctl.power_mhz
+    assert value(s, "tempctl_power_cap_binding", device="capped") == 1
+    assert ("tempctl_power_share_watts", frozenset({("device", "capped")})) not in s
+    cap_series = ("limit_watts", "share_watts", "ceiling_mhz", "cap_binding")
+    assert not [k for k in s if k[0][len("tempctl_power_") :] in cap_series and "free" in str(k)]

@@ -111,7 +111,7 @@ def test_a_full_queue_drops_updates_instead_of_waiting():
         r = Reading("gamma", 1_700_000_000_000 + i * 1000, temp=60.0, frequency=575.0)
         bridge.on_reading(d, r, d.controller.step(r, r.ts_ms))
     assert bridge.queue.qsize() == 5 and bridge.dropped == 95
-    kind, name, url, reading, payload = bridge.queue.get_nowait()
+    kind, name, url, reading, payload, capped = bridge.queue.get_nowait()
     assert (kind, name, payload["state"], payload["throttled"]) == (
         "poll",
         "gamma",
@@ -235,3 +235,60 @@ def test_controls_apply_on_the_loop_thread_with_the_configuration_rules(tmp_path
     assert c.dropped == 10
     daemon.lanes.shutdown()
     log.close()
+
+
+@need_mosquitto
+def test_a_power_cap_is_announced_with_its_ceiling(tmp_path):
+    """Two emulated Gammas on a real broker: the one with TEMPCTL_POWER_LIMIT (under the
+    levels law) gets a power-cap and a power-ceiling sensor whose state is its ceiling; the
+    other gets none (their config topics are empty, as for any removed entity)."""
+    broker = Broker(tmp_path)
+    sub = Subscriber(broker)
+    bridge = Bridge(broker.url)
+    log = Log(tmp_path / "tempctl.db")
+    with Emulator("constant", devices=2, seed=1) as emu:
+        settings = Settings(
+            devices=(
+                DeviceConfig("capped", emu.urls[0], {"power_limit": 15.0, "law": "levels"}),
+                DeviceConfig("free", emu.urls[1]),
+            ),
+            check_interval=0.2,
+        )
+        daemon, stop, thread = run_daemon(settings, log, bridge)
+        try:
+            capped = wait_for(
+                lambda: (
+                    (sub.json("tempctl/capped/state") or {}).get("power_ceiling", 575) < 575
+                    and sub.json("tempctl/capped/state")
+                ),
+                60,
+                "a power ceiling on MQTT",
+            )
+            configs = wait_for(
+                lambda: (
+                    [c for t, c in sub.configs().items() if t.endswith("/power_ceiling/config")]
+                    and sub.configs()
+                ),
+                30,
+                "the power ceiling's discovery config",
+            )
+            free = wait_for(lambda: sub.json("tempctl/free/state"), 30, "the free one's state")
+            law = daemon.devices[0].limits.law
+        finally:
+            stop.set()
+            thread.join(15)
+            bridge.close()
+            log.close()
+            sub.close()
+            broker.stop()
+    assert law == "levels" and capped["power_limit"] == 15.0
+    # the levels law took the device (575 MHz at the start) down under the ceiling
+    assert capped["target"] <= capped["power_ceiling"] < 575
+    assert "power_limit" not in free and "power_ceiling" not in free
+    mine = {t.split("/")[3]: c for t, c in configs.items() if t.split("/")[3].startswith("power_")}
+    assert set(mine) == {"power_limit", "power_ceiling"}  # the capped miner's only
+    assert mine["power_ceiling"]["unit_of_measurement"] == "MHz"
+    assert mine["power_ceiling"]["state_topic"] == "tempctl/capped/state"
+    assert mine["power_ceiling"]["value_template"] == "{{ value_json.power_ceiling }}"
+    assert mine["power_limit"]["unit_of_measurement"] == "W"
+    assert mine["power_limit"]["device_class"] == "power"

@@ -7,13 +7,19 @@ with two emulated Gammas under a shared budget; replay --check on both logs.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import subprocess
 import threading
 from dataclasses import replace
+from pathlib import Path
 
+import procs
 import requests
-from hypothesis import given
+from dashboard import Server, free_port
+from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
 
 from tempctl.config import Device, Settings
 from tempctl.core import powercap
@@ -28,6 +34,7 @@ from tempctl.sim.emulator import Emulator
 from tempctl.sim.scenario import load_scenario
 from tempctl.sim.simulate import simulate
 from tempctl.store.eventlog import Log
+from tempctl.store.status import device_status, format_status
 
 START_MS = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 COOL_ROOM = replace(
@@ -157,6 +164,58 @@ def test_simulated_gamma_holds_the_cap_within_3_percent_and_replays(tmp_path):
     assert res.ok and res.transitions > 0, res
 
 
+def test_the_levels_law_holds_the_cap_too_and_status_shows_it(tmp_path):
+    """TEMPCTL_LAW=levels (tempctl 0.1's law) is no reason to ignore a power limit: its own
+    rows take the device down to the ceiling and restore by TEMPCTL_STEP when it rises."""
+    db = str(tmp_path / "levels.db")
+    scn = replace(COOL_ROOM, duration_s=3 * 3600.0)
+    report = simulate(scn, ["levels"], Settings(power_limit=15.0), poll_s=5, db=db)
+    conn = sqlite3.connect(db)
+    t0 = conn.execute("SELECT min(ts_ms) FROM readings").fetchone()[0]
+    means = one_minute_means(db, t0 + 180_000)
+    assert len(means) > 170
+    assert all(abs(m - 15.0) <= 0.03 * 15.0 for m in means), (min(means), max(means))
+    assert report["policies"]["levels"]["mean_frequency"] < 500
+    reasons = [r for (r,) in conn.execute("SELECT reason FROM transitions ORDER BY id")]
+    assert "above the power cap" in reasons
+    assert "below MAX_FREQUENCY under a power cap that rose" in reasons
+    res = check(conn)
+    assert res.ok and res.transitions > 0, res
+    # tempctl status, from the log alone
+    last = conn.execute("SELECT max(ts_ms) FROM readings").fetchone()[0]
+    s = device_status(conn, "sim-levels", last)
+    ceiling = conn.execute(
+        "SELECT frequency_to FROM events WHERE kind = 'power_cap' ORDER BY id DESC LIMIT 1"
+    ).fetchone()[0]
+    assert s["power_cap"] == {
+        "limit_w": 15.0, "budget_w": None, "share_w": None, "watts": 15.0,
+        "mhz": ceiling, "binds": True,
+    }  # fmt: skip
+    assert s["frequency"] <= ceiling < 575
+    assert f"power cap  15 W (TEMPCTL_POWER_LIMIT): ceiling {ceiling:g} MHz" in format_status(s)
+    # Datasette's canned query, on the real server (tempctl ui)
+    srv = Server(Path(db), tmp_path / "datasette.log")
+    try:
+        rows = srv.query("power_caps_now", device="")
+    finally:
+        srv.stop()
+    assert rows[0]["ceiling_mhz"] == ceiling and rows[0]["kind"] == "power_cap"
+    assert (
+        len(rows)
+        == conn.execute("SELECT count(*) FROM events WHERE kind = 'power_cap'").fetchone()[0]
+    )
+
+
+def test_the_levels_law_without_a_binding_cap_is_unchanged():
+    """A cap above what the levels law runs changes none of its decisions."""
+    hot = replace(COOL_ROOM, duration_s=3 * 3600.0, ambient_points=((0.0, 32.0),))
+    capped = simulate(hot, ["levels"], Settings(power_limit=40.0), poll_s=5)
+    free = simulate(hot, ["levels"], Settings(), poll_s=5)
+    a, b = capped["policies"]["levels"], free["policies"]["levels"]
+    keys = ("mean_frequency", "max_temp", "frequency_changes", "gh_hours")
+    assert [a[k] for k in keys] == [b[k] for k in keys]
+
+
 def test_simulated_heat_keeps_the_threshold_below_the_cap(tmp_path):
     """A cap above what the threshold allows never raises the frequency over it."""
     hot = replace(COOL_ROOM, duration_s=3 * 3600.0, ambient_points=((0.0, 38.0),))
@@ -208,6 +267,19 @@ def test_daemon_shares_a_budget_and_the_least_efficient_gives_way(tmp_path):
     assert max(steps) > 28.5  # the budget is used, not left idle
     shares = conn.execute("SELECT count(*) FROM events WHERE kind = 'power_budget'").fetchone()[0]
     assert shares >= 2
+    # tempctl status shows each device's share of the budget (the last power_budget event)
+    last = conn.execute("SELECT max(ts_ms) FROM readings").fetchone()[0]
+    for dev in ("efficient", "hungry"):
+        cap = device_status(conn, dev, last)["power_cap"]
+        share = conn.execute(
+            "SELECT frequency_to FROM events WHERE kind = 'power_budget' AND device = ? "
+            "ORDER BY id DESC LIMIT 1",
+            (dev,),
+        ).fetchone()[0]
+        assert (cap["limit_w"], cap["budget_w"], cap["share_w"]) == (None, 30.0, share)
+        assert cap["watts"] == share
+    text = format_status(device_status(conn, "hungry", last))
+    assert "of TEMPCTL_POWER_BUDGET 30 W" in text
     res = check(conn)
     assert res.ok, res
 
@@ -242,3 +314,96 @@ def test_a_restart_keeps_the_ceiling_and_replays(tmp_path):
     assert len(powers) > 300 and max(powers[1:]) <= 15.0 * 1.03, max(powers[1:])
     res = check(conn)
     assert res.ok, res
+
+
+# -- end to end: `tempctl run` (levels law) against `tempctl emulate` --------------------------
+
+
+def test_tempctl_run_under_the_levels_law_holds_and_shows_the_cap(tmp_path):
+    """The real daemon (FAST timing: TEMPCTL_LAW=levels) with TEMPCTL_POWER_LIMIT=15 on an
+    emulated Gamma (~18 W at 575 MHz): the device goes under the ceiling, Prometheus and
+    `tempctl status` show it, and `tempctl replay` reproduces every decision."""
+    emu = procs.start_emulator(tmp_path, scenario="constant", seed=4)
+    db = tmp_path / "tempctl.db"
+    port = free_port()
+    d = procs.start_daemon(emu.address, db, tmp_path, power_limit=15.0, metrics_port=port)
+    url = f"http://127.0.0.1:{port}/metrics"
+
+    def gauges() -> dict[str, float]:
+        try:
+            text = requests.get(url, timeout=2).text
+        except requests.RequestException:
+            return {}
+        return {
+            s.name: s.value
+            for fam in text_string_to_metric_families(text)
+            for s in fam.samples
+            if s.name.startswith(("tempctl_power", "tempctl_target_frequency"))
+        }
+
+    try:
+        g = procs.wait_for(
+            lambda: (x := gauges()).get("tempctl_power_cap_binding") == 1 and x,
+            60,
+            "a binding power ceiling on /metrics",
+            d,
+        )
+        assert g["tempctl_power_limit_watts"] == 15.0
+        assert g["tempctl_target_frequency_mhz"] <= g["tempctl_power_ceiling_mhz"] < 575
+        procs.wait_for(
+            lambda: gauges().get("tempctl_power_watts", 99) <= 15.0, 60, "power under the cap", d
+        )
+        procs.assert_clean_exit(d)
+    finally:
+        d.stop()
+        emu.stop()
+    env = procs.daemon_env(emu.address, db, tmp_path)
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "status", "--db", str(db), "--json"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cap = json.loads(r.stdout)[0]["power_cap"]
+    conn = sqlite3.connect(db)
+    assert json.loads(conn.execute("SELECT config FROM runs").fetchone()[0])["law"] == "levels"
+    last = conn.execute(
+        "SELECT frequency_to FROM events WHERE kind = 'power_cap' ORDER BY id DESC LIMIT 1"
+    )
+    assert cap["limit_w"] == cap["watts"] == 15.0 and cap["mhz"] == last.fetchone()[0]
+    conn.close()
+    r = subprocess.run(
+        [procs.PYTHON, "-m", "tempctl", "replay", str(db)],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0 and r.stdout.startswith("ok: 1 run(s)"), r.stdout + r.stderr
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    law=st.sampled_from(["levels", "model"]),
+    cap=st.floats(8, 20),
+    polls=st.lists(
+        st.tuples(st.floats(45, 70), st.floats(0.7, 1.3), st.booleans()), min_size=5, max_size=80
+    ),
+)
+def test_either_law_never_stays_above_the_ceiling_past_a_settle(law, cap, polls):
+    """Whatever the temperatures and powers: tempctl never commands above MAX_FREQUENCY or
+    below the floor, and is above a power ceiling only within TEMPCTL_SETTLE of its last
+    change (the row that takes it down waits for the change to settle)."""
+    lim = Limits(law=law, power_limit=cap, settle=30.0, check_interval=5.0)
+    c = Controller(lim, "gamma")
+    f = lim.max_frequency
+    for i, (temp, scale, spike) in enumerate(polls):
+        ts = START_MS + 5000 * i
+        power = 900.0 if spike else 18.0 * (f / 575) * scale  # issue 20's spikes too
+        r = Reading(
+            "gamma", ts, temp=temp, frequency=f, core_voltage=1150, hashrate=2.1 * f,
+            power=power, asic_model="BM1370", version="v2.15.0",
+        )  # fmt: skip
+        d = c.step(r, ts)
+        for cmd in d.commands:
+            if cmd.frequency is not None:
+                assert lim.lowest - 1e-6 <= cmd.frequency <= lim.max_frequency + 1e-6
+                f = cmd.frequency  # the device follows
+        if c.power_mhz is not None and c.frequency > c.limits.max_frequency + 1e-6:
+            assert ts - c.last_change_ms < lim.settle * 1000, (c.frequency, c.power_mhz)

@@ -74,6 +74,16 @@ LEVELS: tuple[Row, ...] = (
     row(R, R, ["hot", "just_raised"], "back_off", "overheated after a restore step"),
     row(R, T1, ["hot", "settled", "above_first"], "to_first", "above threshold while recovering"),
     row(R, T2, ["hot", "settled"], "to_second", "above threshold while recovering"),
+    # Above a power ceiling (TEMPCTL_POWER_LIMIT, the budget: powercap.py): down to it, in the
+    # same state; under a ceiling that rose, NORMAL restores by STEP as after a throttle.
+    *(row(s, s, ["over_power_cap", "settled"], "to_max", "above the power cap") for s in ALL),
+    row(
+        N,
+        R,
+        ["power_capped", "below_max", "settled", "cool", "can_step"],
+        "step_up",
+        "below MAX_FREQUENCY under a power cap that rose",
+    ),
     # Stable for STABLE_TIMEFRAME (a query over the persisted log): start restoring.
     row((T1, T2), R, ["settled", "stable"], "step_up", "stable for STABLE_TIMEFRAME"),
     row(R, N, ["at_max", "settled", "not_hot"], "hold", "restored to MAX_FREQUENCY"),
@@ -308,6 +318,17 @@ class Facts:
     @property
     def below_max(self) -> bool:
         return not self.at_max
+
+    @property
+    def over_power_cap(self) -> bool:
+        """Above a power ceiling (only a power cap narrows MAX under the levels law)."""
+        return self._c.power_mhz is not None and self.above_max
+
+    @property
+    def power_capped(self) -> bool:
+        """TEMPCTL_POWER_LIMIT, or a share of TEMPCTL_POWER_BUDGET, applies to this device."""
+        c = self._c
+        return c.base_limits.power_limit > 0 or c.power_share is not None
 
     @property
     def just_raised(self) -> bool:

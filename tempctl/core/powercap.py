@@ -7,7 +7,9 @@ event, so replay hands the same share at the same reading).
 
 The cap is a frequency ceiling, like the user cap: ``usercap.narrow`` lowers
 ``Controller.limits.max_frequency`` to it, and the law's ``above_max`` row takes the device
-down to it; every other row already stops at ``max_frequency``. The ceiling comes from the
+down to it; every other row already stops at ``max_frequency``. Under the levels law
+two rows of its own (law.py) do the same: above the ceiling, down to it in the same state;
+NORMAL under a ceiling that rose restores by TEMPCTL_STEP when cool. The ceiling comes from the
 learned power law (model.py: P = p0 + k·f·V²·(1 + leak·(T − 60))) around a measured point:
 the median of the last readings at the present frequency and voltage, never one reading
 (a 900 W spike, issue 20, moves no median of three). Between AIM and the cap nothing moves,
@@ -38,6 +40,7 @@ __all__ = [
     "reallocate",
     "set_share",
     "share_event",
+    "shown",
     "watch",
 ]
 
@@ -61,6 +64,22 @@ def limit_w(c) -> float | None:
     return min(caps) if caps else None
 
 
+def shown(c) -> dict | None:
+    """What `tempctl status`, Prometheus and MQTT show: None while no power cap applies.
+    ``mhz`` is the ceiling in force, MAX_FREQUENCY while the cap does not bind."""
+    own = c.base_limits.power_limit
+    if own <= 0 and c.power_share is None:
+        return None
+    mhz = c.power_mhz
+    return {
+        "limit_w": own if own > 0 else None,
+        "share_w": c.power_share,
+        "watts": limit_w(c),
+        "mhz": c.base_limits.max_frequency if mhz is None else mhz,
+        "binds": mhz is not None,
+    }
+
+
 def slope_w_per_mhz(c, p: float, f: float, mv: float, temp: float | None) -> float:
     """dP/df at this point from the learned k (the first reading's share before a step)."""
     v2 = (mv / 1000.0) ** 2
@@ -78,7 +97,7 @@ def watch(c, r, now_ms: int, d) -> None:
     """Each reading: move the ceiling when the measured point says it no longer fits."""
     _sample(c, r)
     cap = limit_w(c)
-    if cap is None or c.limits.law != "model":
+    if cap is None:
         if c.power_mhz is not None:
             _put(c, None, d, "power cap off")
         return
@@ -97,9 +116,14 @@ def watch(c, r, now_ms: int, d) -> None:
         if c.power_mhz is not None:
             _put(c, None, d, f"{p:.1f} W at {f:g} MHz: MAX_FREQUENCY fits under {cap:g} W")
         return
+    low = c.base_limits.lowest
+    if max(new, low) == c.power_mhz:
+        return  # pinned at the floor: said once, not at every reading
     if new > cur + FREQ_EPS or (new < cur - FREQ_EPS and predict(c, p, f, mv, slope, cur) > cap):
         why = f"{p:.1f} W at {f:g} MHz, {slope * 1000:.1f} mW/MHz, cap {cap:g} W"
-        _put(c, max(new, c.base_limits.lowest), d, why)
+        if new < low - FREQ_EPS:
+            why += f"; the floor {low:g} MHz draws more (TEMPCTL_MIN_FREQUENCY lowers it)"
+        _put(c, max(new, low), d, why)
 
 
 def predict(c, p: float, f: float, mv: float, slope: float, at: float) -> float:

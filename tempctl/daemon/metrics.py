@@ -11,7 +11,9 @@ Exposed per device (label ``device``): temperature, VR temperature, TEMP_THRESHO
 reported and target frequency, hashrate, power, fan, firmware overheat flag, state (one series
 per state, 1 for the current one), seconds in the current state (since tempctl
 saw it begin, so it restarts with the daemon), transitions, commands by outcome,
-command failures, polls, poll errors, missed polls and the last reading's time.
+command failures, polls, poll errors, missed polls and the last reading's time; with a
+power cap (TEMPCTL_POWER_LIMIT, a share of TEMPCTL_POWER_BUDGET): the watts it holds, the
+share, and the frequency ceiling it sets (MAX_FREQUENCY while it does not bind).
 Fleet-wide: a histogram of poll lateness, when the daemon records it.
 Values of an invalid reading are left out, so graphs show a gap, not a stale value.
 
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tempctl.core import powercap
 from tempctl.core.controller import State
 
 COMMAND_KINDS = ("set_frequency", "restart")
@@ -200,6 +203,17 @@ class Metrics(Collector):
             "Time of the last poll, valid or not (Unix seconds).",
             labels=lab,
         )
+        power = [
+            GaugeMetricFamily(name, doc, labels=lab)
+            for name, doc in (
+                ("tempctl_power_limit_watts", "Power cap in force (W): the lower of "
+                 "TEMPCTL_POWER_LIMIT and the device's budget share."),
+                ("tempctl_power_share_watts", "The device's share of TEMPCTL_POWER_BUDGET (W)."),
+                ("tempctl_power_ceiling_mhz", "Highest frequency the power cap allows (MHz); "
+                 "MAX_FREQUENCY while it does not bind."),
+                ("tempctl_power_cap_binding", "1 while the power cap lowers MAX_FREQUENCY."),
+            )
+        ]  # fmt: skip
         polls = CounterMetricFamily("tempctl_polls", "Polls completed.", labels=lab)
         errors = CounterMetricFamily(
             "tempctl_poll_errors", "Polls without a valid reading.", labels=lab
@@ -232,6 +246,12 @@ class Metrics(Collector):
             ctl = d.controller
             target.add_metric([name], float(ctl.frequency))
             threshold.add_metric([name], float(d.limits.temp_threshold))
+            cap = powercap.shown(ctl)
+            if cap is not None:
+                values = (cap["watts"], cap["share_w"], cap["mhz"], float(cap["binds"]))
+                for fam, v in zip(power, values):
+                    if v is not None:
+                        fam.add_metric([name], float(v))
             current = ctl.current.value
             for s in State:
                 state.add_metric([name, s.value], 1.0 if s.value == current else 0.0)
@@ -255,6 +275,7 @@ class Metrics(Collector):
         yield from (
             target,
             threshold,
+            *power,
             overheat,
             state,
             in_state,

@@ -24,6 +24,7 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from tempctl.core import powercap
 from tempctl.mqtt import discovery as ha
 from tempctl.mqtt.controls import Controls
 
@@ -158,6 +159,7 @@ class Bridge:
             self._alarm[name] = True
         elif state == "NORMAL" and reading.valid and not reading.overheat:
             self._alarm.pop(name, None)
+        power = powercap.shown(ctl)
         payload = ha.miner_state(
             reading,
             state,
@@ -165,8 +167,9 @@ class Bridge:
             ctl.explain(),
             device.limits.temp_threshold,
             self._alarm.get(name, False),
+            power,
         )
-        self._put(("poll", name, device.url, reading, payload))
+        self._put(("poll", name, device.url, reading, payload, power is not None))
 
     def on_result(self, device, command, outcome, error) -> None:
         pass  # the next poll's state shows the effect
@@ -261,8 +264,8 @@ class Bridge:
     def _handle(self, item) -> None:
         kind = item[0]
         if kind == "poll":
-            _, name, url, reading, payload = item
-            self._poll(name, url, reading, payload)
+            _, name, url, reading, payload, capped = item
+            self._poll(name, url, reading, payload, capped)
         elif kind == "score":
             _, name, values = item
             self._scores[name] = json.dumps(values)
@@ -271,7 +274,7 @@ class Bridge:
             self._daemon_json = json.dumps(item[1])
             self._send(self.topics.daemon_state, self._daemon_json)
 
-    def _poll(self, name: str, url: str, reading, payload: dict) -> None:
+    def _poll(self, name: str, url: str, reading, payload: dict, capped: bool = False) -> None:
         answered = ha.answered(reading)
         # One lost answer is not an outage (a busy single-threaded web server, a retry).
         misses = 0 if answered else self._unanswered.get(name, 0) + 1
@@ -279,7 +282,13 @@ class Bridge:
         up = answered or (misses < UNANSWERED and name in self._miners)
         if answered:
             miner = ha.Miner(
-                name, url, reading.mac, reading.asic_model, reading.version, reading.hostname
+                name,
+                url,
+                reading.mac,
+                reading.asic_model,
+                reading.version,
+                reading.hostname,
+                power_cap=capped,
             )
             old = self._miners.get(name)
             if miner != old:

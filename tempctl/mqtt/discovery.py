@@ -71,6 +71,12 @@ MINER_ENTITIES: tuple[tuple[str, str, str, dict], ...] = (
     ("binary_sensor", "overheat", "Firmware overheat", {"device_class": "heat"}),
     ("binary_sensor", "alarm", "Alarm", {"device_class": "problem"}),
 )
+# With a power cap (TEMPCTL_POWER_LIMIT, a share of TEMPCTL_POWER_BUDGET; core/powercap.py):
+# only then announced, removed again when no cap applies.
+POWER_ENTITIES: tuple[tuple[str, str, str, dict], ...] = (
+    ("sensor", "power_limit", "Power cap", _measure("W", "power", "mdi:flash-alert")),
+    ("sensor", "power_ceiling", "Power ceiling", _measure("MHz", "frequency")),
+)
 _THRESHOLD = BY_ATTR["temp_threshold"].validator  # the configuration's own range
 
 
@@ -95,6 +101,7 @@ class Miner:
     model: str | None = None
     firmware: str | None = None
     hostname: str | None = None
+    power_cap: bool = False  # a power cap applies: its sensors are announced
 
     @property
     def node(self) -> str:
@@ -190,6 +197,14 @@ def miner_configs(t: Topics, m: Miner, *, control: bool, scorecard: bool) -> dic
         cfg = _entity(t, node, key, name, extra)
         cfg.update(avail, state_topic=t.state(m.name), value_template=f"{{{{ value_json.{key} }}}}")
         out[t.config(component, node, key)] = cfg
+    for component, key, name, extra in POWER_ENTITIES:
+        cfg = {}
+        if m.power_cap:
+            cfg = _entity(t, node, key, name, extra)
+            cfg.update(
+                avail, state_topic=t.state(m.name), value_template=f"{{{{ value_json.{key} }}}}"
+            )
+        out[t.config(component, node, key)] = cfg
     threshold = _entity(t, node, "temp_threshold", "TEMP_THRESHOLD", {"unit_of_measurement": "°C"})
     threshold.update(
         avail, state_topic=t.state(m.name), value_template="{{ value_json.threshold }}"
@@ -249,10 +264,24 @@ def onoff(flag: bool) -> str:
     return "ON" if flag else "OFF"
 
 
-def miner_state(reading, state: str, target: float, law: str, threshold: float, alarm: bool):
-    """The state JSON of one poll: None where the reading has no valid value."""
+def miner_state(
+    reading,
+    state: str,
+    target: float,
+    law: str,
+    threshold: float,
+    alarm: bool,
+    power: dict | None = None,
+):
+    """The state JSON of one poll: None where the reading has no valid value. ``power``:
+    the power cap as ``powercap.shown`` gives it (its W and MHz), None without one."""
     valid = reading.valid
     return {
+        **(
+            {"power_limit": power["watts"], "power_ceiling": power["mhz"]}
+            if power is not None
+            else {}
+        ),
         "state": state,
         "temp": reading.temp,
         "vr_temp": reading.vr_temp if valid else None,

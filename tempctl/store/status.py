@@ -50,7 +50,8 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         (device,),
     ).fetchone()
     doing = explain(conn, device, limits)
-    cap = user_cap(restore(conn, device), limits)
+    snap = restore(conn, device)
+    cap = user_cap(snap, limits)
     # Judge the window as of the last reading, as the daemon did.
     at = r[0] if r else now_ms
     w = query_window(conn, device, at, limits)
@@ -71,6 +72,7 @@ def device_status(conn: sqlite3.Connection, device: str, now_ms: int) -> dict:
         "last_command": None,
         "doing": doing,
         "user_cap": cap,
+        "power_cap": power_cap(conn, device, limits, snap),
     }
     if r:
         out["last_reading"] = {
@@ -106,6 +108,50 @@ def user_cap(snap, limits: Limits) -> dict | None:
         "until_ms": snap.user_cap_ms + int(hours * 3_600_000) if hours > 0 else None,
         "text": usercap.text(snap.user_cap, snap.user_cap_ms),
     }
+
+
+def power_cap(conn: sqlite3.Connection, device: str, limits: Limits, snap) -> dict | None:
+    """TEMPCTL_POWER_LIMIT and this device's share of TEMPCTL_POWER_BUDGET (the last
+    ``power_budget`` event of the latest run), and the frequency ceiling they set (the last
+    ``power_cap`` event, as restore reads it; MAX_FREQUENCY while the cap does not bind)."""
+    row = conn.execute("SELECT id, config FROM runs ORDER BY id DESC LIMIT 1").fetchone()
+    budget = float(json.loads(row[1]).get("power_budget") or 0) if row else 0.0
+    own = limits.power_limit if limits.power_limit > 0 else None
+    if own is None and budget <= 0:
+        return None
+    share = None
+    if budget > 0:
+        got = conn.execute(
+            "SELECT frequency_to FROM events WHERE device = ? AND kind = 'power_budget' "
+            "AND run_id = ? ORDER BY id DESC LIMIT 1",
+            (device, row[0]),
+        ).fetchone()
+        share = got[0] if got else None
+    caps = [w for w in (own, share) if w is not None]
+    mhz = snap.power_cap if snap is not None else None
+    return {
+        "limit_w": own,
+        "budget_w": budget if budget > 0 else None,
+        "share_w": share,
+        "watts": min(caps) if caps else None,
+        "mhz": limits.max_frequency if mhz is None else mhz,
+        "binds": mhz is not None,
+    }
+
+
+def power_text(p: dict) -> str:
+    """'15 W (TEMPCTL_POWER_LIMIT), share 14.5 W of TEMPCTL_POWER_BUDGET 30 W: ceiling ...'"""
+    parts = []
+    if p["limit_w"] is not None:
+        parts.append(f"{p['limit_w']:g} W (TEMPCTL_POWER_LIMIT)")
+    if p["budget_w"] is not None:
+        share = "not allocated yet" if p["share_w"] is None else f"{p['share_w']:g} W"
+        parts.append(f"share {share} of TEMPCTL_POWER_BUDGET {p['budget_w']:g} W")
+    if p["binds"]:
+        ceiling = f"ceiling {p['mhz']:g} MHz"
+    else:
+        ceiling = f"not binding (MAX_FREQUENCY {p['mhz']:g} MHz fits)"
+    return ", ".join(parts) + ": " + ceiling
 
 
 def explain(conn: sqlite3.Connection, device: str, limits: Limits) -> str | None:
@@ -146,6 +192,8 @@ def format_status(s: dict) -> str:
         if cap:
             until = "raised in AxeOS" if cap["until_ms"] is None else when(cap["until_ms"])
             lines.append(f"  cap        {cap['text']} (kept until {until})")
+        if s.get("power_cap"):
+            lines.append(f"  power cap  {power_text(s['power_cap'])}")
     else:
         lines.append("  state      (no decision logged yet)")
     r = s["last_reading"]
