@@ -429,6 +429,25 @@ def test_cli(simulated, tmp_path):
         assert set(above) == {"63", "61"}
         assert above["63"]["minutes"] == data[side]["minutes_above"]
         assert above["61"]["minutes"] >= above["63"]["minutes"]
+    assert "notes" not in json.loads(res.output)
+    # voltage settings: said to be outside what the counterfactual models, not shown as "no gain"
+    res = runner.invoke(cli, ["replay", str(simulated), "--set", "TEMPCTL_VOLTAGE=auto"])
+    assert res.exit_code == 0, res.output
+    assert "Note: TEMPCTL_VOLTAGE: the counterfactual moves the frequency only" in res.output
+    res = runner.invoke(
+        cli,
+        [
+            "replay",
+            str(simulated),
+            "--set",
+            "TEMPCTL_VOLTAGE=auto",
+            "--set",
+            "TEMPCTL_GOAL=efficiency",
+        ]
+        + ["--json"],
+    )
+    (note,) = json.loads(res.output)["notes"]
+    assert note.startswith("TEMPCTL_VOLTAGE, TEMPCTL_GOAL: ")
     res = runner.invoke(cli, ["replay", str(simulated), "--check", "--set", "TEMP_THRESHOLD=61"])
     assert res.exit_code == 2
     res = runner.invoke(cli, ["replay", str(simulated), "--set", "NO_SUCH=1"])

@@ -49,6 +49,13 @@ MAX_GAP_S = 600.0  # a longer hole in a log is not counted as time at the last t
 RESTART_DOWN_S = 22.0
 FOLLOW_MS = 60_000  # a reported frequency this long unexplained by a command is adopted
 MAX_FOLLOW_UPS = 3  # re-sends the driver may ask for right after an outcome
+VOLTAGE_SETTINGS = ("voltage", "min_voltage", "max_voltage", "goal")
+VOLTAGE_NOTE = (
+    "{names}: the counterfactual moves the frequency only; its device keeps the recorded core "
+    "voltage. What the voltage governor gains depends on the chip's lowest stable voltage, "
+    "which errors logged at the recorded voltage cannot tell. Measure it: "
+    "benchmarks/voltage_quality.py in simulation, or TEMPCTL_DRY_RUN=true on the device."
+)
 
 
 @dataclass
@@ -135,6 +142,9 @@ def counterfactual(
     )
     devices = sorted({d for r in runs for d in r.devices})
     out: dict = {"overrides": {k: v for k, v in overrides.items()}, "devices": {}}
+    volt = [f.env for f in FIELDS if f.attr in VOLTAGE_SETTINGS and f.attr in overrides]
+    if volt:  # said, not silently shown as "no gain"
+        out["notes"] = [VOLTAGE_NOTE.format(names=", ".join(volt))]
     for dev in devices:
         dev_runs = [r for r in runs if dev in r.devices]
         resp = response
@@ -458,6 +468,7 @@ def format_counterfactual(report: dict) -> str:
                 other=_other_threshold(rep),
             )
         )
+    parts += [f"Note: {n}" for n in report.get("notes", ())]
     return "\n\n".join(parts) if parts else "no readings in range"
 
 
