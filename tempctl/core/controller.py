@@ -266,7 +266,8 @@ class Controller:
             return None
         if lim.law == "model" and self.model.ready:
             aim = lim.temp_threshold - margin_c(self.model, self.horizon_s)
-            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s)
+            volts = powercap.volts(self)  # a raise brings its voltage first: the pair (f, V)
+            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s, volts=volts)
             up = min(up, f + lim.step)
         else:
             facts = self._facts
@@ -286,7 +287,7 @@ class Controller:
             return False
         if self.limits.law != "model" or not self.model.ready:
             return True
-        pred = self.model.predict(self.ceiling, self.horizon_s)
+        pred = self.model.predict(self.ceiling, self.horizon_s, powercap.volts(self))
         aim = self.limits.temp_threshold - margin_c(self.model, self.horizon_s)
         return pred is None or pred > aim - CEILING_LIFT_C
 

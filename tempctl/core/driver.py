@@ -21,7 +21,7 @@ from tempctl.core.controller import Controller
 from tempctl.core.decision import Command, Decision, Event, Outcome
 from tempctl.core.limits import Limits, WindowStats
 from tempctl.core.reading import Reading
-from tempctl.core.voltage import Governor
+from tempctl.core.voltage import Governor, supported
 
 __all__ = ["Actuator", "Capabilities", "Driver", "UnsafeCommand", "check_safe"]
 
@@ -91,8 +91,8 @@ class Driver:
             if getattr(lim, "voltage", "off") == "auto"
             else None
         )
-        if self.voltage is not None:  # the power cap predicts with the voltage f will get
-            controller.voltage_for = self.voltage.need
+        if self.voltage is not None:  # the law and the power cap predict a raise with the
+            controller.voltage_for = self.voltage.planned  # voltage it will get (the pair)
         table = getattr(controller, "voltage_table", None)
         if self.voltage is not None and table:
             self.voltage.restore(table)  # learned before a restart (the log's last table)
@@ -123,6 +123,8 @@ class Driver:
                     )
                 self.write_refused = refused
         before = ctl.frequency
+        if self.voltage is not None:
+            self.voltage.live = supported(reading) is None
         decision = ctl.step(reading, reading.ts_ms, window)
         if self.voltage is not None:
             self.voltage.step(reading, decision, before, ctl.frequency)

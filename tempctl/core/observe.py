@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from tempctl.core import aftermath, evidence, reconcile, stuck, usercap
+from tempctl.core import aftermath, evidence, powercap, reconcile, stuck, usercap
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
@@ -316,7 +316,7 @@ def explain(c) -> str:
     if f >= lim.max_frequency - FREQ_EPS:
         return f"running at {top} {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
-    pred = m.predict(up, c.horizon_s)
+    pred = m.predict(up, c.horizon_s, powercap.volts(c))
     return (
         f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
         f"(threshold {lim.temp_threshold:g} °C); {room}"

@@ -95,6 +95,7 @@ class Governor:
     samples: list[float] = field(default_factory=list)
     skip: int = 1  # polls to ignore after a change (the die and counters settle)
     off_reason: str | None = None
+    live: bool = False  # this poll's reading lets it run (``supported``; the driver sets it)
 
     def __post_init__(self) -> None:
         self.min_mv = max(int(self.min_mv or WINDOW_MV[0]), WINDOW_MV[0])
@@ -146,6 +147,11 @@ class Governor:
         proven = any(v <= current for k, v in self.stable.items() if k >= b)
         guess = current if proven else current + SLOPE_MV_PER_MHZ * max(0.0, freq - before)
         return self.clamp(max(current, guess, self.floor_for(freq)))
+
+    def planned(self, freq: float, current: int, before: float) -> int:
+        """What the law must predict a raise to ``freq`` with (driver.py: the controller's
+        ``voltage_for``): ``need`` while the governor runs on this device, else ``current``."""
+        return self.need(freq, current, before) if self.live else current
 
     # -- one poll ------------------------------------------------------------------------
 
