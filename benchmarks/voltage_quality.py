@@ -11,8 +11,9 @@ the same chip, whose V_min(f) is sim/stability.py's with the seed's offset). Rep
   the same at the chip's true V_min(f) + the governor's margin (within the window and
   TEMPCTL_MAX_VOLTAGE), its hash less the base error share;
 * J/TH (reported power over reported hashrate, all readings), mean errorPercentage, the
-  worst hourly mean, voltage changes per day, the hottest true die after the first settle,
-  firmware trips, minutes outside [TEMPCTL_MIN_VOLTAGE, TEMPCTL_MAX_VOLTAGE];
+  worst hourly mean (clock hours with at least half an hour of readings), voltage changes
+  per day, the hottest true die after the first settle, firmware trips, minutes outside
+  [TEMPCTL_MIN_VOLTAGE, TEMPCTL_MAX_VOLTAGE];
 * ``--goal efficiency`` in a cool room (constant, 28 °C): J/TH against voltage off.
 
 ``--panel``: the governor (hashrate goal) against voltage off on each plant of issue 20's
@@ -97,13 +98,16 @@ def fv_oracle(scenario, settings: Settings, seed: int, hours: float) -> float:
     return total / 3600.0
 
 
-def from_log(db: Path, settings: Settings, days: float) -> dict:
+def from_log(db: Path, settings: Settings, days: float, poll_s: float = POLL_S) -> dict:
     conn = sqlite3.connect(db)
     power, hashrate = conn.execute(
         "SELECT sum(power), sum(hashrate) FROM readings WHERE valid = 1 AND hashrate > 0"
     ).fetchone()
     (mean_err,) = conn.execute("SELECT avg(error_pct) FROM readings").fetchone()
-    hourly = conn.execute("SELECT avg(error_pct) FROM readings GROUP BY ts_ms / 3600000").fetchall()
+    hourly = conn.execute(  # whole hours: a last hour of one reading is one sample, not an hour
+        "SELECT avg(error_pct) FROM readings GROUP BY ts_ms / 3600000 HAVING count(*) >= ?",
+        (int(1800 / poll_s),),
+    ).fetchall()
     (changes,) = conn.execute("SELECT count(*) FROM commands WHERE kind = 'set_fields'").fetchone()
     (outside,) = conn.execute(
         "SELECT count(*) FROM readings WHERE core_voltage NOT BETWEEN ? AND ?",
@@ -150,7 +154,7 @@ def measure(scenario, name: str, seed: int, settings: Settings, tmp: Path, poll_
         "firmware_trips": m["firmware_trips"],
         "frequency_changes_per_day": round(m["frequency_changes"] * 24 / hours, 1),
     }
-    out.update(from_log(db, settings, hours / 24.0))
+    out.update(from_log(db, settings, hours / 24.0, poll_s))
     return out
 
 

@@ -9,10 +9,13 @@ auto's hottest true die after the first settle 0.9 °C above voltage off's in th
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from tempctl.config import Settings
 from tempctl.core.model import ModelParams, ThermalModel
+from tempctl.offline.replay import check
 from tempctl.sim.scenario import load_scenario
 from tempctl.sim.simulate import simulate
 
@@ -50,14 +53,71 @@ def test_a_voltage_move_shifts_the_estimate_like_a_frequency_move():
 
 
 @pytest.mark.parametrize("weather", ["heatwave", "daynight"])
-def test_auto_voltage_is_no_hotter_than_voltage_off(weather):
+def test_auto_voltage_is_no_hotter_than_voltage_off(weather, tmp_path):
     """Issue 21's target: more hash at an equal or lower true die (seed 0, 30 s polls, as
-    voltage_quality.py; before the fix 63.79 against 62.88 °C and 64.06 against 63.31)."""
+    voltage_quality.py; before the fix 63.79 against 62.88 °C and 64.06 against 63.31), and
+    replay --check reproduces every move, the law's judgement after a revert included."""
     scn = load_scenario(weather)
     out = {}
     for mode in ("off", "auto"):
-        rep = simulate(scn, ["tempctl"], Settings(voltage=mode), poll_s=30.0, seed=0)
+        db = tmp_path / f"{mode}.db"
+        rep = simulate(scn, ["tempctl"], Settings(voltage=mode), poll_s=30.0, seed=0, db=str(db))
         out[mode] = rep["policies"]["tempctl"]
     assert out["auto"]["gh_hours"] > out["off"]["gh_hours"]
     assert out["auto"]["max_temp_after_settle"] <= out["off"]["max_temp_after_settle"] + 0.1
     assert out["auto"]["firmware_trips"] == 0
+    conn = sqlite3.connect(tmp_path / "auto.db")
+    result = check(conn)
+    assert result.ok, result.divergence and result.divergence.describe()
+    if weather == "heatwave":  # a revert that brought its throttle along
+        rows = conn.execute(
+            "SELECT a.ts_ms FROM commands a JOIN commands b ON a.ts_ms = b.ts_ms AND b.id > a.id "
+            "WHERE a.kind = 'set_frequency' AND b.kind = 'set_fields' "
+            "AND b.reason LIKE 'errors at%'"
+        ).fetchall()
+        assert rows
+
+
+def gamma_reading(i: int, err: float, mv: int, f: float = 575.0, temp: float = 62.5):
+    from tempctl.core.reading import Reading
+
+    return Reading(
+        "gamma",
+        i * 30_000,
+        temp=temp,
+        frequency=f,
+        core_voltage=mv,
+        power=13.0 * (mv / 1000.0) ** 2 + 5.0,
+        hashrate=f * 2.04,
+        expected_hashrate=f * 2.04,
+        error_pct=err,
+        fan_pct=100.0,
+        autofan=False,
+        uptime_s=3600 + 30 * i,
+        version="v2.15.0",
+        asic_model="BM1370",
+    )
+
+
+def test_a_revert_on_errors_brings_its_throttle_in_the_same_poll():
+    """Errors at 1000 mV with the die just under the threshold: the governor goes back up
+    30 mV at once, and the law, told of it, lowers the frequency in the same poll (the fall
+    first), instead of a poll later with the die ~0.5 °C over."""
+    from tempctl.core.controller import Controller, Limits
+    from tempctl.core.driver import Driver
+
+    drv = Driver(Controller(Limits(check_interval=30, settle=180, voltage="auto"), "gamma"))
+    mv, i = 1000, 0
+    for i in range(20):  # steady at MAX_FREQUENCY, 1000 mV (the floor): nothing to do
+        d = drv.step(gamma_reading(i, 0.0, mv))
+        assert d.commands == []
+    for i in range(20, 24):  # errors: three readings with errors are conclusive
+        d = drv.step(gamma_reading(i, 8.0, mv))
+        if d.commands:
+            break
+    kinds = [c.kind for c in d.commands]
+    assert kinds == ["set_frequency", "set_fields"], d.commands
+    assert dict(d.commands[1].fields)["coreVoltage"] == 1030
+    assert d.commands[0].frequency < 575.0
+    m = drv.controller.model
+    assert m.predict(d.commands[0].frequency) <= 63.0  # the new pair holds

@@ -128,9 +128,29 @@ class Driver:
         decision = ctl.step(reading, reading.ts_ms, window)
         if self.voltage is not None:
             self.voltage.step(reading, decision, before, ctl.frequency)
+            if self.voltage.reverted is not None:
+                self._after_revert(reading, window, decision, self.voltage.reverted)
         if alarm is not None:
             decision.events.insert(0, alarm)
         return decision
+
+    def _after_revert(self, reading: Reading, window, decision: Decision, mv: int) -> None:
+        """The governor raised the voltage at once on errors (voltage.py) while the law had
+        chosen the frequency for the old voltage, often right under the threshold: the model
+        learns the move now and the law judges the new pair in this poll, so a throttle goes
+        out with the revert instead of a poll later (the die is ~0.5 °C over by then). The
+        fall is sent first: a frequency fall is never held back by a refused voltage."""
+        ctl = self.controller
+        if self.limits.dry_run or decision.transition is not None:
+            return
+        ctl.model.voltage_set(reading.ts_ms, mv)
+        n = len(decision.commands)
+        ctl.rejudge(reading, window, decision)
+        fall = decision.commands[n:]
+        if fall:
+            del decision.commands[n:]
+            i = next(i for i, c in enumerate(decision.commands) if c.kind == "set_fields")
+            decision.commands[i:i] = fall
 
     def preset(self, jobs: list[tuple[int | None, Command]]) -> list[Outcome] | None:
         """Outcomes known without asking the device (dry run, or a device not written to)."""

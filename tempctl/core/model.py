@@ -34,6 +34,7 @@ PROCESS_C_PER_SQRT_H = 0.3  # the steady die wanders this much (sd) in an hour b
 # trend: the filter's process noise. With it a 0.3 °C sensor gives a ±0.08 °C estimate at 30 s
 # polls, a 0.06 °C one ±0.03 °C; and the die may wander ±0.04 °C within a 210 s settle.
 STEP_REL_ERR = 0.25  # a step's predicted ΔT∞ is this uncertain (R and k learned to ~±25 %)
+PAIR_Z = 2.5  # sds of that a raise's voltage share is judged by (as law.MARGIN_Z)
 COOLING_JUMP_C = 1.0  # a confirmed jump this large at unchanged settings is the cooling: no
 # room warms 1 °C between two polls (TREND_MAX_C_PER_S is 10 °C/h)
 POWER_GATE_W, POWER_GATE_REL = 2.0, 0.5  # a power reading this far from the smoothed one waits
@@ -153,6 +154,7 @@ class ThermalModel:
         self.autofan = False
         self.last_ts: int | None = None
         self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
+        self._volt_ts: int | None = None  # when voltage_set last moved the voltage
         self._step: _Step | None = None
         self.trend = Trend(TREND_S * self.ts, TREND_MAX_C_PER_S / self.ts, 600 * self.ts)
         # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
@@ -278,7 +280,15 @@ class ThermalModel:
         top = self._highest(target_c, lo, hi, horizon_s, grid)
         if top is None or volts is None or top <= self.f + 1e-6:
             return top
-        if self.predict(top, horizon_s, volts) <= target_c:
+
+        def holds(f: float) -> bool:
+            # the voltage's share of the step is as uncertain as a step's (STEP_REL_ERR):
+            # the law's margin covers the estimate, this covers what the move adds to it
+            mv = volts(f)
+            extra = abs(self._dv(f, mv)) if mv != self.mv else 0.0
+            return self.predict(f, horizon_s, volts) + PAIR_Z * STEP_REL_ERR * extra <= target_c
+
+        if holds(top):
             return top
         # V(f) never falls as f rises (voltage.Governor.need), so neither does the
         # prediction: the highest grid step above f that holds, by bisection
@@ -286,7 +296,7 @@ class ThermalModel:
         a, b = 0, math.ceil((top - base) / grid - 1e-9)  # base + a·grid holds (or is f)
         while b - a > 1:
             m = (a + b) // 2
-            if self.predict(base + m * grid, horizon_s, volts) <= target_c:
+            if holds(base + m * grid):
                 a = m
             else:
                 b = m
@@ -317,11 +327,14 @@ class ThermalModel:
         """A frequency change took effect (ours, the firmware's or a user's)."""
         if self.ready:
             pred = self.dt_df() * (f_to - self.f)
-            self.change = (ts_ms, pred)
+            both = self._volt_ts == ts_ms and self.change is not None and self.change[0] == ts_ms
+            self.change = (ts_ms, pred + self.change[1] if both else pred)
             self._step = _Step(
                 ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred, self.kf.var
             )
             self._step.mv_from = self.mv
+            if both:  # its t_before is a prediction (voltage_set's), not a measured die
+                self._step = None
             self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
         else:
@@ -329,15 +342,17 @@ class ThermalModel:
             self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
 
-    def _volts_moved(self, mv: float) -> None:
+    def _volts_moved(self, mv: float, at: int | None = None) -> None:
         """The core voltage moved (the governor, voltage.py, or a user): like a frequency
-        change, the die heads where the new power takes it. Commanded at the last poll: with
-        that poll's frequency change it is one step, (f0, V0) -> (f1, V1), which ``_learn``
-        still learns from; alone, it ends a step being watched (its power moved under it)."""
+        change, the die heads where the new power takes it. Commanded at the last poll (or
+        ``at``): with that poll's frequency change it is one step, (f0, V0) -> (f1, V1),
+        which ``_learn`` still learns from; alone, it ends a step being watched (its power
+        moved under it)."""
         if not self.ready:
             return
         pred = self._dv(self.f, mv)
-        at = self.last_ts if self.last_ts is not None else 0
+        if at is None:
+            at = self.last_ts if self.last_ts is not None else 0
         st = self._step
         if self.change is not None and self.change[0] >= at:
             at, total = self.change[0], self.change[1] + pred
@@ -348,6 +363,15 @@ class ThermalModel:
         self.change = (at, total)
         self.kf.shift(pred, STEP_REL_ERR)
         self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
+
+    def voltage_set(self, ts_ms: int, mv: float) -> None:
+        """A voltage command sent at ``ts_ms`` (the governor's revert on errors, driver.py):
+        the estimate moves now, so the law judges the new pair in the same poll; a frequency
+        change of the same poll adds to it (``note_change``)."""
+        if not self.ready or mv == self.mv:
+            return
+        self._volts_moved(mv, ts_ms)
+        self.mv, self._volt_ts = float(mv), ts_ms
 
     def forget_transient(self) -> None:
         """A reboot or a stop: what was being smoothed no longer holds."""
