@@ -16,7 +16,6 @@ reconciliation is ``reconcile.py``; restoring the settings a firmware trip took 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
 
 from transitions import Machine
 
@@ -186,6 +185,14 @@ class Controller:
             getattr(self, f"row_{i}")()
             self._facts = self._fired = self._decision = None
 
+    def rejudge(self, reading: Reading, window, decision: Decision) -> None:
+        """The law once more at this poll (driver.py: after the governor's revert, which the
+        model already knows): what held before held at the old voltage, and a back-off
+        goes no higher than what the model predicts holds at the new one."""
+        if self.last_good is not None and self.model.ready:
+            self.last_good = min(self.last_good, self.throttle_target())
+        self._law(reading, self._now, window, decision)
+
     def command_result(
         self, command: Command, ok: bool, now_ms: int, error: str | None = None
     ) -> Decision:
@@ -266,7 +273,8 @@ class Controller:
             return None
         if lim.law == "model" and self.model.ready:
             aim = lim.temp_threshold - margin_c(self.model, self.horizon_s)
-            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s)
+            volts = powercap.volts(self)  # a raise brings its voltage first: the pair (f, V)
+            up = self.model.highest(aim, f, lim.max_frequency, self.horizon_s, volts=volts)
             up = min(up, f + lim.step)
         else:
             facts = self._facts
@@ -286,7 +294,7 @@ class Controller:
             return False
         if self.limits.law != "model" or not self.model.ready:
             return True
-        pred = self.model.predict(self.ceiling, self.horizon_s)
+        pred = self.model.predict(self.ceiling, self.horizon_s, powercap.volts(self))
         aim = self.limits.temp_threshold - margin_c(self.model, self.horizon_s)
         return pred is None or pred > aim - CEILING_LIFT_C
 
@@ -380,7 +388,7 @@ class Controller:
     def _act_throttle(self) -> None:
         self._ceiling_if_raised()  # over right after a step up: that frequency failed
         self._set(self._facts.target)
-        self._predicted_note()
+        observe.predicted_note(self)
 
     def _act_clear_latch(self) -> None:
         aftermath.clear_latch(self)
@@ -407,19 +415,7 @@ class Controller:
         target = self.climb_target(self._now)
         self.last_good = self.frequency
         self._set(target, raised=True)
-        self._predicted_note()
-
-    def _predicted_note(self) -> None:
-        """Say in the transition why this frequency: what the model predicts for it."""
-        pred = self.predicted(self.frequency, self.horizon_s)
-        t = self._decision.transition
-        if pred is not None and t is not None:
-            amb = self.model.ambient()
-            self._decision.transition = replace(
-                t,
-                reason=f"{t.reason}: {self.frequency:g} MHz predicted {pred:.1f} °C "
-                f"(effective ambient {amb:.1f} °C)",
-            )
+        observe.predicted_note(self)
 
     def _act_resume(self) -> None:
         self._record()  # the state only: the climb rows of RECOVERING take it from here

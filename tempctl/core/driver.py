@@ -21,7 +21,7 @@ from tempctl.core.controller import Controller
 from tempctl.core.decision import Command, Decision, Event, Outcome
 from tempctl.core.limits import Limits, WindowStats
 from tempctl.core.reading import Reading
-from tempctl.core.voltage import Governor
+from tempctl.core.voltage import Governor, supported
 
 __all__ = ["Actuator", "Capabilities", "Driver", "UnsafeCommand", "check_safe"]
 
@@ -91,8 +91,8 @@ class Driver:
             if getattr(lim, "voltage", "off") == "auto"
             else None
         )
-        if self.voltage is not None:  # the power cap predicts with the voltage f will get
-            controller.voltage_for = self.voltage.need
+        if self.voltage is not None:  # the law and the power cap predict a raise with the
+            controller.voltage_for = self.voltage.planned  # voltage it will get (the pair)
         table = getattr(controller, "voltage_table", None)
         if self.voltage is not None and table:
             self.voltage.restore(table)  # learned before a restart (the log's last table)
@@ -123,12 +123,34 @@ class Driver:
                     )
                 self.write_refused = refused
         before = ctl.frequency
+        if self.voltage is not None:
+            self.voltage.live = supported(reading) is None
         decision = ctl.step(reading, reading.ts_ms, window)
         if self.voltage is not None:
             self.voltage.step(reading, decision, before, ctl.frequency)
+            if self.voltage.reverted is not None:
+                self._after_revert(reading, window, decision, self.voltage.reverted)
         if alarm is not None:
             decision.events.insert(0, alarm)
         return decision
+
+    def _after_revert(self, reading: Reading, window, decision: Decision, mv: int) -> None:
+        """The governor raised the voltage at once on errors (voltage.py) while the law had
+        chosen the frequency for the old voltage, often right under the threshold: the model
+        learns the move now and the law judges the new pair in this poll, so a throttle goes
+        out with the revert instead of a poll later (the die is ~0.5 °C over by then). The
+        fall is sent first: a frequency fall is never held back by a refused voltage."""
+        ctl = self.controller
+        if self.limits.dry_run or decision.transition is not None:
+            return
+        ctl.model.voltage_set(reading.ts_ms, mv)
+        n = len(decision.commands)
+        ctl.rejudge(reading, window, decision)
+        fall = decision.commands[n:]
+        if fall:
+            del decision.commands[n:]
+            i = next(i for i, c in enumerate(decision.commands) if c.kind == "set_fields")
+            decision.commands[i:i] = fall
 
     def preset(self, jobs: list[tuple[int | None, Command]]) -> list[Outcome] | None:
         """Outcomes known without asking the device (dry run, or a device not written to)."""

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tempctl.core.decision import Event
 from tempctl.core.estimator import ACCEPTED, CONFIRMED, NOISE_PRIOR_C, DieFilter
+from tempctl.core.trend import Trend
 
 __all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
 
@@ -33,6 +34,7 @@ PROCESS_C_PER_SQRT_H = 0.3  # the steady die wanders this much (sd) in an hour b
 # trend: the filter's process noise. With it a 0.3 °C sensor gives a ±0.08 °C estimate at 30 s
 # polls, a 0.06 °C one ±0.03 °C; and the die may wander ±0.04 °C within a 210 s settle.
 STEP_REL_ERR = 0.25  # a step's predicted ΔT∞ is this uncertain (R and k learned to ~±25 %)
+PAIR_Z = 2.5  # sds of that a raise's voltage share is judged by (as law.MARGIN_Z)
 COOLING_JUMP_C = 1.0  # a confirmed jump this large at unchanged settings is the cooling: no
 # room warms 1 °C between two polls (TREND_MAX_C_PER_S is 10 °C/h)
 POWER_GATE_W, POWER_GATE_REL = 2.0, 0.5  # a power reading this far from the smoothed one waits
@@ -112,6 +114,7 @@ class _Step:
     slope: float  # ambient trend at the step, °C/s
     t_pred: float  # predicted ΔT∞
     var_before: float  # the filter's variance of t_before
+    mv_from: float = 0.0  # the core voltage before it (a raise brings its voltage first)
     n: int = 0
     t_sum: float = 0.0
     p_sum: float = 0.0
@@ -151,13 +154,9 @@ class ThermalModel:
         self.autofan = False
         self.last_ts: int | None = None
         self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
+        self._volt_ts: int | None = None  # when voltage_set last moved the voltage
         self._step: _Step | None = None
-        # ambient trend: least squares over (t, Ta) with running sums, t relative to _t0
-        self._trend: list[tuple[float, float]] = []
-        self._head = 0
-        self._t0: float | None = None
-        self._sums = [0.0, 0.0, 0.0, 0.0, 0]  # Σt, ΣTa, Σt², ΣtTa, n
-        self._slope: float | None = None  # slope() until the next trend point
+        self.trend = Trend(TREND_S * self.ts, TREND_MAX_C_PER_S / self.ts, 600 * self.ts)
         # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
         self._scale_of: tuple[float | None, float] = (None, fan_scale(None))
         self._smooth_of: tuple[float, float] = (-1.0, 0.0)
@@ -218,20 +217,7 @@ class ThermalModel:
 
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
-        if self._slope is None:
-            self._slope = self._fit_slope()
-        return self._slope
-
-    def _fit_slope(self) -> float:
-        st, sa, stt, sta, n = self._sums
-        if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600 * self.ts:
-            return 0.0
-        den = n * stt - st * st
-        if den <= 0:
-            return 0.0
-        s = (n * sta - st * sa) / den
-        cap = TREND_MAX_C_PER_S / self.ts
-        return max(-cap, min(cap, s))
+        return self.trend.slope()
 
     def dt_df(self, duty: float | None = None) -> float:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
@@ -250,21 +236,75 @@ class ThermalModel:
             self._scale_of = (duty, value)
         return value
 
-    def predict(self, f: float, horizon_s: float = 0.0) -> float | None:
-        """Steady die temperature at frequency ``f``, for the ambient ``horizon_s`` from now."""
+    def _dv(self, f: float, mv: float, duty: float | None = None) -> float:
+        """°C of steady die from moving the core voltage from the present one to ``mv`` at
+        ``f`` MHz: the dynamic power k·f·V² scales with V² (same linearisation as dt_df)."""
+        p = self.params
+        v2, w2 = (self.mv / 1000.0) ** 2, (mv / 1000.0) ** 2
+        sr = self._scale(self.duty if duty is None else duty) * p.r
+        gain = 1.0 - sr * p.k * self.f * v2 * p.leak
+        return sr * p.k * f * (w2 - v2) * (1.0 + p.leak * (self.t_ss - 60.0)) / max(gain, 0.2)
+
+    def predict(self, f: float, horizon_s: float = 0.0, volts=None) -> float | None:
+        """Steady die temperature at frequency ``f``, for the ambient ``horizon_s`` from now.
+
+        ``volts``: the voltage a raise to ``f`` brings (the governor's, voltage.py: it rises
+        before the frequency, issue 21), so the pair (f, V) is predicted, not f at today's V.
+        A fall keeps today's voltage."""
         if not self.ready:
             return None
+        mv = volts(f) if volts is not None and f > self.f else None
+        extra = 0.0
         drift = self.slope() * horizon_s
         if self.autofan and (self.duty or 0) < AUTOFAN_SATURATED:
             # the PID holds the die where it is until the fan reaches 100 %
             full = self.t_ss - (fan_scale(self.duty) - 1.0) * self.params.r * self.p
-            return max(self.t_ss, full + self.dt_df(100.0) * (f - self.f)) + drift
-        return self.t_ss + self.dt_df() * (f - self.f) + drift
+            if mv is not None and mv != self.mv:
+                extra = self._dv(f, mv, 100.0)
+            return max(self.t_ss, full + self.dt_df(100.0) * (f - self.f) + extra) + drift
+        if mv is not None and mv != self.mv:
+            extra = self._dv(f, mv)
+        return self.t_ss + self.dt_df() * (f - self.f) + extra + drift
 
     def highest(
-        self, target_c: float, lo: float, hi: float, horizon_s: float = 0.0, grid: float = 6.25
+        self,
+        target_c: float,
+        lo: float,
+        hi: float,
+        horizon_s: float = 0.0,
+        grid: float = 6.25,
+        volts=None,
     ) -> float | None:
-        """The highest frequency on the PLL grid in [lo, hi] predicted to hold ``target_c``."""
+        """The highest frequency on the PLL grid in [lo, hi] predicted to hold ``target_c``;
+        with ``volts`` (see ``predict``) the highest whose pair (f, V(f)) holds it."""
+        top = self._highest(target_c, lo, hi, horizon_s, grid)
+        if top is None or volts is None or top <= self.f + 1e-6:
+            return top
+
+        def holds(f: float) -> bool:
+            # the voltage's share of the step is as uncertain as a step's (STEP_REL_ERR):
+            # the law's margin covers the estimate, this covers what the move adds to it
+            mv = volts(f)
+            extra = abs(self._dv(f, mv)) if mv != self.mv else 0.0
+            return self.predict(f, horizon_s, volts) + PAIR_Z * STEP_REL_ERR * extra <= target_c
+
+        if holds(top):
+            return top
+        # V(f) never falls as f rises (voltage.Governor.need), so neither does the
+        # prediction: the highest grid step above f that holds, by bisection
+        base = math.floor(self.f / grid + 1e-9) * grid
+        a, b = 0, math.ceil((top - base) / grid - 1e-9)  # base + a·grid holds (or is f)
+        while b - a > 1:
+            m = (a + b) // 2
+            if holds(base + m * grid):
+                a = m
+            else:
+                b = m
+        return max(lo, min(hi, base + a * grid))
+
+    def _highest(
+        self, target_c: float, lo: float, hi: float, horizon_s: float, grid: float
+    ) -> float | None:
         if not self.ready:
             return None
         if self.predict(hi, horizon_s) <= target_c:
@@ -287,16 +327,51 @@ class ThermalModel:
         """A frequency change took effect (ours, the firmware's or a user's)."""
         if self.ready:
             pred = self.dt_df() * (f_to - self.f)
-            self.change = (ts_ms, pred)
+            both = self._volt_ts == ts_ms and self.change is not None and self.change[0] == ts_ms
+            self.change = (ts_ms, pred + self.change[1] if both else pred)
             self._step = _Step(
                 ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred, self.kf.var
             )
+            self._step.mv_from = self.mv
+            if both:  # its t_before is a prediction (voltage_set's), not a measured die
+                self._step = None
             self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
         else:
             self.change, self._step = None, None
             self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
+
+    def _volts_moved(self, mv: float, at: int | None = None) -> None:
+        """The core voltage moved (the governor, voltage.py, or a user): like a frequency
+        change, the die heads where the new power takes it. Commanded at the last poll (or
+        ``at``): with that poll's frequency change it is one step, (f0, V0) -> (f1, V1),
+        which ``_learn`` still learns from; alone, it ends a step being watched (its power
+        moved under it)."""
+        if not self.ready:
+            return
+        pred = self._dv(self.f, mv)
+        if at is None:
+            at = self.last_ts if self.last_ts is not None else 0
+        st = self._step
+        if self.change is not None and self.change[0] >= at:
+            at, total = self.change[0], self.change[1] + pred
+            if st is not None and st.ts_ms == at:
+                st.t_pred += pred
+        else:
+            total, self._step = pred, None
+        self.change = (at, total)
+        self.kf.shift(pred, STEP_REL_ERR)
+        self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
+
+    def voltage_set(self, ts_ms: int, mv: float) -> None:
+        """A voltage command sent at ``ts_ms`` (the governor's revert on errors, driver.py):
+        the estimate moves now, so the law judges the new pair in the same poll; a frequency
+        change of the same poll adds to it (``note_change``)."""
+        if not self.ready or mv == self.mv:
+            return
+        self._volts_moved(mv, ts_ms)
+        self.mv, self._volt_ts = float(mv), ts_ms
 
     def forget_transient(self) -> None:
         """A reboot or a stop: what was being smoothed no longer holds."""
@@ -327,6 +402,8 @@ class ThermalModel:
         p = self.params
         if self.f is None or abs(freq - self.f) > 0.5:
             self.note_change(ts_ms, freq)
+        if has_power and self.mv and mv != self.mv:
+            self._volts_moved(float(mv))
         if has_power and (mv != self.mv or duty != self.duty):
             self.kf.last = None  # noise pairs only at unchanged settings
         if has_power:
@@ -370,7 +447,7 @@ class ThermalModel:
             return None
         if status == CONFIRMED:
             return self._jumped(ts_ms, before)
-        self._add_trend(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
+        self.trend.add(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
         if self.gated or not self.updating:
             return None  # never learned from: a spike, a junk power value, a stale model
         return self._learn(ts_ms, temp, power) or self.noise_note()
@@ -463,30 +540,6 @@ class ThermalModel:
         self.params = replace(self.params, noise_c=round(n, 4))
         return f"learned sensor noise {n:.3f} °C (sd of one reading, was {kept:.3f})"
 
-    def _add_trend(self, t: float, ta: float) -> None:
-        if self._t0 is None:
-            self._t0 = t
-        x = t - self._t0
-        self._slope = None
-        tr, s = self._trend, self._sums
-        tr.append((x, ta))
-        s[0] += x
-        s[1] += ta
-        s[2] += x * x
-        s[3] += x * ta
-        s[4] += 1
-        while tr[-1][0] - tr[self._head][0] > TREND_S * self.ts:
-            ox, oa = tr[self._head]
-            self._head += 1
-            s[0] -= ox
-            s[1] -= oa
-            s[2] -= ox * ox
-            s[3] -= ox * oa
-            s[4] -= 1
-        if self._head > 512:
-            del tr[: self._head]
-            self._head = 0
-
     def _learn(self, ts_ms: int, temp: float, power: float) -> str | None:
         st = self._step
         if st is None:
@@ -515,6 +568,9 @@ class ThermalModel:
         r_obs = min(max(d_t / (s * d_p), p.r / 3), p.r * 3)
         v2 = (self.mv / 1000.0) ** 2
         denom = v2 * (df * (1 + p.leak * (t_after - 60)) + st.f_to * p.leak * d_t)
+        if st.mv_from and st.mv_from != self.mv:  # the voltage moved with it: k·(f1V1² - f0V0²)
+            w2 = (st.mv_from / 1000.0) ** 2
+            denom += st.f_from * (v2 - w2) * (1 + p.leak * (t_after - d_t - 60))
         k_obs = d_p / denom if denom else p.k
         k_obs = min(max(k_obs, p.k / 3), p.k * 3)
         tau = p.tau_s

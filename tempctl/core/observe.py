@@ -9,14 +9,15 @@ and the thermal model's evidence (``evidence.py`` says which readings count).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
-from tempctl.core import aftermath, evidence, reconcile, stuck, usercap
+from tempctl.core import aftermath, evidence, powercap, reconcile, stuck, usercap
 from tempctl.core.decision import Command, Decision, Event, State
 from tempctl.core.limits import FREQ_EPS, PLL_STEP
 from tempctl.core.model import ModelParams, ThermalModel, prior_for
 from tempctl.core.reading import Reading
 
-__all__ = ["command_result", "explain", "init", "observe"]
+__all__ = ["command_result", "explain", "init", "observe", "predicted_note"]
 
 VERIFY_RETRIES = 2  # PATCH re-sent at most twice when the read-back disagrees, then an alarm
 VERIFY_POLLS = 2  # polls a read-back may lag before it counts as a mismatch
@@ -316,7 +317,7 @@ def explain(c) -> str:
     if f >= lim.max_frequency - FREQ_EPS:
         return f"running at {top} {f:g} MHz: predicted {m.predict(f):.1f} °C; {room}"
     up = min(lim.max_frequency, f + PLL_STEP)
-    pred = m.predict(up, c.horizon_s)
+    pred = m.predict(up, c.horizon_s, powercap.volts(c))
     return (
         f"holding {f:g} MHz: {up:g} predicted {pred:.1f} °C "
         f"(threshold {lim.temp_threshold:g} °C); {room}"
@@ -326,3 +327,17 @@ def explain(c) -> str:
 def _fmt(ident) -> str:
     mac, host = ident
     return f"{host or '?'} ({mac or 'no MAC'})"
+
+
+def predicted_note(c) -> None:
+    """Say in the transition why this frequency: what the model predicts for it (moved out
+    of controller.py)."""
+    pred = c.predicted(c.frequency, c.horizon_s)
+    t = c._decision.transition
+    if pred is not None and t is not None:
+        amb = c.model.ambient()
+        c._decision.transition = replace(
+            t,
+            reason=f"{t.reason}: {c.frequency:g} MHz predicted {pred:.1f} °C "
+            f"(effective ambient {amb:.1f} °C)",
+        )

@@ -41,6 +41,7 @@ __all__ = [
     "set_share",
     "share_event",
     "shown",
+    "volts",
     "watch",
 ]
 
@@ -141,6 +142,16 @@ def _sample(c, r) -> None:
     key, seen = c.power_seen
     seen = (seen if key == (f, mv) else ())[-(KEEP - 1) :] + ((p, r.hashrate or 0.0),)
     c.power_seen = ((f, mv), seen)
+
+
+def volts(c):
+    """The voltage each raise brings, f -> mV (the governor's ``planned``, from the model's
+    present (f, V)), for the law to predict the pair; None without a governor."""
+    m = c.model
+    if c.voltage_for is None or not m.mv or m.f is None:
+        return None
+    mv, f0 = int(m.mv), m.f
+    return lambda f: c.voltage_for(f, mv, f0)
 
 
 def below_second(c) -> bool:

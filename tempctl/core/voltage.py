@@ -18,10 +18,14 @@ How it learns (per 25 MHz frequency bin, from the device's own error signal):
 
 Order of moves (axeos-api §5.3, and the fork with live targets): a frequency raise is
 preceded in the same PATCH sequence by the voltage it needs; a frequency fall is followed
-by lower voltage only on later polls. Bounds: never outside [TEMPCTL_MIN_VOLTAGE,
-TEMPCTL_MAX_VOLTAGE] nor the regulator window (TPS546 boards refuse < 1000 mV and leave the
-core unpowered, axeos-api §10 and §14). Unknown chips or firmware before v2.2 (voltage not
-applied live, §5.3) keep the governor off, with one note.
+by lower voltage only on later polls. The law chooses a raise for the pair (f, V): it
+predicts f with the voltage ``planned`` brings (model.py), so a raise into a bin with a
+higher learned floor is judged with the power it will draw; a revert on errors is told to
+the model at once and the law judges the new pair in the same poll (driver.py). Bounds:
+never outside [TEMPCTL_MIN_VOLTAGE, TEMPCTL_MAX_VOLTAGE] nor the regulator window (TPS546
+boards refuse < 1000 mV and leave the core unpowered, axeos-api §10 and §14). Unknown chips
+or firmware before v2.2 (voltage not applied live, §5.3) keep the governor off, with one
+note.
 
 Everything it knows is in ``table()`` (JSON-able), logged as a ``voltage`` event whenever
 it changes; replay feeds the same readings through the same code and gets the same moves.
@@ -95,6 +99,8 @@ class Governor:
     samples: list[float] = field(default_factory=list)
     skip: int = 1  # polls to ignore after a change (the die and counters settle)
     off_reason: str | None = None
+    live: bool = False  # this poll's reading lets it run (``supported``; the driver sets it)
+    reverted: int | None = None  # mV this poll's revert on errors raised the voltage to
 
     def __post_init__(self) -> None:
         self.min_mv = max(int(self.min_mv or WINDOW_MV[0]), WINDOW_MV[0])
@@ -147,11 +153,17 @@ class Governor:
         guess = current if proven else current + SLOPE_MV_PER_MHZ * max(0.0, freq - before)
         return self.clamp(max(current, guess, self.floor_for(freq)))
 
+    def planned(self, freq: float, current: int, before: float) -> int:
+        """What the law must predict a raise to ``freq`` with (driver.py: the controller's
+        ``voltage_for``): ``need`` while the governor runs on this device, else ``current``."""
+        return self.need(freq, current, before) if self.live else current
+
     # -- one poll ------------------------------------------------------------------------
 
     def step(self, reading: Reading, decision: Decision, before: float, frequency: float) -> None:
         """Add this poll's voltage moves to the controller's decision (``before``/``frequency``:
         what the controller believed the device ran before and after its own decision)."""
+        self.reverted = None
         why = supported(reading)
         if why is not None:
             if why != self.off_reason:
@@ -207,6 +219,7 @@ class Governor:
                 del self.stable[b]  # what looked stable was not
             back = self.clamp(max(v + STEP_MV, self.floor_for(frequency)))
             self._move(back, f"errors at {v} mV, {frequency:g} MHz: back to {back} mV", decision)
+            self.reverted = back if back > v else None
             return
         if len(self.samples) < SAMPLES:
             return
