@@ -128,10 +128,11 @@ def from_log(db: Path, settings: Settings, days: float, poll_s: float = POLL_S) 
     }
 
 
-def one(name: str, seed: int, voltage: str, goal: str, tmp: Path, poll_s: float) -> dict:
-    return measure(
-        load_scenario(name), name, seed, Settings(voltage=voltage, goal=goal), tmp, poll_s
-    )
+def one(
+    name: str, seed: int, voltage: str, goal: str, tmp: Path, poll_s: float, max_mhz: float
+) -> dict:
+    settings = Settings(voltage=voltage, goal=goal, max_frequency=max_mhz)
+    return measure(load_scenario(name), name, seed, settings, tmp, poll_s)
 
 
 def measure(scenario, name: str, seed: int, settings: Settings, tmp: Path, poll_s: float) -> dict:
@@ -291,19 +292,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--panel", action="store_true", help="the panel plants instead")
     ap.add_argument("--plant", action="append", help="with --panel: only these plants")
     ap.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    ap.add_argument(
+        "--max-frequency",
+        type=float,
+        default=Settings().max_frequency,
+        help="MAX_FREQUENCY on both sides (the weathers; the default caps the cool hours)",
+    )
     args = ap.parse_args(argv)
     if args.panel:
         doc = panel(args.jobs, args.plant)
         print(json.dumps(doc, indent=1) if args.json else panel_markdown(doc))
         return 0
-    rows = []
+    rows, top = [], args.max_frequency
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.scenario or WEATHERS:
             for seed in args.seeds:
                 for voltage, goal in (("off", "hashrate"), ("auto", "hashrate")):
-                    rows.append(one(name, seed, voltage, goal, Path(tmp), args.poll))
+                    rows.append(one(name, seed, voltage, goal, Path(tmp), args.poll, top))
                 if name == "constant":
-                    rows.append(one(name, seed, "auto", "efficiency", Path(tmp), args.poll))
+                    rows.append(one(name, seed, "auto", "efficiency", Path(tmp), args.poll, top))
     print(json.dumps(rows, indent=1) if args.json else markdown(rows))
     return 0
 
