@@ -187,7 +187,7 @@ def markdown(rows: list[dict]) -> str:
 
 # -- the panel of issue 20 -------------------------------------------------------------------
 
-PANEL_WEATHERS = ("steady", "heatwave")
+PANEL_WEATHERS = ("steady", "heatwave", "daycycle")
 PANEL_NOISE_C = 0.3  # the median real sensor (docs/sensor.md)
 PANEL_SEEDS = (0, 1)
 
