@@ -47,7 +47,10 @@ def test_a_cooling_loss_run_is_judged_against_the_new_oracle():
         "cooling: trips",
         "cooling: no trip loop",
         "cooling: back within 1 h (/ new oracle)",
+        "cooling: alarm within 1 h (hours after the loss)",
     ]
+    # the law said so, soon after the loss at hour 1.5
+    assert run["cooling_alarm_hours"] and panel.LOSS_AT_H <= run["cooling_alarm_hours"][0] < 2.5
 
 
 def _run(**kw):
@@ -61,6 +64,7 @@ def _run(**kw):
         "over_after_settle_c": 0.5,
         "trips": 0,
         "changes_per_day": 24.0,
+        "cooling_alarm_hours": [],
     }
     return {**base, **kw}
 
@@ -73,13 +77,22 @@ def test_targets_pass_at_their_limits_and_fail_past_them():
         ("over_after_settle_c", 0.51),
         ("trips", 1),
         ("changes_per_day", 24.5),
+        ("cooling_alarm_hours", [3.0]),  # no cooling lost: a false alarm
     ]:
         failed = [c["target"] for c in panel.judge(_run(**{key: bad})) if not c["met"]]
         assert len(failed) == 1, (key, failed)
     # changes a day count in the steady room only
     assert all(c["met"] for c in panel.judge(_run(weather="heatwave", changes_per_day=500)))
     loop = _run(weather="cooling", trips=2, trip_loop=True, recovery=0.95)
-    assert [c["met"] for c in panel.judge(loop)] == [False, False, True]
+    assert [c["met"] for c in panel.judge(loop)] == [False, False, True, False]  # no alarm
+    late = _run(weather="cooling", trips=0, trip_loop=False, recovery=0.95)
+    late["cooling_alarm_hours"] = [1.0, panel.LOSS_AT_H + 1.01]  # one before the loss is false
+    assert [c["met"] for c in panel.judge(late)] == [True, True, True, False]
+    late["cooling_alarm_hours"] = [panel.LOSS_AT_H + 0.5]
+    assert all(c["met"] for c in panel.judge(late))
+    # autofan at or above the threshold: the two temperature targets are not judged
+    held = [c["target"] for c in panel.judge(_run(fan_holds_above=True, pct_time_above=100.0))]
+    assert "% time above" not in held and "°C over after settle" not in held
 
 
 def test_the_panel_table_and_its_worst_cases(monkeypatch, capsys):
