@@ -112,6 +112,7 @@ class _Step:
     slope: float  # ambient trend at the step, °C/s
     t_pred: float  # predicted ΔT∞
     var_before: float  # the filter's variance of t_before
+    base_ms: int = 0  # the first change of a chain of steps too quick to learn one by one
     n: int = 0
     t_sum: float = 0.0
     p_sum: float = 0.0
@@ -152,12 +153,19 @@ class ThermalModel:
         self.last_ts: int | None = None
         self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
         self._step: _Step | None = None
-        # ambient trend: least squares over (t, Ta) with running sums, t relative to _t0
-        self._trend: list[tuple[float, float]] = []
+        # ambient trend: least squares over (t, Ta), one intercept per stretch at unchanged
+        # settings (a step's prediction error is a level shift, not a trend: a climb's five
+        # under-predicted steps read as +10 °C/h, issue 20), from settled readings only.
+        # Ta = t_ss - R·s·P is kept as t_ss and s·P, so a relearned R re-reads the whole
+        # window with the new value (one learned step moves Ta by ΔR·s·P, several °C).
+        self._trend: list[tuple[float, float, float, int]] = []  # (t, t_ss, s·P, stretch)
         self._head = 0
         self._t0: float | None = None
-        self._sums = [0.0, 0.0, 0.0, 0.0, 0]  # Σt, ΣTa, Σt², ΣtTa, n
-        self._slope: float | None = None  # slope() until the next trend point
+        self._seg = 0  # the current stretch
+        # per stretch: an origin, then n, Σt, Σt_ss, ΣsP, Σt², Σt·t_ss, Σt·sP (t from the
+        # origin), and t of its last and of its first point still in the window
+        self._segs: dict[int, list[float]] = {}
+        self._slope: tuple[float, float] | None = None  # (R, slope()) until the next point
         # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
         self._scale_of: tuple[float | None, float] = (None, fan_scale(None))
         self._smooth_of: tuple[float, float] = (-1.0, 0.0)
@@ -218,20 +226,28 @@ class ThermalModel:
 
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
-        if self._slope is None:
-            self._slope = self._fit_slope()
-        return self._slope
+        r = self.params.r
+        if self._slope is None or self._slope[0] != r:  # a relearned R re-reads the window
+            self._slope = (r, self._fit_slope())
+        return self._slope[1]
 
     def _fit_slope(self) -> float:
-        st, sa, stt, sta, n = self._sums
-        if n < 3 or self._trend[-1][0] - self._trend[self._head][0] < 600 * self.ts:
+        r = self.params.r
+        num = den = span = 0.0
+        n = 0
+        for g in self._segs.values():
+            k = g[1]
+            if k < 2:
+                continue
+            st, sx, sp, stt, stx, stp = g[2:8]
+            num += (stx - st * sx / k) - r * (stp - st * sp / k)
+            den += stt - st * st / k
+            span += g[8] - g[9]
+            n += k
+        if n < 3 or span < 600 * self.ts or den <= 0:
             return 0.0
-        den = n * stt - st * st
-        if den <= 0:
-            return 0.0
-        s = (n * sta - st * sa) / den
         cap = TREND_MAX_C_PER_S / self.ts
-        return max(-cap, min(cap, s))
+        return max(-cap, min(cap, num / den))
 
     def dt_df(self, duty: float | None = None) -> float:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
@@ -285,18 +301,30 @@ class ThermalModel:
 
     def note_change(self, ts_ms: int, f_to: float) -> None:
         """A frequency change took effect (ours, the firmware's or a user's)."""
+        p = self.params
         if self.ready:
             pred = self.dt_df() * (f_to - self.f)
             self.change = (ts_ms, pred)
-            self._step = _Step(
-                ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred, self.kf.var
-            )
+            st = self._step
+            if st is not None and st.duty == self.duty and ts_ms - st.ts_ms < 8000 * p.tau_s:
+                # the last step has not settled yet (a climb steps every settle period,
+                # under the 6 τ a step needs): learn from the whole chain once it has
+                self._step = _Step(
+                    ts_ms, st.f_from, f_to, st.t_before, st.p_before, st.duty, st.slope,
+                    st.t_pred + pred, st.var_before, st.base_ms,
+                )
+            else:
+                self._step = _Step(
+                    ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred,
+                    self.kf.var, ts_ms,
+                )
             self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
         else:
             self.change, self._step = None, None
             self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
+        self._seg += 1  # a new stretch of the trend (``_fit_slope``)
 
     def forget_transient(self) -> None:
         """A reboot or a stop: what was being smoothed no longer holds."""
@@ -370,7 +398,8 @@ class ThermalModel:
             return None
         if status == CONFIRMED:
             return self._jumped(ts_ms, before)
-        self._add_trend(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
+        if not settling:
+            self._add_trend(ts_ms / 1000.0, self.t_ss, self._scale(duty) * self.p)
         if self.gated or not self.updating:
             return None  # never learned from: a spike, a junk power value, a stale model
         return self._learn(ts_ms, temp, power) or self.noise_note()
@@ -435,10 +464,13 @@ class ThermalModel:
 
     def _jumped(self, ts_ms: int, before: float | None) -> str | None:
         """Two readings agree the die moved far from the estimate. At unchanged settings and
-        fan, faster than any room warms: the cooling changed; the °C/W takes the jump."""
-        self._step = None
+        fan, faster than any room warms: the cooling changed; the °C/W takes the jump.
+        Within 8 τ of a change the jump is that step's own response, missed by the model:
+        what the step is watched for (``_learn`` reads the readings, not the filter)."""
         p = self.params
         settled = self.change is None or (ts_ms - self.change[0]) / 1000.0 >= 8 * p.tau_s
+        if settled:
+            self._step = None
         fixed_fan = not self.autofan or (self.duty or 0) >= AUTOFAN_SATURATED
         if before is None or not settled or not fixed_fan or not self.updating:
             return None
@@ -449,6 +481,7 @@ class ThermalModel:
         ratio = r / p.r
         self.params = replace(p, r=r)
         self.cooling = (ts_ms, ratio, jump)
+        self._reset_trend()  # the window's Ta was the old plant's: the trend starts again
         word = "worse" if ratio > 1 else "better"
         return (
             f"cooling {word}: °C/W x{ratio:.2f} ({p.r:.3f} -> {r:.3f}): the die moved "
@@ -463,29 +496,40 @@ class ThermalModel:
         self.params = replace(self.params, noise_c=round(n, 4))
         return f"learned sensor noise {n:.3f} °C (sd of one reading, was {kept:.3f})"
 
-    def _add_trend(self, t: float, ta: float) -> None:
+    def _reset_trend(self) -> None:
+        self._trend, self._head, self._t0, self._slope, self._segs = [], 0, None, None, {}
+
+    def _add_trend(self, t: float, t_ss: float, sp: float) -> None:
         if self._t0 is None:
             self._t0 = t
         x = t - self._t0
         self._slope = None
-        tr, s = self._trend, self._sums
-        tr.append((x, ta))
-        s[0] += x
-        s[1] += ta
-        s[2] += x * x
-        s[3] += x * ta
-        s[4] += 1
+        tr, segs = self._trend, self._segs
+        tr.append((x, t_ss, sp, self._seg))
+        g = segs.get(self._seg)
+        if g is None:
+            g = segs[self._seg] = [x, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, x, x]
+        self._sum(g, x, t_ss, sp, 1)
+        g[8] = x
         while tr[-1][0] - tr[self._head][0] > TREND_S * self.ts:
-            ox, oa = tr[self._head]
+            ox, ot, op, oseg = tr[self._head]
             self._head += 1
-            s[0] -= ox
-            s[1] -= oa
-            s[2] -= ox * ox
-            s[3] -= ox * oa
-            s[4] -= 1
+            g = segs[oseg]
+            self._sum(g, ox, ot, op, -1)
+            if g[1] <= 0:
+                del segs[oseg]
+            else:  # stretches follow each other in time: the next point is its first now
+                g[9] = tr[self._head][0]
         if self._head > 512:
             del tr[: self._head]
             self._head = 0
+
+    @staticmethod
+    def _sum(g: list[float], x: float, t_ss: float, sp: float, sign: int) -> None:
+        d = x - g[0]
+        g[1] += sign
+        for i, v in enumerate((d, t_ss, sp, d * d, d * t_ss, d * sp)):
+            g[2 + i] += sign * v
 
     def _learn(self, ts_ms: int, temp: float, power: float) -> str | None:
         st = self._step
@@ -500,7 +544,7 @@ class ThermalModel:
         st.n += 1
         st.t_sum += temp
         st.p_sum += power
-        st.ts_sum += age
+        st.ts_sum += (ts_ms - st.base_ms) / 1000.0
         if age < 6 * p.tau_s or st.n < 2:
             return None
         self._step = None
