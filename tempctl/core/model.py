@@ -47,6 +47,7 @@ LEARN_MIN_DP = 0.6  # W: at ~1.1 °C/W a smaller step moves the die < 0.7 °C (5
 # EMC2101's 0.125 °C steps, plant.py), which a warming room's drift swamps: learning from
 # the closet's 0.3 W steps drove R to 2.3 °C/W (tests/test_trip_missed.py)
 LEARN_GAIN = 0.4  # weight of one step's observation
+WHOLE_POLLS = 20  # this many readings in a row in whole degrees: a 1 °C sensor (Supra)
 
 
 def fan_scale(duty: float | None) -> float:
@@ -140,6 +141,7 @@ class ThermalModel:
         self._good_polls = STALE_POLLS
         self._p_held: float | None = None  # a power reading far from the smoothed one
         self.gated = False  # the last reading was held by the filter or the power gate
+        self._whole = 0  # readings in a row in whole degrees (a 1 °C sensor: DieFilter floor)
         # (ts, °C/W ratio, die jump °C) of the last jump the cooling made (cooling.watch)
         self.cooling: tuple[int, float, float] | None = None
         self.events: list[Event] = []  # notes for the log, drained by the caller
@@ -190,7 +192,8 @@ class ThermalModel:
         first reading)."""
         if self.kf.x is None:
             return None
-        return math.sqrt(self.kf.var + self._process_var(horizon_s))
+        wander = max(0.0, self.kf.wander_var)
+        return math.sqrt(self.kf.var + self._process_var(horizon_s) + wander)
 
     def _process_var(self, dt_s: float) -> float:
         return PROCESS_C_PER_SQRT_H**2 * dt_s / (3600.0 * self.ts)
@@ -373,6 +376,10 @@ class ThermalModel:
                 settling = age < 4 * p.tau_s
         dt = 0.0 if self.last_ts is None else max(0.0, (ts_ms - self.last_ts) / 1000.0)
         self.last_ts = ts_ms
+        whole = self._whole
+        self._whole = whole + 1 if temp == int(temp) else 0
+        if (self._whole >= WHOLE_POLLS) != (whole >= WHOLE_POLLS):
+            self.kf.quantised(1.0 if self._whole else 0.0)
         before = self.kf.x
         self.kf.predict(self.slope() * dt, self._process_var(dt))
         status = self.kf.update(est, learn_noise=not settling)
