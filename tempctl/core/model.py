@@ -313,13 +313,29 @@ class ThermalModel:
                 # the last step has not settled yet (a climb steps every settle period,
                 # under the 6 τ a step needs): learn from the whole chain once it has
                 self._step = _Step(
-                    ts_ms, st.f_from, f_to, st.t_before, st.p_before, st.duty, st.slope,
-                    st.t_pred + pred, st.var_before, st.base_ms,
+                    ts_ms,
+                    st.f_from,
+                    f_to,
+                    st.t_before,
+                    st.p_before,
+                    st.duty,
+                    st.slope,
+                    st.t_pred + pred,
+                    st.var_before,
+                    st.base_ms,
                 )
             else:
                 self._step = _Step(
-                    ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred,
-                    self.kf.var, ts_ms,
+                    ts_ms,
+                    self.f,
+                    f_to,
+                    self.t_ss,
+                    self.p,
+                    self.duty,
+                    self.slope(),
+                    pred,
+                    self.kf.var,
+                    ts_ms,
                 )
             self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
