@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, replace
 
 from tempctl.core.decision import Event
 from tempctl.core.estimator import ACCEPTED, CONFIRMED, NOISE_PRIOR_C, DieFilter
+from tempctl.core.trend import AmbientTrend
 
 __all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
 
@@ -39,8 +40,6 @@ POWER_GATE_W, POWER_GATE_REL = 2.0, 0.5  # a power reading this far from the smo
 # for a second (a 900 W spike would teach k 4x too high, issue 20)
 POWER_MAX_W = 400.0  # no single board draws this; a reading above is the parser's junk
 STALE_POLLS = 10  # the model updates again after this many readings with power and voltage
-TREND_S = 1800.0  # the ambient trend is a least-squares slope over this long
-TREND_MAX_C_PER_S = 10.0 / 3600  # clamp: no room warms faster than 10 °C/h
 AUTOFAN_SATURATED = 98.0  # % duty: above this the PID has no headroom left
 LEARN_MIN_DF = 10.0  # MHz: smaller steps say too little about R and k
 LEARN_MIN_DP = 0.6  # W: at ~1.1 °C/W a smaller step moves the die < 0.7 °C (5 of the
@@ -155,19 +154,8 @@ class ThermalModel:
         self.last_ts: int | None = None
         self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
         self._step: _Step | None = None
-        # ambient trend: least squares over (t, Ta), one intercept per stretch at unchanged
-        # settings (a step's prediction error is a level shift, not a trend: a climb's five
-        # under-predicted steps read as +10 °C/h, issue 20), from settled readings only.
-        # Ta = t_ss - R·s·P is kept as t_ss and s·P, so a relearned R re-reads the whole
-        # window with the new value (one learned step moves Ta by ΔR·s·P, several °C).
-        self._trend: list[tuple[float, float, float, int]] = []  # (t, t_ss, s·P, stretch)
-        self._head = 0
-        self._t0: float | None = None
-        self._seg = 0  # the current stretch
-        # per stretch: an origin, then n, Σt, Σt_ss, ΣsP, Σt², Σt·t_ss, Σt·sP (t from the
-        # origin), and t of its last and of its first point still in the window
-        self._segs: dict[int, list[float]] = {}
-        self._slope: tuple[float, float] | None = None  # (R, slope()) until the next point
+        self.trend = AmbientTrend(self.ts)  # the room's, from settled readings (trend.py)
+        self._slope: tuple[int, float, float] | None = None  # (version, R, slope())
         # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
         self._scale_of: tuple[float | None, float] = (None, fan_scale(None))
         self._smooth_of: tuple[float, float] = (-1.0, 0.0)
@@ -229,28 +217,10 @@ class ThermalModel:
 
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
-        r = self.params.r
-        if self._slope is None or self._slope[0] != r:  # a relearned R re-reads the window
-            self._slope = (r, self._fit_slope())
-        return self._slope[1]
-
-    def _fit_slope(self) -> float:
-        r = self.params.r
-        num = den = span = 0.0
-        n = 0
-        for g in self._segs.values():
-            k = g[1]
-            if k < 2:
-                continue
-            st, sx, sp, stt, stx, stp = g[2:8]
-            num += (stx - st * sx / k) - r * (stp - st * sp / k)
-            den += stt - st * st / k
-            span += g[8] - g[9]
-            n += k
-        if n < 3 or span < 600 * self.ts or den <= 0:
-            return 0.0
-        cap = TREND_MAX_C_PER_S / self.ts
-        return max(-cap, min(cap, num / den))
+        key = (self.trend.version, self.params.r)  # a relearned R re-reads the window
+        if self._slope is None or self._slope[:2] != key:
+            self._slope = (*key, self.trend.slope(self.params.r))
+        return self._slope[2]
 
     def dt_df(self, duty: float | None = None) -> float:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
@@ -343,7 +313,7 @@ class ThermalModel:
             self.change, self._step = None, None
             self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
-        self._seg += 1  # a new stretch of the trend (``_fit_slope``)
+        self.trend.new_stretch()
 
     def forget_transient(self) -> None:
         """A reboot or a stop: what was being smoothed no longer holds."""
@@ -422,7 +392,7 @@ class ThermalModel:
         if status == CONFIRMED:
             return self._jumped(ts_ms, before)
         if not settling:
-            self._add_trend(ts_ms / 1000.0, self.t_ss, self._scale(duty) * self.p)
+            self.trend.add(ts_ms / 1000.0, self.t_ss, self._scale(duty) * self.p)
         if self.gated or not self.updating:
             return None  # never learned from: a spike, a junk power value, a stale model
         return self._learn(ts_ms, temp, power) or self.noise_note()
@@ -504,7 +474,7 @@ class ThermalModel:
         ratio = r / p.r
         self.params = replace(p, r=r)
         self.cooling = (ts_ms, ratio, jump)
-        self._reset_trend()  # the window's Ta was the old plant's: the trend starts again
+        self.trend.reset()  # the window's Ta was the old plant's: the trend starts again
         word = "worse" if ratio > 1 else "better"
         return (
             f"cooling {word}: °C/W x{ratio:.2f} ({p.r:.3f} -> {r:.3f}): the die moved "
@@ -518,41 +488,6 @@ class ThermalModel:
             return None
         self.params = replace(self.params, noise_c=round(n, 4))
         return f"learned sensor noise {n:.3f} °C (sd of one reading, was {kept:.3f})"
-
-    def _reset_trend(self) -> None:
-        self._trend, self._head, self._t0, self._slope, self._segs = [], 0, None, None, {}
-
-    def _add_trend(self, t: float, t_ss: float, sp: float) -> None:
-        if self._t0 is None:
-            self._t0 = t
-        x = t - self._t0
-        self._slope = None
-        tr, segs = self._trend, self._segs
-        tr.append((x, t_ss, sp, self._seg))
-        g = segs.get(self._seg)
-        if g is None:
-            g = segs[self._seg] = [x, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, x, x]
-        self._sum(g, x, t_ss, sp, 1)
-        g[8] = x
-        while tr[-1][0] - tr[self._head][0] > TREND_S * self.ts:
-            ox, ot, op, oseg = tr[self._head]
-            self._head += 1
-            g = segs[oseg]
-            self._sum(g, ox, ot, op, -1)
-            if g[1] <= 0:
-                del segs[oseg]
-            else:  # stretches follow each other in time: the next point is its first now
-                g[9] = tr[self._head][0]
-        if self._head > 512:
-            del tr[: self._head]
-            self._head = 0
-
-    @staticmethod
-    def _sum(g: list[float], x: float, t_ss: float, sp: float, sign: int) -> None:
-        d = x - g[0]
-        g[1] += sign
-        for i, v in enumerate((d, t_ss, sp, d * d, d * t_ss, d * sp)):
-            g[2 + i] += sign * v
 
     def _learn(self, ts_ms: int, temp: float, power: float) -> str | None:
         st = self._step
