@@ -199,6 +199,11 @@ class ThermalModel:
         return x
 
     @property
+    def learning(self) -> bool:
+        """A change is being watched to learn from (``_learn``)."""
+        return self._step is not None
+
+    @property
     def ready(self) -> bool:
         return (
             self.updating
