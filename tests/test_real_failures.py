@@ -62,6 +62,29 @@ def test_cooling_lost_by_a_third_throttles_to_the_new_oracle_and_says_the_coolin
     assert run.replay_ok()
 
 
+def test_once_the_model_relearned_the_cooling_the_climb_does_not_wait_a_stable_window(tmp_path):
+    """The throttle after the loss picks its level before the model has relearned (the die
+    is still rising); once the step has taught the model, the law climbs on its prediction
+    (row climb_relearned), once per jump, instead of a STABLE_TIMEFRAME (1 h) at that level."""
+    sc, lost = room(25.0, 5.0), 1.5 * H
+    run = start(sc, tmp_path, cooling=((lost, 1.5),))
+    run.poll_until(lost + H)
+    climbs = run.rows(
+        "SELECT ts_ms, frequency FROM transitions WHERE device = ? AND reason LIKE ?",
+        run.policy.name,
+        "the model relearned the cooling%",
+    )
+    assert len(climbs) == 1, climbs
+    at = (climbs[0][0] - SIM_EPOCH_MS) / 1000.0
+    assert lost < at < lost + 0.5 * H, at
+    run.poll_until(5 * H)
+    assert run.fw.overheat_trips == 0
+    new_oracle = oracle_mhz(sc, Settings(), 25.0, scale=1.5)
+    assert mean_mhz(run, lost + H, 5 * H) >= 0.95 * new_oracle
+    assert max(d for t, d in run.die if t >= lost + 600) <= Settings().temp_threshold + 0.5
+    assert run.replay_ok()
+
+
 def test_after_a_trip_the_cooling_caused_nothing_is_restored_blind(tmp_path):
     """R × 3 at hour 3 in a 28 °C room: the firmware trips, a second step-down between two
     polls leaves the Gamma's core unpowered (950 mV, reading -1). 1d92cc0 re-powered it at

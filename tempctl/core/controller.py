@@ -84,6 +84,7 @@ class Controller:
         self.cooling_jumps: list[tuple[int, float]] = []  # cooling.watch: model.cooling's
         self.ambient_params = None
         self.worse_alarm_ms: int | None = None
+        self.relearned_ms: int | None = None  # the cooling jump the law climbed on (law.py)
         self._clip_restored = False  # restored stamps not yet clipped to the first poll
         observe.init(self)
         aftermath.init(self)
@@ -152,7 +153,7 @@ class Controller:
         cooling.watch(self, now_ms, decision)
         if reading.fault:
             # mining stopped, not an overheat: never command on it (issue 16.2)
-            self._fault_note(reading.fault, decision)
+            observe.fault_note(self, reading.fault, decision)
             return decision
         if reading.valid:
             self._notes.discard("fault")
@@ -314,20 +315,6 @@ class Controller:
 
     # -- evaluation ------------------------------------------------------------------------------
 
-    def _fault_note(self, fault: str, d: Decision) -> None:
-        if "fault" in self._notes:
-            return
-        self._notes.add("fault")
-        if fault == "pool_down":
-            msg = (
-                "mining stopped (pool_down): no pool reachable (the firmware stops the ASIC, "
-                "fan at 30 %); not an overheat, nothing to do here"
-            )
-        else:
-            msg = f"mining stopped: {fault} reported by the device; not an overheat, needs a person"
-        # the alerter sends its own "fault" alert
-        d.events.append(Event("fault", msg, level="warning", origin="device"))
-
     def _ceiling_holds(self, now_ms: int) -> bool:
         return (
             self.ceiling is not None
@@ -410,6 +397,10 @@ class Controller:
             return
         self.last_good = self.frequency
         self._set(target, raised=True)
+
+    def _act_climb_relearned(self) -> None:
+        self.relearned_ms = self.model.cooling[0]  # once per jump of the cooling
+        self._act_climb()
 
     def _act_climb(self) -> None:
         target = self.climb_target(self._now)

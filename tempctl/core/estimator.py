@@ -31,21 +31,30 @@ GATE_SD = 4.0  # a reading this many innovation sds from the prediction waits fo
 GATE_AFTER = 3  # readings an estimate needs before it may hold one back (one says little)
 BIAS_GAIN = 0.2  # weight of one normalised innovation in the running bias
 BIAS_LIMIT = 1.0  # a running bias beyond this (in sds) means the plant moved: follow faster
+WANDER_GAIN = 1.0 / 64  # weight of one product of successive innovations in the wander
 
 
 class DieFilter:
     """Mean ``x`` and variance ``var`` (°C²) of the steady die; ``noise_var`` of a reading."""
 
-    __slots__ = ("x", "var", "noise_var", "held", "last", "bias", "n")
+    __slots__ = ("x", "var", "noise_var", "held", "last", "bias", "n", "wander_var", "nu", "floor")
 
     def __init__(self, noise_c: float = NOISE_PRIOR_C):
         self.noise_var = max(noise_c, NOISE_MIN_C) ** 2
+        # the least a reading's error can be: a whole-degree sensor (BM1368 boards, issue 20)
+        # rounds by up to 0.5 °C, sd 1/√12, however quiet it looks between flips
+        self.floor = NOISE_MIN_C**2
         self.x: float | None = None
         self.var = self.noise_var
         self.held: float | None = None  # a far reading waiting for a second one
         self.last: float | None = None  # the last reading used, for the noise pairs
         self.bias = 0.0
         self.n = 0  # readings used since the last reset
+        # How far the die wanders around the estimate faster than the filter follows (a
+        # draft, a room's wobble): the covariance of successive innovations, which the
+        # sensor's white noise leaves at zero. The margin covers it (``model.sd``).
+        self.wander_var = 0.0
+        self.nu: float | None = None  # the last innovation, for the pairs
 
     @property
     def noise_c(self) -> float:
@@ -61,6 +70,12 @@ class DieFilter:
         self.var = self.noise_var
         self.bias = 0.0
         self.n = 0
+        self.nu = None
+
+    def quantised(self, step_c: float) -> None:
+        """The readings come in steps of ``step_c`` (0 when they do not)."""
+        self.floor = max(NOISE_MIN_C**2, step_c * step_c / 12.0)
+        self.noise_var = max(self.noise_var, self.floor)
 
     def predict(self, drift_c: float, process_var: float) -> None:
         """Time passed: the room moved by ``drift_c`` (the trend), give or take."""
@@ -73,7 +88,7 @@ class DieFilter:
         if self.x is not None:
             self.x += delta_c
             self.var += (rel_err * delta_c) ** 2
-        self.last = None  # a pair across a change is not noise
+        self.last = self.nu = None  # a pair across a change is not noise
 
     def update(self, z: float, learn_noise: bool = True) -> str:
         """One reading ``z`` (lag-corrected to the steady die). Returns ACCEPTED, HELD or
@@ -91,7 +106,7 @@ class DieFilter:
                 and (z - h) ** 2 <= GATE_SD * GATE_SD * 2 * self.noise_var
             ):
                 self.x, self.var = (h + z) / 2, self.noise_var / 2
-                self.held, self.last, self.bias, self.n = None, z, 0.0, 2
+                self.held, self.last, self.bias, self.n, self.nu = None, z, 0.0, 2, None
                 return CONFIRMED
             self.held = z
             return HELD
@@ -100,8 +115,11 @@ class DieFilter:
         if learn_noise and self.last is not None:
             d = z - self.last
             self.noise_var += NOISE_GAIN * (d * d / 2 - self.noise_var)
-            self.noise_var = max(self.noise_var, NOISE_MIN_C**2)
+            self.noise_var = max(self.noise_var, self.floor)
+        if learn_noise and self.nu is not None:
+            self.wander_var += WANDER_GAIN * (nu * self.nu - self.wander_var)
         self.last = z
+        self.nu = nu if learn_noise else None
         self.bias += BIAS_GAIN * (nu / math.sqrt(s) - self.bias)
         if abs(self.bias) > BIAS_LIMIT:
             # a sustained one-sided innovation: the plant changed; let the readings lead

@@ -128,6 +128,16 @@ MODEL: tuple[Row, ...] = (
         "resume",
         "below MAX_FREQUENCY while NORMAL (set by the firmware or a user): climbing again",
     ),
+    # The cooling got worse (a jump the model took into its °C/W) and the throttle's step
+    # has taught the model since: climb on its prediction at once, once per jump, instead
+    # of waiting STABLE_TIMEFRAME at the level the throttle picked before it had relearned.
+    row(
+        (T1, T2),
+        R,
+        ["settled", "relearned", "headroom"],
+        "climb_relearned",
+        "the model relearned the cooling",
+    ),
     # Held for STABLE_TIMEFRAME (evidence only, a query over the persisted log): climb.
     row((T1, T2), R, ["settled", "stable", "headroom"], "climb", "stable for STABLE_TIMEFRAME"),
     row(R, N, ["at_max", "settled", "not_hot"], "hold", "restored to MAX_FREQUENCY"),
@@ -268,6 +278,23 @@ class Facts:
     def critical_due(self) -> bool:
         """Critical: at most SECOND_FREQUENCY at once; lower only once that has settled."""
         return self.above_second or self.settled
+
+    @property
+    def relearned(self) -> bool:
+        """A jump of the cooling for the worse within STABLE_TIMEFRAME, not yet climbed on,
+        and the model has finished learning from the steps since (model.cooling)."""
+        c = self._c
+        m, lim = c.model, c.limits
+        cool = m.cooling
+        return (
+            lim.law == "model"
+            and cool is not None
+            and cool[1] > 1
+            and cool[0] != c.relearned_ms
+            and self._now - cool[0] < lim.window_ms
+            and not m.learning
+            and m.ready
+        )
 
     @property
     def sensor_stuck(self) -> bool:

@@ -17,17 +17,16 @@ representative reading. With autofan below saturation the firmware's PID holds `
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 from tempctl.core.decision import Event
-from tempctl.core.estimator import ACCEPTED, CONFIRMED, NOISE_PRIOR_C, DieFilter
-from tempctl.core.trend import Trend
+from tempctl.core.estimator import ACCEPTED, CONFIRMED, DieFilter
+from tempctl.core.modelparams import ModelParams, fan_scale, prior_for
+from tempctl.core.trend import AmbientTrend
 
 __all__ = ["ModelParams", "ThermalModel", "fan_scale", "prior_for"]
 
-FAN_REF, FAN_STILL, FAN_EXP = 100.0, 10.0, 0.55  # plant.FanEffect (mtab3000 traces)
 P0_SHARE = 0.28  # static share of board power: Gamma 5.14 W of ~18.4 W at 575 MHz (plant.py)
 SMOOTH_S = 90.0  # time constant of the smoothed power
 PROCESS_C_PER_SQRT_H = 0.3  # the steady die wanders this much (sd) in an hour beyond the
@@ -41,64 +40,13 @@ POWER_GATE_W, POWER_GATE_REL = 2.0, 0.5  # a power reading this far from the smo
 # for a second (a 900 W spike would teach k 4x too high, issue 20)
 POWER_MAX_W = 400.0  # no single board draws this; a reading above is the parser's junk
 STALE_POLLS = 10  # the model updates again after this many readings with power and voltage
-TREND_S = 1800.0  # the ambient trend is a least-squares slope over this long
-TREND_MAX_C_PER_S = 10.0 / 3600  # clamp: no room warms faster than 10 °C/h
 AUTOFAN_SATURATED = 98.0  # % duty: above this the PID has no headroom left
 LEARN_MIN_DF = 10.0  # MHz: smaller steps say too little about R and k
 LEARN_MIN_DP = 0.6  # W: at ~1.1 °C/W a smaller step moves the die < 0.7 °C (5 of the
 # EMC2101's 0.125 °C steps, plant.py), which a warming room's drift swamps: learning from
 # the closet's 0.3 W steps drove R to 2.3 °C/W (tests/test_trip_missed.py)
 LEARN_GAIN = 0.4  # weight of one step's observation
-
-
-def fan_scale(duty: float | None) -> float:
-    d = 100.0 if duty is None else min(max(duty, 0.0), 100.0)
-    return ((FAN_REF + FAN_STILL) / (d + FAN_STILL)) ** FAN_EXP
-
-
-@dataclass(frozen=True, slots=True)
-class ModelParams:
-    r: float  # °C/W at 100 % fan
-    k: float  # W per MHz·V² (0 = not known yet: estimated from the first reading)
-    leak: float = 0.0093  # per °C (jojo4751 Gammas, plant.py)
-    share: float = 0.50  # fast share of a step (pmcochrane 1 Hz trace, data/README §4)
-    tau_s: float = 48.0  # slow time constant (data/README §4)
-    steps: int = 0  # frequency steps learned from
-    noise_c: float = NOISE_PRIOR_C  # sd of one temperature reading (learned, estimator.py)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str | None, fallback: ModelParams) -> ModelParams:
-        try:
-            data = json.loads(text or "")
-            out = replace(
-                fallback, **{k: float(data[k]) for k in ("r", "k", "leak", "share", "tau_s")}
-            )
-            out = replace(out, steps=int(data.get("steps", 0)))
-            out = replace(out, noise_c=float(data.get("noise_c", fallback.noise_c)))
-        except (ValueError, TypeError, KeyError):
-            return fallback
-        # τ down to 0.05 s: at short settle times (tests, the demo) the model learns 0.75-30 s
-        # (issue 23.5); ThermalModel clamps it to its own time scale anyway
-        ok = (
-            0.05 <= out.r <= 10
-            and 0 <= out.k <= 1
-            and 0.05 <= out.tau_s <= 600
-            and 0.01 <= out.noise_c <= 10
-        )
-        return out if ok else fallback
-
-
-# °C/W at full fan per ASIC family: BM1370 (Gamma) is measured (data/README §4: 1.14 and 1.05,
-# plant.py 1.10); BM1368 from the adammwest Supra fit (1.84, data/README §4); the rest are
-# taken as the Supra's (no data). Multi-chip boards start from these too and learn their own.
-PRIORS = {"BM1370": 1.10, "BM1368": 1.84, "BM1366": 1.84, "BM1397": 1.84}
-
-
-def prior_for(asic: str | None) -> ModelParams:
-    return ModelParams(r=PRIORS.get((asic or "").upper(), 1.10), k=0.0)
+WHOLE_POLLS = 20  # this many readings in a row in whole degrees: a 1 °C sensor (Supra)
 
 
 @dataclass(slots=True)
@@ -114,6 +62,7 @@ class _Step:
     slope: float  # ambient trend at the step, °C/s
     t_pred: float  # predicted ΔT∞
     var_before: float  # the filter's variance of t_before
+    base_ms: int = 0  # the first change of a chain of steps too quick to learn one by one
     mv_from: float = 0.0  # the core voltage before it (a raise brings its voltage first)
     n: int = 0
     t_sum: float = 0.0
@@ -142,6 +91,7 @@ class ThermalModel:
         self._good_polls = STALE_POLLS
         self._p_held: float | None = None  # a power reading far from the smoothed one
         self.gated = False  # the last reading was held by the filter or the power gate
+        self._whole = 0  # readings in a row in whole degrees (a 1 °C sensor: DieFilter floor)
         # (ts, °C/W ratio, die jump °C) of the last jump the cooling made (cooling.watch)
         self.cooling: tuple[int, float, float] | None = None
         self.events: list[Event] = []  # notes for the log, drained by the caller
@@ -156,7 +106,8 @@ class ThermalModel:
         self.change: tuple[int, float] | None = None  # (ts, predicted ΔT∞) of the last change
         self._volt_ts: int | None = None  # when voltage_set last moved the voltage
         self._step: _Step | None = None
-        self.trend = Trend(TREND_S * self.ts, TREND_MAX_C_PER_S / self.ts, 600 * self.ts)
+        self.trend = AmbientTrend(self.ts)  # the room's, from settled readings (trend.py)
+        self._slope: tuple[int, float, float] | None = None  # (version, R, slope())
         # one-entry caches: polls come at a fixed spacing and the fan duty rarely moves
         self._scale_of: tuple[float | None, float] = (None, fan_scale(None))
         self._smooth_of: tuple[float, float] = (-1.0, 0.0)
@@ -181,7 +132,8 @@ class ThermalModel:
         first reading)."""
         if self.kf.x is None:
             return None
-        return math.sqrt(self.kf.var + self._process_var(horizon_s))
+        wander = max(0.0, self.kf.wander_var)
+        return math.sqrt(self.kf.var + self._process_var(horizon_s) + wander)
 
     def _process_var(self, dt_s: float) -> float:
         return PROCESS_C_PER_SQRT_H**2 * dt_s / (3600.0 * self.ts)
@@ -197,6 +149,11 @@ class ThermalModel:
             if 0 <= age < 8 * p.tau_s:
                 x -= (1 - p.share) * self.change[1] * math.exp(-age / p.tau_s)
         return x
+
+    @property
+    def learning(self) -> bool:
+        """A change is being watched to learn from (``_learn``)."""
+        return self._step is not None
 
     @property
     def ready(self) -> bool:
@@ -217,7 +174,10 @@ class ThermalModel:
 
     def slope(self) -> float:
         """Ambient trend, °C per second (0 until 10 minutes of evidence)."""
-        return self.trend.slope()
+        key = (self.trend.version, self.params.r)  # a relearned R re-reads the window
+        if self._slope is None or self._slope[:2] != key:
+            self._slope = (*key, self.trend.slope(self.params.r))
+        return self._slope[2]
 
     def dt_df(self, duty: float | None = None) -> float:
         """°C of steady die per MHz at the operating point (leakage feedback included)."""
@@ -325,22 +285,51 @@ class ThermalModel:
 
     def note_change(self, ts_ms: int, f_to: float) -> None:
         """A frequency change took effect (ours, the firmware's or a user's)."""
+        p = self.params
         if self.ready:
             pred = self.dt_df() * (f_to - self.f)
             both = self._volt_ts == ts_ms and self.change is not None and self.change[0] == ts_ms
             self.change = (ts_ms, pred + self.change[1] if both else pred)
-            self._step = _Step(
-                ts_ms, self.f, f_to, self.t_ss, self.p, self.duty, self.slope(), pred, self.kf.var
-            )
-            self._step.mv_from = self.mv
+            st = self._step
             if both:  # its t_before is a prediction (voltage_set's), not a measured die
                 self._step = None
+            elif st is not None and st.duty == self.duty and ts_ms - st.ts_ms < 8000 * p.tau_s:
+                # the last step has not settled yet (a climb steps every settle period,
+                # under the 6 τ a step needs): learn from the whole chain once it has
+                self._step = _Step(
+                    ts_ms,
+                    st.f_from,
+                    f_to,
+                    st.t_before,
+                    st.p_before,
+                    st.duty,
+                    st.slope,
+                    st.t_pred + pred,
+                    st.var_before,
+                    st.base_ms,
+                    st.mv_from,
+                )
+            else:
+                self._step = _Step(
+                    ts_ms,
+                    self.f,
+                    f_to,
+                    self.t_ss,
+                    self.p,
+                    self.duty,
+                    self.slope(),
+                    pred,
+                    self.kf.var,
+                    ts_ms,
+                    self.mv or 0.0,
+                )
             self.kf.shift(pred, STEP_REL_ERR)  # the estimate now stands for the new frequency
             self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
         else:
             self.change, self._step = None, None
             self.kf.reset()  # nothing says where the die goes: start again from readings
         self.f = f_to
+        self.trend.new_stretch()
 
     def _volts_moved(self, mv: float, at: int | None = None) -> None:
         """The core voltage moved (the governor, voltage.py, or a user): like a frequency
@@ -363,6 +352,7 @@ class ThermalModel:
         self.change = (at, total)
         self.kf.shift(pred, STEP_REL_ERR)
         self.p += pred / max(fan_scale(self.duty) * self.params.r, 1e-6) if pred else 0.0
+        self.trend.new_stretch()  # the power moved: a level shift of Ta, not a trend
 
     def voltage_set(self, ts_ms: int, mv: float) -> None:
         """A voltage command sent at ``ts_ms`` (the governor's revert on errors, driver.py):
@@ -422,6 +412,10 @@ class ThermalModel:
                 settling = age < 4 * p.tau_s
         dt = 0.0 if self.last_ts is None else max(0.0, (ts_ms - self.last_ts) / 1000.0)
         self.last_ts = ts_ms
+        whole = self._whole
+        self._whole = whole + 1 if temp == int(temp) else 0
+        if (self._whole >= WHOLE_POLLS) != (whole >= WHOLE_POLLS):
+            self.kf.quantised(1.0 if self._whole else 0.0)
         before = self.kf.x
         self.kf.predict(self.slope() * dt, self._process_var(dt))
         status = self.kf.update(est, learn_noise=not settling)
@@ -447,7 +441,8 @@ class ThermalModel:
             return None
         if status == CONFIRMED:
             return self._jumped(ts_ms, before)
-        self.trend.add(ts_ms / 1000.0, self.t_ss - self._scale(duty) * p.r * self.p)
+        if not settling:
+            self.trend.add(ts_ms / 1000.0, self.t_ss, self._scale(duty) * self.p)
         if self.gated or not self.updating:
             return None  # never learned from: a spike, a junk power value, a stale model
         return self._learn(ts_ms, temp, power) or self.noise_note()
@@ -512,10 +507,13 @@ class ThermalModel:
 
     def _jumped(self, ts_ms: int, before: float | None) -> str | None:
         """Two readings agree the die moved far from the estimate. At unchanged settings and
-        fan, faster than any room warms: the cooling changed; the °C/W takes the jump."""
-        self._step = None
+        fan, faster than any room warms: the cooling changed; the °C/W takes the jump.
+        Within 8 τ of a change the jump is that step's own response, missed by the model:
+        what the step is watched for (``_learn`` reads the readings, not the filter)."""
         p = self.params
         settled = self.change is None or (ts_ms - self.change[0]) / 1000.0 >= 8 * p.tau_s
+        if settled:
+            self._step = None
         fixed_fan = not self.autofan or (self.duty or 0) >= AUTOFAN_SATURATED
         if before is None or not settled or not fixed_fan or not self.updating:
             return None
@@ -526,6 +524,7 @@ class ThermalModel:
         ratio = r / p.r
         self.params = replace(p, r=r)
         self.cooling = (ts_ms, ratio, jump)
+        self.trend.reset()  # the window's Ta was the old plant's: the trend starts again
         word = "worse" if ratio > 1 else "better"
         return (
             f"cooling {word}: °C/W x{ratio:.2f} ({p.r:.3f} -> {r:.3f}): the die moved "
@@ -553,7 +552,7 @@ class ThermalModel:
         st.n += 1
         st.t_sum += temp
         st.p_sum += power
-        st.ts_sum += age
+        st.ts_sum += (ts_ms - st.base_ms) / 1000.0
         if age < 6 * p.tau_s or st.n < 2:
             return None
         self._step = None

@@ -341,3 +341,19 @@ def predicted_note(c) -> None:
             reason=f"{t.reason}: {c.frequency:g} MHz predicted {pred:.1f} °C "
             f"(effective ambient {amb:.1f} °C)",
         )
+
+
+def fault_note(c, fault: str, d: Decision) -> None:
+    """Mining stopped (not an overheat): say so once per episode."""
+    if "fault" in c._notes:
+        return
+    c._notes.add("fault")
+    if fault == "pool_down":
+        msg = (
+            "mining stopped (pool_down): no pool reachable (the firmware stops the ASIC, "
+            "fan at 30 %); not an overheat, nothing to do here"
+        )
+    else:
+        msg = f"mining stopped: {fault} reported by the device; not an overheat, needs a person"
+    # the alerter sends its own "fault" alert
+    d.events.append(Event("fault", msg, level="warning", origin="device"))

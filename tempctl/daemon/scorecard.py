@@ -37,15 +37,8 @@ from pathlib import Path
 from typing import Protocol
 
 from tempctl.core.limits import FREQ_EPS
-from tempctl.core.model import (
-    AUTOFAN_SATURATED,
-    FAN_EXP,
-    FAN_REF,
-    FAN_STILL,
-    P0_SHARE,
-    PRIORS,
-    prior_for,
-)
+from tempctl.core.model import AUTOFAN_SATURATED, P0_SHARE
+from tempctl.core.modelparams import FAN_EXP, FAN_REF, FAN_STILL, PRIORS, prior_for
 from tempctl.core.tally import SCORECARD_KEYS, Rolling, Tally, best_frequency
 from tempctl.store.eventlog import open_read_only
 
