@@ -26,13 +26,14 @@ pytestmark = pytest.mark.slow
 THRESHOLD = 63.0
 
 
-def tempctl(*args: str, env=None) -> subprocess.Popen:
+def tempctl(*args: str, env=None, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "tempctl", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        preexec_fn=preexec_fn,
     )
 
 

@@ -15,6 +15,7 @@ sampled in plant time; judgements are made in plant time and on the log, never o
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -38,6 +39,16 @@ FIRST_SETTLE_S = 1800.0  # plant seconds from the start before the die is judged
 PANEL = Path(__file__).resolve().parent.parent / "replay/scenarios/panel/two_sensor_hot_temp2.toml"
 
 
+def prompt() -> None:
+    """Run the compressed pair ahead of the rest of the suite where allowed (root, as CI):
+    at 120x, 10 ms of scheduling delay is 1.2 s of plant time, and the suite's other
+    workers start processes by the dozen. Without the privilege nothing changes."""
+    try:
+        os.nice(-10)
+    except OSError:
+        pass
+
+
 def state(url: str) -> dict:
     with urllib.request.urlopen(url + "/_emulator/state", timeout=10) as resp:
         return json.load(resp)
@@ -51,6 +62,7 @@ def noisy_two_sensor(tmp_path):
         "emulate",
         *("--scenario", str(scenario), "--scale", str(SCALE), "--pace", str(PACE_S)),
         *("--seed", "7"),
+        preexec_fn=prompt,
     )
     url = proc.stdout.readline().strip()
     assert url.startswith("http://127.0.0.1:"), url
@@ -75,7 +87,7 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
         max_frequency=575,
         law="model",
     )
-    proc = tempctl("run", env=env)
+    proc = tempctl("run", env=env, preexec_fn=prompt)
     samples = []  # (plant s, true hot sensor °C, frequency MHz, overheat trips)
     held = 0.0  # plant seconds the pace held back (the daemon polled late)
     wall_deadline = time.monotonic() + 4 * PLANT_RUN_S / SCALE  # generous: a busy CI box
@@ -115,7 +127,20 @@ def test_noisy_two_sensor_board_holds_the_hot_sensor_under_the_threshold(
     # the true hot sensor against the threshold, after the first settle
     worst = max(t for _, t, _, _ in judged)
     share_above = sum(t > THRESHOLD for _, t, _, _ in judged) / len(judged)
-    figures = dict(worst=round(worst, 2), share_above=round(share_above, 4), held_s=held)
+    figures = dict(
+        worst=round(worst, 2),
+        share_above=round(share_above, 4),
+        held_s=held,
+        # what the law did (plant minutes, MHz), for a failure to be read from
+        moves=[
+            (round((ts - first_ms) / 60_000 * SCALE, 1), f)
+            for first_ms in [rows(db, "SELECT min(ts_ms) FROM readings")[0][0]]
+            for ts, f in rows(
+                db, "SELECT ts_ms, frequency FROM commands WHERE kind = 'set_frequency'"
+            )
+        ],
+        model=rows(db, "SELECT message FROM events WHERE kind = 'model' ORDER BY id DESC LIMIT 1"),
+    )
     print(f"noisy two-sensor e2e: {figures}")
     assert worst <= THRESHOLD + 0.5, figures
     assert share_above <= 0.01, figures  # issue 20: at most 1 % of the time above
