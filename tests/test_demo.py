@@ -184,7 +184,13 @@ def test_demo_throttles_recovers_and_stops_on_sigterm(tmp_path):
     assert_full_story(changes(db))
     conn = sqlite3.connect(db)
     config = json.loads(conn.execute("SELECT config FROM runs").fetchone()[0])
+    # a heat wave is weather, not a failing fan: no "cooling got worse" alarm (at settle 1 s
+    # the daemon read the 2000x room as warming 11x faster than any room can)
+    worse = conn.execute(
+        "SELECT count(*) FROM events WHERE message LIKE 'cooling got worse%'"
+    ).fetchone()[0]
     conn.close()
+    assert worse == 0
     assert config["temp_threshold"] == 63 and config["check_interval"] == 0.2
     assert run.survivors() == []
     # Closing the writer last leaves a single file, no -wal/-shm.
@@ -239,10 +245,13 @@ def test_readme_command_within_60_s(tmp_path):
 
 
 def test_timing_follows_the_scale():
-    assert demo.Timing.for_scale() == demo.Timing(2000.0, 0.5, 1.0, 3.0)
+    assert demo.Timing.for_scale() == demo.Timing(2000.0, 0.5, 0.09, 3.0)
     fast = demo.Timing.for_scale(20000.0)
     assert fast.check_interval == demo.MIN_CHECK_INTERVAL_S  # the daemon's floor
-    assert (fast.settle, fast.stable_s) == pytest.approx((0.1, 0.3))
+    assert (fast.settle, fast.stable_s) == pytest.approx((0.009, 0.3))
+    # the daemon's time scale (TEMPCTL_SETTLE / 180 s) is the plant's at every scale
+    for scale in (500.0, 2000.0, 8000.0):
+        assert 180.0 / demo.Timing.for_scale(scale).settle == pytest.approx(scale)
 
 
 def test_cli_default_scale_is_the_demo_default():
@@ -267,7 +276,7 @@ def test_settings_ignore_the_environment(tmp_path, monkeypatch):
     s = demo.demo_settings(
         "127.0.0.1:8123", tmp_path / "d.db", demo.Timing.for_scale(), tmp_path / "absent.toml"
     )
-    assert (s.temp_threshold, s.dry_run, s.check_interval, s.settle) == (63, False, 0.5, 1.0)
+    assert (s.temp_threshold, s.dry_run, s.check_interval, s.settle) == (63, False, 0.5, 0.09)
     assert s.stable_seconds == pytest.approx(3.0)
     assert [d.url for d in s.devices] == ["http://127.0.0.1:8123"]
 

@@ -12,7 +12,8 @@ The scenario is repeated day after day: its last point is 30 °C, where 550 MHz 
 the next morning's 28 °C lets the last step to MAX_FREQUENCY happen. At scale 2000 one
 real second is 33 plant minutes and the plant's time constants (48 s, tempctl/plant.py)
 are over within a poll, so the daemon's own timings are compressed to match: polls every
-0.5 s, settle 1 s, a 3 s stable window. Measured timeline (scale 2000): throttle at ~3 s,
+0.5 s, settle 0.09 s (180 s of plant time: the daemon's time scale is the plant's), a 3 s
+stable window. Measured timeline (scale 2000): throttle at ~3 s,
 THROTTLED_2 at ~4.5 s, RECOVERING at ~23 s, NORMAL at ~42 s, the next day's throttle at ~46 s.
 """
 
@@ -39,7 +40,9 @@ DEFAULT_SCALE = 2000.0
 START_HOURS = 1.5  # 28 °C; the die passes 63 °C at ~hour 3 (replay/scenarios/heatwave.toml)
 # Real seconds at DEFAULT_SCALE; another --scale stretches them in proportion.
 CHECK_INTERVAL_S = 0.5
-SETTLE_S = 1.0
+SETTLE_S = 180.0 / DEFAULT_SCALE  # 180 s of plant time: the daemon takes its time scale from
+# TEMPCTL_SETTLE / 180 s, and judges rates by it (a room warming 11x faster than any room
+# read as "cooling got worse" at settle 1 s)
 STABLE_S = 3.0
 MIN_CHECK_INTERVAL_S = 0.2  # the daemon's lower bound (config.py)
 DEFAULT_DB = "tempctl-demo.db"
