@@ -14,7 +14,7 @@ real second is 33 plant minutes and the plant's time constants (48 s, tempctl/pl
 are over within a poll, so the daemon's own timings are compressed to match: polls every
 0.5 s, settle 0.09 s (180 s of plant time: the daemon's time scale is the plant's), a 3 s
 stable window. Measured timeline (scale 2000): throttle at ~3 s,
-THROTTLED_2 at ~4.5 s, RECOVERING at ~23 s, NORMAL at ~42 s, the next day's throttle at ~46 s.
+THROTTLED_2 at ~6 s, RECOVERING at ~10.5 s, NORMAL at ~26.5 s, the next day's throttle at ~47 s.
 """
 
 from __future__ import annotations
